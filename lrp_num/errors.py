@@ -1,0 +1,43 @@
+"""Exception types raised by lrp-toolkit for user mistakes.
+
+Every error that a user can cause (a bad shape, a NaN weight, an unknown rule, a corrupt model
+file) is raised as a subclass of :class:`LRPError`, so callers can catch one type. The command
+line turns these into a single line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+
+class LRPError(Exception):
+    """Base class of every documented lrp-toolkit error."""
+
+
+class ShapeError(LRPError, ValueError):
+    """An array has a shape that does not fit the layer, network or target."""
+
+
+class NonFiniteError(LRPError, ValueError):
+    """A weight, bias or input holds NaN or Inf."""
+
+
+class UnknownRuleError(LRPError, KeyError):
+    """A rule, composite or convention name that is not registered."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; keep it a plain sentence
+        return str(self.args[0]) if self.args else ""
+
+
+class UnsupportedLayerError(LRPError, TypeError):
+    """A layer or model operator that the engine does not support."""
+
+
+class ModelFileError(LRPError, ValueError):
+    """A model file that is missing, corrupt, foreign or of an unknown layout."""
+
+
+class ZeroDenominatorError(LRPError, ZeroDivisionError):
+    """A relevance denominator is zero and the stabiliser eps is zero."""
+
+
+class TargetError(LRPError, IndexError):
+    """A target output index out of range, or an output relevance of the wrong shape."""
