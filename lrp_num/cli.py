@@ -1,0 +1,51 @@
+"""The ``lrp`` command line: one dispatcher, one module per subcommand.
+
+Each subcommand module defines ``add_arguments(parser)`` and ``run(args) -> int`` and imports its
+heavy dependencies (SymPy, matplotlib, torch) inside ``run``, so ``lrp explain`` never pays for
+SymPy. A documented :class:`lrp_num.errors.LRPError` becomes one line on stderr and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Sequence
+
+from lrp_num.errors import LRPError
+
+#: subcommand name -> (module, one-line help)
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "derive": ("lrp_sym.commands.derive", "derive a rule from its root point and prove its properties"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lrp",
+        description="Derive, generate and verify layer-wise relevance propagation rules.",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module_name, help_text) in SUBCOMMANDS.items():
+        module = importlib.import_module(module_name)
+        sub = subparsers.add_parser(name, help=help_text, description=help_text)
+        module.add_arguments(sub)
+        sub.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except LRPError as error:
+        print(f"lrp {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"lrp {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
