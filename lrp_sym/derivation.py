@@ -1,0 +1,78 @@
+"""The result of analysing one rule or layer: expressions, proofs, and the canonical rule.
+
+Every analysis in ``derivations/`` produces a :class:`Derivation`. Its ``rows`` are what the
+command line and the docs show; its ``terms``, ``bias_share`` and ``stabiliser`` are the
+canonical propagation rule that the code generator turns into a kernel:
+
+    R_i = sum_j  sum_k  a_k q^(k)_ij / (sum_i' q^(k)_i'j + s_k) R_j,
+
+with coefficients a_k, the bias share s_k of each denominator and, where the rule has one, a
+stabiliser eps sign(denominator).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sympy import Expr, S
+
+from lrp_sym.domains import Domain
+from lrp_sym.proofs import Proof
+
+
+@dataclass(frozen=True)
+class RatioTerm:
+    """One term a q_ij / (sum_i q_ij + s) R_j of a propagation rule."""
+
+    coefficient: Expr
+    q: Expr
+    bias_share: Expr = S.Zero
+
+
+@dataclass
+class Derivation:
+    """Everything derived about one rule or layer.
+
+    Attributes
+    ----------
+    name : str
+        The rule's registry name (``"z+"``, ``"w2"``, ...).
+    title : str
+        A one-line human title.
+    paper : str
+        The reference the rule comes from.
+    domain : Domain or None
+        The input domain the rule is derived for.
+    rows : list of (str, Expr or str)
+        The derivation in reading order: direction, step, root point, R_ij, rule, condition...
+    proofs : list of Proof
+    terms : list of RatioTerm
+        The canonical rule for code generation; empty for analyses that yield no kernel.
+    stabiliser : Expr
+        eps when the rule's denominators carry eps sign(d) by definition (LRP-epsilon), else 0.
+    parameters : tuple of Symbol
+        The rule's parameters (gamma, alpha, beta, eps ...), in signature order.
+    """
+
+    name: str
+    title: str
+    paper: str
+    domain: Domain | None = None
+    rows: list[tuple[str, Expr | str]] = field(default_factory=list)
+    proofs: list[Proof] = field(default_factory=list)
+    terms: list[RatioTerm] = field(default_factory=list)
+    stabiliser: Expr = S.Zero
+    parameters: tuple = ()
+    results: dict[str, Expr] = field(default_factory=dict)
+
+    @property
+    def as_expected(self) -> bool:
+        """True when every proof has the status the literature leads us to expect."""
+        return all(proof.as_expected for proof in self.proofs)
+
+    def proof(self, name: str) -> Proof:
+        """Return the proof called ``name``."""
+        for proof in self.proofs:
+            if proof.name == name:
+                return proof
+        raise KeyError(f"{self.name} has no proof called {name!r}")
