@@ -103,7 +103,7 @@ def sample_instance(
     values[gamma] = _uniform(rng, 0, 3)
     values[eps] = _uniform(rng, 0.001, 0.5)
     values[beta] = _uniform(rng, 0, 2)
-    values[alpha] = values[beta] + 1
+    values[alpha] = _uniform(rng, 0.5, 3)
     values[p] = _uniform(rng, 1, 6)
     return LayerInstance(size, values)
 

@@ -13,6 +13,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Callable
 
+import mpmath
 from sympy import Expr, simplify
 
 from lrp_sym.numeric import LayerInstance, sample_free_symbols
@@ -77,7 +78,7 @@ def prove_zero(
         value = instance.evaluate(expr)
         if abs(value) > NUMERIC_SLACK:
             return Proof(name, statement, Status.REFUTED, expected,
-                         f"counterexample at n = {instance.size}, residual {value:.6g}",
+                         f"counterexample at n = {instance.size}, residual {mpmath.nstr(value, 6)}",
                          instance.describe())
     return Proof(name, statement, Status.UNDECIDED, expected,
                  f"not simplified to 0, and no counterexample in {SEARCH_TRIALS} random layers")

@@ -1,0 +1,137 @@
+"""Rules declared by their propagation formula rather than by a root point.
+
+LRP-epsilon, LRP-alpha-beta and the "bias as a neuron" convention are not one exact root-point
+step. They are declared as sums of ratio terms,
+
+    R_ij = sum_k a_k q^(k)_ij / (sum_i q^(k)_ij + s_k) R_j,
+
+and analysed by the same proof machinery: what sum_i R_ij is (so what the stabiliser and bias
+absorb), when the rule conserves relevance, and whether it is positive. Neurons are taken active
+(z_j > 0), so a stabiliser eps sign(d) adds +eps.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Callable
+
+from sympy import Expr, S, Symbol, simplify, solve
+
+from lrp_sym.derivation import Derivation, RatioTerm
+from lrp_sym.domains import Domain
+from lrp_sym.numeric import sample_instance
+from lrp_sym.proofs import Proof, Status, prove_zero
+from lrp_sym.sums import by_weight_sign, expand_sums, over_inputs
+from lrp_sym.symbols import R, b, eps, i, j, w, x
+
+
+@dataclass
+class RatioRule:
+    """A rule given as ratio terms; see the module docstring.
+
+    Parameters
+    ----------
+    name, title, paper : str
+    terms : list of RatioTerm
+        The a_k, q^(k)_ij and bias shares s_k.
+    domain : Domain
+    stabilised : bool
+        Whether each denominator d carries the stabiliser eps sign(d) by definition.
+    parameters : tuple
+    expected : dict
+        Expected status of proofs that do not hold (all others are expected proved).
+    solve_conservation_for : Symbol, optional
+        Solve sum_i R_ij = R_j for this parameter (alpha for LRP-alpha-beta).
+    identities : dict
+        ``name -> (statement, f)`` where ``f(passed, z)`` must vanish; ``passed`` is sum_i R_ij
+        and ``z`` the pre-activation z_j. Each is proved or refuted like any other obligation.
+    """
+
+    name: str
+    title: str
+    paper: str
+    terms: list[RatioTerm]
+    domain: Domain
+    stabilised: bool = False
+    parameters: tuple = ()
+    expected: dict[str, Status] = field(default_factory=dict)
+    solve_conservation_for: Symbol | None = None
+    identities: dict[str, tuple[str, Callable[[Expr, Expr], Expr]]] = field(default_factory=dict)
+
+    def relevance(self) -> Expr:
+        """R_ij for an active neuron (stabiliser +eps)."""
+        stabiliser = eps if self.stabilised else S.Zero
+        return sum((term.coefficient * term.q / (over_inputs(term.q) + term.bias_share + stabiliser)
+                    for term in self.terms), S.Zero) * R[j]
+
+    def derive(self) -> Derivation:
+        relevance = self.relevance()
+        passed = simplify(expand_sums(over_inputs(relevance)))
+        absorbed = simplify(R[j] - passed)
+        derivation = Derivation(
+            name=self.name, title=self.title, paper=self.paper, domain=self.domain,
+            terms=list(self.terms), stabiliser=eps if self.stabilised else S.Zero,
+            parameters=self.parameters,
+        )
+        derivation.rows = [
+            ("relevance R_ij (active neuron)", relevance),
+            ("passed down sum_i R_ij", passed),
+            ("absorbed R_j - sum_i R_ij", absorbed),
+        ]
+        derivation.results.update(relevance=relevance, passed=passed, absorbed=absorbed)
+        sampler = lambda rng: sample_instance(self.domain, rng, size=3)  # noqa: E731
+        derivation.proofs = [
+            prove_zero("conservation", "conservation: sum_i R_ij = R_j", passed - R[j], sampler,
+                       self.expected.get("conservation", Status.PROVED)),
+            self._prove_positivity(relevance),
+        ]
+        z = over_inputs(x[i] * w[i, j]) + b[j]
+        for name, (statement, identity) in self.identities.items():
+            derivation.proofs.append(prove_zero(name, statement, expand_sums(identity(passed, z)),
+                                                sampler, self.expected.get(name, Status.PROVED)))
+        if self.solve_conservation_for is not None:
+            derivation.proofs.append(self._conservation_condition(passed))
+        return derivation
+
+    def _conservation_condition(self, passed: Expr) -> Proof:
+        symbol = self.solve_conservation_for
+        solutions = solve(passed - R[j], symbol)
+        statement = f"conservation holds exactly when {symbol} = ..."
+        if len(solutions) == 1:
+            derivation_text = f"sum_i R_ij = R_j  <=>  {symbol} = {solutions[0]}"
+            return Proof("conservation_condition", derivation_text, Status.PROVED,
+                         self.expected.get("conservation_condition", Status.PROVED),
+                         "solved by SymPy (with both sums non-zero)")
+        return Proof("conservation_condition", statement, Status.UNDECIDED,
+                     self.expected.get("conservation_condition", Status.PROVED),
+                     f"SymPy found {len(solutions)} solutions")
+
+    def _prove_positivity(self, relevance: Expr) -> Proof:
+        statement = f"positivity: R_ij >= 0 on {self.domain.name} for active neurons"
+        expected = self.expected.get("positivity", Status.PROVED)
+        rng = random.Random(3)
+        for _ in range(100):
+            instance = sample_instance(self.domain, rng, size=3)
+            for term in self.terms:
+                if instance.evaluate(over_inputs(term.q)) == 0:
+                    break  # the rule is undefined there
+            else:
+                for m in range(1, instance.size + 1):
+                    if instance.evaluate(relevance, m) < -1e-40:
+                        return Proof("positivity", statement, Status.REFUTED, expected,
+                                     f"R_ij < 0 for i = {m}", instance.describe())
+        if all(self._term_nonnegative(term) for term in self.terms):
+            return Proof("positivity", statement, Status.PROVED, expected,
+                         "every term a_k q_ij / (sum_i q_ij + s_k) is >= 0 in each sign case")
+        return Proof("positivity", statement, Status.UNDECIDED, expected,
+                     "no counterexample in 100 random layers; not proved symbolically")
+
+    def _term_nonnegative(self, term: RatioTerm) -> bool:
+        """a_k >= 0 with q_ij and the bias share of one sign (so the ratio is >= 0)."""
+        if not term.coefficient.is_nonnegative:
+            return False
+        cases = [value for _, value in by_weight_sign(term.q.subs(self.domain.parameterization()))]
+        if all(value.is_nonnegative for value in cases) and term.bias_share.is_nonnegative:
+            return True
+        return all(value.is_nonpositive for value in cases) and term.bias_share.is_nonpositive

@@ -1,0 +1,46 @@
+"""Finding and loading the rule declarations in a ``derivations/`` folder.
+
+Each ``*.py`` file there (not starting with ``_``) defines ``RULE``: an object with a ``name`` and
+a ``derive()`` method returning a :class:`lrp_sym.derivation.Derivation`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from typing import Any
+
+#: the derivations shipped with the toolkit (next to the packages in a source checkout)
+DEFAULT_DERIVATIONS = Path(__file__).resolve().parent.parent / "derivations"
+
+
+class DerivationFileError(Exception):
+    """A derivation file that cannot be loaded or declares no RULE."""
+
+
+def load_declarations(folder: Path | str | None = None) -> dict[str, Any]:
+    """Import every derivation file in ``folder`` and return ``{rule name: RULE}``, sorted."""
+    folder = Path(folder) if folder is not None else DEFAULT_DERIVATIONS
+    if not folder.is_dir():
+        raise DerivationFileError(f"no derivations folder at {folder}")
+    declarations: dict[str, Any] = {}
+    for path in sorted(folder.glob("*.py")):
+        if path.name.startswith("_"):
+            continue
+        module_name = f"_lrp_derivation_{path.stem}"
+        spec = importlib.util.spec_from_file_location(module_name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module
+        try:
+            spec.loader.exec_module(module)
+        except Exception as error:  # a user's file: report which one and why
+            raise DerivationFileError(f"{path}: {type(error).__name__}: {error}") from error
+        rule = getattr(module, "RULE", None)
+        if rule is None or not hasattr(rule, "derive"):
+            raise DerivationFileError(f"{path} defines no RULE with a derive() method")
+        if rule.name in declarations:
+            raise DerivationFileError(f"{path}: rule name {rule.name!r} is declared twice")
+        rule.source = path
+        declarations[rule.name] = rule
+    return dict(sorted(declarations.items()))
