@@ -14,6 +14,7 @@ RULE = RatioRule(
     terms=[RatioTerm(alpha, positive_part(x_i * w_ij)), RatioTerm(-beta, negative_part(x_i * w_ij))],
     domain=REAL_SPACE,
     parameters=(alpha, beta),
+    defaults={alpha: 2.0, beta: 1.0},
     expected={"conservation": Status.REFUTED, "positivity": Status.REFUTED},
     solve_conservation_for=alpha,
 )

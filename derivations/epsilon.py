@@ -14,6 +14,7 @@ RULE = RatioRule(
     domain=REAL_SPACE,
     stabilised=True,
     parameters=(eps,),
+    defaults={eps: 0.25},
     expected={"conservation": Status.REFUTED, "positivity": Status.REFUTED},
 )
 RULE.identities["passed_down"] = (

@@ -13,5 +13,6 @@ RULE = RootPointRule(
     direction=x_i * (1 + gamma * indicator_positive(w_ij)),
     domain=ORTHANT,
     parameters=(gamma,),
+    defaults={gamma: 0.25},
     expected={"positivity": Status.REFUTED},
 )

@@ -52,6 +52,10 @@ class Derivation:
         eps when the rule's denominators carry eps sign(d) by definition (LRP-epsilon), else 0.
     parameters : tuple of Symbol
         The rule's parameters (gamma, alpha, beta, eps ...), in signature order.
+    defaults : dict
+        Default value of each parameter (Symbol -> float) for generated kernels.
+    results : dict
+        Named expressions (``step``, ``root_point``, ``relevance``, ``q``, ...) for tests and tools.
     """
 
     name: str
@@ -63,6 +67,7 @@ class Derivation:
     terms: list[RatioTerm] = field(default_factory=list)
     stabiliser: Expr = S.Zero
     parameters: tuple = ()
+    defaults: dict = field(default_factory=dict)
     results: dict[str, Expr] = field(default_factory=dict)
 
     @property

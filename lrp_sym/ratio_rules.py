@@ -39,6 +39,8 @@ class RatioRule:
     stabilised : bool
         Whether each denominator d carries the stabiliser eps sign(d) by definition.
     parameters : tuple
+    defaults : dict
+        Default value of each parameter (Symbol -> float) for generated kernels.
     expected : dict
         Expected status of proofs that do not hold (all others are expected proved).
     solve_conservation_for : Symbol, optional
@@ -55,6 +57,7 @@ class RatioRule:
     domain: Domain
     stabilised: bool = False
     parameters: tuple = ()
+    defaults: dict = field(default_factory=dict)
     expected: dict[str, Status] = field(default_factory=dict)
     solve_conservation_for: Symbol | None = None
     identities: dict[str, tuple[str, Callable[[Expr, Expr], Expr]]] = field(default_factory=dict)
@@ -72,7 +75,7 @@ class RatioRule:
         derivation = Derivation(
             name=self.name, title=self.title, paper=self.paper, domain=self.domain,
             terms=list(self.terms), stabiliser=eps if self.stabilised else S.Zero,
-            parameters=self.parameters,
+            parameters=self.parameters, defaults=dict(self.defaults),
         )
         derivation.rows = [
             ("relevance R_ij (active neuron)", relevance),

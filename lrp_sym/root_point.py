@@ -76,6 +76,8 @@ class RootPointRule:
         Rule parameters appearing in the direction (for example ``gamma``).
     unit_weights : bool
         Derive for the neuron with every w_ij replaced by 1 (the flat rule).
+    defaults : dict
+        Default value of each parameter (Symbol -> float) for generated kernels.
     expected : dict
         Expected status of proofs that the literature says do not hold (``{"positivity":
         Status.REFUTED}``); all others are expected to be proved.
@@ -88,6 +90,7 @@ class RootPointRule:
     domain: Domain
     parameters: tuple = ()
     unit_weights: bool = False
+    defaults: dict = field(default_factory=dict)
     expected: dict[str, Status] = field(default_factory=dict)
 
     def derive(self) -> Derivation:
@@ -119,7 +122,7 @@ class RootPointRule:
 
         derivation = Derivation(
             name=self.name, title=self.title, paper=self.paper, domain=self.domain,
-            terms=[RatioTerm(S.One, q)], parameters=self.parameters,
+            terms=[RatioTerm(S.One, q)], parameters=self.parameters, defaults=dict(self.defaults),
         )
         condition = self._domain_condition(direction, step, q, z)
         derivation.rows = [

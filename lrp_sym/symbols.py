@@ -36,3 +36,10 @@ p = Symbol("p", positive=True)
 
 #: the per-connection quantities that a search direction or q_ij may contain
 COORDINATE_BASES = (x, l, h)
+
+#: batch normalisation after a linear layer: scale, shift, running mean and variance, epsilon
+bn_gamma = Symbol("gamma_bn", real=True)
+bn_beta = Symbol("beta_bn", real=True)
+bn_mean = Symbol("mu_bn", real=True)
+bn_var = Symbol("sigma2_bn", nonnegative=True)
+bn_eps = Symbol("epsilon_bn", positive=True)
