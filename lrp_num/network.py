@@ -106,7 +106,9 @@ class Sequential:
 
     def __repr__(self) -> str:
         shape = "unknown" if self.input_shape is None else self.input_shape
-        lines = [f"Sequential(input_shape={shape}, {len(self.layers)} layers, {self.n_parameters} parameters)"]
+        folded = len(self.source_layers) - len(self.layers)
+        note = f", {folded} BatchNorm folded" if folded else ""
+        lines = [f"Sequential(input_shape={shape}, {len(self.layers)} layers, {self.n_parameters} parameters{note})"]
         for index, layer in enumerate(self.layers):
             out = "" if self.shapes is None else f"  -> {self.shapes[index + 1]}"
             lines.append(f"  ({index}) {layer!r}{out}")
