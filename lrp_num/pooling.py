@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from lrp_num.checks import batch_input, pair
-from lrp_num.conv import WindowGeometry, receptive_fields, scatter_windows
+from lrp_num.conv import WindowGeometry, receptive_fields, reduce_windows, scatter_windows
 from lrp_num.errors import ShapeError
 from lrp_num.operators import TransformedWeights
 
@@ -101,7 +101,9 @@ class SumPool2d(_Pool2d):
         """Return sum_{i in window j} g(c) a_i, shape (N, C, Ho, Wo)."""
         a = self._checked(a, check_finite=False)
         weight = self._weights.get(g, a.dtype)
-        return self._windows(a).sum(axis=(-2, -1)) * weight
+        out = reduce_windows(a, self.kernel, self.stride, np.add)
+        out *= weight
+        return out
 
     def transpose(self, s: np.ndarray, g: str = "identity") -> np.ndarray:
         """Return sum_{j: i in window j} g(c) s_j, the input-shaped adjoint of :meth:`forward`."""
@@ -153,7 +155,7 @@ class MaxPool2d(_Pool2d):
         return self._apply(self._checked(x, check_finite))
 
     def _apply(self, x: np.ndarray) -> np.ndarray:
-        return self._windows(x).max(axis=(-2, -1))
+        return reduce_windows(x, self.kernel, self.stride, np.maximum)
 
     def patches(self, x: np.ndarray) -> np.ndarray:
         """Return the windows of ``x`` as shape (N, C, Ho, Wo, kh*kw), window entries in C order.
