@@ -52,8 +52,12 @@ def parameter(x: object, what: str, ndim: int) -> np.ndarray:
 
 def pair(value: int | Sequence[int], what: str, minimum: int) -> tuple[int, int]:
     """Return an int or a pair of ints as a pair, each at least ``minimum``."""
-    values = (value, value) if np.ndim(value) == 0 else tuple(value)
-    if len(values) != 2 or any(int(v) != v or v < minimum for v in values):
+    try:
+        values = (value, value) if np.ndim(value) == 0 else tuple(value)
+        valid = len(values) == 2 and all(int(v) == v and v >= minimum for v in values)
+    except (TypeError, ValueError):
+        valid = False
+    if not valid:
         raise ShapeError(f"{what} must be an int >= {minimum} or a pair of them, got {value!r}")
     return int(values[0]), int(values[1])
 

@@ -44,7 +44,7 @@ import numpy as np
 
 from lrp_num.errors import LRPError, ModelFileError, NonFiniteError, ShapeError
 from lrp_num.layers import (
-    LAYER_TYPES, AvgPool2d, BatchNorm, Conv2d, Dense, Flatten, Identity, Layer, MaxPool2d, ReLU, SumPool2d,
+    AvgPool2d, BatchNorm, Conv2d, Dense, Flatten, Identity, Layer, MaxPool2d, ReLU, SumPool2d,
 )
 from lrp_num.network import Sequential
 
@@ -77,6 +77,17 @@ class InputDomain:
             raise ShapeError("input domain needs low <= high everywhere")
         object.__setattr__(self, "low", low)
         object.__setattr__(self, "high", high)
+
+    def check_fits(self, input_shape: tuple[int, ...]) -> None:
+        """Raise ShapeError unless low and high broadcast to one sample of ``input_shape``."""
+        for name, bound in (("low", self.low), ("high", self.high)):
+            try:
+                if np.broadcast_shapes(bound.shape, tuple(input_shape)) != tuple(input_shape):
+                    raise ValueError
+            except ValueError:
+                raise ShapeError(
+                    f"input domain {name} of shape {bound.shape} does not fit inputs of shape {tuple(input_shape)}"
+                ) from None
 
 
 @dataclass(frozen=True)
@@ -122,7 +133,6 @@ _READERS: dict[str, Callable[[Callable[[str], np.ndarray]], Layer]] = {
     "BatchNorm": lambda a: BatchNorm(a("gamma"), a("beta"), a("mean"), a("var"), float(a("eps"))),
     "ReLU": lambda a: ReLU(), "Flatten": lambda a: Flatten(), "Identity": lambda a: Identity(),
 }
-assert set(_READERS) == set(LAYER_TYPES)
 
 
 def save_npz(
@@ -160,6 +170,8 @@ def save_npz(
     if input_domain is not None:
         if not isinstance(input_domain, InputDomain):
             input_domain = InputDomain(*input_domain)
+        if network.input_shape is not None:
+            input_domain.check_fits(network.input_shape)
         arrays["input_domain.low"] = input_domain.low
         arrays["input_domain.high"] = input_domain.high
     for name, value in (extra or {}).items():
@@ -248,6 +260,8 @@ def _model_from_arrays(arrays: dict[str, np.ndarray], source: str) -> ModelFile:
         domain = None
         if "input_domain.low" in arrays and "input_domain.high" in arrays:
             domain = InputDomain(arrays["input_domain.low"], arrays["input_domain.high"])
+            if input_shape is not None:
+                domain.check_fits(input_shape)
     except LRPError as error:
         raise ModelFileError(f"{source}: {error}") from None
     extra = {key[len("extra."):]: value for key, value in arrays.items() if key.startswith("extra.")}

@@ -273,6 +273,7 @@ def test_batchnorm_fold_preserves_forward(kind):
         (lambda: Conv2d(np.ones((1, 1, 1, 1)), stride=0), ShapeError, "Conv2d stride must be an int >= 1"),
         (lambda: Conv2d(np.ones((1, 1, 1, 1)), padding=(1, 2, 3)), ShapeError, "Conv2d padding"),
         (lambda: MaxPool2d(0), ShapeError, "MaxPool2d kernel"),
+        (lambda: MaxPool2d("2"), ShapeError, "MaxPool2d kernel must be an int >= 1 or a pair of them, got '2'"),
         (lambda: AvgPool2d(2, 1.5), ShapeError, "AvgPool2d stride"),
         (lambda: BatchNorm(np.ones(2), np.ones(3), np.ones(2), np.ones(2)), ShapeError, "share one shape"),
         (lambda: BatchNorm(*np.ones((3, 2)), [np.nan, 1.0]), NonFiniteError, "BatchNorm var"),

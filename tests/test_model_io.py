@@ -182,3 +182,21 @@ def test_layout_uses_documented_keys(tmp_path):
         assert str(archive["format"]) == "lrp-toolkit/sequential"
         assert archive["layer_types"].tolist() == ["Conv2d", "BatchNorm", "ReLU", "SumPool2d", "AvgPool2d",
                                                    "MaxPool2d", "Identity", "Flatten", "Dense"]
+
+
+def test_every_layer_type_has_a_reader_and_a_writer():
+    from lrp_num import model_io
+    from lrp_num.layers import LAYER_TYPES
+
+    assert set(model_io._READERS) == set(LAYER_TYPES)
+    assert {cls.__name__ for cls in model_io._WRITERS} == set(LAYER_TYPES)
+
+
+def test_input_domain_must_fit_the_input_shape(tmp_path):
+    network = Sequential([Dense(np.eye(2))], input_shape=(2,))
+    with pytest.raises(ShapeError, match="input domain low of shape \\(3,\\) does not fit inputs of shape \\(2,\\)"):
+        save_npz(network, tmp_path / "m.npz", input_domain=(np.zeros(3), np.ones(3)))
+    arrays = valid_arrays(tmp_path)
+    arrays.update({"input_shape": np.array([2]), "input_domain.low": np.zeros(5), "input_domain.high": np.ones(5)})
+    with pytest.raises(ModelFileError, match="does not fit"):
+        load_npz(write_arrays(tmp_path / "changed.npz", **arrays))

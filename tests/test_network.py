@@ -107,3 +107,14 @@ def test_input_errors():
         free(np.ones((1, 4)))
     with pytest.raises(NonFiniteError, match="network output"), np.errstate(over="ignore"):
         Sequential([Dense(np.full((1, 1), 1e30)), Dense(np.full((1, 1), 1e30))])(np.ones((1, 1), np.float32))
+
+
+def test_lrp_num_imports_numpy_only():
+    import subprocess
+    import sys
+
+    code = ("import sys; import lrp_num.network, lrp_num.model_io, lrp_num.onnx_import; "
+            "print(sorted(m for m in ('sympy', 'torch', 'onnx', 'mpmath', 'sklearn') if m in sys.modules))")
+    root = __import__("pathlib").Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root)
+    assert out.stdout.strip() == "[]"
