@@ -13,9 +13,9 @@ from __future__ import annotations
 import numpy as np
 
 from lrp_num.checks import batch_input, pair
-from lrp_num.conv import WindowGeometry, receptive_fields, reduce_windows, scatter_windows
 from lrp_num.errors import ShapeError
 from lrp_num.operators import TransformedWeights
+from lrp_num.windows import WindowGeometry, receptive_fields, reduce_windows, scatter_windows
 
 
 class _Pool2d:
@@ -180,7 +180,7 @@ class MaxPool2d(_Pool2d):
         input_shape : tuple, optional
             Shape (N, C, H, W) or (C, H, W) of the pooled input. When omitted, the (H, W) last
             seen in a forward pass with this output size is used (exact; see
-            :class:`~lrp_num.conv.WindowGeometry`).
+            :class:`~lrp_num.windows.WindowGeometry`).
 
         Returns
         -------
