@@ -41,3 +41,7 @@ class ZeroDenominatorError(LRPError, ZeroDivisionError):
 
 class TargetError(LRPError, IndexError):
     """A target output index out of range, or an output relevance of the wrong shape."""
+
+
+class MissingDependencyError(LRPError, ImportError):
+    """An optional package (e.g. onnx) that a requested feature needs is not installed."""

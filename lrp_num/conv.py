@@ -1,0 +1,169 @@
+"""The 2-d convolution z_j = sum_i x_i w_ij + b_j, where w_ij is a shared kernel entry.
+
+Inputs are NCHW batches, kernels (C_out, C_in, kh, kw) as in PyTorch and ONNX (this is
+cross-correlation, like both). The forward map gathers every receptive field with a
+``sliding_window_view`` (an im2col view) and contracts it with the kernel in one batched matrix
+product; the transpose is the exact adjoint (col2im), a scatter-add over the kh*kw kernel
+offsets.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from lrp_num.checks import batch_input, pair, parameter
+from lrp_num.errors import ShapeError
+from lrp_num.operators import TransformedWeights
+from lrp_num.windows import WindowGeometry, receptive_fields, scatter_windows
+
+
+class Conv2d:
+    """2-d convolution on NCHW batches, z_j = sum_i x_i w_ij + b_j with a shared kernel.
+
+    z[n, o, p, q] = sum_{c, u, v} x_pad[n, c, p*sh + u, q*sw + v] K[o, c, u, v] + b[o].
+    It is its own :class:`~lrp_num.operators.LinearOperator` (``forward``, ``transpose``,
+    ``bias_like``), with g applied to the kernel entries.
+
+    Parameters
+    ----------
+    weight : array_like, shape (C_out, C_in, kh, kw)
+        The kernel K, in the PyTorch / ONNX layout.
+    bias : array_like, shape (C_out,), optional
+        b, one per output channel; zeros when omitted.
+    stride : int or (int, int)
+        Window step (sh, sw).
+    padding : int or (int, int)
+        Zeros added on both sides of height and width (ph, pw).
+    """
+
+    def __init__(
+        self,
+        weight: np.ndarray,
+        bias: np.ndarray | None = None,
+        stride: int | tuple[int, int] = 1,
+        padding: int | tuple[int, int] = 0,
+    ) -> None:
+        self.weight = parameter(weight, "Conv2d weight", ndim=4)
+        c_out = self.weight.shape[0]
+        self.bias = parameter(np.zeros(c_out) if bias is None else bias, "Conv2d bias", ndim=1)
+        if self.bias.shape != (c_out,):
+            raise ShapeError(
+                f"Conv2d bias must have shape ({c_out},) for weight of shape {self.weight.shape}, "
+                f"got {self.bias.shape}"
+            )
+        self.geometry = WindowGeometry(
+            self.weight.shape[2:], pair(stride, "Conv2d stride", 1), pair(padding, "Conv2d padding", 0)
+        )
+        self._weights = TransformedWeights(self.weight)
+
+    @property
+    def stride(self) -> tuple[int, int]:
+        return self.geometry.stride
+
+    @property
+    def padding(self) -> tuple[int, int]:
+        return self.geometry.padding
+
+    @property
+    def kernel_size(self) -> tuple[int, int]:
+        return self.weight.shape[2], self.weight.shape[3]
+
+    @property
+    def in_channels(self) -> int:
+        return self.weight.shape[1]
+
+    @property
+    def out_channels(self) -> int:
+        return self.weight.shape[0]
+
+    @property
+    def n_parameters(self) -> int:
+        return self.weight.size + self.bias.size
+
+    def __repr__(self) -> str:
+        kh, kw = self.kernel_size
+        return (
+            f"Conv2d({self.in_channels} -> {self.out_channels}, kernel {kh}x{kw}, "
+            f"stride {self.stride}, padding {self.padding})"
+        )
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """Per-sample output shape (C_out, Ho, Wo) for per-sample input shape (C_in, H, W)."""
+        input_shape = tuple(input_shape)
+        if len(input_shape) != 3 or input_shape[0] != self.in_channels:
+            raise ShapeError(
+                f"{self!r} expects inputs of shape ({self.in_channels}, H, W), got {input_shape}"
+            )
+        ho, wo = self.geometry.output_hw(input_shape[1:])
+        if ho < 1 or wo < 1:
+            raise ShapeError(f"{self!r}: input {input_shape} is smaller than the kernel")
+        return (self.out_channels, ho, wo)
+
+    def __call__(self, x: np.ndarray, check_finite: bool = True) -> np.ndarray:
+        """Return z = conv(x, K) + b for an NCHW batch x."""
+        return self._apply(self._checked(x, check_finite))
+
+    def _apply(self, x: np.ndarray) -> np.ndarray:
+        z = self._correlate(x, self._weights.get("identity", x.dtype))
+        z += self.bias.astype(x.dtype, copy=False)[:, None, None]
+        return z
+
+    def forward(self, a: np.ndarray, g: str = "identity") -> np.ndarray:
+        """Return sum_i a_i g(w_ij): the convolution of ``a`` with g(K), no bias."""
+        a = self._checked(a, check_finite=False)
+        return self._correlate(a, self._weights.get(g, a.dtype))
+
+    def transpose(self, s: np.ndarray, g: str = "identity") -> np.ndarray:
+        """Return sum_j g(w_ij) s_j for ``s`` of the output shape (N, C_out, Ho, Wo).
+
+        The exact adjoint of :meth:`forward`: each output's s_j times g(K) is scattered back
+        onto the padded input (col2im), then the padding is cropped. The input height and
+        width are those of the last forward pass that gave (Ho, Wo) (see
+        :class:`~lrp_num.windows.WindowGeometry`); :meth:`transpose_to` takes them explicitly.
+        """
+        s = self._checked_output(s)
+        return self.transpose_to(s, self.geometry.input_hw(s.shape[2:]), g)
+
+    def transpose_to(self, s: np.ndarray, input_hw: tuple[int, int], g: str = "identity") -> np.ndarray:
+        """:meth:`transpose` onto an input of the given (H, W); unreached pixels get zero."""
+        s = self._checked_output(s)
+        h, w = input_hw
+        expected = self.output_shape((self.in_channels, h, w))[1:]
+        if s.shape[2:] != expected:
+            raise ShapeError(f"{self!r}: output of spatial shape {s.shape[2:]} does not come from input {(h, w)}")
+        kernel = self._weights.get(g, s.dtype)
+        n, c_out, ho, wo = s.shape
+        kh, kw = self.kernel_size
+        # fields[n, (c, u, v), (p, q)] = sum_o K[o, c, u, v] s[n, o, p, q]
+        fields = kernel.reshape(c_out, -1).T @ s.reshape(n, c_out, ho * wo)
+        (ph, pw) = self.padding
+        padded = scatter_windows(
+            fields.reshape(n, self.in_channels, kh, kw, ho, wo), (h + 2 * ph, w + 2 * pw), self.stride
+        )
+        return padded[:, :, ph : ph + h, pw : pw + w]
+
+    def bias_like(self, z: np.ndarray) -> np.ndarray:
+        """Return b broadcast to the shape of the output batch ``z`` (N, C_out, Ho, Wo)."""
+        return np.broadcast_to(self.bias.astype(z.dtype, copy=False)[:, None, None], np.shape(z))
+
+    def _correlate(self, x: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+        (ph, pw) = self.padding
+        if ph or pw:
+            x = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+        fields = receptive_fields(x, self.kernel_size, self.stride)
+        n, c, ho, wo, kh, kw = fields.shape
+        # im2col: one copy into (N, C*kh*kw, Ho*Wo), then one batched matrix product
+        columns = np.ascontiguousarray(fields.transpose(0, 1, 4, 5, 2, 3)).reshape(n, c * kh * kw, ho * wo)
+        z = kernel.reshape(self.out_channels, -1) @ columns
+        return z.reshape(n, self.out_channels, ho, wo)
+
+    def _checked(self, x: object, check_finite: bool) -> np.ndarray:
+        x = batch_input(x, repr(self), ndim=4, check_finite=check_finite)
+        self.output_shape(x.shape[1:])
+        return x
+
+    def _checked_output(self, s: object) -> np.ndarray:
+        s = batch_input(s, f"{self!r} transpose", ndim=4, check_finite=False)
+        if s.shape[1] != self.out_channels:
+            raise ShapeError(f"{self!r} transpose expects (N, {self.out_channels}, Ho, Wo), got {s.shape}")
+        return s

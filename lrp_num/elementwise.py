@@ -1,0 +1,55 @@
+"""Layers without parameters that act per element or only reshape: ReLU, Flatten, Identity."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from lrp_num.checks import as_float_array, require_finite
+from lrp_num.errors import ShapeError
+
+
+class _ParameterFree:
+    n_parameters = 0
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+    def __call__(self, x: np.ndarray, check_finite: bool = True) -> np.ndarray:
+        x = as_float_array(x, f"input of {self!r}")
+        if x.ndim < 1:
+            raise ShapeError(f"{self!r} expects a batch (batch axis first), got a scalar")
+        if check_finite:
+            require_finite(x, f"input of {self!r}")
+        return self._apply(x)
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        return tuple(input_shape)
+
+
+class ReLU(_ParameterFree):
+    """Rectified linear unit x_j = max(0, z_j), elementwise."""
+
+    def _apply(self, x: np.ndarray) -> np.ndarray:
+        return np.maximum(x, 0)
+
+
+class Identity(_ParameterFree):
+    """The identity map, x_j = z_j (e.g. an exported Dropout or Identity node)."""
+
+    def _apply(self, x: np.ndarray) -> np.ndarray:
+        return x
+
+
+class Flatten(_ParameterFree):
+    """Flatten every sample to a vector in C order, keeping the batch axis: (N, ...) -> (N, -1).
+
+    The order is that of ``torch.nn.Flatten`` and ONNX Flatten(axis=1).
+    """
+
+    def _apply(self, x: np.ndarray) -> np.ndarray:
+        return x.reshape(x.shape[0], -1)
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        return (math.prod(input_shape),)

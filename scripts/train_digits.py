@@ -1,0 +1,239 @@
+"""Train the built-in digits models with plain NumPy and save them as lrp-toolkit model files.
+
+Data: scikit-learn's 8x8 handwritten digits (``sklearn.datasets.load_digits``, shipped inside
+scikit-learn, no download), pixel values scaled from 0..16 to [0, 1]; input domain l = 0, h = 1.
+A fixed permutation (seed 0) holds out 20 % of the images for testing.
+
+Models:
+
+* ``digits-mlp``: Dense 64-32 - ReLU - Dense 32-16 - ReLU - Dense 16-10.
+* ``digits-cnn``: Conv 1->8 3x3 pad 1 - BatchNorm - ReLU - Conv 8->16 3x3 pad 1 - ReLU -
+  MaxPool 2 - Flatten - Dense 256-10. The BatchNorm is trained with batch statistics and stored
+  unfolded, so loading the model exercises BatchNorm folding.
+
+Training is mini-batch Adam on the softmax cross-entropy, with gradients backpropagated by hand
+through the layers' own ``transpose`` (the adjoint of their linear part); float64, fixed seeds,
+deterministic. Each file also stores 8 held-out test images and labels (``extra.test_images``,
+``extra.test_labels``) and the accuracy on the whole held-out set (``extra.test_accuracy``).
+
+Regenerate (needs scikit-learn)::
+
+    python scripts/train_digits.py            # writes lrp_num/models/digits_{mlp,cnn}.npz
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout's lrp_num, not an installed one
+from lrp_num.layers import BatchNorm, Conv2d, Dense, Flatten, MaxPool2d, ReLU
+from lrp_num.model_io import save_npz
+from lrp_num.network import Sequential
+
+MODELS_DIR = Path(__file__).resolve().parents[1] / "lrp_num" / "models"
+N_STORED_TEST_IMAGES = 8
+BN_MOMENTUM = 0.1
+
+
+def load_digits_split(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Return (x_train, y_train, x_test, y_test), x in [0, 1] of shape (N, 64)."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x, y = digits.data / 16.0, digits.target.astype(np.int64)
+    order = np.random.default_rng(seed).permutation(len(y))
+    n_test = len(y) // 5
+    test, train = order[:n_test], order[n_test:]
+    return x[train], y[train], x[test], y[test]
+
+
+# ---- parameters and the layers built from them -------------------------------------------------
+
+def he_normal(rng: np.random.Generator, shape: tuple[int, ...], fan_in: int) -> np.ndarray:
+    return rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)
+
+
+def mlp_parameters(rng: np.random.Generator) -> dict[str, np.ndarray]:
+    sizes = [64, 32, 16, 10]
+    params = {}
+    for k, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        params[f"W{k}"] = he_normal(rng, (n_in, n_out), n_in)
+        params[f"b{k}"] = np.zeros(n_out)
+    return params
+
+
+def cnn_parameters(rng: np.random.Generator) -> dict[str, np.ndarray]:
+    return {
+        "K0": he_normal(rng, (8, 1, 3, 3), 9), "c0": np.zeros(8),
+        "gamma": np.ones(8), "beta": np.zeros(8),
+        "K1": he_normal(rng, (16, 8, 3, 3), 72), "c1": np.zeros(16),
+        "W": he_normal(rng, (256, 10), 256), "b": np.zeros(10),
+    }
+
+
+# ---- forward and backward passes ---------------------------------------------------------------
+
+def softmax_cross_entropy(logits: np.ndarray, labels: np.ndarray) -> tuple[float, np.ndarray]:
+    """Mean cross-entropy and its gradient with respect to the logits."""
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    p = np.exp(shifted)
+    p /= p.sum(axis=1, keepdims=True)
+    n = len(labels)
+    loss = -np.log(p[np.arange(n), labels]).mean()
+    p[np.arange(n), labels] -= 1
+    return float(loss), p / n
+
+
+def mlp_gradients(params: dict, x: np.ndarray, y: np.ndarray) -> tuple[float, dict]:
+    layers = [Dense(params[f"W{k}"], params[f"b{k}"]) for k in range(3)]
+    activations = [x]
+    for k, layer in enumerate(layers):
+        z = layer(activations[-1])
+        activations.append(np.maximum(z, 0) if k < 2 else z)
+    loss, delta = softmax_cross_entropy(activations[-1], y)
+    grads = {}
+    for k in reversed(range(3)):
+        grads[f"W{k}"] = activations[k].T @ delta
+        grads[f"b{k}"] = delta.sum(axis=0)
+        delta = layers[k].transpose(delta) * (activations[k] > 0)
+    return loss, grads
+
+
+def conv_weight_gradient(conv: Conv2d, a: np.ndarray, delta: np.ndarray) -> np.ndarray:
+    """dL/dK[o, c, u, v] = sum_{n, p, q} delta[n, o, p, q] a_pad[n, c, p + u, q + v] (stride 1)."""
+    ph, pw = conv.padding
+    windows = sliding_window_view(np.pad(a, ((0, 0), (0, 0), (ph, ph), (pw, pw))), conv.kernel_size, axis=(2, 3))
+    return np.einsum("nopq,ncpquv->ocuv", delta, windows, optimize=True)
+
+
+def batchnorm_train(z: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float):
+    """Batch statistics over (N, H, W): return y, the cache for backward, mean and variance."""
+    mean, var = z.mean(axis=(0, 2, 3)), z.var(axis=(0, 2, 3))
+    xhat = (z - mean[:, None, None]) / np.sqrt(var + eps)[:, None, None]
+    return xhat * gamma[:, None, None] + beta[:, None, None], (xhat, var), mean, var
+
+
+def batchnorm_backward(dy: np.ndarray, gamma: np.ndarray, cache, eps: float):
+    """Gradients of the batch-statistics normalisation: (dz, dgamma, dbeta)."""
+    xhat, var = cache
+    m = dy.shape[0] * dy.shape[2] * dy.shape[3]
+    dgamma, dbeta = (dy * xhat).sum(axis=(0, 2, 3)), dy.sum(axis=(0, 2, 3))
+    scale = (gamma / np.sqrt(var + eps))[:, None, None]
+    dz = scale / m * (m * dy - dbeta[:, None, None] - xhat * dgamma[:, None, None])
+    return dz, dgamma, dbeta
+
+
+def cnn_gradients(params: dict, x: np.ndarray, y: np.ndarray, eps: float) -> tuple[float, dict, tuple]:
+    conv0, conv1 = Conv2d(params["K0"], params["c0"], 1, 1), Conv2d(params["K1"], params["c1"], 1, 1)
+    pool, dense = MaxPool2d(2), Dense(params["W"], params["b"])
+    z0 = conv0(x)
+    y0, bn_cache, mean, var = batchnorm_train(z0, params["gamma"], params["beta"], eps)
+    a1 = np.maximum(y0, 0)
+    z1 = conv1(a1)
+    a2 = np.maximum(z1, 0)
+    a3 = pool(a2)
+    logits = dense(a3.reshape(len(x), -1))
+    loss, delta = softmax_cross_entropy(logits, y)
+    grads = {"W": a3.reshape(len(x), -1).T @ delta, "b": delta.sum(axis=0)}
+    delta = dense.transpose(delta).reshape(a3.shape)
+    # max pooling: the gradient goes to the first maximum of each window
+    patches = pool.patches(a2)
+    winner = np.zeros(patches.shape)
+    np.put_along_axis(winner, patches.argmax(axis=-1)[..., None], 1.0, axis=-1)
+    delta = pool.unpatch(winner * delta[..., None], a2.shape) * (z1 > 0)
+    grads["K1"], grads["c1"] = conv_weight_gradient(conv1, a1, delta), delta.sum(axis=(0, 2, 3))
+    delta = conv1.transpose(delta) * (y0 > 0)
+    delta, grads["gamma"], grads["beta"] = batchnorm_backward(delta, params["gamma"], bn_cache, eps)
+    grads["K0"], grads["c0"] = conv_weight_gradient(conv0, x, delta), delta.sum(axis=(0, 2, 3))
+    return loss, grads, (mean, var)
+
+
+# ---- optimiser and training loop ---------------------------------------------------------------
+
+class Adam:
+    """Adam (Kingma and Ba 2015) with the usual defaults."""
+
+    def __init__(self, params: dict, lr: float, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8):
+        self.lr, self.beta1, self.beta2, self.eps = lr, beta1, beta2, eps
+        self.m = {k: np.zeros_like(v) for k, v in params.items()}
+        self.v = {k: np.zeros_like(v) for k, v in params.items()}
+        self.t = 0
+
+    def step(self, params: dict, grads: dict) -> None:
+        self.t += 1
+        for k, g in grads.items():
+            self.m[k] = self.beta1 * self.m[k] + (1 - self.beta1) * g
+            self.v[k] = self.beta2 * self.v[k] + (1 - self.beta2) * g * g
+            m_hat = self.m[k] / (1 - self.beta1 ** self.t)
+            v_hat = self.v[k] / (1 - self.beta2 ** self.t)
+            params[k] = params[k] - self.lr * m_hat / (np.sqrt(v_hat) + self.eps)
+
+
+def train(kind: str, x: np.ndarray, y: np.ndarray, epochs: int, seed: int) -> Sequential:
+    rng = np.random.default_rng(seed)
+    bn_eps = 1e-5
+    params = mlp_parameters(rng) if kind == "mlp" else cnn_parameters(rng)
+    running_mean, running_var = np.zeros(8), np.ones(8)
+    optimiser = Adam(params, lr=3e-3)
+    batch = 32
+    for epoch in range(epochs):
+        order = rng.permutation(len(y))
+        losses = []
+        for start in range(0, len(y), batch):
+            idx = order[start : start + batch]
+            if kind == "mlp":
+                loss, grads = mlp_gradients(params, x[idx], y[idx])
+            else:
+                loss, grads, (mean, var) = cnn_gradients(params, x[idx], y[idx], bn_eps)
+                running_mean = (1 - BN_MOMENTUM) * running_mean + BN_MOMENTUM * mean
+                running_var = (1 - BN_MOMENTUM) * running_var + BN_MOMENTUM * var
+            optimiser.step(params, grads)
+            losses.append(loss)
+        if epoch % 10 == 9 or epoch == epochs - 1:
+            print(f"  {kind} epoch {epoch + 1:3d}: mean loss {np.mean(losses):.4f}")
+    if kind == "mlp":
+        layers = [Dense(params["W0"], params["b0"]), ReLU(), Dense(params["W1"], params["b1"]), ReLU(),
+                  Dense(params["W2"], params["b2"])]
+        return Sequential(layers, input_shape=(64,))
+    layers = [
+        Conv2d(params["K0"], params["c0"], 1, 1),
+        BatchNorm(params["gamma"], params["beta"], running_mean, running_var, bn_eps),
+        ReLU(), Conv2d(params["K1"], params["c1"], 1, 1), ReLU(), MaxPool2d(2), Flatten(),
+        Dense(params["W"], params["b"]),
+    ]
+    return Sequential(layers, input_shape=(1, 8, 8))
+
+
+def stored_test_indices(y_test: np.ndarray) -> np.ndarray:
+    """The first held-out image of each of the digits 0..7: 8 images, 8 different labels."""
+    return np.array([np.flatnonzero(y_test == digit)[0] for digit in range(N_STORED_TEST_IMAGES)])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, default=MODELS_DIR, help="output folder")
+    parser.add_argument("--epochs", type=int, default=40)
+    args = parser.parse_args()
+    x_train, y_train, x_test, y_test = load_digits_split()
+    keep = stored_test_indices(y_test)
+    for kind, shape in (("mlp", (64,)), ("cnn", (1, 8, 8))):
+        network = train(kind, x_train.reshape(-1, *shape), y_train, args.epochs, seed=1)
+        accuracy = float((network.forward(x_test.reshape(-1, *shape)).argmax(axis=1) == y_test).mean())
+        print(f"digits-{kind}: held-out accuracy {accuracy:.4f} on {len(y_test)} images")
+        path = args.out / f"digits_{kind}.npz"
+        save_npz(
+            network, path,
+            input_domain=(np.zeros(shape), np.ones(shape)),
+            extra={"test_images": x_test[keep].reshape(-1, *shape), "test_labels": y_test[keep],
+                   "test_accuracy": np.float64(accuracy)},
+        )
+        print(f"  wrote {path} ({path.stat().st_size} bytes)")
+
+
+if __name__ == "__main__":
+    main()
