@@ -201,7 +201,7 @@ class MaxPooling:
         derivation = Derivation(self.name, self.title, self.paper, domain=ORTHANT)
         derivation.rows = [
             ("L_p share of input i", share),
-            ("window", f"m tied maxima M, u = n - m others M r_k with 0 < r_k <= 1/(1+s)"),
+            ("window", "m tied maxima M, u = n - m others M r_k with 0 < r_k <= 1/(1+s)"),
             ("winner share", winner),
             ("loser share", loser),
             ("winner bounds", f"{winner_bounds[0]} <= share <= {winner_bounds[1]}"),
@@ -218,7 +218,7 @@ class MaxPooling:
                        "substituted into x_i^p / sum x^p and simplified (M, r_k > 0)"),
             _proved_if("winner_share", "a tied maximum receives 1/m of R_j as p -> infinity",
                        winner_limits == [1 / m, 1 / m],
-                       f"squeezed between 1/(m + u rho^p) and 1/m, both -> 1/m (SymPy limit)"),
+                       "squeezed between 1/(m + u rho^p) and 1/m, both -> 1/m (SymPy limit)"),
             _proved_if("loser_share", "every other input receives 0 as p -> infinity",
                        loser_limit == 0,
                        "squeezed between 0 and rho^p/m with rho = 1/(1+s) < 1 (SymPy limit)"),
