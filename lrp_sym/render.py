@@ -91,11 +91,14 @@ def _symbolic_name(name: str) -> Expr:
         return Symbol(name)
 
 
-def kernel_section(derivation: Derivation, module: str | None) -> list[str]:
+def kernel_section(derivation: Derivation, module: str | None,
+                   served_by: str | None = None) -> list[str]:
     """The 'Generated kernel' section: module, signature, separated q."""
     if module is None:
-        return ["## Generated kernel", "",
-                "None: this analysis yields no kernel of its own (documentation only)."]
+        note = (f"None of its own: on this layer's operator the rule is computed by the "
+                f"[`{served_by}`]({served_by}.md) kernel." if served_by else
+                "None: this analysis yields no kernel of its own (documentation only).")
+        return ["## Generated kernel", "", note]
     if module in _LAYER_SIGNATURES:
         signature = _LAYER_SIGNATURES[module]
     else:
@@ -117,7 +120,7 @@ def kernel_section(derivation: Derivation, module: str | None) -> list[str]:
 
 
 def render_rule_page(derivation: Derivation, source: str, module: str | None,
-                     header: str = "") -> str:
+                     header: str = "", served_by: str | None = None) -> str:
     """The Markdown page of one derivation."""
     domain = f"${derivation.domain.latex}$ ({derivation.domain.name})" if derivation.domain \
         else "-"
@@ -140,7 +143,7 @@ def render_rule_page(derivation: Derivation, source: str, module: str | None,
                   f"$$\nR_i = \\sum_j {latex(rule_expression(derivation))}\n$$", ""]
     if derivation.proofs:
         lines += ["## Proofs", "", *_proof_rows(derivation.proofs), ""]
-    lines += kernel_section(derivation, module)
+    lines += kernel_section(derivation, module, served_by)
     return "\n".join(lines) + "\n"
 
 
