@@ -22,7 +22,7 @@ from sympy import (Expr, Indexed, S, Symbol, cse, default_sort_key, numbered_sym
 
 from lrp_sym.codegen.errors import CodegenError
 from lrp_sym.codegen.printer import print_numpy
-from lrp_sym.codegen.separation import INPUT_BASES, SeparableTerm, separate
+from lrp_sym.codegen.separation import INPUT_BASES, separate
 from lrp_sym.derivation import Derivation, RatioTerm
 from lrp_sym.symbols import b, h, j, l, x
 
@@ -363,7 +363,7 @@ def emit_ratio_kernel(derivation: Derivation, header: str) -> str:
     _emit_backward(body, separated, factor_names)
 
     bounds_note = (" Required by this rule." if bounds else " Not used by this rule.")
-    doc = _KERNEL_DOC.format(parameters=textwrap.indent(_parameter_doc(derivation) + "\n", "")
+    doc = _KERNEL_DOC.format(parameters=_parameter_doc(derivation) + "\n"
                              if derivation.parameters else "",
                              bounds_note=bounds_note, n_terms=len(derivation.terms))
     module_doc = "\n".join([
