@@ -264,7 +264,7 @@ def test_float32_stays_float32(rule):
 
 def test_lrp_num_and_kernels_do_not_import_sympy():
     code = (
-        "import sys, lrp_num, lrp_num.errors, lrp_num.kernels, lrp_num.operators\n"
+        "import sys, lrp_num, lrp_num.cli, lrp_num.errors, lrp_num.kernels, lrp_num.operators\n"
         "from lrp_num.kernels import known_rules, load_kernel\n"
         "for name in known_rules():\n"
         "    load_kernel(name)\n"
