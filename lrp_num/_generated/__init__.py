@@ -17,4 +17,7 @@ RULES = (
     'zbox',
     'zplus',
 )
-LAYER_KERNELS = ()
+LAYER_KERNELS = (
+    'batchnorm_fold',
+    'maxpool',
+)
