@@ -18,6 +18,8 @@ from lrp_num.errors import LRPError
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "derive": ("lrp_sym.commands.derive", "derive a rule from its root point and prove its properties"),
     "explain": ("lrp_num.commands.explain", "explain a model's prediction with LRP"),
+    "regenerate": ("lrp_sym.commands.regenerate",
+                   "re-derive every rule; rewrite the generated kernels and docs (--check: diff)"),
 }
 
 
@@ -28,7 +30,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module_name, help_text) in SUBCOMMANDS.items():
-        module = importlib.import_module(module_name)
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as error:
+            if error.name != module_name:
+                raise
+            continue  # a subcommand not present in this checkout
         sub = subparsers.add_parser(name, help=help_text, description=help_text)
         module.add_arguments(sub)
         sub.set_defaults(_run=module.run)
