@@ -224,7 +224,7 @@ def _apply_rule(layer, a, relevance, choice: LayerRule, conventions: Conventions
     shares = conventions.bias_shares(choice.rule)
     if shares is not None and "bias_shares" in accepted and isinstance(layer, (Dense, Conv2d)):
         keywords["bias_shares"] = shares
-    if "lower" in accepted and choice.rule != "maxpool":
+    if _needs_bounds(choice.rule, kernel_folder):
         keywords.update(_bounds(choice.rule, a, input_domain, is_first))
     unknown = set(keywords) - accepted
     if unknown:
@@ -234,6 +234,13 @@ def _apply_rule(layer, a, relevance, choice: LayerRule, conventions: Conventions
     if diagnostics:
         valid = _root_point_validity(choice.rule, layer, a, keywords, kernel_folder)
     return lower_relevance, valid
+
+
+def _needs_bounds(rule: str, folder: str | None) -> bool:
+    """Whether the generated kernel of ``rule`` uses the box bounds (its BOUNDS constant)."""
+    from lrp_num.kernels import load_module
+
+    return bool(getattr(load_module(rule, folder) if folder else load_module(rule), "BOUNDS", ()))
 
 
 def _bounds(rule: str, a: np.ndarray, input_domain: InputDomain | None, is_first: bool) -> dict:
