@@ -8,13 +8,21 @@ Load a rule's kernel with ``lrp_num.kernels.load_kernel(name)``.
 
 RULES = (
     'alphabeta',
+    'avgpool',
     'bias_neuron',
     'epsilon',
     'flat',
     'gamma',
+    'gamma_split',
+    'lppool',
     'lrp0',
+    'sumpool',
     'w2',
     'zbox',
     'zplus',
+    'zplus_split',
 )
-LAYER_KERNELS = ()
+LAYER_KERNELS = (
+    'batchnorm_fold',
+    'maxpool',
+)
