@@ -18,6 +18,7 @@ from lrp_num.errors import LRPError
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "derive": ("lrp_sym.commands.derive", "derive a rule from its root point and prove its properties"),
     "explain": ("lrp_num.commands.explain", "explain a model's prediction with LRP"),
+    "audit": ("lrp_num.commands.audit", "audit zennit, captum or a saved attribution against the reference"),
     "regenerate": ("lrp_sym.commands.regenerate",
                    "re-derive every rule; rewrite the generated kernels and docs (--check: diff)"),
 }
