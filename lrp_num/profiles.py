@@ -24,9 +24,10 @@ captum 0.9.0 (``captum/attr/_utils/lrp_rules.py``, ``captum/attr/_core/lrp.py``;
     gradient by the input. The top relevance is the output gradient 1 at the target, divided by
     the modified z'_c of the last layer, and the input relevance is finally multiplied by f_c(x):
     overall R_top = f_c(x) through the modified z'. ReLU passes relevance unchanged, max pooling
-    is the epsilon rule on the max (winner-take-all), BatchNorm2d is *not* merged (its own
-    epsilon rule; BatchNorm1d and Flatten have no rule: the audit attaches the epsilon rule to
-    Flatten, which only rescales by x / (x + 1e-9 sign(x))).
+    is the epsilon rule on the max (winner-take-all, times x_max / (x_max + 1e-9): a relative
+    1e-9 / x_max that the reference's exact winner-take-all does not have), BatchNorm2d is *not*
+    merged (its own epsilon rule), BatchNorm1d and Flatten have no rule (the audit gives Flatten
+    a pass-through rule).
 
 LRP-epsilon: both libraries have a single stabiliser, the rule's epsilon; the engine and the
 reference apply the rule's epsilon and then the convention's eps. The profile therefore passes

@@ -4,7 +4,8 @@ captum stores, in each rule object, the relevance at its layer's input (``releva
 normalised so that the top relevance is 1) and removes the rules from the modules after
 ``attribute``. The adapter attaches its own rule objects, keeps references to them, and scales
 what they recorded by f_c(x) as captum does with the input relevance. captum has no rule for
-``nn.Flatten``; the adapter gives it ``EpsilonRule`` (a reshape times x / (x + 1e-9 sign x)).
+``nn.Flatten`` (it refuses the model); the adapter gives it a pass-through rule that only
+reshapes the relevance, as captum's own ReLU handling does for activations.
 """
 
 from __future__ import annotations
@@ -45,6 +46,26 @@ def captum_rule(choice: LayerRule):
     return lrp_rules.Alpha1_Beta0_Rule()
 
 
+def _reshape_rule():
+    """A captum PropagationRule that passes relevance through unchanged (for nn.Flatten)."""
+    from captum.attr._utils.lrp_rules import EpsilonRule
+
+    class PassThroughRule(EpsilonRule):
+        def _create_backward_hook_input(self, inputs):
+            def hook(grad):
+                self.relevance_input[grad.device] = grad.data
+                return grad
+            return hook
+
+        def _create_backward_hook_output(self, outputs):
+            def hook(grad):
+                self.relevance_output[grad.device] = grad.data
+                return grad
+            return hook
+
+    return PassThroughRule()
+
+
 def run_captum(network, model, x: np.ndarray, plan: Mapping[int, LayerRule], target: np.ndarray,
                overrides: Mapping[int, Callable] | None = None) -> LibraryRun:
     """Run ``captum.attr.LRP(model).attribute(x, target)`` with our plan's rules.
@@ -69,8 +90,10 @@ def run_captum(network, model, x: np.ndarray, plan: Mapping[int, LayerRule], tar
             rule = make()
         elif choice is not None and choice.rule not in ("lrp0", "maxpool", "sumpool", "avgpool"):
             rule = captum_rule(choice)
+        elif isinstance(module, torch.nn.Flatten):
+            rule = _reshape_rule()
         else:
-            rule = EpsilonRule()  # captum's default for pooling; our choice for Flatten
+            rule = EpsilonRule()  # captum's default for pooling
         module.rule = rule
         rules[k] = rule
         for extra in group[1:]:  # an unmerged BatchNorm2d: captum's default EpsilonRule
