@@ -111,7 +111,8 @@ def zennit_merged_network(network):
     mean, running variance, weight and bias to 0, 1, 1, 0 (``canonizers.MergeBatchNorm``); the
     module still divides by sqrt(1 + eps_bn), so every merged BatchNorm leaves a factor
     1 / sqrt(1 + eps_bn) (about 1 - 5e-6 for PyTorch's default eps 1e-5). This network has that
-    factor folded in as a second, otherwise neutral BatchNorm.
+    factor folded in as a second, otherwise neutral BatchNorm. (zennit's repository later sets
+    ``batch_norm.eps = 0`` in ``merge_batch_norm``; a profile for a later version drops this.)
     """
     import numpy as np
 
