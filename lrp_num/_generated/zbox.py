@@ -82,3 +82,55 @@ def relevance(op, x, relevance_out, *, lower=None, upper=None, eps=1e-06, stabil
     # one backward pass, transposes grouped by (input factor, weight transform)
     relevance_in = a_2*op.transpose(s_1, 'positive') + a_1*op.transpose(s_1, 'negative')
     return relevance_in
+
+
+def root_point_in_domain(op, x, *, lower=None, upper=None):
+    """Per output neuron: does the rule apply, and is its root point in the domain?
+
+    Deep Taylor root point of neuron j (derived): x~_i = x_i - t* v_ij with
+
+        t* = (-b[j] - Sum(w[i, j]*x[i], (i, 1, n)))/(-Sum(w[i, j]*x[i], (i, 1, n)) + Sum(Heaviside(-w[i, j])*h[i]*w[i, j], (i, 1, n)) + Sum(Heaviside(w[i, j])*l[i]*w[i, j], (i, 1, n)))
+
+    The derivation shows that for t* > 0 the root point lies in the domain (box) exactly when
+
+        b[j] + Sum(h[i]*Min(0, w[i, j]) + l[i]*Max(0, w[i, j]), (i, 1, n)) <= 0
+
+    Parameters
+    ----------
+    op : LinearOperator
+        The layer's linear part: forward(a, g), bias_like(z).
+    x : ndarray
+        Layer input batch.
+    lower, upper : ndarray, optional
+        Box bounds l <= x <= h, broadcastable to x. Required by this rule.
+
+    Returns
+    -------
+    inside : ndarray of bool
+        The derived condition for every neuron, the shape of the layer output; it speaks about
+        the root point only where ``active`` holds. Evaluated in floating point: a neuron within
+        rounding of the boundary may fall on either side.
+    active : ndarray of bool
+        z_j = sum_i x_i w_ij + b_j > 0 and sum_i q_ij > 0 (so t* > 0): the neurons the rule is
+        derived for, the shape of the layer output.
+    """
+    x = kernel_runtime.as_float(x)
+    lower = kernel_runtime.batch_shaped(kernel_runtime.box_bound(lower, 'lower', x, RULE), x)
+    upper = kernel_runtime.batch_shaped(kernel_runtime.box_bound(upper, 'upper', x, RULE), x)
+    # input factors a_m(x, l, h) of the separated q
+    a_1 = -upper + x
+    a_2 = -lower + x
+    # the neuron is active and t* > 0: z_j > 0 and sum_i q_ij > 0
+    z_1 = op.forward(x, 'identity')
+    bias = op.bias_like(z_1)
+    z = z_1 + bias
+    z_2 = op.forward(a_2, 'positive')
+    z_3 = op.forward(a_1, 'negative')
+    denominator = z_2 + z_3
+    active = (z > 0) & (denominator > 0)
+    # the derived condition: b[j] + Sum(h[i]*Min(0, w[i, j]) + l[i]*Max(0, w[i, j]), (i, 1, n)) <= 0
+    z_4 = op.forward(lower, 'positive')
+    z_5 = op.forward(upper, 'negative')
+    condition = bias + z_4 + z_5
+    inside = numpy.broadcast_to(condition <= 0, z.shape).copy()
+    return inside, active

@@ -76,3 +76,48 @@ def relevance(op, x, relevance_out, *, lower=None, upper=None, eps=1e-06, stabil
     # one backward pass, transposes grouped by (input factor, weight transform)
     relevance_in = x*op.transpose(s_1, 'positive')
     return relevance_in
+
+
+def root_point_in_domain(op, x, *, lower=None, upper=None):
+    """Per output neuron: does the rule apply, and is its root point in the domain?
+
+    Deep Taylor root point of neuron j (derived): x~_i = x_i - t* v_ij with
+
+        t* = (b[j] + Sum(w[i, j]*x[i], (i, 1, n)))/Sum(Heaviside(w[i, j])*w[i, j]*x[i], (i, 1, n))
+
+    The derivation shows that for t* > 0 the root point lies in the domain (orthant) exactly when
+
+        b[j] + Sum(x[i]*Min(0, w[i, j]), (i, 1, n)) <= 0
+
+    Parameters
+    ----------
+    op : LinearOperator
+        The layer's linear part: forward(a, g), bias_like(z).
+    x : ndarray
+        Layer input batch.
+    lower, upper : ndarray, optional
+        Box bounds l <= x <= h, broadcastable to x. Not used by this rule.
+
+    Returns
+    -------
+    inside : ndarray of bool
+        The derived condition for every neuron, the shape of the layer output; it speaks about
+        the root point only where ``active`` holds. Evaluated in floating point: a neuron within
+        rounding of the boundary may fall on either side.
+    active : ndarray of bool
+        z_j = sum_i x_i w_ij + b_j > 0 and sum_i q_ij > 0 (so t* > 0): the neurons the rule is
+        derived for, the shape of the layer output.
+    """
+    x = kernel_runtime.as_float(x)
+    # the neuron is active and t* > 0: z_j > 0 and sum_i q_ij > 0
+    z_1 = op.forward(x, 'identity')
+    bias = op.bias_like(z_1)
+    z = z_1 + bias
+    z_2 = op.forward(x, 'positive')
+    denominator = z_2
+    active = (z > 0) & (denominator > 0)
+    # the derived condition: b[j] + Sum(x[i]*Min(0, w[i, j]), (i, 1, n)) <= 0
+    z_3 = op.forward(x, 'negative')
+    condition = bias + z_3
+    inside = numpy.broadcast_to(condition <= 0, z.shape).copy()
+    return inside, active

@@ -51,7 +51,7 @@ def _check_parameter_names(derivation: Derivation) -> None:
             raise CodegenError(f"rule {derivation.name!r}: parameter {name} has no default")
 
 
-def _check_scalar(derivation: Derivation, what: str, expr: Expr, allowed: set) -> None:
+def check_scalar(derivation: Derivation, what: str, expr: Expr, allowed: set) -> None:
     stray = {s for s in expr.free_symbols if s not in allowed}
     if stray:
         names = ", ".join(sorted(map(str, stray)))
@@ -59,7 +59,7 @@ def _check_scalar(derivation: Derivation, what: str, expr: Expr, allowed: set) -
                            f"parameters{' and b[j]' if _BIAS in allowed else ''}; it has {names}")
 
 
-def _split_scalar(factor: Expr) -> tuple[Expr, Expr]:
+def split_scalar(factor: Expr) -> tuple[Expr, Expr]:
     """factor = scalar * array with scalar free of x, l, h."""
     arrays = sorted((a for a in factor.atoms(Indexed) if a.base in INPUT_BASES),
                     key=default_sort_key)
@@ -68,7 +68,7 @@ def _split_scalar(factor: Expr) -> tuple[Expr, Expr]:
     return factor.as_independent(*arrays, as_Add=False)
 
 
-class _KernelBody:
+class KernelBody:
     """Accumulates the statements of ``relevance`` while naming arrays deterministically."""
 
     def __init__(self, derivation: Derivation) -> None:
@@ -93,7 +93,7 @@ def _separated_terms(derivation: Derivation) -> list[list[tuple[Expr, Expr, str]
             parts = separate(term.q)
         except CodegenError as error:
             raise CodegenError(f"rule {derivation.name!r}, term {k}: {error}") from None
-        separated.append([(*_split_scalar(part.factor), part.transform) for part in parts])
+        separated.append([(*split_scalar(part.factor), part.transform) for part in parts])
     return separated
 
 
@@ -110,7 +110,7 @@ def _common_subexpressions(exprs: list[Expr]) -> tuple[list[tuple[Symbol, Expr]]
     return kept, [expr.xreplace(inline) for expr in reduced]
 
 
-def _factor_names(body: _KernelBody, separated) -> dict[Expr, str]:
+def emit_input_factors(body: KernelBody, separated) -> dict[Expr, str]:
     """Emit the array factors f_m (with common subexpressions) and return their names."""
     factors = sorted({array for parts in separated for _, array, _ in parts},
                      key=default_sort_key)
@@ -135,7 +135,7 @@ def _factor_names(body: _KernelBody, separated) -> dict[Expr, str]:
     return names
 
 
-def _emit_term(body: _KernelBody, k: int, term, parts, factor_names) -> None:
+def _emit_term(body: KernelBody, k: int, term, parts, factor_names) -> None:
     derivation = body.derivation
     body.emit(f"# term {k}: q = {sstr(term.q)}")
     denominator = S.Zero
@@ -169,7 +169,7 @@ def _emit_term(body: _KernelBody, k: int, term, parts, factor_names) -> None:
               f"RULE, {k})")
 
 
-def _emit_backward(body: _KernelBody, separated, factor_names) -> None:
+def _emit_backward(body: KernelBody, separated, factor_names) -> None:
     """R_in = sum_f f * sum_g op.transpose(sum_k c_{k,f,g} s_k, g)."""
     upper: dict[tuple[str, str], Expr] = {}
     for k, parts in enumerate(separated, 1):
@@ -226,7 +226,7 @@ def _rule_lines(derivation: Derivation, separated) -> list[str]:
     return lines
 
 
-def _parameter_doc(derivation: Derivation) -> str:
+def parameter_doc(derivation: Derivation) -> str:
     docs = []
     for p in derivation.parameters:
         docs.append(f"{p} : float, default {float(derivation.defaults[p])!r}\n"
@@ -286,26 +286,26 @@ def emit_ratio_kernel(derivation: Derivation, header: str) -> str:
     _check_parameter_names(derivation)
     parameters = set(derivation.parameters)
     for k, term in enumerate(derivation.terms, 1):
-        _check_scalar(derivation, f"the coefficient of term {k}", term.coefficient, parameters)
-        _check_scalar(derivation, f"the bias share of term {k}",
+        check_scalar(derivation, f"the coefficient of term {k}", term.coefficient, parameters)
+        check_scalar(derivation, f"the bias share of term {k}",
                       term.bias_share.subs(b[j], _BIAS), parameters | {_BIAS})
-    _check_scalar(derivation, "the stabiliser", derivation.stabiliser, parameters)
+    check_scalar(derivation, "the stabiliser", derivation.stabiliser, parameters)
     separated = _separated_terms(derivation)
 
-    body = _KernelBody(derivation)
+    body = KernelBody(derivation)
     body.emit("x = kernel_runtime.as_float(x)")
     body.emit("relevance_out = numpy.asarray(relevance_out, dtype=x.dtype)")
     body.emit("shares = kernel_runtime.bias_shares(bias_shares, RULE, N_TERMS)")
     bounds = _uses_bounds(derivation)
     for name in bounds:
         body.emit(f"{name} = kernel_runtime.box_bound({name}, {name!r}, x, RULE)")
-    factor_names = _factor_names(body, separated)
+    factor_names = emit_input_factors(body, separated)
     for k, (term, parts) in enumerate(zip(derivation.terms, separated), 1):
         _emit_term(body, k, term, parts, factor_names)
     _emit_backward(body, separated, factor_names)
 
     bounds_note = (" Required by this rule." if bounds else " Not used by this rule.")
-    doc = _KERNEL_DOC.format(parameters=_parameter_doc(derivation) + "\n"
+    doc = _KERNEL_DOC.format(parameters=parameter_doc(derivation) + "\n"
                              if derivation.parameters else "",
                              bounds_note=bounds_note, n_terms=len(derivation.terms))
     module_doc = "\n".join([
