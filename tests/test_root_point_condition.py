@@ -51,9 +51,9 @@ def _direct(rule: str, weight, bias, x_batch, lower=None, upper=None):
             z = sum(xi * wi for xi, wi in zip(x, w)) + Fraction(float(bias[j]))
             v = _direction(rule, x, w, lo, hi)
             slope = sum(vi * wi for vi, wi in zip(v, w))
-            active[s, j] = z > 0 and slope > 0
-            if not active[s, j]:
-                continue
+            active[s, j] = z > 0
+            if not active[s, j] or slope <= 0:
+                continue  # inactive, or no root point along the direction (t* <= 0 or none)
             t = z / slope
             root = [xi - t * vi for xi, vi in zip(x, v)]
             assert sum(ri * wi for ri, wi in zip(root, w)) + Fraction(float(bias[j])) == 0
@@ -108,8 +108,12 @@ def test_real_space_rules_are_always_inside(rule):
     x = x - 0.5
     inside, active = load_condition(rule)(Dense(weight, bias), x)
     z = x @ weight + bias
-    assert inside.all() and inside.shape == z.shape and inside.flags.writeable
-    assert (active <= (z > 0)).all() and active.any()
+    # in R^n the root point is always in the domain once it exists: sum_i q_ij > 0
+    denominator = {"lrp0": x @ weight, "w2": np.broadcast_to((weight ** 2).sum(axis=0), z.shape),
+                   "flat": np.full(z.shape, float(weight.shape[0]))}[rule]
+    np.testing.assert_array_equal(inside, denominator > 0)
+    np.testing.assert_array_equal(active, z > 0)
+    assert inside.shape == z.shape and inside.flags.writeable and active.any()
 
 
 def test_conv_layers_and_per_sample_bounds():
@@ -153,18 +157,19 @@ def test_explain_reports_the_valid_fraction_over_active_neurons():
     Sample 1, x = (1, 2). Layer 0: z = (4, 1.5, -4). Neuron 1 is active with b + sum x w^- = 1 > 0
     (outside), neuron 2 active with 0.5 - 1 <= 0 (inside), neuron 3 inactive: 1/2. Layer 2 sees
     (4, 1.5, 0): z = (1, -3.5); neuron 1 active with 0 + 1.5 * (-2) <= 0 (inside): 1/1.
-    Sample 2, x = 0: no neuron has sum_i x_i w_ij^+ > 0 at layer 0, and layer 2 sees (1, 0.5, 0),
-    z = (0, -1.5): no active neuron either; a layer without active neurons reports 1.
+    Sample 2, x = 0: neurons 1 and 2 are active through their bias alone, sum_i x_i w_ij^+ = 0,
+    so no root point exists along the direction: 0/2. Layer 2 sees (1, 0.5, 0), z = (0, -1.5):
+    no active neuron; a layer without active neurons reports 1.
     """
     first = Dense(np.array([[1.0, -1.0, 1.0], [1.0, 1.0, -2.0]]), np.array([1.0, 0.5, -1.0]))
     second = Dense(np.array([[1.0, -1.0], [-2.0, 1.0], [5.0, 5.0]]), np.array([0.0, -1.0]))
     network = Sequential([first, ReLU(), second])
     x = np.array([[1.0, 2.0], [0.0, 0.0]])
     details = explain_details(network, x, rule="zplus")
-    assert details.layers[0].root_point_valid.tolist() == [0.5, 1.0]
+    assert details.layers[0].root_point_valid.tolist() == [0.5, 0.0]
     assert details.layers[1].root_point_valid is None
     assert details.layers[2].root_point_valid.tolist() == [1.0, 1.0]
     gamma = explain_details(network, x, rule="gamma", gamma=1.0)
     # gamma = 1: layer 0 neuron 1: 2 b + sum x w^- = 2 > 0 (outside); neuron 2: 1 - 1 = 0 (inside)
-    assert gamma.layers[0].root_point_valid.tolist() == [0.5, 1.0]
+    assert gamma.layers[0].root_point_valid.tolist() == [0.5, 0.0]
     assert explain_details(network, x, rule="epsilon").layers[0].root_point_valid is None

@@ -101,23 +101,25 @@ def root_point_in_domain(op, x, *, lower=None, upper=None):
     Returns
     -------
     inside : ndarray of bool
-        The derived condition for every neuron, the shape of the layer output; it speaks about
-        the root point only where ``active`` holds. Evaluated in floating point: a neuron within
-        rounding of the boundary may fall on either side.
+        The root point exists (sum_i q_ij > 0, so t* > 0 is finite) and the derived condition
+        holds, for every neuron, the shape of the layer output; it speaks about the root point
+        only where ``active`` holds. Evaluated in floating point: a neuron within rounding of the
+        boundary may fall on either side.
     active : ndarray of bool
-        z_j = sum_i x_i w_ij + b_j > 0 and sum_i q_ij > 0 (so t* > 0): the neurons the rule is
-        derived for, the shape of the layer output.
+        z_j = sum_i x_i w_ij + b_j > 0: the neurons that carry relevance, the shape of the layer
+        output. An active neuron with sum_i q_ij = 0 (active through its bias alone) has no root
+        point along the direction and counts as outside.
     """
     x = kernel_runtime.as_float(x)
-    # the neuron is active and t* > 0: z_j > 0 and sum_i q_ij > 0
+    # active: z_j > 0; a root point along the direction needs sum_i q_ij > 0 (t* > 0)
     z_1 = op.forward(x, 'identity')
     bias = op.bias_like(z_1)
     z = z_1 + bias
     z_2 = op.forward(x, 'positive')
     denominator = z_2
-    active = (z > 0) & (denominator > 0)
+    active = z > 0
     # the derived condition: b[j] + Sum(x[i]*Min(0, w[i, j]), (i, 1, n)) <= 0
     z_3 = op.forward(x, 'negative')
     condition = bias + z_3
-    inside = numpy.broadcast_to(condition <= 0, z.shape).copy()
+    inside = numpy.broadcast_to((denominator > 0) & (condition <= 0), z.shape).copy()
     return inside, active

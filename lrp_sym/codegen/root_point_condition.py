@@ -112,12 +112,14 @@ x : ndarray
 Returns
 -------
 inside : ndarray of bool
-    The derived condition for every neuron, the shape of the layer output; it speaks about
-    the root point only where ``active`` holds. Evaluated in floating point: a neuron within
-    rounding of the boundary may fall on either side.
+    The root point exists (sum_i q_ij > 0, so t* > 0 is finite) and the derived condition
+    holds, for every neuron, the shape of the layer output; it speaks about the root point
+    only where ``active`` holds. Evaluated in floating point: a neuron within rounding of the
+    boundary may fall on either side.
 active : ndarray of bool
-    z_j = sum_i x_i w_ij + b_j > 0 and sum_i q_ij > 0 (so t* > 0): the neurons the rule is
-    derived for, the shape of the layer output.
+    z_j = sum_i x_i w_ij + b_j > 0: the neurons that carry relevance, the shape of the layer
+    output. An active neuron with sum_i q_ij = 0 (active through its bias alone) has no root
+    point along the direction and counts as outside.
 """
 '''
 
@@ -141,20 +143,21 @@ def emit_root_point_condition(derivation: Derivation) -> list[str]:
         body.emit(f"{name} = kernel_runtime.batch_shaped("
                   f"kernel_runtime.box_bound({name}, {name!r}, x, RULE), x)")
     factor_names = emit_input_factors(body, [q_parts, condition_parts])
-    body.emit("# the neuron is active and t* > 0: z_j > 0 and sum_i q_ij > 0")
+    body.emit("# active: z_j > 0; a root point along the direction needs sum_i q_ij > 0 (t* > 0)")
     preactivation = _forward(body, "x", "identity")
     body.emit(f"bias = op.bias_like({preactivation})")
     body.emit(f"z = {preactivation} + bias")
     body.emit(f"denominator = {body.code(_linear_combination(body, q_parts, factor_names))}")
-    body.emit("active = (z > 0) & (denominator > 0)")
+    body.emit("active = z > 0")
     if constant:
         body.emit(f"# the derived condition: {condition}")
-        body.emit(f"inside = numpy.full(z.shape, {bool(condition)})")
+        body.emit("inside = numpy.broadcast_to(denominator > 0, z.shape).copy()" if bool(condition)
+                  else "inside = numpy.zeros(z.shape, bool)")
     else:
         body.emit(f"# the derived condition: {sstr(condition)}")
         lhs = _linear_combination(body, condition_parts, factor_names) + rest
         body.emit(f"condition = {body.code(lhs)}")
-        body.emit("inside = numpy.broadcast_to(condition <= 0, z.shape).copy()")
+        body.emit("inside = numpy.broadcast_to((denominator > 0) & (condition <= 0), z.shape).copy()")
     body.emit("return inside, active")
 
     uses_bounds = " Required by this rule." if bounds else " Not used by this rule."
