@@ -232,8 +232,9 @@ class LayerTrace:
 
     ``absorbed_bias`` and ``absorbed_stabiliser`` are the relevance kept by the bias input and
     by the stabiliser; ``hinge_residual`` the largest |g_j(t*)| / (|z_j| + sum |x_i w_ij|) over
-    the neurons expanded; ``n_active`` / ``n_inside`` count active neurons (z_j > 0) and those
-    whose root point lies in the rule's domain (root-point rules only).
+    the neurons expanded; ``extra_digits`` the precision added for cancellation near a hinge;
+    ``n_active`` / ``n_inside`` count active neurons (z_j > 0) and those whose root point is
+    reached with a positive step t* > 0 and lies in the rule's domain (root-point rules only).
     """
 
     index: int
@@ -244,6 +245,7 @@ class LayerTrace:
     absorbed_bias: Any = 0
     absorbed_stabiliser: Any = 0
     hinge_residual: Any = 0
+    extra_digits: int = 0
     n_active: int = 0
     n_inside: int = 0
 
@@ -319,32 +321,51 @@ def _root_point_layer(rule, matrix: LinearMatrix, x_ext, relevance, parameters, 
     if len(rows) == 0:
         return relevance_in[: matrix.n_in]
     x, w, v, v0 = x_all[rows], w_all[rows], v_all[rows], v0_all[rows]
-    b, z, r = matrix.bias_mp[rows], z_model[rows], relevance[rows]
-    slope = (v * w).sum(axis=1) + v0 * b
-    absorber = _stabilised(slope, r, conventions["eps"], conventions["stabilise"], rule)
-    slope = slope + absorber
-    moving = np.array([value != 0 for value in z], dtype=bool)
-    rel = np.empty(x.shape, dtype=object)
-    if moving.any():
-        m = np.flatnonzero(moving)
-        t, residual = _solve_root_condition(x[m], v[m], w[m], b[m], v0[m], absorber[m], z[m], slope[m], solver)
-        root_point = x[m] - t[:, None] * v[m]
-        c = r[m] / z[m]  # relevance model R_j = c_j z_j on the neuron's side of the hinge
-        rel[m] = (c[:, None] * w[m]) * (x[m] - root_point)  # gradient at x~ times displacement
-        trace.absorbed_bias += (c * b[m] * t * v0[m]).sum()
-        trace.absorbed_stabiliser += (c * t * absorber[m]).sum()
-        scale = np.abs(z[m]) + np.abs(x[m] * w[m]).sum(axis=1) + np.abs(b[m])
-        trace.hinge_residual = max([trace.hinge_residual] + [abs(g) / s for g, s in zip(residual, scale) if s != 0])
-    if not moving.all():
-        # z_j = 0: x is its own root point; the decomposition is the limit z_j -> 0 of the
-        # Taylor step, which splits R_j in proportion to w_ij times the unit-step displacement
-        s = np.flatnonzero(~moving)
-        per_step = r[s] / slope[s]
-        rel[s] = per_step[:, None] * w[s] * v[s]
-        trace.absorbed_bias += (per_step * b[s] * v0[s]).sum()
-        trace.absorbed_stabiliser += (per_step * absorber[s]).sum()
-    np.add.at(relevance_in, matrix.index[rows], rel)
+    b, r = matrix.bias_mp[rows], relevance[rows]
+    # x_i - x~_i = t* v_ij cancels about log10(sum |x w| / |z_j|) digits: raise the precision by
+    # that much, so the step computed by the definition keeps the digits the caller asked for
+    extra = _cancellation_digits(z_model[rows], x, w, b)
+    with mpmath.workdps(mpmath.mp.dps + extra):
+        z = (x * w).sum(axis=1) + b  # the same neurons, summed at the raised precision
+        slope = (v * w).sum(axis=1) + v0 * b
+        absorber = _stabilised(slope, r, conventions["eps"], conventions["stabilise"], rule)
+        slope = slope + absorber
+        moving = np.array([value != 0 for value in z], dtype=bool)
+        rel = np.empty(x.shape, dtype=object)
+        if moving.any():
+            m = np.flatnonzero(moving)
+            t, residual = _solve_root_condition(x[m], v[m], w[m], b[m], v0[m], absorber[m], z[m], slope[m], solver)
+            root_point = x[m] - t[:, None] * v[m]
+            c = r[m] / z[m]  # relevance model R_j = c_j z_j on the neuron's side of the hinge
+            rel[m] = (c[:, None] * w[m]) * (x[m] - root_point)  # gradient at x~ times displacement
+            trace.absorbed_bias += (c * b[m] * t * v0[m]).sum()
+            trace.absorbed_stabiliser += (c * t * absorber[m]).sum()
+            scale = np.abs(z[m]) + np.abs(x[m] * w[m]).sum(axis=1) + np.abs(b[m])
+            trace.hinge_residual = max([trace.hinge_residual] + [abs(g) / s for g, s in zip(residual, scale) if s != 0])
+        if not moving.all():
+            # z_j = 0: x is its own root point; the decomposition is the limit z_j -> 0 of the
+            # Taylor step, which splits R_j in proportion to w_ij times the unit-step displacement
+            s = np.flatnonzero(~moving)
+            per_step = r[s] / slope[s]
+            rel[s] = per_step[:, None] * w[s] * v[s]
+            trace.absorbed_bias += (per_step * b[s] * v0[s]).sum()
+            trace.absorbed_stabiliser += (per_step * absorber[s]).sum()
+        trace.extra_digits = max(trace.extra_digits, extra)
+        np.add.at(relevance_in, matrix.index[rows], rel)
     return relevance_in[: matrix.n_in]
+
+
+#: at most this many digits are added for cancellation near a hinge
+MAX_EXTRA_DIGITS = 2000
+
+
+def _cancellation_digits(z, x, w, b) -> int:
+    """ceil(log10(max_j (sum_i |x_i w_ij| + |b_j|) / |z_j|)) over neurons with z_j != 0, >= 0."""
+    worst = mpmath.mpf(1)
+    for zj, xj, wj, bj in zip(z, x, w, b):
+        if zj != 0:
+            worst = max(worst, (sum(abs(xi * wi) for xi, wi in zip(xj, wj)) + abs(bj)) / abs(zj))
+    return min(MAX_EXTRA_DIGITS, int(mpmath.ceil(mpmath.log10(worst))))
 
 
 def _membership(rule, matrix, x_all, w_all, v_all, v0_all, z_all, z_model, bounds, trace):
@@ -360,6 +381,8 @@ def _membership(rule, matrix, x_all, w_all, v_all, v0_all, z_all, z_model, bound
         if slope == 0:
             continue  # no root point along the direction
         t = z_model[j] / slope
+        if t <= 0:
+            continue  # the direction increases z_j: x~ is behind x, every R_ij flips sign
         root_point = x_all[j] - t * v_all[j]
         connected = matrix.connected[j]
         scale = tolerance * (1 + max(abs(value) for value in x_all[j]))
@@ -464,8 +487,12 @@ class ReferenceNetwork:
     # forward and gradient
 
     def forward(self, x: np.ndarray) -> list[np.ndarray]:
-        """Activations a^(0) .. a^(L) of one sample, flattened, as object arrays of mpf."""
-        activations = [_to_mpf(np.asarray(x, dtype=np.float64).ravel())]
+        """Activations a^(0) .. a^(L) of one sample, flattened, as object arrays of mpf.
+
+        ``x`` is a float array (converted exactly) or an object array of mpf (taken as it is).
+        """
+        x = np.asarray(x)
+        activations = [x.ravel() if x.dtype == object else _to_mpf(x.astype(np.float64).ravel())]
         zero = mpmath.mpf(0)
         for index, layer in enumerate(self.layers):
             a = activations[-1]
@@ -600,9 +627,10 @@ def layer_plan(network, rule: str | None = None, composite=None, input_is_box: b
             elif isinstance(layer, (SumPool2d, AvgPool2d)):
                 plan[index] = ("lrp0", {})
         return plan
-    from lrp_num.composites import get_composite  # the lead's configuration, not a code path
+    if not hasattr(composite, "plan"):
+        from lrp_num.composites import get_composite  # configuration (which rule where), no numerics
 
-    composite = get_composite(composite or "deep-taylor") if not hasattr(composite, "plan") else composite
+        composite = get_composite(composite or "deep-taylor")
     for index, choice in composite.plan(list(network.layers), input_is_box).items():
         if choice.rule != "maxpool":
             plan[index] = (choice.rule, {**RULE_DEFAULTS.get(choice.rule, {}), **dict(choice.parameters)})
@@ -763,6 +791,104 @@ def sensitivity(network, x, target=None, *, dps: int = 50) -> np.ndarray:
 
 
 @dataclass
+class TaylorDecomposition:
+    """First-order Taylor decomposition of the whole function f_c at a root point x~.
+
+    ``relevance`` R_p = (df_c/dx_p at x~, one-sided from x's side) (x_p - x~_p);
+    ``residual`` = f_c(x) - f_c(x~) - sum_p R_p, zero when f_c is affine on the segment [x~, x],
+    which ``same_active_set`` checks (the ReLU and max-pool pattern is the same at x and at the
+    point of the segment next to x~).
+    """
+
+    root_point: np.ndarray
+    step: Any
+    value_at_root: Any
+    relevance: np.ndarray
+    residual: Any
+    same_active_set: bool
+
+
+def _first_root(phi, low, high, scale, digits: int, max_steps: int = 1000):
+    """The smallest root of a continuous piecewise-linear phi in (low, high], phi(low) > 0 >= phi(high)."""
+    tolerance = mpmath.mpf(10) ** (-digits + 3) * abs(scale)
+    phi_low, phi_high = phi(low), phi(high)
+    for _ in range(max_steps):
+        # linear interpolation: exact when phi is linear on [low, high]
+        guess = low + phi_low * (high - low) / (phi_low - phi_high)
+        value = phi(guess)
+        if abs(value) <= tolerance:
+            return guess
+        middle = (low + high) / 2
+        phi_middle = phi(middle)
+        if phi_middle > 0:
+            low, phi_low = middle, phi_middle
+        else:
+            high, phi_high = middle, phi_middle
+        if value > 0 and low < guess < high:
+            low, phi_low = guess, value
+        if high - low <= mpmath.mpf(10) ** (-digits) * high:
+            return high
+    raise LRPError("the root search along the gradient did not converge")
+
+
+def _pattern(reference: ReferenceNetwork, activations) -> tuple:
+    keys = []
+    for index, layer in enumerate(reference.layers):
+        a, out = activations[index], activations[index + 1]
+        if isinstance(layer, ReLU):
+            keys.append(tuple(value > 0 for value in a))
+        elif index in reference.windows:
+            keys.append(tuple(tuple(a[window] == top) for window, top in zip(reference.windows[index], out)))
+    return tuple(keys)
+
+
+def whole_function_taylor(network, x, target=None, *, dps: int = 50,
+                          max_doublings: int = 200) -> TaylorDecomposition:
+    """Taylor-decompose f_c at a root point searched along the gradient: x~ = x - t grad f_c(x).
+
+    The step t > 0 is bracketed by doubling until f_c(x - t g) <= 0, then narrowed by
+    :func:`_first_root` (bisection with a linear-interpolation attempt per step, exact once the
+    bracket lies on one linear piece of the ReLU network). One sample, f_c(x) > 0 expected;
+    raises LRPError when no sign change is found.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    reference = prepare(network, x.shape)
+    with mpmath.workdps(dps + GUARD_DIGITS):
+        start = reference.forward(x)
+        c = _target_index(start[-1], target, 0)
+        selector = np.array([mpmath.mpf(int(k == c)) for k in range(len(start[-1]))], dtype=object)
+        x_mp = start[0]
+        direction = reference.gradient(start, selector)
+
+        def along(t):
+            return reference.forward(x_mp - t * direction)[-1][c]
+
+        value = start[-1][c]
+        if value <= 0 or all(g == 0 for g in direction):
+            raise LRPError("the whole-function Taylor root search needs f_c(x) > 0 and a non-zero gradient")
+        low, high = mpmath.mpf(0), mpmath.mpf(1) / max(abs(g) for g in direction)
+        for _ in range(max_doublings):
+            if along(high) <= 0:
+                break
+            low, high = high, 2 * high
+        else:
+            raise LRPError("no root of f_c along the gradient direction")
+        step = _first_root(along, low, high, value, dps + GUARD_DIGITS)
+        root = x_mp - step * direction
+        at_root = reference.forward(root)
+        # one-sided gradient at x~: the linear piece on the segment next to x~, towards x
+        near = root + mpmath.mpf(10) ** (-(dps // 2)) * (x_mp - root)
+        near_activations = reference.forward(near)
+        root_gradient = reference.gradient(near_activations, selector)
+        relevance = root_gradient * (x_mp - root)
+        residual = value - at_root[-1][c] - mpmath.fsum(relevance)
+        same = _pattern(reference, start) == _pattern(reference, near_activations)
+    shape = x.shape
+    return TaylorDecomposition(_rounded(root, dps, shape), +step, at_root[-1][c],
+                               _rounded(relevance, dps, shape), residual, same)
+
+
+@dataclass
 class LayerMembership:
     """Per linear layer: active neurons and those whose root point lies in the rule's domain."""
 
@@ -799,5 +925,5 @@ __all__ = [
     "GUARD_DIGITS", "RULES", "ROOT_POINT_RULES", "FORMULA_RULES", "RULE_DEFAULTS", "LayerTrace",
     "LayerMembership", "LinearMatrix", "ReferenceNetwork", "ReferenceResult", "bias_direction",
     "explain", "explain_trace", "forward", "gradient", "layer_plan", "linear_matrix", "prepare",
-    "root_point_membership", "sensitivity", "to_float",
+    "root_point_membership", "sensitivity", "to_float", "TaylorDecomposition", "whole_function_taylor",
 ]
