@@ -17,6 +17,9 @@ from lrp_num.errors import LRPError
 #: subcommand name -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "derive": ("lrp_sym.commands.derive", "derive a rule from its root point and prove its properties"),
+    "regenerate": ("lrp_sym.commands.regenerate",
+                   "re-derive every rule; rewrite the generated kernels and docs (--check: diff)"),
+    "explain": ("lrp_num.commands.explain", "explain a model's prediction with LRP"),
 }
 
 

@@ -16,6 +16,11 @@ class ShapeError(LRPError, ValueError):
     """An array has a shape that does not fit the layer, network or target."""
 
 
+class KernelArgumentError(LRPError, ValueError):
+    """A relevance kernel called with missing or inconsistent arguments (box bounds for z^B,
+    an unknown stabilise mode, bias_shares of the wrong length)."""
+
+
 class NonFiniteError(LRPError, ValueError):
     """A weight, bias or input holds NaN or Inf."""
 

@@ -5,7 +5,8 @@ for the layer's linear part z_j = sum_i x_i w_ij + b_j and asks it for
 
 * ``forward(a, g)``: the map  a -> sum_i a_i g(w_ij)  (no bias), output shape of the layer;
 * ``transpose(s, g)``: the map  s -> sum_j g(w_ij) s_j, input shape of the layer;
-* ``bias_like(z)``: the bias b_j broadcast to the output shape of ``z``;
+* ``bias_like(z, g="identity")``: g(b_j) broadcast to the output shape of ``z`` (g applies the
+  same elementwise transforms to the bias, for conventions such as zennit's b^+ or b^2);
 
 where ``g`` is an elementwise weight transform named by a string (``"identity"``, ``"positive"``,
 ``"negative"``, ``"square"``, ``"ones"`` or a registered one). Dense and convolutional layers
@@ -17,6 +18,8 @@ from __future__ import annotations
 from typing import Callable, Protocol
 
 import numpy as np
+
+from lrp_num.errors import UnknownRuleError
 
 WeightTransform = Callable[[np.ndarray], np.ndarray]
 
@@ -39,12 +42,16 @@ class LinearOperator(Protocol):
     def transpose(self, s: np.ndarray, g: str = "identity") -> np.ndarray:
         """Return sum_j g(w_ij) s_j for a batch ``s`` of layer outputs."""
 
-    def bias_like(self, z: np.ndarray) -> np.ndarray:
-        """Return b_j broadcast to the shape of the output batch ``z``."""
+    def bias_like(self, z: np.ndarray, g: str = "identity") -> np.ndarray:
+        """Return g(b_j) broadcast to the shape of the output batch ``z``.
+
+        Kernels call it with one argument for a derived bias share (LRP-epsilon) and with a
+        transform name only for a caller's ``bias_shares`` convention.
+        """
 
 
 class TransformedWeights:
-    """Cache of g(W) for one weight array, so a kernel transforms each weight once."""
+    """Cache of g(W) for one weight (or bias) array, so a kernel transforms each once."""
 
     def __init__(self, weight: np.ndarray) -> None:
         self.weight = weight
@@ -56,7 +63,8 @@ class TransformedWeights:
             try:
                 transform = WEIGHT_TRANSFORMS[g]
             except KeyError:
-                raise KeyError(f"unknown weight transform {g!r}") from None
+                raise UnknownRuleError(f"unknown weight transform {g!r}; known: "
+                                       f"{', '.join(sorted(WEIGHT_TRANSFORMS))}") from None
             self._cache[key] = np.ascontiguousarray(transform(self.weight).astype(dtype))
         return self._cache[key]
 
@@ -76,6 +84,7 @@ class DenseOperator:
         self.weight = weight
         self.bias = bias
         self._weights = TransformedWeights(weight)
+        self._biases = TransformedWeights(bias)
 
     def forward(self, a: np.ndarray, g: str = "identity") -> np.ndarray:
         return a @ self._weights.get(g, a.dtype)
@@ -83,5 +92,5 @@ class DenseOperator:
     def transpose(self, s: np.ndarray, g: str = "identity") -> np.ndarray:
         return s @ self._weights.get(g, s.dtype).T
 
-    def bias_like(self, z: np.ndarray) -> np.ndarray:
-        return np.broadcast_to(self.bias.astype(z.dtype, copy=False), z.shape)
+    def bias_like(self, z: np.ndarray, g: str = "identity") -> np.ndarray:
+        return np.broadcast_to(self._biases.get(g, z.dtype), z.shape)

@@ -33,9 +33,9 @@ from lrp_sym.symbols import R, b, c, i, j, k, l, h, t, w, x
 _STEP = Symbol("T", positive=True)
 
 
-def preactivation(weights: Expr = w[i, j]) -> Expr:
+def preactivation(weights: Expr = w[i, j], bias: Expr = b[j]) -> Expr:
     """z_j = sum_i x_i w_ij + b_j."""
-    return over_inputs(x[i] * weights) + b[j]
+    return over_inputs(x[i] * weights) + bias
 
 
 def _resolve_index_range(expr: Expr) -> Expr:
@@ -76,6 +76,10 @@ class RootPointRule:
         Rule parameters appearing in the direction (for example ``gamma``).
     unit_weights : bool
         Derive for the neuron with every w_ij replaced by 1 (the flat rule).
+    weights : Expr, optional
+        Fixed weights replacing w_ij (1/n for average pooling); overrides ``unit_weights``.
+    bias : Expr
+        The neuron's bias, b_j by default (0 for pooling layers).
     defaults : dict
         Default value of each parameter (Symbol -> float) for generated kernels.
     expected : dict
@@ -90,17 +94,19 @@ class RootPointRule:
     domain: Domain
     parameters: tuple = ()
     unit_weights: bool = False
+    weights: Expr | None = None
+    bias: Expr = b[j]
     defaults: dict = field(default_factory=dict)
     expected: dict[str, Status] = field(default_factory=dict)
 
     def derive(self) -> Derivation:
         """Solve the root point, expand, extract q_ij, and attempt every proof obligation."""
-        weights = S.One if self.unit_weights else w[i, j]
+        weights = self._weights()
         direction = self.direction.subs(w[i, j], weights)
-        z = preactivation(weights)
+        z = preactivation(weights, self.bias)
 
         # 1. the step and the root point, solved by SymPy from the root condition
-        root_condition = expand_sums(over_inputs((x[i] - t * direction) * weights) + b[j])
+        root_condition = expand_sums(over_inputs((x[i] - t * direction) * weights) + self.bias)
         (step,) = solve(root_condition, t)
         root_point = x[i] - step * direction
 
@@ -124,7 +130,9 @@ class RootPointRule:
             name=self.name, title=self.title, paper=self.paper, domain=self.domain,
             terms=[RatioTerm(S.One, q)], parameters=self.parameters, defaults=dict(self.defaults),
         )
-        condition = self._domain_condition(direction, step, q, z)
+        # the bound on t* is against sum_i v_ij w_ij, the denominator of t* (q_ij may have lost
+        # a constant factor such as the 1/n of average pooling when R_ij was reduced)
+        condition = self._domain_condition(direction, step, canonical_q(direction * weights), z)
         derivation.rows = [
             ("search direction v_ij", direction),
             ("root condition", Eq(root_condition, 0)),
@@ -141,6 +149,11 @@ class RootPointRule:
             derivation.results["domain_condition"] = condition
         derivation.proofs = self._prove(derivation, condition)
         return derivation
+
+    def _weights(self) -> Expr:
+        if self.weights is not None:
+            return self.weights
+        return S.One if self.unit_weights else w[i, j]
 
     # -- the domain condition -----------------------------------------------------------------
 
@@ -202,7 +215,7 @@ class RootPointRule:
         proofs = [
             prove_zero(
                 "hinge", "the root point lies on the hinge: sum_i x~_i w_ij + b_j = 0",
-                expand_sums(over_inputs(results["root_point"] * (S.One if self.unit_weights else w[i, j])) + b[j]),
+                expand_sums(over_inputs(results["root_point"] * self._weights()) + self.bias),
                 self._sampler(), expected("hinge", Status.PROVED)),
             prove_zero(
                 "conservation", "conservation: sum_i R_ij = R_j",

@@ -1,0 +1,72 @@
+"""Conventions: the choices LRP implementations make beyond the rule itself.
+
+The libraries disagree on three things (FIELD_NOTES section 3), so each is an explicit
+parameter here, with the deep Taylor decomposition (DTD) derivation as the default:
+
+* ``bias``: what the bias adds to a rule's denominator.
+  ``"dtd"`` (default): what the derivation says: nothing for root-point rules (the bias sits in
+  z_j and so in R_j, not in sum_i q_ij), b_j for LRP-epsilon. ``"neuron"``: the bias is an extra
+  input neuron with q = b_j (b_j^+ / b_j^- in the two groups of alpha-beta). ``"zennit"``: what
+  zennit 1.0 adds per rule (b^+ for z+, b^2 for w^2, b^+ / b^- for alpha-beta, nothing for flat
+  and z^B).
+* ``eps`` and ``stabilise``: a denominator d becomes d + eps sign(d) with sign(0) = +1, either
+  only where d == 0 (``"zero"``, default: the exact rule everywhere else) or everywhere
+  (``"everywhere"``, as zennit and captum do). With eps = 0 a zero denominator that carries
+  relevance raises :class:`lrp_num.errors.ZeroDenominatorError`. LRP-epsilon's own stabiliser
+  is its parameter ``epsilon`` and always applies everywhere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lrp_num.errors import UnknownRuleError
+
+#: convention name -> rule -> bias transform per ratio term (None: nothing added)
+BIAS_SHARES: dict[str, dict[str, tuple[str | None, ...]]] = {
+    "neuron": {
+        "alphabeta": ("positive", "negative"),
+        "epsilon": (None,), "bias_neuron": (None,),  # their derivation already holds b_j
+    },
+    "zennit": {
+        "zplus": ("positive",), "w2": ("square",), "alphabeta": ("positive", "negative"),
+        "flat": (None,), "zbox": (None,), "lrp0": ("identity",), "gamma": ("identity",),
+        "epsilon": (None,), "bias_neuron": (None,),
+    },
+}
+BIAS_CONVENTIONS = ("dtd", "neuron", "zennit")
+STABILISERS = ("zero", "everywhere")
+
+
+@dataclass(frozen=True)
+class Conventions:
+    """Bias placement and stabiliser, see the module docstring.
+
+    Parameters
+    ----------
+    bias : {"dtd", "neuron", "zennit"}
+    eps : float
+        Stabiliser magnitude, >= 0.
+    stabilise : {"zero", "everywhere"}
+    """
+
+    bias: str = "dtd"
+    eps: float = 1e-6
+    stabilise: str = "zero"
+
+    def __post_init__(self) -> None:
+        if self.bias not in BIAS_CONVENTIONS:
+            raise UnknownRuleError(f"unknown bias convention {self.bias!r}; known: {', '.join(BIAS_CONVENTIONS)}")
+        if self.stabilise not in STABILISERS:
+            raise UnknownRuleError(f"unknown stabiliser mode {self.stabilise!r}; known: {', '.join(STABILISERS)}")
+        if not self.eps >= 0:
+            raise ValueError(f"eps must be >= 0, got {self.eps}")
+
+    def bias_shares(self, rule: str) -> tuple[str | None, ...] | None:
+        """Bias transform per ratio term of ``rule`` under this convention (None: derived only)."""
+        if self.bias == "dtd":
+            return None
+        return BIAS_SHARES[self.bias].get(rule, ("identity",))
+
+
+DTD = Conventions()

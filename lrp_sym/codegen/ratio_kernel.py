@@ -1,0 +1,408 @@
+"""Emitting the NumPy kernel of a ratio rule R_i = sum_j sum_k a_k q^(k)_ij / d_k R_j.
+
+Each q^(k) is separated into sum_m c_m f_m(x, l, h) g_m(w) (scalar c_m in the rule parameters,
+array factor f_m, weight transform g_m). The kernel then needs, per term k,
+
+    d_k = sum_m c_m op.forward(f_m, g_m) + s_k        (s_k: the derived bias share),
+    s_k = a_k R_out / stab(d_k),
+
+and one backward pass  R_in = sum_f f * sum_g op.transpose(sum_k c_{k,f,g} s_k, g).
+Forward products shared between terms are computed once, and transposes are grouped by
+(factor, transform), so z+ costs exactly one forward and one transpose product.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import keyword
+import textwrap
+
+from sympy import (Expr, Indexed, S, Symbol, cse, default_sort_key, numbered_symbols, simplify,
+                   sstr, sympify)
+
+from lrp_sym.codegen.errors import CodegenError
+from lrp_sym.codegen.printer import print_numpy
+from lrp_sym.codegen.separation import INPUT_BASES, separate
+from lrp_sym.derivation import Derivation, RatioTerm
+from lrp_sym.symbols import b, h, j, l, x
+
+#: array names of the per-connection quantities inside a kernel
+ARRAY_NAMES = {x: "x", l: "lower", h: "upper"}
+#: names a rule parameter must not take (the kernel's own arguments and locals)
+RESERVED = frozenset({"op", "x", "relevance_out", "lower", "upper", "eps", "stabilise",
+                      "bias_shares", "numpy", "bias", "ones", "shares", "relevance_in"})
+
+_RELEVANCE_OUT = Symbol("relevance_out")
+_BIAS = Symbol("bias")
+
+#: the stabiliser, shared verbatim by every generated ratio-rule kernel
+HELPERS = '''
+
+def _as_float(x):
+    x = numpy.asarray(x)
+    return x if x.dtype.kind == "f" else x.astype(numpy.float64)
+
+
+def _bound(value, name, x):
+    if value is None:
+        raise KernelArgumentError(
+            f"rule {RULE!r} needs the box bounds: pass lower= and upper= (l <= x <= h, "
+            f"broadcastable to x); {name} is missing")
+    return numpy.asarray(value, dtype=x.dtype)
+
+
+def _bias_shares(bias_shares):
+    if bias_shares is None:
+        return (None,) * N_TERMS
+    if isinstance(bias_shares, str):
+        raise KernelArgumentError(
+            f"bias_shares must be a sequence of {N_TERMS} entries (None or a weight-transform "
+            f"name), not the string {bias_shares!r}")
+    shares = tuple(bias_shares)
+    if len(shares) != N_TERMS or not all(s is None or isinstance(s, str) for s in shares):
+        raise KernelArgumentError(
+            f"rule {RULE!r} has {N_TERMS} term(s): bias_shares must hold {N_TERMS} entries, each "
+            f"None or a weight-transform name; got {bias_shares!r}")
+    return shares
+
+
+def _sign_stabilised(d, epsilon):
+    """d + epsilon sign(d) with sign(0) = +1 (the rule's own stabiliser)."""
+    e = numpy.asarray(epsilon, dtype=d.dtype)
+    return d + numpy.where(d >= 0, e, -e)
+
+
+def _ratio(numerator, d, eps, stabilise, term):
+    """numerator / stab(d): the one place where denominators are stabilised.
+
+    stabilise="zero": only d == 0 becomes +eps; stabilise="everywhere": d + eps sign(d),
+    sign(0) = +1. A denominator still 0 (eps = 0) contributes 0 where the numerator is 0 and
+    raises ZeroDenominatorError where it is not.
+    """
+    if stabilise not in ("zero", "everywhere"):
+        raise KernelArgumentError(f"stabilise must be 'zero' or 'everywhere', not {stabilise!r}")
+    if not eps >= 0:
+        raise KernelArgumentError(f"eps must be >= 0, not {eps!r}")
+    e = numpy.asarray(eps, dtype=d.dtype)
+    if stabilise == "everywhere":
+        d = d + numpy.where(d >= 0, e, -e)
+    else:
+        d = numpy.where(d == 0, e, d)
+    zero = d == 0
+    if zero.any():
+        lost = numpy.count_nonzero(zero & (numerator != 0))
+        if lost:
+            raise ZeroDenominatorError(
+                f"rule {RULE!r}, term {term}: {lost} denominator(s) are 0 where the upper "
+                f"relevance is not, and eps = 0; pass eps > 0 to stabilise them")
+        d = numpy.where(zero, 1, d)  # the numerator is 0 there: contribute 0, not NaN
+    return numerator / d
+'''
+
+
+def _check_parameter_names(derivation: Derivation) -> None:
+    for symbol in derivation.parameters:
+        name = str(symbol)
+        if not name.isidentifier() or keyword.iskeyword(name) or name.startswith("_") \
+                or name in RESERVED:
+            raise CodegenError(f"rule {derivation.name!r}: parameter name {name!r} cannot be a "
+                               f"kernel argument (reserved or not an identifier)")
+        if symbol not in derivation.defaults:
+            raise CodegenError(f"rule {derivation.name!r}: parameter {name} has no default")
+
+
+def _check_scalar(derivation: Derivation, what: str, expr: Expr, allowed: set) -> None:
+    stray = {s for s in expr.free_symbols if s not in allowed}
+    if stray:
+        names = ", ".join(sorted(map(str, stray)))
+        raise CodegenError(f"rule {derivation.name!r}: {what} {expr} may contain only the rule "
+                           f"parameters{' and b[j]' if _BIAS in allowed else ''}; it has {names}")
+
+
+def _split_scalar(factor: Expr) -> tuple[Expr, Expr]:
+    """factor = scalar * array with scalar free of x, l, h."""
+    arrays = sorted((a for a in factor.atoms(Indexed) if a.base in INPUT_BASES),
+                    key=default_sort_key)
+    if not arrays:
+        return factor, S.One
+    return factor.as_independent(*arrays, as_Add=False)
+
+
+class _KernelBody:
+    """Accumulates the statements of ``relevance`` while naming arrays deterministically."""
+
+    def __init__(self, derivation: Derivation) -> None:
+        self.derivation = derivation
+        self.lines: list[str] = []
+        self.names = dict(ARRAY_NAMES)
+        self.names.update({p: str(p) for p in derivation.parameters})
+        self.forwards: dict[tuple[str, str], Symbol] = {}
+
+    def emit(self, line: str = "") -> None:
+        self.lines.append(line)
+
+    def code(self, expr: Expr) -> str:
+        return print_numpy(expr, self.names)
+
+
+def _separated_terms(derivation: Derivation) -> list[list[tuple[Expr, Expr, str]]]:
+    """Per term: (scalar, array factor, transform) triples."""
+    separated = []
+    for k, term in enumerate(derivation.terms, 1):
+        try:
+            parts = separate(term.q)
+        except CodegenError as error:
+            raise CodegenError(f"rule {derivation.name!r}, term {k}: {error}") from None
+        separated.append([(*_split_scalar(part.factor), part.transform) for part in parts])
+    return separated
+
+
+def _common_subexpressions(exprs: list[Expr]) -> tuple[list[tuple[Symbol, Expr]], list[Expr]]:
+    """SymPy's cse with numbered symbols, without the trivial ones (a bare negation)."""
+    replacements, reduced = cse(exprs, symbols=numbered_symbols("_c", start=1), order="canonical")
+    kept, inline = [], {}
+    for symbol, value in replacements:
+        value = value.xreplace(inline)
+        if value.could_extract_minus_sign() and (-value).is_Atom or isinstance(-value, Indexed):
+            inline[symbol] = value
+        else:
+            kept.append((symbol, value))
+    return kept, [expr.xreplace(inline) for expr in reduced]
+
+
+def _factor_names(body: _KernelBody, separated) -> dict[Expr, str]:
+    """Emit the array factors f_m (with common subexpressions) and return their names."""
+    factors = sorted({array for parts in separated for _, array, _ in parts},
+                     key=default_sort_key)
+    names: dict[Expr, str] = {}
+    computed = [f for f in factors if f != 1 and not isinstance(f, Indexed)]
+    replacements, reduced = _common_subexpressions(computed)
+    if computed:
+        body.emit("# input factors a_m(x, l, h) of the separated q")
+    for symbol, value in replacements:
+        body.emit(f"{symbol} = {body.code(value)}")
+        body.names[symbol] = str(symbol)
+    for number, (factor, value) in enumerate(zip(computed, reduced), 1):
+        body.emit(f"a_{number} = {body.code(value)}")
+        names[factor] = f"a_{number}"
+    for factor in factors:
+        if factor == 1:
+            # a batch-independent factor: one row suffices, the result broadcasts
+            body.emit("ones = numpy.ones_like(x[:1])")
+            names[factor] = "ones"
+        elif isinstance(factor, Indexed):
+            names[factor] = body.code(factor)
+    return names
+
+
+def _emit_term(body: _KernelBody, k: int, term, parts, factor_names) -> None:
+    derivation = body.derivation
+    body.emit(f"# term {k}: q = {sstr(term.q)}")
+    denominator = S.Zero
+    for scalar, array, transform in parts:
+        key = (factor_names[array], transform)
+        if key not in body.forwards:
+            symbol = Symbol(f"z_{len(body.forwards) + 1}")
+            body.emit(f"{symbol} = op.forward({key[0]}, {transform!r})")
+            body.forwards[key] = symbol
+            body.names[symbol] = str(symbol)
+            if len(body.forwards) == 1:  # check the layer's output shape once
+                batch = "" if key[0] != "ones" else "[1:]"
+                body.emit(f"if {symbol}.shape{batch} != relevance_out.shape{batch}:")
+                body.emit("    raise ShapeError(f\"relevance_out has shape {relevance_out.shape}, "
+                          f"the layer output {{{symbol}.shape}}\")")
+        denominator += scalar * body.forwards[key]
+    bias_share = term.bias_share.subs(b[j], _BIAS)
+    if bias_share != 0:
+        if _BIAS not in body.names:
+            body.emit(f"bias = op.bias_like({body.code(next(iter(body.forwards.values())))})")
+            body.names[_BIAS] = "bias"
+        denominator += bias_share
+    body.emit(f"d_{k} = {body.code(denominator)}")
+    body.emit(f"if shares[{k - 1}] is not None:")
+    body.emit(f"    d_{k} = d_{k} + op.bias_like(d_{k}, shares[{k - 1}])")
+    if derivation.stabiliser != 0:
+        body.emit(f"d_{k} = _sign_stabilised(d_{k}, {body.code(derivation.stabiliser)})")
+    numerator = body.code(term.coefficient * _RELEVANCE_OUT)
+    body.emit(f"s_{k} = _ratio({numerator}, d_{k}, eps, stabilise, {k})")
+
+
+def _emit_backward(body: _KernelBody, separated, factor_names) -> None:
+    """R_in = sum_f f * sum_g op.transpose(sum_k c_{k,f,g} s_k, g)."""
+    upper: dict[tuple[str, str], Expr] = {}
+    for k, parts in enumerate(separated, 1):
+        for scalar, array, transform in parts:
+            key = (factor_names[array], transform)
+            upper[key] = upper.get(key, S.Zero) + scalar * Symbol(f"s_{k}")
+    by_factor: dict[str, list[str]] = {}
+    for (factor, transform), signal in upper.items():
+        names = {s: str(s) for s in signal.free_symbols}
+        names.update(body.names)
+        call = f"op.transpose({print_numpy(simplify(signal), names)}, {transform!r})"
+        by_factor.setdefault(factor, []).append(call)
+    body.emit("# one backward pass, transposes grouped by (input factor, weight transform)")
+    pieces = []
+    for factor, calls in by_factor.items():
+        total = " + ".join(calls)
+        if factor == "ones":
+            pieces.append(total)
+        else:
+            pieces.append(f"{factor}*({total})" if len(calls) > 1 else f"{factor}*{total}")
+    body.emit("relevance_in = " + " + ".join(pieces))
+    body.emit("return relevance_in")
+
+
+def _uses_bounds(derivation: Derivation) -> list[str]:
+    used = set()
+    for term in derivation.terms:
+        for a in term.q.atoms(Indexed):
+            if a.base in (l, h):
+                used.add(a.base)
+    return [ARRAY_NAMES[base] for base in (l, h) if base in used]
+
+
+def _signature(derivation: Derivation) -> str:
+    parameters = "".join(f"{p}={float(derivation.defaults[p])!r}, " for p in derivation.parameters)
+    return (f"relevance(op, x, relevance_out, *, {parameters}lower=None, upper=None, eps=1e-06, "
+            f"stabilise=\"zero\", bias_shares=None)")
+
+
+def kernel_signature(derivation: Derivation) -> str:
+    """The generated ``relevance`` signature of a ratio rule (for docs)."""
+    return _signature(derivation)
+
+
+def _rule_lines(derivation: Derivation, separated) -> list[str]:
+    lines = []
+    for k, (term, parts) in enumerate(zip(derivation.terms, separated), 1):
+        lines.append(f"term {k}: a = {sstr(term.coefficient)}, q = {sstr(term.q)}, "
+                     f"s = {sstr(term.bias_share)}")
+        pieces = [f"({sstr(scalar * array)}) * {transform}(w)" for scalar, array, transform in parts]
+        lines.append("        q = " + " + ".join(pieces))
+    if derivation.stabiliser != 0:
+        lines.append(f"rule stabiliser: d + {sstr(derivation.stabiliser)} sign(d), sign(0) = +1")
+    return lines
+
+
+def _parameter_doc(derivation: Derivation) -> str:
+    docs = []
+    for p in derivation.parameters:
+        docs.append(f"{p} : float, default {float(derivation.defaults[p])!r}\n"
+                    f"    The rule parameter {p}.")
+    return "\n".join(docs)
+
+
+_KERNEL_DOC = '''\
+"""R_i = sum_j sum_k a_k q^(k)_ij / stab(d_k) R_j for one layer, vectorised over the batch.
+
+Parameters
+----------
+op : LinearOperator
+    The layer's linear part: forward(a, g), transpose(s, g), bias_like(z[, g]).
+x : ndarray
+    Layer input batch.
+relevance_out : ndarray
+    Upper relevance R_j, the shape of the layer output.
+{parameters}lower, upper : ndarray, optional
+    Box bounds l <= x <= h, broadcastable to x.{bounds_note}
+eps : float, default 1e-06
+    Stabiliser of the denominators (see stabilise); 0 disables it.
+stabilise : {{"zero", "everywhere"}}, default "zero"
+    "zero": only denominators equal to 0 become +eps (exact elsewhere; the deep Taylor
+    default). "everywhere": d + eps sign(d) with sign(0) = +1 (zennit / captum style).
+bias_shares : sequence of (str or None), optional
+    One entry per term ({n_terms} here): a weight-transform name g adds g(b_j) to that
+    term's denominator (a convention such as zennit's b^+: "positive"); None adds nothing.
+
+Returns
+-------
+ndarray
+    Relevance R_i of the layer input, the shape of x.
+
+Raises
+------
+ZeroDenominatorError
+    A denominator is 0 after stabilisation (eps = 0) where the upper relevance is not.
+KernelArgumentError
+    Missing box bounds, an unknown stabilise mode, or malformed bias_shares.
+"""
+'''
+
+
+def _sympified(derivation: Derivation) -> Derivation:
+    """A copy whose terms and stabiliser are SymPy objects (declarations may use plain ints)."""
+    terms = [RatioTerm(sympify(t.coefficient), sympify(t.q), sympify(t.bias_share))
+             for t in derivation.terms]
+    return dataclasses.replace(derivation, terms=terms, stabiliser=sympify(derivation.stabiliser))
+
+
+def emit_ratio_kernel(derivation: Derivation, header: str) -> str:
+    """The source of ``lrp_num/_generated/<rule>.py`` for a ratio rule ``derivation``."""
+    derivation = _sympified(derivation)
+    if not derivation.name.isidentifier() or keyword.iskeyword(derivation.name):
+        raise CodegenError(f"rule name {derivation.name!r} is not a Python identifier")
+    _check_parameter_names(derivation)
+    parameters = set(derivation.parameters)
+    for k, term in enumerate(derivation.terms, 1):
+        _check_scalar(derivation, f"the coefficient of term {k}", term.coefficient, parameters)
+        _check_scalar(derivation, f"the bias share of term {k}",
+                      term.bias_share.subs(b[j], _BIAS), parameters | {_BIAS})
+    _check_scalar(derivation, "the stabiliser", derivation.stabiliser, parameters)
+    separated = _separated_terms(derivation)
+
+    body = _KernelBody(derivation)
+    body.emit("x = _as_float(x)")
+    body.emit("relevance_out = numpy.asarray(relevance_out, dtype=x.dtype)")
+    body.emit("shares = _bias_shares(bias_shares)")
+    bounds = _uses_bounds(derivation)
+    for name in bounds:
+        body.emit(f"{name} = _bound({name}, {name!r}, x)")
+    factor_names = _factor_names(body, separated)
+    for k, (term, parts) in enumerate(zip(derivation.terms, separated), 1):
+        _emit_term(body, k, term, parts, factor_names)
+    _emit_backward(body, separated, factor_names)
+
+    bounds_note = (" Required by this rule." if bounds else " Not used by this rule.")
+    doc = _KERNEL_DOC.format(parameters=_parameter_doc(derivation) + "\n"
+                             if derivation.parameters else "",
+                             bounds_note=bounds_note, n_terms=len(derivation.terms))
+    module_doc = "\n".join([
+        f'"""{derivation.title}: generated relevance kernel (rule {derivation.name!r}).',
+        "",
+        derivation.paper,
+        "",
+        "Rule for layer input i and output j, d_k = sum_i' q^(k)_i'j + s_k:",
+        "",
+        "    R_i = sum_j sum_k a_k q^(k)_ij / stab(d_k) R_j",
+        "",
+        *("    " + line for line in _rule_lines(derivation, separated)),
+        "",
+        "Stabiliser: stabilise=\"zero\" (default, exact) replaces only d == 0 by +eps;",
+        "stabilise=\"everywhere\" uses d + eps sign(d) with sign(0) = +1. A rule stabiliser",
+        "(LRP-epsilon) is always applied everywhere first. With eps = 0 a zero denominator",
+        "contributes 0 where the upper relevance is 0 and raises ZeroDenominatorError elsewhere.",
+        '"""',
+    ])
+    constants = [
+        f"RULE = {derivation.name!r}",
+        "PARAMETERS = {" + ", ".join(f"{str(p)!r}: {float(derivation.defaults[p])!r}"
+                                     for p in derivation.parameters) + "}",
+        f"BOUNDS = {tuple(bounds)!r}",
+        f"N_TERMS = {len(derivation.terms)}",
+    ]
+    function = [f"def {_signature(derivation)}:",
+                textwrap.indent(doc, "    ").rstrip("\n"),
+                *("    " + line if line else "" for line in body.lines)]
+    return "\n".join([
+        header.rstrip("\n"),
+        module_doc,
+        "",
+        "import numpy",
+        "",
+        "from lrp_num.errors import KernelArgumentError, ShapeError, ZeroDenominatorError",
+        "",
+        *constants,
+        "",
+        "",
+        *function,
+    ]) + "\n" + HELPERS

@@ -1,0 +1,96 @@
+"""``lrp regenerate``: re-derive every rule, rewrite the generated kernels and the docs pages.
+
+    lrp regenerate                       # lrp_num/_generated and docs/rules from derivations/
+    lrp regenerate --check               # write nothing; diff what is stale, exit 1 if any
+    lrp regenerate --derivations DIR --out OUT [--docs DOCS]   # a user's own rules
+
+Kernels written to OUT load with ``lrp_num.kernels.load_kernel(name, folder=OUT)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+from lrp_num.errors import LRPError
+
+_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_OUT = _ROOT / "lrp_num" / "_generated"
+DEFAULT_DOCS = _ROOT / "docs" / "rules"
+
+
+class RegenerateError(LRPError):
+    """Bad input to ``lrp regenerate``: no such folder, a broken derivation, a non-separable q."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--derivations", type=Path, metavar="DIR",
+                        help="folder of derivation files (default: the shipped derivations/)")
+    parser.add_argument("--out", type=Path, metavar="DIR",
+                        help="kernel folder (default: lrp_num/_generated; required with "
+                             "--derivations)")
+    parser.add_argument("--docs", type=Path, metavar="DIR",
+                        help="docs folder (default: docs/rules when neither --derivations nor "
+                             "--out is given, else no docs)")
+    parser.add_argument("--check", action="store_true",
+                        help="write nothing: print a diff of anything stale, exit 1 if any")
+
+
+def _command(args: argparse.Namespace) -> str:
+    """The command that regenerates these files, for their headers.
+
+    The shipped derivations always name plain ``lrp regenerate``, wherever the output goes, so
+    a generation into a temporary folder is byte-identical to the committed files.
+    """
+    if args.derivations is None:
+        return "lrp regenerate"
+    words = ["lrp", "regenerate"]
+    for flag in ("derivations", "out", "docs"):
+        value = getattr(args, flag)
+        if value is not None:
+            words += [f"--{flag}", str(value)]
+    return shlex.join(words)
+
+
+def _targets(args: argparse.Namespace) -> tuple[Path, Path | None]:
+    if args.derivations is not None and args.out is None:
+        raise RegenerateError("--derivations needs --out: the shipped kernels are generated "
+                              "only from the shipped derivations")
+    out = args.out if args.out is not None else DEFAULT_OUT
+    shipped = args.derivations is None and args.out is None
+    docs = args.docs if args.docs is not None else (DEFAULT_DOCS if shipped else None)
+    return out, docs
+
+
+def run(args: argparse.Namespace) -> int:
+    from lrp_sym.codegen import (CodegenError, build_outputs, derive_folder, diff_outputs,
+                                 write_outputs)
+    from lrp_sym.registry import DerivationFileError
+
+    out, docs = _targets(args)
+    try:
+        sources = derive_folder(args.derivations)
+        outputs = build_outputs(sources, command=_command(args), docs=docs is not None)
+    except (DerivationFileError, CodegenError) as error:
+        raise RegenerateError(str(error)) from None
+
+    plan = [(out, outputs.kernels, ".py")]
+    if docs is not None:
+        plan.append((docs, outputs.docs, ".md"))
+    if args.check:
+        diffs = [d for folder, files, suffix in plan for d in diff_outputs(folder, files, suffix)]
+        if diffs:
+            sys.stdout.write("".join(diffs))
+            print(f"lrp regenerate: {len(diffs)} generated file(s) are stale; update with: "
+                  f"{_command(args)}", file=sys.stderr)
+            return 1
+        print(f"lrp regenerate: up to date ({len(outputs.kernels)} kernel files"
+              + (f", {len(outputs.docs)} docs pages" if docs is not None else "") + ")")
+        return 0
+    changes = [c for folder, files, suffix in plan for c in write_outputs(folder, files, suffix)]
+    for change in changes:
+        print(change)
+    print(f"lrp regenerate: {len(changes)} file(s) changed, {len(sources)} derivations")
+    return 0

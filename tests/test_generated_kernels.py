@@ -1,0 +1,279 @@
+"""The generated kernels against the derivations at 50 digits, and their stabiliser conventions.
+
+Tolerance in float64 units (STYLE.md): |kernel - reference| <= N_ULP ulp(reference)
++ C eps64 sum_j sum_k |R^k_ij| (1 + sum_i'|q^k_i'j| / |d_kj|); the second term bounds the
+rounding of the sums (cancellation in d, and in sum_j). Worst errors are recorded in
+``WORST`` and printed by ``test_report_worst_error`` (run with -s to see them).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from codegen_support import EPS64, reference_relevance, shipped_derivations, ulps
+from lrp_num.errors import KernelArgumentError, ShapeError, UnknownRuleError, ZeroDenominatorError
+from lrp_num.kernels import kernel_parameters, known_rules, load_kernel
+from lrp_num.operators import DenseOperator
+
+ROOT = Path(__file__).resolve().parent.parent
+N_ULP = 8
+C = 16  # a few units per summed term: the sums here have at most 8 terms
+WORST: dict[str, tuple[float, float]] = {}
+
+#: input domain of each rule's test layer
+NONNEGATIVE = {"zplus", "gamma"}
+BOX = {"zbox"}
+
+
+def _layer(rule: str, seed: int, n_in: int = 5, n_out: int = 4, batch: int = 3):
+    rng = np.random.default_rng(seed)
+    weight = rng.normal(size=(n_in, n_out))
+    bias = rng.normal(size=n_out) * 0.5
+    if rule in NONNEGATIVE:
+        x = np.abs(rng.normal(size=(batch, n_in)))
+        x[rng.random(x.shape) < 0.2] = 0.0  # ReLU outputs have exact zeros
+        bounds = {}
+    elif rule in BOX:
+        lower = -1 - rng.random(n_in)
+        upper = 1 + rng.random(n_in)
+        x = lower + (upper - lower) * rng.random((batch, n_in))
+        bounds = {"lower": lower, "upper": upper}
+    else:
+        x = rng.normal(size=(batch, n_in))
+        products = x[:, :, None] * weight[None]
+        # alpha-beta: both groups non-empty in every neuron (degenerate ones: test_no_nan_*)
+        while not ((products > 0).any(axis=1).all() and (products < 0).any(axis=1).all()):
+            x = rng.normal(size=(batch, n_in))
+            products = x[:, :, None] * weight[None]
+        bounds = {}
+    relevance_out = rng.random((batch, n_out)) + 0.1
+    return weight, bias, x, relevance_out, bounds
+
+
+def _check(rule: str, kernel_relevance, reference) -> None:
+    error = np.abs(kernel_relevance - reference.relevance)
+    tolerance = N_ULP * np.spacing(np.abs(reference.relevance)) + C * EPS64 * reference.scale
+    worst_ulps = float(ulps(kernel_relevance, reference.relevance).max())
+    scaled = np.divide(error, EPS64 * reference.scale, out=np.zeros_like(error),
+                       where=reference.scale > 0)  # scale 0: x_i = 0, both exactly 0
+    worst_scaled = float(scaled.max())
+    previous = WORST.get(rule, (0.0, 0.0))
+    WORST[rule] = (max(previous[0], worst_ulps), max(previous[1], worst_scaled))
+    bad = error > tolerance
+    assert not bad.any(), (
+        f"{rule}: kernel differs from the 50-digit reference beyond N_ULP={N_ULP} ulp + "
+        f"C={C} eps sum|terms| at {np.argwhere(bad).tolist()}:\n"
+        f"kernel    {kernel_relevance[bad]}\nreference {reference.relevance[bad]}")
+
+
+RULES = sorted(shipped_derivations())
+
+
+@pytest.mark.parametrize("rule", RULES)
+@pytest.mark.parametrize("seed", [0, 1])
+def test_kernel_matches_derivation_at_50_digits(rule, seed):
+    derivation = shipped_derivations()[rule]
+    weight, bias, x, relevance_out, bounds = _layer(rule, seed)
+    # defaults on seed 0, other parameter values on seed 1
+    parameters = {str(p): float(v) * (1 if seed == 0 else 1.7) + (0 if seed == 0 else 0.1)
+                  for p, v in derivation.defaults.items()}
+    kernel = load_kernel(rule)
+    result = kernel(DenseOperator(weight, bias), x, relevance_out, **parameters, **bounds)
+    assert result.shape == x.shape and result.dtype == np.float64
+    reference = reference_relevance(derivation, weight, bias, x, relevance_out, parameters,
+                                    bounds.get("lower"), bounds.get("upper"))
+    _check(rule, result, reference)
+
+
+def test_report_worst_error(capsys):
+    """Print the worst error per rule (ulps of the reference; units of eps sum|terms|)."""
+    with capsys.disabled():
+        for rule, (in_ulps, scaled) in sorted(WORST.items()):
+            print(f"\n  {rule:12s} worst {in_ulps:8.1f} ulp(ref)   {scaled:6.2f} eps*sum|terms|",
+                  end="")
+
+
+def test_every_rule_has_a_kernel_and_its_parameters():
+    assert set(known_rules()) >= set(RULES)
+    for rule in RULES:
+        derivation = shipped_derivations()[rule]
+        assert kernel_parameters(rule) == {str(p): float(derivation.defaults[p])
+                                           for p in derivation.parameters}
+
+
+def test_unknown_rule_lists_the_known_ones():
+    with pytest.raises(UnknownRuleError, match="zplus"):
+        load_kernel("no_such_rule")
+
+
+class CountingOperator(DenseOperator):
+    """A dense operator that counts its matrix products."""
+
+    def __init__(self, weight, bias):
+        super().__init__(weight, bias)
+        self.calls = []
+
+    def forward(self, a, g="identity"):
+        self.calls.append(("forward", g))
+        return super().forward(a, g)
+
+    def transpose(self, s, g="identity"):
+        self.calls.append(("transpose", g))
+        return super().transpose(s, g)
+
+
+@pytest.mark.parametrize("rule, products", [
+    ("zplus", [("forward", "positive"), ("transpose", "positive")]),
+    ("lrp0", [("forward", "identity"), ("transpose", "identity")]),
+    ("epsilon", [("forward", "identity"), ("transpose", "identity")]),
+    ("w2", [("forward", "square"), ("transpose", "square")]),
+    ("gamma", [("forward", "positive"), ("forward", "negative"), ("transpose", "positive"),
+               ("transpose", "negative")]),
+])
+def test_common_rules_cost_the_minimum_of_products(rule, products):
+    weight, bias, x, relevance_out, bounds = _layer(rule, 3)
+    op = CountingOperator(weight, bias)
+    load_kernel(rule)(op, x, relevance_out, **bounds)
+    assert op.calls == products
+
+
+def _zero_layer():
+    """One output neuron whose denominator is exactly 0 for the first sample."""
+    weight = np.array([[1.0], [-1.0]])
+    bias = np.array([0.0])
+    x = np.array([[1.0, 1.0], [2.0, 1.0]])
+    return DenseOperator(weight, bias), x
+
+
+def test_zero_denominator_raises_with_eps_zero():
+    op, x = _zero_layer()
+    with pytest.raises(ZeroDenominatorError, match="eps"):
+        load_kernel("lrp0")(op, x, np.array([[1.0], [1.0]]), eps=0.0)
+
+
+def test_zero_denominator_with_zero_upper_relevance_contributes_zero():
+    op, x = _zero_layer()
+    with np.errstate(all="raise"):
+        result = load_kernel("lrp0")(op, x, np.array([[0.0], [1.0]]), eps=0.0)
+    assert np.array_equal(result[0], [0.0, 0.0])
+    assert np.allclose(result[1], [2.0, -1.0])
+
+
+@pytest.mark.parametrize("stabilise", ["zero", "everywhere"])
+def test_zero_denominator_becomes_plus_eps(stabilise):
+    op, x = _zero_layer()
+    with np.errstate(all="raise"):
+        result = load_kernel("lrp0")(op, x, np.array([[1.0], [1.0]]), eps=0.5,
+                                     stabilise=stabilise)
+    assert np.array_equal(result[0], [2.0, -2.0])  # x_i w_i / (+0.5), sign(0) = +1
+
+
+def test_stabilise_everywhere_adds_eps_with_the_sign_of_d():
+    op = DenseOperator(np.array([[1.0], [-1.0]]), np.array([0.0]))
+    x = np.array([[1.0, 3.0], [3.0, 1.0]])  # d = -2 and +2
+    r = np.array([[1.0], [1.0]])
+    kernel = load_kernel("lrp0")
+    exact = kernel(op, x, r)  # stabilise="zero" leaves non-zero denominators alone
+    assert np.allclose(exact, [[-0.5, 1.5], [1.5, -0.5]], rtol=0, atol=1e-15)
+    everywhere = kernel(op, x, r, eps=0.5, stabilise="everywhere")
+    assert np.allclose(everywhere, [[-0.4, 1.2], [1.2, -0.4]], rtol=0, atol=1e-15)
+
+
+def test_epsilon_rule_stabiliser_and_zero():
+    op, x = _zero_layer()
+    kernel = load_kernel("epsilon")
+    result = kernel(op, x, np.array([[1.0], [1.0]]), epsilon=0.5)
+    assert np.allclose(result[0], [2.0, -2.0])  # d = 0 -> 0 + 0.5 sign(0) = +0.5
+    with pytest.raises(ZeroDenominatorError):
+        kernel(op, x, np.array([[1.0], [1.0]]), epsilon=0.0, eps=0.0)
+
+
+@pytest.mark.parametrize("rule", RULES)
+def test_no_nan_on_all_zero_input(rule):
+    weight, bias, x, relevance_out, bounds = _layer(rule, 4)
+    x = np.zeros_like(x)
+    if bounds:
+        bounds = {"lower": np.zeros(x.shape[1]), "upper": np.ones(x.shape[1])}
+    with np.errstate(all="raise"):
+        result = load_kernel(rule)(DenseOperator(weight, bias), x, relevance_out, **bounds)
+    assert np.isfinite(result).all()
+
+
+def test_bias_shares_convention():
+    weight, bias, x, relevance_out, _ = _layer("zplus", 5)
+    op = DenseOperator(weight, bias)
+    # LRP-0 with the identity bias share is the bias-as-neuron rule
+    assert np.allclose(load_kernel("lrp0")(op, x, relevance_out, bias_shares=["identity"]),
+                       load_kernel("bias_neuron")(op, x, relevance_out), rtol=1e-13, atol=0)
+    # z+ with zennit's b^+ in the denominator
+    wp = np.maximum(weight, 0)
+    d = x @ wp + np.maximum(bias, 0)
+    expected = x * ((relevance_out / d) @ wp.T)
+    assert np.allclose(load_kernel("zplus")(op, x, relevance_out, bias_shares=("positive",)),
+                       expected, rtol=1e-13, atol=0)
+
+
+@pytest.mark.parametrize("shares, error", [
+    ("positive", KernelArgumentError), (("positive", None), KernelArgumentError),
+    ((3,), KernelArgumentError), (("no_such_transform",), UnknownRuleError),
+])
+def test_bad_bias_shares(shares, error):
+    weight, bias, x, relevance_out, _ = _layer("zplus", 5)
+    with pytest.raises(error):
+        load_kernel("zplus")(DenseOperator(weight, bias), x, relevance_out, bias_shares=shares)
+
+
+def test_bad_stabilise_and_eps():
+    weight, bias, x, relevance_out, _ = _layer("lrp0", 5)
+    op = DenseOperator(weight, bias)
+    with pytest.raises(KernelArgumentError, match="stabilise"):
+        load_kernel("lrp0")(op, x, relevance_out, stabilise="sometimes")
+    with pytest.raises(KernelArgumentError, match="eps"):
+        load_kernel("lrp0")(op, x, relevance_out, eps=-1.0)
+
+
+def test_box_rule_needs_bounds():
+    weight, bias, x, relevance_out, bounds = _layer("zbox", 6)
+    with pytest.raises(KernelArgumentError, match="lower"):
+        load_kernel("zbox")(DenseOperator(weight, bias), x, relevance_out)
+    with pytest.raises(KernelArgumentError, match="upper"):
+        load_kernel("zbox")(DenseOperator(weight, bias), x, relevance_out,
+                            lower=bounds["lower"])
+
+
+def test_relevance_out_of_the_wrong_shape():
+    weight, bias, x, relevance_out, _ = _layer("zplus", 7)
+    with pytest.raises(ShapeError):
+        load_kernel("zplus")(DenseOperator(weight, bias), x, relevance_out[:, :2])
+
+
+@pytest.mark.parametrize("rule", ["zplus", "w2", "alphabeta"])
+def test_float32_stays_float32(rule):
+    weight, bias, x, relevance_out, _ = _layer(rule, 8)
+    op = DenseOperator(weight.astype(np.float32), bias.astype(np.float32))
+    result = load_kernel(rule)(op, x.astype(np.float32), relevance_out.astype(np.float32))
+    assert result.dtype == np.float32
+    reference = load_kernel(rule)(DenseOperator(weight, bias), x, relevance_out)
+    assert np.allclose(result, reference, rtol=1e-4, atol=1e-5)
+
+
+def test_lrp_num_and_kernels_do_not_import_sympy():
+    code = (
+        "import sys, lrp_num, lrp_num.cli, lrp_num.errors, lrp_num.kernels, lrp_num.operators\n"
+        "from lrp_num.kernels import known_rules, load_kernel\n"
+        "for name in known_rules():\n"
+        "    load_kernel(name)\n"
+        "import lrp_num._generated as g\n"
+        "for name in g.LAYER_KERNELS:\n"
+        "    __import__('lrp_num._generated.' + name)\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('sympy', 'lrp_sym'))\n"
+        "assert not bad, bad\n"
+    )
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                               cwd=ROOT)
+    assert completed.returncode == 0, completed.stderr + completed.stdout
