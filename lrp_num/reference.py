@@ -546,6 +546,10 @@ class ReferenceNetwork:
                 if rule in ROOT_POINT_RULES:
                     layer_bounds = None
                     if rule == "zbox":
+                        first = min(i for i in self.matrices if isinstance(self.layers[i], (Dense, Conv2d)))
+                        if index != first:
+                            raise LRPError(f"layer {index}: rule 'zbox' needs box bounds, which only the "
+                                           "network input has; use it on the first linear layer only")
                         layer_bounds = _layer_bounds(bounds, self.matrices[index].n_in, index)
                     relevance = _root_point_layer(rule, self.matrices[index], x_ext, relevance,
                                                   parameters, conventions, layer_bounds, trace, solver,
@@ -693,6 +697,10 @@ def explain_trace(network, x, rule: str | None = None, composite=None, target=No
     """
     batch, _ = _as_batch(network, x)
     conv = _conventions(conventions)
+    input_domain = rule_parameters.pop("input_domain", None)
+    if input_domain is not None:  # the engine's spelling: (low, high) or an InputDomain
+        low, high = (input_domain.low, input_domain.high) if hasattr(input_domain, "low") else input_domain
+        rule_parameters = {**rule_parameters, "lower": low, "upper": high}
     lower, upper = rule_parameters.get("lower"), rule_parameters.get("upper")
     input_shape = batch.shape[1:]
     bounds = None
@@ -728,8 +736,9 @@ def explain(network, x, rule: str | None = None, composite=None, target=None, *,
     f_c(x) (``target`` an index, one per sample, or None for the largest output) or an explicit
     output relevance array; ``rule`` applies one rule to every Dense and Conv2d layer,
     ``composite`` chooses per layer; ``conventions`` (a :class:`lrp_num.conventions.Conventions`
-    or a mapping with ``bias``, ``eps``, ``stabilise``) as in the engine; ``lower`` / ``upper``
-    are the z^B box; further keywords are rule parameters (gamma, epsilon, alpha, beta).
+    or a mapping with ``bias``, ``eps``, ``stabilise``) as in the engine; ``input_domain``
+    (low, high) or ``lower`` / ``upper`` is the z^B box of the network input; further keywords
+    are rule parameters (gamma, epsilon, alpha, beta).
 
     Returns
     -------

@@ -46,6 +46,24 @@ def _array(shape, low: float, high: float) -> st.SearchStrategy[np.ndarray]:
     return hnp.arrays(np.float64, shape, elements=_floats(low, high))
 
 
+#: smallest non-zero magnitude of drawn weights and inputs: products and squares stay normal
+TINY = 1e-100
+
+
+def _signed(low: float, high: float) -> st.SearchStrategy[float]:
+    """0 or a value in [low, high] of magnitude >= TINY (no underflow in w^2 or x w)."""
+    parts = [st.just(0.0)]
+    if high >= TINY:
+        parts.append(_floats(max(low, TINY), high))
+    if low <= -TINY:
+        parts.append(_floats(low, min(high, -TINY)))
+    return st.one_of(*parts)
+
+
+def _values(shape, low: float, high: float) -> st.SearchStrategy[np.ndarray]:
+    return hnp.arrays(np.float64, shape, elements=_signed(low, high))
+
+
 def biases(size: int, kind: str = "mixed") -> st.SearchStrategy[np.ndarray]:
     """Bias vectors of one sign kind (see :data:`BIAS_KINDS`)."""
     if kind not in BIAS_KINDS:
@@ -60,7 +78,7 @@ def biases(size: int, kind: str = "mixed") -> st.SearchStrategy[np.ndarray]:
 @st.composite
 def dense_layers(draw, n_in: int, n_out: int, bias: str = "mixed") -> Dense:
     """A dense layer with weights in [-2, 2] (w_ij layout (n_in, n_out))."""
-    weight = draw(_array((n_in, n_out), -2.0, 2.0))
+    weight = draw(_values((n_in, n_out), -2.0, 2.0))
     return Dense(weight, draw(biases(n_out, bias)))
 
 
@@ -85,7 +103,7 @@ def _convnet(draw, bias: str, pooling: bool | None):
     stride = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
     padding = (draw(st.integers(0, kernel[0] - 1)), draw(st.integers(0, kernel[1] - 1)))
     out_channels = draw(st.integers(1, 3))
-    conv = Conv2d(draw(_array((out_channels, channels, *kernel), -2.0, 2.0)),
+    conv = Conv2d(draw(_values((out_channels, channels, *kernel), -2.0, 2.0)),
                   draw(biases(out_channels, bias)), stride, padding)
     layers = [conv, ReLU()]
     shape = conv.output_shape((channels, height, width))
@@ -136,9 +154,9 @@ def boxes(draw, shape) -> tuple[np.ndarray, np.ndarray]:
 def inputs(draw, shape, domain: str = "R^n", lower=None, upper=None) -> np.ndarray:
     """One input of ``shape`` in the domain; zeros appear often in the orthant (ReLU-like)."""
     if domain == "R^n":
-        return draw(_array(shape, -3.0, 3.0))
+        return draw(_values(shape, -3.0, 3.0))
     if domain == "orthant":
-        values = draw(_array(shape, 0.0, 3.0))
+        values = draw(_values(shape, 0.0, 3.0))
         mask = draw(hnp.arrays(np.bool_, shape))
         return np.where(mask, 0.0, values)
     if domain == "box":
