@@ -55,6 +55,7 @@ class Conv2d:
             self.weight.shape[2:], pair(stride, "Conv2d stride", 1), pair(padding, "Conv2d padding", 0)
         )
         self._weights = TransformedWeights(self.weight)
+        self._biases = TransformedWeights(self.bias)
 
     @property
     def stride(self) -> tuple[int, int]:
@@ -142,9 +143,9 @@ class Conv2d:
         )
         return padded[:, :, ph : ph + h, pw : pw + w]
 
-    def bias_like(self, z: np.ndarray) -> np.ndarray:
-        """Return b broadcast to the shape of the output batch ``z`` (N, C_out, Ho, Wo)."""
-        return np.broadcast_to(self.bias.astype(z.dtype, copy=False)[:, None, None], np.shape(z))
+    def bias_like(self, z: np.ndarray, g: str = "identity") -> np.ndarray:
+        """Return g(b) broadcast to the shape of the output batch ``z`` (N, C_out, Ho, Wo)."""
+        return np.broadcast_to(self._biases.get(g, z.dtype)[:, None, None], np.shape(z))
 
     def _correlate(self, x: np.ndarray, kernel: np.ndarray) -> np.ndarray:
         (ph, pw) = self.padding

@@ -20,6 +20,7 @@ from lrp_num.checks import as_float_array, require_finite
 from lrp_num.composites import Composite, LayerRule, get_composite
 from lrp_num.conventions import DTD, Conventions
 from lrp_num.errors import LRPError, ShapeError, TargetError
+from lrp_num.kernels import load_module
 from lrp_num.layers import Conv2d, Dense, Flatten
 from lrp_num.model_io import InputDomain
 from lrp_num.network import Sequential
@@ -46,6 +47,8 @@ class LayerReport:
     root_point_valid : ndarray or None, shape (batch,)
         Fraction of active neurons whose root point lies in the rule's domain by the derived
         condition; None when the rule has no domain condition.
+    relevance_above : ndarray or None
+        The relevance arriving at the layer's output (kept with ``keep_layers=True``).
     """
 
     index: int
@@ -54,6 +57,7 @@ class LayerReport:
     relevance_in: np.ndarray
     relevance_out: np.ndarray
     root_point_valid: np.ndarray | None = None
+    relevance_above: np.ndarray | None = None
 
 
 @dataclass
@@ -105,11 +109,11 @@ def top_relevance(output: np.ndarray, target: object) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=None)
-def _kernel(rule: str, folder: str | None = None) -> tuple[Callable, frozenset[str]]:
-    from lrp_num.kernels import load_kernel
-
-    kernel = load_kernel(rule, folder) if folder else load_kernel(rule)
-    return kernel, frozenset(inspect.signature(kernel).parameters)
+def _kernel(rule: str, folder: str | None = None) -> tuple[Callable, frozenset[str], bool]:
+    """The rule's kernel, the keywords it accepts, and whether it needs box bounds."""
+    module = load_module(rule, folder)
+    kernel = module.relevance
+    return kernel, frozenset(inspect.signature(kernel).parameters), bool(getattr(module, "BOUNDS", ()))
 
 
 def _resolve_composite(rule: str | None, composite: str | Composite | None,
@@ -132,9 +136,14 @@ def explain_details(
     input_domain: InputDomain | tuple | None = None,
     diagnostics: bool = True,
     kernel_folder: str | None = None,
+    keep_layers: bool = False,
     **parameters: float,
 ) -> Explanation:
-    """Explain ``network`` at ``x`` and report per layer; see :func:`explain`."""
+    """Explain ``network`` at ``x`` and report per layer; see :func:`explain`.
+
+    ``diagnostics`` adds the root-point validity per layer, ``keep_layers`` keeps the relevance
+    arriving at every layer's output, ``kernel_folder`` loads kernels generated into a folder.
+    """
     x = require_finite(as_float_array(x, "input"), "input")
     if isinstance(input_domain, tuple):
         input_domain = InputDomain(*input_domain)
@@ -156,7 +165,8 @@ def explain_details(
         elif isinstance(layer, Flatten):
             relevance = relevance.reshape(a.shape)
         reports.append(LayerReport(index, repr(layer), choice.rule if choice else None,
-                                   _per_sample_sum(relevance), _per_sample_sum(above), valid))
+                                   _per_sample_sum(relevance), _per_sample_sum(above), valid,
+                                   above if keep_layers else None))
     if relevance.shape != x.shape:  # pragma: no cover - every layer keeps shapes consistent
         raise ShapeError(f"relevance shape {relevance.shape} differs from input shape {x.shape}")
     return Explanation(relevance, output, top, reports[::-1])
@@ -215,7 +225,7 @@ def _per_sample_sum(r: np.ndarray) -> np.ndarray:
 def _apply_rule(layer, a, relevance, choice: LayerRule, conventions: Conventions,
                 input_domain: InputDomain | None, is_first: bool, diagnostics: bool,
                 kernel_folder: str | None):
-    kernel, accepted = _kernel(choice.rule, kernel_folder)
+    kernel, accepted, needs_bounds = _kernel(choice.rule, kernel_folder)
     keywords = dict(choice.parameters)
     if "eps" in accepted:
         keywords["eps"] = conventions.eps
@@ -224,7 +234,7 @@ def _apply_rule(layer, a, relevance, choice: LayerRule, conventions: Conventions
     shares = conventions.bias_shares(choice.rule)
     if shares is not None and "bias_shares" in accepted and isinstance(layer, (Dense, Conv2d)):
         keywords["bias_shares"] = shares
-    if "lower" in accepted and choice.rule != "maxpool":
+    if needs_bounds:
         keywords.update(_bounds(choice.rule, a, input_domain, is_first))
     unknown = set(keywords) - accepted
     if unknown:

@@ -83,3 +83,10 @@ def kernel_parameters(name: str, folder: str | Path | None = None) -> dict[str, 
 def known_rules(folder: str | Path | None = None) -> tuple[str, ...]:
     """The names ``load_kernel`` accepts."""
     return _packaged_names() if folder is None else _folder_names(Path(folder))
+
+
+def load_condition(name: str, folder: str | Path | None = None) -> Callable | None:
+    """The generated ``root_point_in_domain`` of rule ``name``, or None if the rule has none."""
+    if name == "maxpool":
+        return None
+    return getattr(load_module(name, folder), "root_point_in_domain", None)

@@ -112,8 +112,8 @@ class SumPool2d(_Pool2d):
         fields = np.broadcast_to(s[:, :, None, None] * self._weights.get(g, s.dtype), (*s.shape[:2], kh, kw, *s.shape[2:]))
         return self._scatter(fields, s.shape[2:])
 
-    def bias_like(self, z: np.ndarray) -> np.ndarray:
-        """Return zeros shaped like ``z``: pooling has no bias."""
+    def bias_like(self, z: np.ndarray, g: str = "identity") -> np.ndarray:
+        """Return zeros shaped like ``z``: pooling has no bias (g(0) = 0 for every transform)."""
         return np.zeros(np.shape(z), dtype=np.asarray(z).dtype)
 
 
