@@ -248,6 +248,18 @@ class LayerTrace:
     extra_digits: int = 0
     n_active: int = 0
     n_inside: int = 0
+    flow_rows: Any = None
+    flow_index: Any = None
+    flow: Any = None
+    flow_upper: Any = None
+
+    def record_flow(self, rows: np.ndarray, index: np.ndarray, relevance_ij: np.ndarray,
+                    upper: np.ndarray) -> None:
+        """Keep |R_ij| and |R_j| (float64) of the neurons ``rows`` for rounding-error bounds."""
+        self.flow_rows = rows
+        self.flow_index = index
+        self.flow = np.abs(to_float(relevance_ij)) if relevance_ij.size else np.zeros(index.shape)
+        self.flow_upper = np.abs(to_float(upper)) if len(upper) else np.zeros(0)
 
 
 def _sign(value) -> int:
@@ -319,6 +331,8 @@ def _root_point_layer(rule, matrix: LinearMatrix, x_ext, relevance, parameters, 
     relevance_in = np.zeros(matrix.n_in + 1, dtype=object)
     relevance_in[:] = mpmath.mpf(0)
     if len(rows) == 0:
+        trace.record_flow(rows, matrix.index[rows], np.zeros((0, matrix.index.shape[1]), dtype=object),
+                          relevance[rows])
         return relevance_in[: matrix.n_in]
     x, w, v, v0 = x_all[rows], w_all[rows], v_all[rows], v0_all[rows]
     b, r = matrix.bias_mp[rows], relevance[rows]
@@ -335,9 +349,14 @@ def _root_point_layer(rule, matrix: LinearMatrix, x_ext, relevance, parameters, 
         if moving.any():
             m = np.flatnonzero(moving)
             t, residual = _solve_root_condition(x[m], v[m], w[m], b[m], v0[m], absorber[m], z[m], slope[m], solver)
-            root_point = x[m] - t[:, None] * v[m]
+            # x_i - x~_i loses log10(|x_i| / |t v_ij|) digits to cancellation: add them
+            shift = _displacement_digits(x[m], t[:, None] * v[m])
+            with mpmath.workdps(mpmath.mp.dps + shift):
+                root_point = x[m] - t[:, None] * v[m]
+                displacement = x[m] - root_point
             c = r[m] / z[m]  # relevance model R_j = c_j z_j on the neuron's side of the hinge
-            rel[m] = (c[:, None] * w[m]) * (x[m] - root_point)  # gradient at x~ times displacement
+            rel[m] = (c[:, None] * w[m]) * displacement  # gradient at x~ times displacement
+            extra += shift
             trace.absorbed_bias += (c * b[m] * t * v0[m]).sum()
             trace.absorbed_stabiliser += (c * t * absorber[m]).sum()
             scale = np.abs(z[m]) + np.abs(x[m] * w[m]).sum(axis=1) + np.abs(b[m])
@@ -351,12 +370,22 @@ def _root_point_layer(rule, matrix: LinearMatrix, x_ext, relevance, parameters, 
             trace.absorbed_bias += (per_step * b[s] * v0[s]).sum()
             trace.absorbed_stabiliser += (per_step * absorber[s]).sum()
         trace.extra_digits = max(trace.extra_digits, extra)
+        trace.record_flow(rows, matrix.index[rows], rel, r)
         np.add.at(relevance_in, matrix.index[rows], rel)
     return relevance_in[: matrix.n_in]
 
 
 #: at most this many digits are added for cancellation near a hinge
 MAX_EXTRA_DIGITS = 2000
+
+
+def _displacement_digits(x: np.ndarray, step: np.ndarray) -> int:
+    """ceil(log10(max |x_i| / |t v_ij|)) over connections with both non-zero, >= 0."""
+    worst = mpmath.mpf(1)
+    for xi, si in zip(x.ravel(), step.ravel()):
+        if xi != 0 and si != 0:
+            worst = max(worst, abs(xi) / abs(si))
+    return min(MAX_EXTRA_DIGITS, int(mpmath.ceil(mpmath.log10(worst))))
 
 
 def _cancellation_digits(z, x, w, b) -> int:
@@ -416,6 +445,7 @@ def _formula_layer(rule, matrix: LinearMatrix, x_ext, relevance, parameters, con
                   (-mpmath.mpf(parameters["beta"]), negative, share_minus)]
     relevance_in = np.zeros(matrix.n_in + 1, dtype=object)
     relevance_in[:] = zero
+    flow = np.zeros(matrix.index.shape)
     for coefficient, q, share in groups:
         d = q.sum(axis=1) + share
         if rule == "epsilon":  # the rule's own stabiliser, everywhere, sign(0) = +1
@@ -429,24 +459,32 @@ def _formula_layer(rule, matrix: LinearMatrix, x_ext, relevance, parameters, con
         d = d + absorber
         ratio = np.array([n / dv if n != 0 else zero for n, dv in zip(numerator, d)], dtype=object)
         np.add.at(relevance_in, matrix.index, q * ratio[:, None])
+        flow += np.abs(to_float(q * ratio[:, None]))
         trace.absorbed_bias += (share * ratio).sum() if rule == "alphabeta" else (b * ratio).sum()
         trace.absorbed_stabiliser += ((own + absorber) * ratio).sum()
+    trace.flow_rows, trace.flow_index = np.arange(matrix.n_out), matrix.index
+    trace.flow, trace.flow_upper = flow, np.abs(to_float(relevance))
     return relevance_in[: matrix.n_in]
 
 
-def _maxpool_layer(index_rows, x, relevance, n_in):
+def _maxpool_layer(index_rows, x, relevance, n_in, trace: LayerTrace | None = None):
     """Winner-take-all: R_j goes to the maximal inputs of window j, split equally between ties."""
     relevance_in = np.zeros(n_in, dtype=object)
     relevance_in[:] = mpmath.mpf(0)
+    flow = np.zeros(index_rows.shape)
     for j, window in enumerate(index_rows):
         if relevance[j] == 0:
             continue
         values = x[window]
         top = max(values)
-        winners = [i for i, value in zip(window, values) if value == top]
+        winners = [k for k, value in enumerate(values) if value == top]
         share = relevance[j] / len(winners)
-        for i in winners:
-            relevance_in[i] += share
+        for k in winners:
+            relevance_in[window[k]] += share
+            flow[j, k] = abs(float(share))
+    if trace is not None:
+        trace.flow_rows, trace.flow_index = np.arange(len(index_rows)), index_rows
+        trace.flow, trace.flow_upper = flow, np.abs(to_float(relevance))
     return relevance_in
 
 
@@ -561,7 +599,7 @@ class ReferenceNetwork:
                 traces.append(trace)
             elif index in self.windows:
                 traces.append(LayerTrace(index, repr(layer), "maxpool", relevance_out=relevance))
-                relevance = _maxpool_layer(self.windows[index], a, relevance, len(a))
+                relevance = _maxpool_layer(self.windows[index], a, relevance, len(a), traces[-1])
                 traces[-1].relevance_in = relevance
         return relevance, traces[::-1]
 
