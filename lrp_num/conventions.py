@@ -8,7 +8,8 @@ parameter here, with the deep Taylor decomposition (DTD) derivation as the defau
   z_j and so in R_j, not in sum_i q_ij), b_j for LRP-epsilon. ``"neuron"``: the bias is an extra
   input neuron with q = b_j (b_j^+ / b_j^- in the two groups of alpha-beta). ``"zennit"``: what
   zennit 1.0 adds per rule (b^+ for z+, b^2 for w^2, b^+ / b^- for alpha-beta, nothing for flat
-  and z^B).
+  and z^B). ``"captum"``: what captum 0.8 / 0.9 adds: the full b_j for every rule (its rules only
+  modify weights; ``set_bias_to_zero`` is off by default).
 * ``eps`` and ``stabilise``: a denominator d becomes d + eps sign(d) with sign(0) = +1, either
   only where d == 0 (``"zero"``, default: the exact rule everywhere else) or everywhere
   (``"everywhere"``, as zennit and captum do). With eps = 0 a zero denominator that carries
@@ -32,9 +33,14 @@ BIAS_SHARES: dict[str, dict[str, tuple[str | None, ...]]] = {
         "zplus": ("positive",), "w2": ("square",), "alphabeta": ("positive", "negative"),
         "flat": (None,), "zbox": (None,), "lrp0": ("identity",), "gamma": ("identity",),
         "epsilon": (None,), "bias_neuron": (None,),
+        "zplus_split": ("positive",), "gamma_split": (None,),  # gamma_split derives b + gamma b^+
+    },
+    "captum": {
+        "zplus": ("identity",), "gamma": ("identity",), "lrp0": ("identity",),
+        "epsilon": (None,), "bias_neuron": (None,),
     },
 }
-BIAS_CONVENTIONS = ("dtd", "neuron", "zennit")
+BIAS_CONVENTIONS = ("dtd", "neuron", "zennit", "captum")
 STABILISERS = ("zero", "everywhere")
 
 
@@ -44,7 +50,7 @@ class Conventions:
 
     Parameters
     ----------
-    bias : {"dtd", "neuron", "zennit"}
+    bias : {"dtd", "neuron", "zennit", "captum"}
     eps : float
         Stabiliser magnitude, >= 0.
     stabilise : {"zero", "everywhere"}

@@ -181,6 +181,7 @@ def explain(
     *,
     conventions: Conventions = DTD,
     input_domain: InputDomain | tuple | None = None,
+    kernel_folder: str | None = None,
     **parameters: float,
 ) -> np.ndarray:
     """Layer-wise relevance of ``x`` for a batch, with the shape of ``x``.
@@ -202,6 +203,8 @@ def explain(
         Bias placement and stabiliser (default: the DTD derivation).
     input_domain : InputDomain or (low, high), optional
         The input box, needed by z^B at the input.
+    kernel_folder : str, optional
+        Load kernels from a folder written by ``lrp regenerate --out`` (your own rules).
     **parameters
         Rule parameters (gamma, alpha, beta, epsilon) when ``rule`` is given.
 
@@ -211,7 +214,8 @@ def explain(
         R_p for every input p; sum_p R_p = f_c(x) for conservative rules (Montavon et al. 2017).
     """
     return explain_details(network, x, rule, composite, target, conventions=conventions,
-                           input_domain=input_domain, diagnostics=False, **parameters).relevance
+                           input_domain=input_domain, diagnostics=False, kernel_folder=kernel_folder,
+                           **parameters).relevance
 
 
 def _first_linear(plan: dict[int, LayerRule], layers: Sequence) -> int | None:

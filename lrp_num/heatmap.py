@@ -32,9 +32,8 @@ def as_image(array: np.ndarray) -> np.ndarray:
     raise ShapeError(f"cannot show an array of shape {array.shape} as an image")
 
 
-def save_heatmap(x: np.ndarray, relevance: np.ndarray, path: str | os.PathLike,
-                 title: str = "") -> Path:
-    """Write one sample's input and relevance side by side to ``path`` (PNG, PDF, SVG ...)."""
+def require_matplotlib():
+    """Import matplotlib's pyplot (Agg backend) or raise MissingDependencyError in one line."""
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -42,6 +41,13 @@ def save_heatmap(x: np.ndarray, relevance: np.ndarray, path: str | os.PathLike,
     except ImportError:
         raise MissingDependencyError(
             "heatmaps need matplotlib: pip install 'lrp-toolkit[heatmap]'") from None
+    return plt
+
+
+def save_heatmap(x: np.ndarray, relevance: np.ndarray, path: str | os.PathLike,
+                 title: str = "") -> Path:
+    """Write one sample's input and relevance side by side to ``path`` (PNG, PDF, SVG ...)."""
+    plt = require_matplotlib()
     picture = as_image(x)
     heat = np.asarray(relevance, dtype=np.float64)
     heat = heat.sum(axis=0) if heat.ndim == 3 else heat

@@ -86,7 +86,19 @@ def known_rules(folder: str | Path | None = None) -> tuple[str, ...]:
 
 
 def load_condition(name: str, folder: str | Path | None = None) -> Callable | None:
-    """The generated ``root_point_in_domain`` of rule ``name``, or None if the rule has none."""
-    if name == "maxpool":
-        return None
-    return getattr(load_module(name, folder), "root_point_in_domain", None)
+    """The generated root-point diagnostic of rule ``name``, or None if it has none.
+
+    Root-point rules whose derivation found a closed-form domain condition carry
+    ``root_point_in_domain(op, x, *, <rule parameters>, lower=None, upper=None)``, returning
+    boolean arrays ``(inside, active)`` shaped like the layer output: the derived condition per
+    neuron, and z_j > 0 with sum_i q_ij > 0 (the neurons the rule is derived for). Other rules
+    (LRP-epsilon, alpha-beta, max pooling, a root-point rule without a closed form) get None.
+
+    Raises
+    ------
+    UnknownRuleError
+        For a name without a kernel, as :func:`load_kernel`.
+    """
+    module = load_module(name, folder)
+    condition = getattr(module, "root_point_in_domain", None)
+    return condition if callable(condition) else None

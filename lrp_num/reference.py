@@ -68,13 +68,14 @@ ROOT_POINT_RULES: dict[str, str] = {
     "w2": "R^n", "zplus": "orthant", "zbox": "box", "lrp0": "R^n", "gamma": "orthant", "flat": "R^n",
 }
 #: rules defined by their propagation formula (Bach et al. 2015)
-FORMULA_RULES = ("epsilon", "alphabeta", "bias_neuron")
+FORMULA_RULES = ("epsilon", "alphabeta", "bias_neuron", "zplus_split", "gamma_split")
 RULES = tuple(ROOT_POINT_RULES) + FORMULA_RULES
 #: parameters of each rule and their defaults (those of the derivations in ``derivations/``)
 RULE_DEFAULTS: dict[str, dict[str, float]] = {
     "gamma": {"gamma": 0.25}, "epsilon": {"epsilon": 0.25}, "alphabeta": {"alpha": 2.0, "beta": 1.0},
+    "gamma_split": {"gamma": 0.25},
 }
-BIAS_CONVENTIONS = ("dtd", "neuron", "zennit")
+BIAS_CONVENTIONS = ("dtd", "neuron", "zennit", "captum")
 STABILISE_MODES = ("zero", "everywhere")
 
 
@@ -110,7 +111,7 @@ def bias_direction(rule: str, bias: str, b: float, parameters: Mapping[str, Any]
     """v_0j, the search direction of the bias input x_0 = 1 (weight b_j); see the module doc."""
     if bias == "dtd":
         return 0
-    if bias == "neuron":
+    if bias in ("neuron", "captum"):  # captum's rules keep the full bias in z'
         return 1
     if bias == "zennit":
         table = {"zplus": 1 if b > 0 else 0, "w2": mpmath.mpf(b), "lrp0": 1, "gamma": 1,
@@ -428,13 +429,16 @@ def _membership(rule, matrix, x_all, w_all, v_all, v0_all, z_all, z_model, bound
 
 def _formula_layer(rule, matrix: LinearMatrix, x_ext, relevance, parameters, conventions,
                    trace: LayerTrace):
-    """Relevance of a linear layer's inputs under epsilon, alphabeta or bias_neuron."""
+    """Relevance of a linear layer's inputs under epsilon, alphabeta, bias_neuron, zplus_split
+    or gamma_split."""
     x = x_ext[matrix.index]
     contributions = x * matrix.weight_mp  # z_ij = x_i w_ij (Bach et al. 2015, Eq. 50)
     b = matrix.bias_mp
     zero = mpmath.mpf(0)
     if rule in ("epsilon", "bias_neuron"):
         groups = [(mpmath.mpf(1), contributions, b)]
+    elif rule in ("zplus_split", "gamma_split"):
+        groups = [_split_group(rule, x, matrix, parameters, conventions["bias"])]
     else:  # alpha-beta, Eq. (60): positive and negative contributions separately
         bias = conventions["bias"]
         positive = np.vectorize(lambda q: q if q > 0 else zero, otypes=[object])(contributions)
@@ -460,11 +464,42 @@ def _formula_layer(rule, matrix: LinearMatrix, x_ext, relevance, parameters, con
         ratio = np.array([n / dv if n != 0 else zero for n, dv in zip(numerator, d)], dtype=object)
         np.add.at(relevance_in, matrix.index, q * ratio[:, None])
         flow += np.abs(to_float(q * ratio[:, None]))
-        trace.absorbed_bias += (share * ratio).sum() if rule == "alphabeta" else (b * ratio).sum()
+        trace.absorbed_bias += (share * ratio).sum() if rule != "epsilon" and rule != "bias_neuron" \
+            else (b * ratio).sum()
         trace.absorbed_stabiliser += ((own + absorber) * ratio).sum()
     trace.flow_rows, trace.flow_index = np.arange(matrix.n_out), matrix.index
     trace.flow, trace.flow_upper = flow, np.abs(to_float(relevance))
     return relevance_in[: matrix.n_in]
+
+
+def _split_group(rule, x, matrix: LinearMatrix, parameters, bias: str):
+    """(1, q, bias share) of zennit's input-split rules, by their definition (zennit/rules.py).
+
+    zplus_split (zennit ZPlus): q_ij = x_i^+ w_ij^+ + x_i^- w_ij^-, the bias b_j^+ under the
+    "zennit" convention, b_j under "neuron" / "captum", none under "dtd".
+    gamma_split (zennit Gamma, neurons with z_j > 0): q_ij = x_i^+ (w_ij + gamma w_ij^+)
+    + x_i^- (w_ij + gamma w_ij^-), and the rule itself puts b_j + gamma b_j^+ in the denominator.
+    """
+    zero = mpmath.mpf(0)
+    w = matrix.weight_mp
+    w_plus = np.vectorize(lambda v: v if v > 0 else zero, otypes=[object])(w)
+    w_minus = np.vectorize(lambda v: v if v < 0 else zero, otypes=[object])(w)
+    x_plus = np.vectorize(lambda v: v if v > 0 else zero, otypes=[object])(x)
+    x_minus = np.vectorize(lambda v: v if v < 0 else zero, otypes=[object])(x)
+    b = matrix.bias_mp
+    if rule == "zplus_split":
+        q = x_plus * w_plus + x_minus * w_minus
+        if bias == "dtd":
+            share = np.array([zero] * len(b), dtype=object)
+        elif bias == "zennit":
+            share = np.array([bv if bv > 0 else zero for bv in b], dtype=object)
+        else:
+            share = b
+        return mpmath.mpf(1), q, share
+    g = mpmath.mpf(parameters["gamma"])
+    q = x_plus * (w + g * w_plus) + x_minus * (w + g * w_minus)
+    share = np.array([bv + g * (bv if bv > 0 else zero) for bv in b], dtype=object)
+    return mpmath.mpf(1), q, share
 
 
 def _maxpool_layer(index_rows, x, relevance, n_in, trace: LayerTrace | None = None):

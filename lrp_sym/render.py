@@ -116,6 +116,13 @@ def kernel_section(derivation: Derivation, module: str | None,
                   "$d + \\varepsilon\\,\\mathrm{sign}(d)$ with $\\mathrm{sign}(0) = +1$. "
                   "With `eps=0` a zero denominator raises `ZeroDenominatorError` where the upper "
                   "relevance is non-zero."]
+    if module not in _LAYER_SIGNATURES and "domain_condition" in derivation.results:
+        from lrp_sym.codegen.root_point_condition import condition_signature
+        lines += ["", "Root-point diagnostic: the derived domain condition per output neuron "
+                  "(`inside`), and whether the rule applies, $z_j > 0$ and "
+                  "$\\sum_i q_{ij} > 0$ (`active`):", "", "```python",
+                  condition_signature(derivation) + " -> tuple[numpy.ndarray, numpy.ndarray]",
+                  "```"]
     return lines
 
 

@@ -10,18 +10,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from sympy import Function, Heaviside, Max, Min, Piecewise, Rational, S, Symbol, exp, sqrt
+from sympy import (Function, Heaviside, Le, Lt, Max, Min, Piecewise, Rational, S, Sum, Symbol, exp,
+                   sqrt)
 
 from codegen_support import EPS64, reference_relevance, shipped_sources
 from lrp_num.cli import main
-from lrp_num.kernels import kernel_parameters, load_kernel
+from lrp_num.kernels import kernel_parameters, load_condition, load_kernel
 from lrp_num.operators import DenseOperator
 from lrp_sym.codegen import (CodegenError, Source, build_outputs, check_sympy_version,
                              derive_folder, diff_outputs, print_numpy, separate, write_outputs)
 from lrp_sym.derivation import Derivation, RatioTerm
 from lrp_sym.registry import DEFAULT_DERIVATIONS
 from lrp_sym.symbols import (b, bn_beta, bn_eps, bn_gamma, bn_mean, bn_var, gamma, h, i, j, l,
-                             w, x)
+                             n, w, x)
 
 ROOT = Path(__file__).resolve().parent.parent
 GENERATED = ROOT / "lrp_num" / "_generated"
@@ -118,9 +119,8 @@ def _headers_and_imports(text: str) -> None:
     assert lines[1] == "# Regenerate with: lrp regenerate"
     assert lines[2].startswith("# SymPy 1.14")
     imports = [line for line in lines if line.startswith(("import ", "from "))]
-    assert set(imports) <= {"import numpy",
-                            "from lrp_num.errors import KernelArgumentError, ShapeError, "
-                            "ZeroDenominatorError"}
+    assert set(imports) <= {"import numpy", "from lrp_num import kernel_runtime",
+                            "from lrp_num.errors import ShapeError"}
 
 
 def test_generated_files_have_header_and_import_numpy_only():
@@ -233,6 +233,8 @@ def test_user_direction_end_to_end(tmp_path, name, direction, domain):
     assert kernel_parameters(name, folder=out) == {}
 
     (source,) = derive_folder(folder)
+    has_condition = "domain_condition" in source.derivation.results
+    assert (load_condition(name, folder=out) is not None) == has_condition
     rng = np.random.default_rng(11)
     weight, bias = rng.normal(size=(4, 3)), rng.normal(size=3) * 0.3
     relevance_out = rng.random((2, 3)) + 0.1
@@ -375,3 +377,31 @@ def test_docs_pages_show_math_proofs_and_signature():
     assert "Counterexamples" in (DOCS / "alphabeta.md").read_text()
     index = (DOCS / "README.md").read_text()
     assert all(f"[`{s.derivation.name}`]" in index for s in shipped_sources())
+
+
+def _with_condition(condition):
+    return Derivation("cond", "t", "p", terms=[RatioTerm(S.One, x[i] * Max(0, w[i, j]))],
+                      results={"domain_condition": condition})
+
+
+def test_root_point_condition_is_generated_from_the_derived_relational():
+    condition = Le(2 * Sum(x[i] * Min(0, w[i, j]), (i, 1, n)) + b[j], 0)
+    text = build_outputs([Source("cond.py", _with_condition(condition))], docs=False).kernels[
+        "cond.py"]
+    assert "def root_point_in_domain(op, x, *, lower=None, upper=None):" in text
+    assert "condition = bias + 2*z_3" in text and "op.forward(x, 'negative')" in text
+    always = build_outputs([Source("cond.py", _with_condition(S.true))], docs=False)
+    assert "inside = numpy.broadcast_to(denominator > 0, z.shape).copy()" in always.kernels["cond.py"]
+    without = Derivation("cond", "t", "p", terms=[RatioTerm(S.One, x[i] * w[i, j])])
+    assert "root_point_in_domain" not in build_outputs([Source("cond.py", without)],
+                                                      docs=False).kernels["cond.py"]
+
+
+@pytest.mark.parametrize("condition, message", [
+    (Lt(b[j], 0), "not of the form"),
+    (Le(Sum(x[i] * w[i, j] ** 3, (i, 1, n)), 0), "not separable"),
+    (Le(b[j] + x[1], 0), "may contain only"),
+])
+def test_bad_root_point_conditions_are_refused(condition, message):
+    with pytest.raises(CodegenError, match=message):
+        build_outputs([Source("cond.py", _with_condition(condition))], docs=False)

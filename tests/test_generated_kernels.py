@@ -15,10 +15,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fractions import Fraction
+
+from sympy import Symbol
+
 from codegen_support import EPS64, reference_relevance, shipped_derivations, ulps
 from lrp_num.errors import KernelArgumentError, ShapeError, UnknownRuleError, ZeroDenominatorError
 from lrp_num.kernels import kernel_parameters, known_rules, load_kernel
+from lrp_num.layers import BatchNorm, Conv2d, Dense, MaxPool2d
 from lrp_num.operators import DenseOperator
+from lrp_sym.codegen.package import kernel_kind
 
 ROOT = Path(__file__).resolve().parent.parent
 N_ULP = 8
@@ -71,7 +77,30 @@ def _check(rule: str, kernel_relevance, reference) -> None:
         f"kernel    {kernel_relevance[bad]}\nreference {reference.relevance[bad]}")
 
 
-RULES = sorted(shipped_derivations())
+def _of_kind(kind: str) -> list[str]:
+    return sorted(name for name, derivation in shipped_derivations().items()
+                  if kernel_kind(derivation) == kind)
+
+
+#: ratio rules (one generated ``relevance`` kernel each), layer kernels, docs-only analyses
+RULES = _of_kind("rule")
+LAYERS = _of_kind("layer")
+DOCS_ONLY = _of_kind("docs")
+
+
+def test_every_derivation_is_a_rule_a_layer_kernel_or_docs_only():
+    assert LAYERS == ["batchnorm", "maxpool"]
+    assert {"zplus", "zbox", "gamma", "lrp0", "epsilon"} <= set(RULES)
+    assert {"sensitivity", "taylor", "sumpool", "avgpool", "lppool"} <= set(DOCS_ONLY)
+    assert sorted(RULES + LAYERS + DOCS_ONLY) == sorted(shipped_derivations())
+
+
+@pytest.mark.parametrize("name", DOCS_ONLY)
+def test_docs_only_derivations_have_a_page_and_no_kernel(name):
+    assert (ROOT / "docs" / "rules" / f"{name}.md").is_file()
+    assert name not in known_rules()
+    with pytest.raises(UnknownRuleError):
+        load_kernel(name)
 
 
 @pytest.mark.parametrize("rule", RULES)
@@ -277,3 +306,72 @@ def test_lrp_num_and_kernels_do_not_import_sympy():
     completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                                cwd=ROOT)
     assert completed.returncode == 0, completed.stderr + completed.stdout
+
+
+# -- layer kernels against their derivations ---------------------------------------------------
+
+
+def _maxpool_reference(x_batch, relevance_out, kernel, stride):
+    """Winner and loser shares of the max-pool derivation, window by window, in exact fractions."""
+    derivation = shipped_derivations()["maxpool"]
+    winner, loser = derivation.results["winner_share"], derivation.results["loser_share"]
+    (m,) = winner.free_symbols or {Symbol("m")}
+
+    def share(expr, ties):
+        return Fraction(str(expr.subs(m, ties)))  # a SymPy Rational: exact
+
+    n, c, height, width = x_batch.shape
+    out = np.zeros(x_batch.shape, dtype=object)
+    out[...] = Fraction(0)
+    for sample in range(n):
+        for channel in range(c):
+            for p in range(relevance_out.shape[2]):
+                for q in range(relevance_out.shape[3]):
+                    rows = range(p * stride, p * stride + kernel)
+                    cols = range(q * stride, q * stride + kernel)
+                    window = [(r, s) for r in rows for s in cols]
+                    top = max(x_batch[sample, channel, r, s] for r, s in window)
+                    ties = sum(x_batch[sample, channel, r, s] == top for r, s in window)
+                    upper = Fraction(float(relevance_out[sample, channel, p, q]))
+                    for r, s in window:
+                        is_winner = x_batch[sample, channel, r, s] == top
+                        out[sample, channel, r, s] += share(winner if is_winner else loser,
+                                                            ties) * upper
+    return out
+
+
+@pytest.mark.parametrize("kernel, stride", [(2, 2), (3, 2), (2, 1)])
+def test_maxpool_kernel_matches_the_derived_shares_with_ties(kernel, stride):
+    rng = np.random.default_rng(kernel * 10 + stride)
+    x_batch = rng.integers(0, 3, size=(2, 2, 6, 6)).astype(np.float64)  # many tied maxima
+    pool = MaxPool2d(kernel, stride)
+    relevance_out = rng.random(pool(x_batch).shape) + 0.1
+    result = load_kernel("maxpool")(pool, x_batch, relevance_out)
+    reference = _maxpool_reference(x_batch, relevance_out, kernel, stride)
+    assert result.shape == x_batch.shape
+    # a few roundings per input: the share 1/m, one product, and at most kernel^2 window sums
+    exact = reference.astype(np.float64)
+    assert np.all(np.abs(result - exact) <= 4 * kernel * kernel * np.spacing(np.abs(exact)))
+    ties = [np.count_nonzero(w == w.max()) for w in pool.patches(x_batch).reshape(-1, kernel ** 2)]
+    assert max(ties) > 1  # the ties are exercised
+
+
+def test_batchnorm_fold_matches_the_unfolded_forward():
+    from lrp_num._generated.batchnorm_fold import fold_batchnorm
+
+    rng = np.random.default_rng(21)
+    n_in, n_out = 6, 4
+    dense = Dense(rng.normal(size=(n_in, n_out)), rng.normal(size=n_out))
+    bn = BatchNorm(rng.normal(size=n_out), rng.normal(size=n_out), rng.normal(size=n_out),
+                   rng.random(n_out) + 0.1, eps=1e-3)
+    x_batch = rng.normal(size=(5, n_in))
+    unfolded = bn(dense(x_batch))
+    weight, bias = fold_batchnorm(dense.weight, dense.bias, bn.gamma, bn.beta, bn.mean, bn.var,
+                                  bn.eps)
+    np.testing.assert_allclose(x_batch @ weight + bias, unfolded, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(bn.fold_into(dense)(x_batch), unfolded, rtol=1e-12, atol=1e-12)
+
+    conv = Conv2d(rng.normal(size=(n_out, 2, 3, 3)), rng.normal(size=n_out), padding=1)
+    images = rng.normal(size=(2, 2, 5, 5))
+    np.testing.assert_allclose(bn.fold_into(conv)(images), bn(conv(images)), rtol=1e-12,
+                               atol=1e-12)

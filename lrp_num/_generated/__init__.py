@@ -12,10 +12,12 @@ RULES = (
     'epsilon',
     'flat',
     'gamma',
+    'gamma_split',
     'lrp0',
     'w2',
     'zbox',
     'zplus',
+    'zplus_split',
 )
 LAYER_KERNELS = (
     'batchnorm_fold',

@@ -12,15 +12,15 @@ Rule for layer input i and output j, d_k = sum_i' q^(k)_i'j + s_k:
     term 1: a = 1, q = w[i, j]*x[i], s = b[j]
             q = (x[i]) * identity(w)
 
-Stabiliser: stabilise="zero" (default, exact) replaces only d == 0 by +eps;
-stabilise="everywhere" uses d + eps sign(d) with sign(0) = +1. A rule stabiliser
-(LRP-epsilon) is always applied everywhere first. With eps = 0 a zero denominator
-contributes 0 where the upper relevance is 0 and raises ZeroDenominatorError elsewhere.
+Denominators are stabilised by lrp_num.kernel_runtime (its docstring states the
+convention): stabilise="zero" (default, exact) replaces only d == 0 by +eps,
+stabilise="everywhere" uses d + eps sign(d) with sign(0) = +1.
 """
 
 import numpy
 
-from lrp_num.errors import KernelArgumentError, ShapeError, ZeroDenominatorError
+from lrp_num import kernel_runtime
+from lrp_num.errors import ShapeError
 
 RULE = 'bias_neuron'
 PARAMETERS = {}
@@ -62,9 +62,9 @@ def relevance(op, x, relevance_out, *, lower=None, upper=None, eps=1e-06, stabil
     KernelArgumentError
         Missing box bounds, an unknown stabilise mode, or malformed bias_shares.
     """
-    x = _as_float(x)
+    x = kernel_runtime.as_float(x)
     relevance_out = numpy.asarray(relevance_out, dtype=x.dtype)
-    shares = _bias_shares(bias_shares)
+    shares = kernel_runtime.bias_shares(bias_shares, RULE, N_TERMS)
     # term 1: q = w[i, j]*x[i]
     z_1 = op.forward(x, 'identity')
     if z_1.shape != relevance_out.shape:
@@ -73,68 +73,7 @@ def relevance(op, x, relevance_out, *, lower=None, upper=None, eps=1e-06, stabil
     d_1 = bias + z_1
     if shares[0] is not None:
         d_1 = d_1 + op.bias_like(d_1, shares[0])
-    s_1 = _ratio(relevance_out, d_1, eps, stabilise, 1)
+    s_1 = kernel_runtime.stabilised_ratio(relevance_out, d_1, eps, stabilise, RULE, 1)
     # one backward pass, transposes grouped by (input factor, weight transform)
     relevance_in = x*op.transpose(s_1, 'identity')
     return relevance_in
-
-
-def _as_float(x):
-    x = numpy.asarray(x)
-    return x if x.dtype.kind == "f" else x.astype(numpy.float64)
-
-
-def _bound(value, name, x):
-    if value is None:
-        raise KernelArgumentError(
-            f"rule {RULE!r} needs the box bounds: pass lower= and upper= (l <= x <= h, "
-            f"broadcastable to x); {name} is missing")
-    return numpy.asarray(value, dtype=x.dtype)
-
-
-def _bias_shares(bias_shares):
-    if bias_shares is None:
-        return (None,) * N_TERMS
-    if isinstance(bias_shares, str):
-        raise KernelArgumentError(
-            f"bias_shares must be a sequence of {N_TERMS} entries (None or a weight-transform "
-            f"name), not the string {bias_shares!r}")
-    shares = tuple(bias_shares)
-    if len(shares) != N_TERMS or not all(s is None or isinstance(s, str) for s in shares):
-        raise KernelArgumentError(
-            f"rule {RULE!r} has {N_TERMS} term(s): bias_shares must hold {N_TERMS} entries, each "
-            f"None or a weight-transform name; got {bias_shares!r}")
-    return shares
-
-
-def _sign_stabilised(d, epsilon):
-    """d + epsilon sign(d) with sign(0) = +1 (the rule's own stabiliser)."""
-    e = numpy.asarray(epsilon, dtype=d.dtype)
-    return d + numpy.where(d >= 0, e, -e)
-
-
-def _ratio(numerator, d, eps, stabilise, term):
-    """numerator / stab(d): the one place where denominators are stabilised.
-
-    stabilise="zero": only d == 0 becomes +eps; stabilise="everywhere": d + eps sign(d),
-    sign(0) = +1. A denominator still 0 (eps = 0) contributes 0 where the numerator is 0 and
-    raises ZeroDenominatorError where it is not.
-    """
-    if stabilise not in ("zero", "everywhere"):
-        raise KernelArgumentError(f"stabilise must be 'zero' or 'everywhere', not {stabilise!r}")
-    if not eps >= 0:
-        raise KernelArgumentError(f"eps must be >= 0, not {eps!r}")
-    e = numpy.asarray(eps, dtype=d.dtype)
-    if stabilise == "everywhere":
-        d = d + numpy.where(d >= 0, e, -e)
-    else:
-        d = numpy.where(d == 0, e, d)
-    zero = d == 0
-    if zero.any():
-        lost = numpy.count_nonzero(zero & (numerator != 0))
-        if lost:
-            raise ZeroDenominatorError(
-                f"rule {RULE!r}, term {term}: {lost} denominator(s) are 0 where the upper "
-                f"relevance is not, and eps = 0; pass eps > 0 to stabilise them")
-        d = numpy.where(zero, 1, d)  # the numerator is 0 there: contribute 0, not NaN
-    return numerator / d

@@ -12,15 +12,15 @@ Rule for layer input i and output j, d_k = sum_i' q^(k)_i'j + s_k:
     term 1: a = 1, q = (gamma + 1)*x[i]*Max(0, w[i, j]) + x[i]*Min(0, w[i, j]), s = 0
             q = ((gamma + 1)*x[i]) * positive(w) + (x[i]) * negative(w)
 
-Stabiliser: stabilise="zero" (default, exact) replaces only d == 0 by +eps;
-stabilise="everywhere" uses d + eps sign(d) with sign(0) = +1. A rule stabiliser
-(LRP-epsilon) is always applied everywhere first. With eps = 0 a zero denominator
-contributes 0 where the upper relevance is 0 and raises ZeroDenominatorError elsewhere.
+Denominators are stabilised by lrp_num.kernel_runtime (its docstring states the
+convention): stabilise="zero" (default, exact) replaces only d == 0 by +eps,
+stabilise="everywhere" uses d + eps sign(d) with sign(0) = +1.
 """
 
 import numpy
 
-from lrp_num.errors import KernelArgumentError, ShapeError, ZeroDenominatorError
+from lrp_num import kernel_runtime
+from lrp_num.errors import ShapeError
 
 RULE = 'gamma'
 PARAMETERS = {'gamma': 0.25}
@@ -64,9 +64,9 @@ def relevance(op, x, relevance_out, *, gamma=0.25, lower=None, upper=None, eps=1
     KernelArgumentError
         Missing box bounds, an unknown stabilise mode, or malformed bias_shares.
     """
-    x = _as_float(x)
+    x = kernel_runtime.as_float(x)
     relevance_out = numpy.asarray(relevance_out, dtype=x.dtype)
-    shares = _bias_shares(bias_shares)
+    shares = kernel_runtime.bias_shares(bias_shares, RULE, N_TERMS)
     # term 1: q = (gamma + 1)*x[i]*Max(0, w[i, j]) + x[i]*Min(0, w[i, j])
     z_1 = op.forward(x, 'positive')
     if z_1.shape != relevance_out.shape:
@@ -75,68 +75,56 @@ def relevance(op, x, relevance_out, *, gamma=0.25, lower=None, upper=None, eps=1
     d_1 = z_1*(gamma + 1) + z_2
     if shares[0] is not None:
         d_1 = d_1 + op.bias_like(d_1, shares[0])
-    s_1 = _ratio(relevance_out, d_1, eps, stabilise, 1)
+    s_1 = kernel_runtime.stabilised_ratio(relevance_out, d_1, eps, stabilise, RULE, 1)
     # one backward pass, transposes grouped by (input factor, weight transform)
     relevance_in = x*(op.transpose(s_1*(gamma + 1), 'positive') + op.transpose(s_1, 'negative'))
     return relevance_in
 
 
-def _as_float(x):
-    x = numpy.asarray(x)
-    return x if x.dtype.kind == "f" else x.astype(numpy.float64)
+def root_point_in_domain(op, x, *, gamma=0.25, lower=None, upper=None):
+    """Per output neuron: does the rule apply, and is its root point in the domain?
 
+    Deep Taylor root point of neuron j (derived): x~_i = x_i - t* v_ij with
 
-def _bound(value, name, x):
-    if value is None:
-        raise KernelArgumentError(
-            f"rule {RULE!r} needs the box bounds: pass lower= and upper= (l <= x <= h, "
-            f"broadcastable to x); {name} is missing")
-    return numpy.asarray(value, dtype=x.dtype)
+        t* = (b[j] + Sum(w[i, j]*x[i], (i, 1, n)))/(gamma*Sum(Heaviside(w[i, j])*w[i, j]*x[i], (i, 1, n)) + Sum(w[i, j]*x[i], (i, 1, n)))
 
+    The derivation shows that for t* > 0 the root point lies in the domain (orthant) exactly when
 
-def _bias_shares(bias_shares):
-    if bias_shares is None:
-        return (None,) * N_TERMS
-    if isinstance(bias_shares, str):
-        raise KernelArgumentError(
-            f"bias_shares must be a sequence of {N_TERMS} entries (None or a weight-transform "
-            f"name), not the string {bias_shares!r}")
-    shares = tuple(bias_shares)
-    if len(shares) != N_TERMS or not all(s is None or isinstance(s, str) for s in shares):
-        raise KernelArgumentError(
-            f"rule {RULE!r} has {N_TERMS} term(s): bias_shares must hold {N_TERMS} entries, each "
-            f"None or a weight-transform name; got {bias_shares!r}")
-    return shares
+        (gamma + 1)*b[j] + Sum(gamma*x[i]*Min(0, w[i, j]), (i, 1, n)) <= 0
 
+    Parameters
+    ----------
+    op : LinearOperator
+        The layer's linear part: forward(a, g), bias_like(z).
+    x : ndarray
+        Layer input batch.
+    gamma : float, default 0.25
+        The rule parameter gamma.
+    lower, upper : ndarray, optional
+        Box bounds l <= x <= h, broadcastable to x. Not used by this rule.
 
-def _sign_stabilised(d, epsilon):
-    """d + epsilon sign(d) with sign(0) = +1 (the rule's own stabiliser)."""
-    e = numpy.asarray(epsilon, dtype=d.dtype)
-    return d + numpy.where(d >= 0, e, -e)
-
-
-def _ratio(numerator, d, eps, stabilise, term):
-    """numerator / stab(d): the one place where denominators are stabilised.
-
-    stabilise="zero": only d == 0 becomes +eps; stabilise="everywhere": d + eps sign(d),
-    sign(0) = +1. A denominator still 0 (eps = 0) contributes 0 where the numerator is 0 and
-    raises ZeroDenominatorError where it is not.
+    Returns
+    -------
+    inside : ndarray of bool
+        The root point exists (sum_i q_ij > 0, so t* > 0 is finite) and the derived condition
+        holds, for every neuron, the shape of the layer output; it speaks about the root point
+        only where ``active`` holds. Evaluated in floating point: a neuron within rounding of the
+        boundary may fall on either side.
+    active : ndarray of bool
+        z_j = sum_i x_i w_ij + b_j > 0: the neurons that carry relevance, the shape of the layer
+        output. An active neuron with sum_i q_ij = 0 (active through its bias alone) has no root
+        point along the direction and counts as outside.
     """
-    if stabilise not in ("zero", "everywhere"):
-        raise KernelArgumentError(f"stabilise must be 'zero' or 'everywhere', not {stabilise!r}")
-    if not eps >= 0:
-        raise KernelArgumentError(f"eps must be >= 0, not {eps!r}")
-    e = numpy.asarray(eps, dtype=d.dtype)
-    if stabilise == "everywhere":
-        d = d + numpy.where(d >= 0, e, -e)
-    else:
-        d = numpy.where(d == 0, e, d)
-    zero = d == 0
-    if zero.any():
-        lost = numpy.count_nonzero(zero & (numerator != 0))
-        if lost:
-            raise ZeroDenominatorError(
-                f"rule {RULE!r}, term {term}: {lost} denominator(s) are 0 where the upper "
-                f"relevance is not, and eps = 0; pass eps > 0 to stabilise them")
-        d = numpy.where(zero, 1, d)  # the numerator is 0 there: contribute 0, not NaN
-    return numerator / d
+    x = kernel_runtime.as_float(x)
+    # active: z_j > 0; a root point along the direction needs sum_i q_ij > 0 (t* > 0)
+    z_1 = op.forward(x, 'identity')
+    bias = op.bias_like(z_1)
+    z = z_1 + bias
+    z_2 = op.forward(x, 'positive')
+    z_3 = op.forward(x, 'negative')
+    denominator = z_2*(gamma + 1) + z_3
+    active = z > 0
+    # the derived condition: (gamma + 1)*b[j] + Sum(gamma*x[i]*Min(0, w[i, j]), (i, 1, n)) <= 0
+    condition = bias*(gamma + 1) + gamma*z_3
+    inside = numpy.broadcast_to((denominator > 0) & (condition <= 0), z.shape).copy()
+    return inside, active

@@ -11,6 +11,8 @@ Each window j passes R_j to its maxima; with m tied maxima each receives
 
 import numpy
 
+from lrp_num import kernel_runtime
+
 
 def relevance(pool, x, relevance_out):
     """Relevance R_i of the pooled input x, shape (N, C, H, W).
@@ -18,9 +20,7 @@ def relevance(pool, x, relevance_out):
     pool provides patches(x) -> (N, C, Ho, Wo, K) and unpatch(r) -> (N, C, H, W)
     (scatter-add); relevance_out has shape (N, C, Ho, Wo).
     """
-    x = numpy.asarray(x)
-    if x.dtype.kind != "f":
-        x = x.astype(numpy.float64)
+    x = kernel_runtime.as_float(x)
     patches = pool.patches(x)
     winners = patches == patches.max(axis=-1, keepdims=True)
     # m >= 1 for finite input; the floor only keeps a NaN window from dividing by 0

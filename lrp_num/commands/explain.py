@@ -7,9 +7,11 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import numpy as np
 
+from lrp_num.errors import LRPError
 from lrp_num.commands.common import add_model_arguments, load_inputs, load_model, progress, write_npy
 
 CHUNK = 64  # samples per backward pass; a progress bar shows for several chunks
@@ -34,6 +36,13 @@ def run(args: argparse.Namespace) -> int:
     from lrp_num.conventions import Conventions
     from lrp_num.explain import explain_details
 
+    for path in (args.out, args.heatmap):  # fail before any work, never half-way through
+        if path and not Path(path).resolve().parent.is_dir():
+            raise LRPError(f"cannot write {path}: its folder does not exist")
+    if args.heatmap:
+        from lrp_num.heatmap import require_matplotlib
+
+        require_matplotlib()
     model = load_model(args.model)
     x = load_inputs(args, model)
     conventions = Conventions(bias=args.bias, eps=args.eps, stabilise=args.stabilise)
@@ -69,7 +78,10 @@ def run(args: argparse.Namespace) -> int:
             continue
         fractions = np.concatenate([e.layers[report.index].root_point_valid for e in explanations]) \
             if report.root_point_valid is not None else None
-        shown = "no condition (any point)" if fractions is None else f"{fractions.mean():.3f}"
+        if fractions is not None:
+            shown = f"{fractions.mean():.3f}"
+        else:
+            shown = "(no root point: pooling rule)" if report.rule == "maxpool" else "(no closed-form condition)"
         print(f"    layer {report.index:2d} {report.layer:40s} {report.rule:11s} {shown}")
     if args.out:
         print(f"wrote relevance {relevance.shape} to {write_npy(args.out, relevance)}")

@@ -21,6 +21,8 @@ import sympy
 from lrp_sym.codegen.errors import CodegenError
 from lrp_sym.codegen.layer_kernels import LAYER_KERNELS, emit_layer_kernel
 from lrp_sym.codegen.ratio_kernel import emit_ratio_kernel
+from lrp_sym.codegen.root_point_condition import (emit_root_point_condition,
+                                                  has_root_point_condition)
 from lrp_sym.derivation import Derivation
 from lrp_sym.registry import DEFAULT_DERIVATIONS, DerivationFileError, load_declarations
 
@@ -120,6 +122,15 @@ def kernel_kind(derivation: Derivation) -> str:
     return "rule" if derivation.terms and derivation.name not in SERVED_BY else "docs"
 
 
+def _rule_module(derivation: Derivation, head: str) -> str:
+    """A ratio rule's module: ``relevance`` and, for a root-point rule with a closed-form
+    domain condition, ``root_point_in_domain``."""
+    text = emit_ratio_kernel(derivation, head)
+    if has_root_point_condition(derivation):
+        text += "\n\n" + "\n".join(emit_root_point_condition(derivation)) + "\n"
+    return text
+
+
 def _init_module(rules: list[str], layers: list[str], head: str) -> str:
     return "\n".join([
         head.rstrip("\n"),
@@ -160,7 +171,7 @@ def build_outputs(sources: list[Source], command: str = DEFAULT_COMMAND,
                                    f"of a layer kernel")
             module = derivation.name
             try:
-                outputs.kernels[f"{module}.py"] = emit_ratio_kernel(derivation, head)
+                outputs.kernels[f"{module}.py"] = _rule_module(derivation, head)
             except CodegenError as error:
                 raise CodegenError(f"{source.path}: {error}") from None
             rules.append(module)

@@ -30,74 +30,14 @@ from lrp_sym.symbols import b, h, j, l, x
 ARRAY_NAMES = {x: "x", l: "lower", h: "upper"}
 #: names a rule parameter must not take (the kernel's own arguments and locals)
 RESERVED = frozenset({"op", "x", "relevance_out", "lower", "upper", "eps", "stabilise",
-                      "bias_shares", "numpy", "bias", "ones", "shares", "relevance_in"})
+                      "bias_shares", "numpy", "bias", "ones", "shares", "relevance_in",
+                      "kernel_runtime", "z", "active", "inside", "denominator", "condition"})
 
 _RELEVANCE_OUT = Symbol("relevance_out")
 _BIAS = Symbol("bias")
 
-#: the stabiliser, shared verbatim by every generated ratio-rule kernel
-HELPERS = '''
-
-def _as_float(x):
-    x = numpy.asarray(x)
-    return x if x.dtype.kind == "f" else x.astype(numpy.float64)
-
-
-def _bound(value, name, x):
-    if value is None:
-        raise KernelArgumentError(
-            f"rule {RULE!r} needs the box bounds: pass lower= and upper= (l <= x <= h, "
-            f"broadcastable to x); {name} is missing")
-    return numpy.asarray(value, dtype=x.dtype)
-
-
-def _bias_shares(bias_shares):
-    if bias_shares is None:
-        return (None,) * N_TERMS
-    if isinstance(bias_shares, str):
-        raise KernelArgumentError(
-            f"bias_shares must be a sequence of {N_TERMS} entries (None or a weight-transform "
-            f"name), not the string {bias_shares!r}")
-    shares = tuple(bias_shares)
-    if len(shares) != N_TERMS or not all(s is None or isinstance(s, str) for s in shares):
-        raise KernelArgumentError(
-            f"rule {RULE!r} has {N_TERMS} term(s): bias_shares must hold {N_TERMS} entries, each "
-            f"None or a weight-transform name; got {bias_shares!r}")
-    return shares
-
-
-def _sign_stabilised(d, epsilon):
-    """d + epsilon sign(d) with sign(0) = +1 (the rule's own stabiliser)."""
-    e = numpy.asarray(epsilon, dtype=d.dtype)
-    return d + numpy.where(d >= 0, e, -e)
-
-
-def _ratio(numerator, d, eps, stabilise, term):
-    """numerator / stab(d): the one place where denominators are stabilised.
-
-    stabilise="zero": only d == 0 becomes +eps; stabilise="everywhere": d + eps sign(d),
-    sign(0) = +1. A denominator still 0 (eps = 0) contributes 0 where the numerator is 0 and
-    raises ZeroDenominatorError where it is not.
-    """
-    if stabilise not in ("zero", "everywhere"):
-        raise KernelArgumentError(f"stabilise must be 'zero' or 'everywhere', not {stabilise!r}")
-    if not eps >= 0:
-        raise KernelArgumentError(f"eps must be >= 0, not {eps!r}")
-    e = numpy.asarray(eps, dtype=d.dtype)
-    if stabilise == "everywhere":
-        d = d + numpy.where(d >= 0, e, -e)
-    else:
-        d = numpy.where(d == 0, e, d)
-    zero = d == 0
-    if zero.any():
-        lost = numpy.count_nonzero(zero & (numerator != 0))
-        if lost:
-            raise ZeroDenominatorError(
-                f"rule {RULE!r}, term {term}: {lost} denominator(s) are 0 where the upper "
-                f"relevance is not, and eps = 0; pass eps > 0 to stabilise them")
-        d = numpy.where(zero, 1, d)  # the numerator is 0 there: contribute 0, not NaN
-    return numerator / d
-'''
+#: the hand-written run time every generated kernel imports (as ``kernel_runtime``)
+RUNTIME_IMPORT = "from lrp_num import kernel_runtime"
 
 
 def _check_parameter_names(derivation: Derivation) -> None:
@@ -111,7 +51,7 @@ def _check_parameter_names(derivation: Derivation) -> None:
             raise CodegenError(f"rule {derivation.name!r}: parameter {name} has no default")
 
 
-def _check_scalar(derivation: Derivation, what: str, expr: Expr, allowed: set) -> None:
+def check_scalar(derivation: Derivation, what: str, expr: Expr, allowed: set) -> None:
     stray = {s for s in expr.free_symbols if s not in allowed}
     if stray:
         names = ", ".join(sorted(map(str, stray)))
@@ -119,7 +59,7 @@ def _check_scalar(derivation: Derivation, what: str, expr: Expr, allowed: set) -
                            f"parameters{' and b[j]' if _BIAS in allowed else ''}; it has {names}")
 
 
-def _split_scalar(factor: Expr) -> tuple[Expr, Expr]:
+def split_scalar(factor: Expr) -> tuple[Expr, Expr]:
     """factor = scalar * array with scalar free of x, l, h."""
     arrays = sorted((a for a in factor.atoms(Indexed) if a.base in INPUT_BASES),
                     key=default_sort_key)
@@ -128,7 +68,7 @@ def _split_scalar(factor: Expr) -> tuple[Expr, Expr]:
     return factor.as_independent(*arrays, as_Add=False)
 
 
-class _KernelBody:
+class KernelBody:
     """Accumulates the statements of ``relevance`` while naming arrays deterministically."""
 
     def __init__(self, derivation: Derivation) -> None:
@@ -153,7 +93,7 @@ def _separated_terms(derivation: Derivation) -> list[list[tuple[Expr, Expr, str]
             parts = separate(term.q)
         except CodegenError as error:
             raise CodegenError(f"rule {derivation.name!r}, term {k}: {error}") from None
-        separated.append([(*_split_scalar(part.factor), part.transform) for part in parts])
+        separated.append([(*split_scalar(part.factor), part.transform) for part in parts])
     return separated
 
 
@@ -170,7 +110,7 @@ def _common_subexpressions(exprs: list[Expr]) -> tuple[list[tuple[Symbol, Expr]]
     return kept, [expr.xreplace(inline) for expr in reduced]
 
 
-def _factor_names(body: _KernelBody, separated) -> dict[Expr, str]:
+def emit_input_factors(body: KernelBody, separated) -> dict[Expr, str]:
     """Emit the array factors f_m (with common subexpressions) and return their names."""
     factors = sorted({array for parts in separated for _, array, _ in parts},
                      key=default_sort_key)
@@ -195,7 +135,7 @@ def _factor_names(body: _KernelBody, separated) -> dict[Expr, str]:
     return names
 
 
-def _emit_term(body: _KernelBody, k: int, term, parts, factor_names) -> None:
+def _emit_term(body: KernelBody, k: int, term, parts, factor_names) -> None:
     derivation = body.derivation
     body.emit(f"# term {k}: q = {sstr(term.q)}")
     denominator = S.Zero
@@ -222,12 +162,14 @@ def _emit_term(body: _KernelBody, k: int, term, parts, factor_names) -> None:
     body.emit(f"if shares[{k - 1}] is not None:")
     body.emit(f"    d_{k} = d_{k} + op.bias_like(d_{k}, shares[{k - 1}])")
     if derivation.stabiliser != 0:
-        body.emit(f"d_{k} = _sign_stabilised(d_{k}, {body.code(derivation.stabiliser)})")
+        body.emit(f"d_{k} = kernel_runtime.sign_stabilised(d_{k}, "
+                  f"{body.code(derivation.stabiliser)})")
     numerator = body.code(term.coefficient * _RELEVANCE_OUT)
-    body.emit(f"s_{k} = _ratio({numerator}, d_{k}, eps, stabilise, {k})")
+    body.emit(f"s_{k} = kernel_runtime.stabilised_ratio({numerator}, d_{k}, eps, stabilise, "
+              f"RULE, {k})")
 
 
-def _emit_backward(body: _KernelBody, separated, factor_names) -> None:
+def _emit_backward(body: KernelBody, separated, factor_names) -> None:
     """R_in = sum_f f * sum_g op.transpose(sum_k c_{k,f,g} s_k, g)."""
     upper: dict[tuple[str, str], Expr] = {}
     for k, parts in enumerate(separated, 1):
@@ -284,7 +226,7 @@ def _rule_lines(derivation: Derivation, separated) -> list[str]:
     return lines
 
 
-def _parameter_doc(derivation: Derivation) -> str:
+def parameter_doc(derivation: Derivation) -> str:
     docs = []
     for p in derivation.parameters:
         docs.append(f"{p} : float, default {float(derivation.defaults[p])!r}\n"
@@ -344,26 +286,26 @@ def emit_ratio_kernel(derivation: Derivation, header: str) -> str:
     _check_parameter_names(derivation)
     parameters = set(derivation.parameters)
     for k, term in enumerate(derivation.terms, 1):
-        _check_scalar(derivation, f"the coefficient of term {k}", term.coefficient, parameters)
-        _check_scalar(derivation, f"the bias share of term {k}",
+        check_scalar(derivation, f"the coefficient of term {k}", term.coefficient, parameters)
+        check_scalar(derivation, f"the bias share of term {k}",
                       term.bias_share.subs(b[j], _BIAS), parameters | {_BIAS})
-    _check_scalar(derivation, "the stabiliser", derivation.stabiliser, parameters)
+    check_scalar(derivation, "the stabiliser", derivation.stabiliser, parameters)
     separated = _separated_terms(derivation)
 
-    body = _KernelBody(derivation)
-    body.emit("x = _as_float(x)")
+    body = KernelBody(derivation)
+    body.emit("x = kernel_runtime.as_float(x)")
     body.emit("relevance_out = numpy.asarray(relevance_out, dtype=x.dtype)")
-    body.emit("shares = _bias_shares(bias_shares)")
+    body.emit("shares = kernel_runtime.bias_shares(bias_shares, RULE, N_TERMS)")
     bounds = _uses_bounds(derivation)
     for name in bounds:
-        body.emit(f"{name} = _bound({name}, {name!r}, x)")
-    factor_names = _factor_names(body, separated)
+        body.emit(f"{name} = kernel_runtime.box_bound({name}, {name!r}, x, RULE)")
+    factor_names = emit_input_factors(body, separated)
     for k, (term, parts) in enumerate(zip(derivation.terms, separated), 1):
         _emit_term(body, k, term, parts, factor_names)
     _emit_backward(body, separated, factor_names)
 
     bounds_note = (" Required by this rule." if bounds else " Not used by this rule.")
-    doc = _KERNEL_DOC.format(parameters=_parameter_doc(derivation) + "\n"
+    doc = _KERNEL_DOC.format(parameters=parameter_doc(derivation) + "\n"
                              if derivation.parameters else "",
                              bounds_note=bounds_note, n_terms=len(derivation.terms))
     module_doc = "\n".join([
@@ -377,10 +319,9 @@ def emit_ratio_kernel(derivation: Derivation, header: str) -> str:
         "",
         *("    " + line for line in _rule_lines(derivation, separated)),
         "",
-        "Stabiliser: stabilise=\"zero\" (default, exact) replaces only d == 0 by +eps;",
-        "stabilise=\"everywhere\" uses d + eps sign(d) with sign(0) = +1. A rule stabiliser",
-        "(LRP-epsilon) is always applied everywhere first. With eps = 0 a zero denominator",
-        "contributes 0 where the upper relevance is 0 and raises ZeroDenominatorError elsewhere.",
+        "Denominators are stabilised by lrp_num.kernel_runtime (its docstring states the",
+        "convention): stabilise=\"zero\" (default, exact) replaces only d == 0 by +eps,",
+        "stabilise=\"everywhere\" uses d + eps sign(d) with sign(0) = +1.",
         '"""',
     ])
     constants = [
@@ -399,10 +340,11 @@ def emit_ratio_kernel(derivation: Derivation, header: str) -> str:
         "",
         "import numpy",
         "",
-        "from lrp_num.errors import KernelArgumentError, ShapeError, ZeroDenominatorError",
+        RUNTIME_IMPORT,
+        "from lrp_num.errors import ShapeError",
         "",
         *constants,
         "",
         "",
         *function,
-    ]) + "\n" + HELPERS
+    ]) + "\n"

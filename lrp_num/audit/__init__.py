@@ -1,0 +1,13 @@
+"""Auditing other LRP implementations against this toolkit's derivations and reference.
+
+``lrp audit`` (:mod:`lrp_num.commands.audit`) runs a library's own LRP on a model converted by
+:mod:`lrp_num.torch_bridge`, records the relevance at every layer boundary, and compares it
+with the mpmath reference (:mod:`lrp_num.reference`) twice: under the library's documented
+behaviour (:mod:`lrp_num.profiles`) and under the deep Taylor derivation. Torch, zennit and
+captum are imported only inside the adapters.
+"""
+
+from lrp_num.audit.compare import AuditReport, LayerAudit, audit_attribution, audit_library
+from lrp_num.audit.library_run import LibraryRun
+
+__all__ = ["AuditReport", "LayerAudit", "LibraryRun", "audit_attribution", "audit_library"]

@@ -1,0 +1,83 @@
+"""``lrp audit``: check another library's LRP, or a saved attribution, against the reference.
+
+    lrp audit --library zennit --model digits-cnn --rule zplus --sample 3
+    lrp audit --library captum --model net.pt --architecture net.json --input x.npy --rule epsilon --json
+    lrp audit --attribution R.npy --model digits-mlp --sample 0 --rule zplus --markdown
+
+The library runs on the PyTorch twin of the model (float64); the mpmath reference runs under the
+library's profile (:mod:`lrp_num.profiles`) and under the deep Taylor derivation. Exit status:
+0 when every check passes, 1 when the audit flags something, 2 on errors (a missing torch,
+zennit or captum is one line saying what to install).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+from lrp_num.commands.common import add_model_arguments, load_inputs, load_model
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_model_arguments(parser)
+    parser.add_argument("--architecture", metavar="ARCH.json",
+                        help="with --model WEIGHTS.pt (a torch state dict): the module list (see "
+                             "lrp_num.torch_bridge.ARCHITECTURE_HELP)")
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--library", choices=("zennit", "captum"), help="run this library's LRP and audit it")
+    what.add_argument("--attribution", metavar="R.npy", help="audit a saved input relevance from any tool")
+    how = parser.add_mutually_exclusive_group(required=True)
+    how.add_argument("--rule", help="one of our rule names on every linear layer (zplus, epsilon, gamma, "
+                                    "alphabeta, w2, flat)")
+    how.add_argument("--composite", help="deep-taylor, epsilon-plus, epsilon-gamma-box, alpha2-beta1")
+    parser.add_argument("--for-library", choices=("zennit", "captum"), dest="for_library",
+                        help="with --attribution: compare with this library's profile only")
+    parser.add_argument("--target", type=int, help="output index to explain (default: the prediction)")
+    for name in ("epsilon", "gamma", "alpha", "beta"):
+        parser.add_argument(f"--{name}", type=float, help=f"rule parameter {name} (default: the library's)")
+    parser.add_argument("--tolerance", type=float, default=1e-7, help="relative deviation counted as equal")
+    parser.add_argument("--dps", type=int, default=50, help="digits of the mpmath reference (default 50)")
+    output = parser.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="print the report as JSON")
+    output.add_argument("--markdown", action="store_true", help="print the report as Markdown")
+
+
+def _model(args):
+    if args.model.endswith(".pt") or args.architecture:
+        from lrp_num.errors import LRPError
+        from lrp_num.model_io import ModelFile
+        from lrp_num.torch_bridge import load_torch_model
+
+        if not args.architecture:
+            raise LRPError("--model WEIGHTS.pt needs --architecture ARCH.json")
+        _, network = load_torch_model(args.model, args.architecture)
+        return ModelFile(network)
+    return load_model(args.model)
+
+
+def run(args: argparse.Namespace) -> int:
+    from lrp_num.audit.compare import audit_attribution, audit_library
+    from lrp_num.audit.report import render_json, render_markdown, render_table
+    from lrp_num.errors import ModelFileError
+
+    model = _model(args)
+    x = np.asarray(load_inputs(args, model), dtype=np.float64)
+    parameters = {k: getattr(args, k) for k in ("epsilon", "gamma", "alpha", "beta") if getattr(args, k) is not None}
+    common = dict(rule=args.rule, composite=args.composite, target=args.target, parameters=parameters,
+                  input_domain=model.input_domain, dps=args.dps, tolerance=args.tolerance)
+    if args.library:
+        report = audit_library(model.network, x, args.library, **common)
+    else:
+        try:
+            attribution = np.load(args.attribution, allow_pickle=False)
+        except (OSError, ValueError) as error:
+            raise ModelFileError(f"cannot read attribution {args.attribution!r}: {error}") from None
+        report = audit_attribution(model.network, x, attribution, library=args.for_library, **common)
+    if args.json:
+        print(render_json(report))
+    elif args.markdown:
+        print(render_markdown(report), end="")
+    else:
+        print(render_table(report))
+    return 0 if report.ok else 1

@@ -1,0 +1,195 @@
+"""Convention profiles: what another LRP implementation computes, in this toolkit's terms.
+
+A :class:`Profile` names, for one library version, the conventions it uses (bias in the
+denominator, stabiliser) and, for each rule the user asks for by our name, the library's class,
+the derivation that reproduces the library exactly (``reference_rule``) and the deep Taylor
+derivation it is compared with (``dtd_rule``). The engine and the mpmath reference evaluate the
+first under ``conventions`` and the second under :data:`lrp_num.conventions.DTD`.
+
+Every entry was read off the installed library source (file and class cited per rule), not
+off its documentation:
+
+zennit 0.5.1 (``zennit/rules.py``, ``zennit/core.py``; the formulas equal zennit 1.0's)
+    A :class:`~zennit.core.BasicHook` evaluates each rule as R_i = x'_i sum_j w'_ij R_j / stab(z'_j)
+    with z'_j computed by the module itself from modified inputs x' and parameters (weight *and*
+    bias), so the bias enters every denominator through the modified bias. ``stabilize``
+    (core.py) adds 1e-6 sign(d), sign(0) = +1, to every denominator. ReLU is ``Pass`` in the
+    built-in composites (relevance passes unchanged), average pooling ``Norm`` (the z-rule),
+    max pooling the plain gradient (winner-take-all, first maximum), BatchNorm merged into the
+    preceding linear layer by ``canonizers.SequentialMergeBatchNorm``. The output relevance is
+    what the caller passes as the output gradient; the audit passes f_c(x) at the target.
+captum 0.9.0 (``captum/attr/_utils/lrp_rules.py``, ``captum/attr/_core/lrp.py``; same in 0.8)
+    ``PropagationRule`` hooks divide the upper relevance by z' + 1e-9 sign(z') (sign(0) = +1),
+    z' the layer output with modified weights and the *unmodified* bias, and multiply the
+    gradient by the input. The top relevance is the output gradient 1 at the target, divided by
+    the modified z'_c of the last layer, and the input relevance is finally multiplied by f_c(x):
+    overall R_top = f_c(x) through the modified z'. ReLU passes relevance unchanged, max pooling
+    is the epsilon rule on the max (winner-take-all, times x_max / (x_max + 1e-9): a relative
+    1e-9 / x_max that the reference's exact winner-take-all does not have), BatchNorm2d is *not*
+    merged (its own epsilon rule), BatchNorm1d and Flatten have no rule (the audit gives Flatten
+    a pass-through rule).
+
+LRP-epsilon: both libraries have a single stabiliser, the rule's epsilon; the engine and the
+reference apply the rule's epsilon and then the convention's eps. The profile therefore passes
+epsilon_rule = epsilon_library - eps_convention, which adds up to the library's denominator.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Mapping
+
+from lrp_num.conventions import DTD, Conventions
+from lrp_num.errors import UnknownRuleError
+
+
+@dataclass(frozen=True)
+class RuleMapping:
+    """One rule of a library, in our terms.
+
+    Attributes
+    ----------
+    rule : str
+        Our name, what ``--rule`` and composites use (``"zplus"``, ``"gamma"``, ...).
+    library_rule : str
+        The library's class, e.g. ``"zennit.rules.ZPlus"``.
+    reference_rule : str
+        The derivation that reproduces the library under the profile's conventions.
+    dtd_rule : str
+        The deep Taylor / paper derivation it is compared with (under DTD conventions).
+    defaults : mapping
+        The library's default parameters, by our parameter names.
+    source : str
+        Where in the library's source the behaviour is implemented.
+    note : str
+        What differs from the derivation, in one sentence.
+    """
+
+    rule: str
+    library_rule: str
+    reference_rule: str
+    dtd_rule: str
+    defaults: Mapping[str, float] = field(default_factory=dict)
+    source: str = ""
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A library version's conventions and rule mappings (see the module docstring)."""
+
+    name: str
+    library: str
+    version: str
+    conventions: Conventions
+    rules: Mapping[str, RuleMapping]
+    sources: tuple[str, ...]
+    passes: str
+    library_network: Callable | None = None
+    """Network -> the network the library actually explains (None: the same)."""
+
+    def rule(self, name: str) -> RuleMapping:
+        """The mapping of our rule ``name``; UnknownRuleError names what the library offers."""
+        try:
+            return self.rules[name]
+        except KeyError:
+            raise UnknownRuleError(f"{self.library} {self.version} has no counterpart of rule {name!r}; "
+                                   f"it offers: {', '.join(self.rules)}") from None
+
+    def reference_parameters(self, mapping: RuleMapping, parameters: Mapping[str, float]) -> dict:
+        """Parameters for ``mapping.reference_rule`` that reproduce the library's run."""
+        chosen = {**mapping.defaults, **parameters}
+        if mapping.rule == "epsilon":  # one library stabiliser = rule epsilon + convention eps
+            chosen["epsilon"] = chosen["epsilon"] - self.conventions.eps
+        return chosen
+
+
+def zennit_merged_network(network):
+    """The network zennit 0.5.1 explains after ``SequentialMergeBatchNorm``.
+
+    zennit folds each BatchNorm into the layer before it and then sets the BatchNorm's running
+    mean, running variance, weight and bias to 0, 1, 1, 0 (``canonizers.MergeBatchNorm``); the
+    module still divides by sqrt(1 + eps_bn), so every merged BatchNorm leaves a factor
+    1 / sqrt(1 + eps_bn) (about 1 - 5e-6 for PyTorch's default eps 1e-5). This network has that
+    factor folded in as a second, otherwise neutral BatchNorm. (zennit's repository later sets
+    ``batch_norm.eps = 0`` in ``merge_batch_norm``; a profile for a later version drops this.)
+    """
+    import numpy as np
+
+    from lrp_num.layers import BatchNorm
+    from lrp_num.network import Sequential
+
+    layers = []
+    for layer in network.source_layers:
+        layers.append(layer)
+        if isinstance(layer, BatchNorm):
+            n = layer.n_features
+            layers.append(BatchNorm(np.ones(n), np.zeros(n), np.zeros(n), np.ones(n), eps=layer.eps))
+    if len(layers) == len(network.source_layers):
+        return network
+    return Sequential(layers, input_shape=network.input_shape)
+
+
+_ZENNIT_RULES = "zennit/rules.py"
+ZENNIT = Profile(
+    name="zennit-0.5.1",
+    library="zennit",
+    version="0.5.1",
+    conventions=Conventions(bias="zennit", eps=1e-6, stabilise="everywhere"),
+    rules={m.rule: m for m in (
+        RuleMapping("zplus", "zennit.rules.ZPlus", "zplus_split", "zplus", {}, f"{_ZENNIT_RULES}: ZPlus",
+                    "inputs split by sign (x^+ w^+ + x^- w^-); bias b^+ in the denominator"),
+        RuleMapping("epsilon", "zennit.rules.Epsilon", "epsilon", "epsilon", {"epsilon": 1e-6},
+                    f"{_ZENNIT_RULES}: Epsilon", "the paper's rule: x w with b, eps sign(z)"),
+        RuleMapping("gamma", "zennit.rules.Gamma", "gamma_split", "gamma", {"gamma": 0.25},
+                    f"{_ZENNIT_RULES}: Gamma",
+                    "inputs split by sign; b + gamma b^+ in the denominator; z_j = 0 drops R_j"),
+        RuleMapping("alphabeta", "zennit.rules.AlphaBeta", "alphabeta", "alphabeta",
+                    {"alpha": 2.0, "beta": 1.0}, f"{_ZENNIT_RULES}: AlphaBeta",
+                    "b^+ and b^- in the positive and negative denominators"),
+        RuleMapping("zbox", "zennit.rules.ZBox", "zbox", "zbox", {}, f"{_ZENNIT_RULES}: ZBox",
+                    "bias cancels: the derivation"),
+        RuleMapping("w2", "zennit.rules.WSquare", "w2", "w2", {}, f"{_ZENNIT_RULES}: WSquare",
+                    "b^2 in the denominator"),
+        RuleMapping("flat", "zennit.rules.Flat", "flat", "flat", {}, f"{_ZENNIT_RULES}: Flat",
+                    "no bias: the derivation"),
+    )},
+    sources=("zennit/rules.py", "zennit/core.py (stabilize, BasicHook)",
+             "zennit/composites.py (layer_map_base)", "zennit/canonizers.py (SequentialMergeBatchNorm)"),
+    passes="ReLU: Pass; AvgPool: Norm (z-rule); MaxPool: gradient; BatchNorm: merged by canonizer",
+    library_network=zennit_merged_network,
+)
+
+_CAPTUM_RULES = "captum/attr/_utils/lrp_rules.py"
+CAPTUM = Profile(
+    name="captum-0.9.0",
+    library="captum",
+    version="0.9.0",
+    conventions=Conventions(bias="captum", eps=1e-9, stabilise="everywhere"),
+    rules={m.rule: m for m in (
+        RuleMapping("epsilon", "captum.attr._utils.lrp_rules.EpsilonRule", "epsilon", "epsilon",
+                    {"epsilon": 1e-9}, f"{_CAPTUM_RULES}: EpsilonRule", "the paper's rule: x w with b"),
+        RuleMapping("zplus", "captum.attr._utils.lrp_rules.Alpha1_Beta0_Rule", "zplus", "zplus", {},
+                    f"{_CAPTUM_RULES}: Alpha1_Beta0_Rule",
+                    "x w^+ without input split; the full bias b in the denominator"),
+        RuleMapping("gamma", "captum.attr._utils.lrp_rules.GammaRule", "gamma", "gamma", {"gamma": 0.25},
+                    f"{_CAPTUM_RULES}: GammaRule", "x (w + gamma w^+); the full bias b in the denominator"),
+    )},
+    sources=("captum/attr/_utils/lrp_rules.py (PropagationRule, EpsilonRule, GammaRule, Alpha1_Beta0_Rule)",
+             "captum/attr/_core/lrp.py (LRP.attribute, SUPPORTED_LAYERS_WITH_RULES)"),
+    passes=("ReLU: relevance passes unchanged; MaxPool/AvgPool: EpsilonRule; BatchNorm2d: its own "
+            "EpsilonRule (not merged); top relevance f_c divided by the modified z'"),
+)
+
+PROFILES: dict[str, Profile] = {"zennit": ZENNIT, "captum": CAPTUM}
+
+
+def get_profile(library: str) -> Profile:
+    """The profile of ``library`` (``"zennit"`` or ``"captum"``)."""
+    try:
+        return PROFILES[library]
+    except KeyError:
+        raise UnknownRuleError(f"no profile for library {library!r}; known: {', '.join(PROFILES)}") from None
+
+
+__all__ = ["CAPTUM", "DTD", "PROFILES", "Profile", "RuleMapping", "ZENNIT", "get_profile"]

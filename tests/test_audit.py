@@ -1,0 +1,192 @@
+"""lrp audit: zennit and captum against their profiles and DTD; corrupted runs are caught.
+
+Needs torch, zennit and captum (the "audit" extra plus ``pip install --no-deps zennit==0.5.1``);
+skipped cleanly without them.
+"""
+
+import json
+import sys
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("captum")
+
+from lrp_num import explain  # noqa: E402
+from lrp_num.audit import audit_attribution, audit_library  # noqa: E402
+from lrp_num.audit.zennit_adapter import import_zennit  # noqa: E402
+from lrp_num.conventions import DTD  # noqa: E402
+from lrp_num.layers import (AvgPool2d, BatchNorm, Conv2d, Dense, Flatten, MaxPool2d, ReLU,  # noqa: E402
+                            SumPool2d)
+from lrp_num.network import Sequential  # noqa: E402
+from lrp_num.profiles import CAPTUM, ZENNIT  # noqa: E402
+
+try:
+    zennit = import_zennit()
+except ImportError:  # pragma: no cover - zennit is installed separately
+    pytest.skip("zennit is not installed", allow_module_level=True)
+
+DPS = 30
+TOL = 1e-9
+
+
+def dense_model(seed=0):
+    """A 6-5-4-3 ReLU net with biases of both signs; inputs of both signs."""
+    rng = np.random.default_rng(seed)
+    layers = [Dense(rng.normal(size=(6, 5)), rng.normal(size=5)), ReLU(),
+              Dense(rng.normal(size=(5, 4)), rng.normal(size=4)), ReLU(),
+              Dense(rng.normal(size=(4, 3)), rng.normal(size=3) + 2.0)]
+    return Sequential(layers, input_shape=(6,)), rng.normal(size=(3, 6))
+
+
+def conv_model(seed=1, batch_norm=True, pool="max"):
+    """Conv (+BatchNorm) - ReLU - pool - Conv - ReLU - Flatten - Dense, mixed-sign biases and inputs."""
+    rng = np.random.default_rng(seed)
+    pools = {"max": MaxPool2d(2), "avg": AvgPool2d(2), "sum": SumPool2d(2)}
+    layers = [Conv2d(rng.normal(size=(3, 2, 3, 3)), rng.normal(size=3), padding=1)]
+    if batch_norm:
+        layers.append(BatchNorm(rng.uniform(0.5, 1.5, 3), rng.normal(size=3), rng.normal(size=3),
+                                rng.uniform(0.5, 2.0, 3)))
+    layers += [ReLU(), pools[pool], Conv2d(rng.normal(size=(4, 3, 2, 2)), rng.normal(size=4)), ReLU(),
+               Flatten(), Dense(rng.normal(size=(4 * 2 * 2, 3)), rng.normal(size=3) + 2.0)]
+    return Sequential(layers, input_shape=(2, 6, 6)), rng.normal(size=(2, 2, 6, 6))
+
+
+def positive_targets(network, x):
+    output = network.forward(x)
+    return output.argmax(axis=1) if np.all(output.max(axis=1) > 0) else pytest.skip("no positive output")
+
+
+@pytest.mark.parametrize("rule", ["zplus", "epsilon", "gamma", "alphabeta", "w2", "flat"])
+def test_zennit_follows_its_profile_on_a_dense_model(rule):
+    network, x = dense_model()
+    report = audit_library(network, x, "zennit", rule=rule, dps=DPS, tolerance=TOL)
+    assert report.ok, report.verdicts
+    assert max(a.own_relative for a in report.layers) < TOL
+    assert "matches its own convention" in report.verdicts[0]
+
+
+@pytest.mark.parametrize("pool", ["max", "avg", "sum"])
+@pytest.mark.parametrize("rule", ["zplus", "epsilon", "gamma"])
+def test_zennit_follows_its_profile_on_a_conv_model_with_batch_norm(rule, pool):
+    network, x = conv_model(pool=pool)
+    report = audit_library(network, x, "zennit", rule=rule, dps=DPS, tolerance=TOL)
+    assert max(a.own_relative for a in report.layers) < TOL, report.verdicts
+    # zennit's merged BatchNorm keeps dividing by sqrt(1 + eps): the audit says so
+    assert any("SequentialMergeBatchNorm" in line for line in report.verdicts)
+
+
+@pytest.mark.parametrize("model", [dense_model, lambda: conv_model(batch_norm=False, pool="avg")])
+@pytest.mark.parametrize("rule", ["zplus", "epsilon", "gamma"])
+def test_captum_follows_its_profile(rule, model):
+    network, x = model()
+    report = audit_library(network, x, "captum", rule=rule, dps=DPS, tolerance=TOL)
+    assert report.ok, report.verdicts
+    assert max(a.own_relative for a in report.layers) < TOL
+
+
+def test_captum_batch_norm_is_not_merged_and_the_audit_says_so():
+    network, x = conv_model(batch_norm=True, pool="avg")
+    report = audit_library(network, x, "captum", rule="zplus", dps=DPS, tolerance=TOL)
+    assert not report.ok
+    assert "starting at layer 0" in report.verdicts[0]
+    assert any("does not merge BatchNorm2d" in line for line in report.verdicts)
+
+
+@pytest.mark.parametrize("library,profile", [("zennit", ZENNIT), ("captum", CAPTUM)])
+def test_reported_dtd_difference_equals_the_engine_under_each_convention(library, profile):
+    network, x = dense_model(seed=3)
+    targets = positive_targets(network, x)
+    report = audit_library(network, x, library, rule="zplus", target=targets, dps=DPS, tolerance=TOL)
+    mapping = profile.rule("zplus")
+    own = explain(network, x, rule=mapping.reference_rule, target=targets, conventions=profile.conventions)
+    dtd = explain(network, x, rule=mapping.dtd_rule, target=targets, conventions=DTD)
+    at_input = next(a for a in report.layers if a.index == 0)
+    assert at_input.dtd_deviation == pytest.approx(np.abs(own - dtd).max(), rel=1e-9)
+    assert at_input.dtd_deviation > 1e-3  # input split and bias share make a real difference
+
+
+def _doubling_zplus():
+    rule = zennit.rules.ZPlus()
+    reducer = rule.reducer
+    rule.reducer = lambda inputs, gradients: 2 * reducer(inputs, gradients)
+    return rule
+
+
+@pytest.mark.parametrize("corrupt,kind", [
+    (_doubling_zplus, "doubled"),
+    (lambda: zennit.rules.ZPlus(zero_params=["bias"]), "bias dropped"),
+])
+def test_corrupted_zennit_layer_is_named(corrupt, kind):
+    network, x = dense_model(seed=4)
+    report = audit_library(network, x, "zennit", rule="zplus", dps=DPS, tolerance=TOL, overrides={2: corrupt})
+    assert not report.ok
+    assert "starting at layer 2 Dense(5 -> 4)" in report.verdicts[0], (kind, report.verdicts)
+    if kind == "doubled":
+        assert any("conservation broken" in line and "layer 2" in line for line in report.verdicts)
+    layer = {a.index: a for a in report.layers}
+    assert layer[4].own_relative < TOL and layer[2].own_relative > 1e-3
+
+
+def test_corrupted_captum_layer_is_named():
+    from captum.attr._utils.lrp_rules import Alpha1_Beta0_Rule
+
+    network, x = dense_model(seed=5)
+    report = audit_library(network, x, "captum", rule="zplus", dps=DPS, tolerance=TOL,
+                           overrides={4: lambda: Alpha1_Beta0_Rule(set_bias_to_zero=True)})
+    assert not report.ok
+    assert "starting at layer 4 Dense(4 -> 3)" in report.verdicts[0], report.verdicts
+
+
+def test_saved_attribution_matches_and_a_corrupted_one_is_flagged():
+    network, x = dense_model(seed=6)
+    targets = positive_targets(network, x)
+    relevance = explain(network, x, rule="zplus_split", target=targets, conventions=ZENNIT.conventions)
+    good = audit_attribution(network, x, relevance, rule="zplus", target=targets, dps=DPS, tolerance=TOL)
+    assert good.ok and "matches zennit-0.5.1" in good.verdicts[0]
+    corrupted = relevance.copy()
+    corrupted[0, 2] *= 3.0
+    bad = audit_attribution(network, x, corrupted, rule="zplus", target=targets, dps=DPS, tolerance=TOL)
+    assert not bad.ok
+    assert "matches no known convention at the input" in bad.verdicts[0]
+    assert any("conservation broken at the input" in line for line in bad.verdicts)
+
+
+def test_cli_audit_json_and_attribution(tmp_path, capsys):
+    from lrp_num.cli import main
+
+    assert main(["audit", "--library", "zennit", "--model", "digits-mlp", "--rule", "epsilon",
+                 "--sample", "0", "--json", "--dps", "30"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["ok"] and report["profile"] == "zennit-0.5.1" and len(report["layers"]) == 3
+    bad = tmp_path / "r.npy"
+    np.save(bad, np.ones((1, 64)))
+    assert main(["audit", "--attribution", str(bad), "--model", "digits-mlp", "--rule", "zplus",
+                 "--sample", "0", "--markdown", "--dps", "30"]) == 1
+    assert "matches no known convention" in capsys.readouterr().out
+
+
+def test_cli_without_torch_says_what_to_install(monkeypatch, capsys):
+    from lrp_num.cli import main
+
+    monkeypatch.setitem(sys.modules, "torch", None)  # import torch now raises ImportError
+    assert main(["audit", "--library", "zennit", "--model", "digits-mlp", "--rule", "zplus"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "pip install 'lrp-toolkit[audit]'" in err[0]
+
+
+def test_zbox_only_on_the_first_layer():
+    from lrp_num.errors import LRPError
+
+    network, x = dense_model()
+    with pytest.raises(LRPError, match="first linear layer"):
+        audit_library(network, x, "zennit", rule="zbox", input_domain=(-3 * np.ones(6), 3 * np.ones(6)))
+
+
+def test_import_zennit_leaves_no_torchvision_placeholder():
+    import importlib.util
+
+    assert zennit.rules.ZPlus is not None
+    if importlib.util.find_spec("torchvision") is None:
+        assert "torchvision" not in sys.modules
