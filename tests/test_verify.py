@@ -119,3 +119,21 @@ def test_reference_speed_on_the_digits_models():
     ref.explain(model.network, model.test_images[:1], composite="deep-taylor",
                 input_domain=model.input_domain, target=[int(model.test_labels[0])])
     assert time.perf_counter() - start < 5
+
+
+@pytest.mark.parametrize("name", ["digits-mlp", "digits-cnn"])
+def test_engine_root_point_fractions_match_the_direct_check(name):
+    """The engine's per-layer valid fraction (derived condition, float64) equals the direct check
+    of x~ at 50 digits for every (layer, sample) on the built-in models, for the rules whose root
+    point search uses the neuron itself (flat's unit-weight neuron is reported separately)."""
+    from lrp_num.explain import explain_details
+    from lrp_num.model_io import load_builtin
+    from lrp_num.verify import _compare_root_points
+
+    model = load_builtin(name)
+    x, labels = model.test_images[:2], model.test_labels[:2]
+    for rule in ["w2", "zplus", "lrp0", "gamma"]:
+        explanation = explain_details(model.network, x, rule=rule, target=labels, diagnostics=True)
+        results = ref.explain_trace(model.network, x, rule=rule, target=labels)
+        compared, mismatches = _compare_root_points(explanation, results)
+        assert compared > 0 and mismatches == 0, (rule, compared, mismatches)
