@@ -20,6 +20,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "regenerate": ("lrp_sym.commands.regenerate",
                    "re-derive every rule; rewrite the generated kernels and docs (--check: diff)"),
     "explain": ("lrp_num.commands.explain", "explain a model's prediction with LRP"),
+    "verify": ("lrp_num.commands.verify", "compare the float64 engine with the high-precision reference"),
     "audit": ("lrp_num.commands.audit", "audit zennit, captum or a saved attribution against the reference"),
 }
 

@@ -233,8 +233,9 @@ class LayerTrace:
 
     ``absorbed_bias`` and ``absorbed_stabiliser`` are the relevance kept by the bias input and
     by the stabiliser; ``hinge_residual`` the largest |g_j(t*)| / (|z_j| + sum |x_i w_ij|) over
-    the neurons expanded; ``n_active`` / ``n_inside`` count active neurons (z_j > 0) and those
-    whose root point lies in the rule's domain (root-point rules only).
+    the neurons expanded; ``extra_digits`` the precision added for cancellation near a hinge;
+    ``n_active`` / ``n_inside`` count active neurons (z_j > 0) and those whose root point is
+    reached with a positive step t* > 0 and lies in the rule's domain (root-point rules only).
     """
 
     index: int
@@ -245,8 +246,21 @@ class LayerTrace:
     absorbed_bias: Any = 0
     absorbed_stabiliser: Any = 0
     hinge_residual: Any = 0
+    extra_digits: int = 0
     n_active: int = 0
     n_inside: int = 0
+    flow_rows: Any = None
+    flow_index: Any = None
+    flow: Any = None
+    flow_upper: Any = None
+
+    def record_flow(self, rows: np.ndarray, index: np.ndarray, relevance_ij: np.ndarray,
+                    upper: np.ndarray) -> None:
+        """Keep |R_ij| and |R_j| (float64) of the neurons ``rows`` for rounding-error bounds."""
+        self.flow_rows = rows
+        self.flow_index = index
+        self.flow = np.abs(to_float(relevance_ij)) if relevance_ij.size else np.zeros(index.shape)
+        self.flow_upper = np.abs(to_float(upper)) if len(upper) else np.zeros(0)
 
 
 def _sign(value) -> int:
@@ -318,34 +332,70 @@ def _root_point_layer(rule, matrix: LinearMatrix, x_ext, relevance, parameters, 
     relevance_in = np.zeros(matrix.n_in + 1, dtype=object)
     relevance_in[:] = mpmath.mpf(0)
     if len(rows) == 0:
+        trace.record_flow(rows, matrix.index[rows], np.zeros((0, matrix.index.shape[1]), dtype=object),
+                          relevance[rows])
         return relevance_in[: matrix.n_in]
     x, w, v, v0 = x_all[rows], w_all[rows], v_all[rows], v0_all[rows]
-    b, z, r = matrix.bias_mp[rows], z_model[rows], relevance[rows]
-    slope = (v * w).sum(axis=1) + v0 * b
-    absorber = _stabilised(slope, r, conventions["eps"], conventions["stabilise"], rule)
-    slope = slope + absorber
-    moving = np.array([value != 0 for value in z], dtype=bool)
-    rel = np.empty(x.shape, dtype=object)
-    if moving.any():
-        m = np.flatnonzero(moving)
-        t, residual = _solve_root_condition(x[m], v[m], w[m], b[m], v0[m], absorber[m], z[m], slope[m], solver)
-        root_point = x[m] - t[:, None] * v[m]
-        c = r[m] / z[m]  # relevance model R_j = c_j z_j on the neuron's side of the hinge
-        rel[m] = (c[:, None] * w[m]) * (x[m] - root_point)  # gradient at x~ times displacement
-        trace.absorbed_bias += (c * b[m] * t * v0[m]).sum()
-        trace.absorbed_stabiliser += (c * t * absorber[m]).sum()
-        scale = np.abs(z[m]) + np.abs(x[m] * w[m]).sum(axis=1) + np.abs(b[m])
-        trace.hinge_residual = max([trace.hinge_residual] + [abs(g) / s for g, s in zip(residual, scale) if s != 0])
-    if not moving.all():
-        # z_j = 0: x is its own root point; the decomposition is the limit z_j -> 0 of the
-        # Taylor step, which splits R_j in proportion to w_ij times the unit-step displacement
-        s = np.flatnonzero(~moving)
-        per_step = r[s] / slope[s]
-        rel[s] = per_step[:, None] * w[s] * v[s]
-        trace.absorbed_bias += (per_step * b[s] * v0[s]).sum()
-        trace.absorbed_stabiliser += (per_step * absorber[s]).sum()
-    np.add.at(relevance_in, matrix.index[rows], rel)
+    b, r = matrix.bias_mp[rows], relevance[rows]
+    # x_i - x~_i = t* v_ij cancels about log10(sum |x w| / |z_j|) digits: raise the precision by
+    # that much, so the step computed by the definition keeps the digits the caller asked for
+    extra = _cancellation_digits(z_model[rows], x, w, b)
+    with mpmath.workdps(mpmath.mp.dps + extra):
+        z = (x * w).sum(axis=1) + b  # the same neurons, summed at the raised precision
+        slope = (v * w).sum(axis=1) + v0 * b
+        absorber = _stabilised(slope, r, conventions["eps"], conventions["stabilise"], rule)
+        slope = slope + absorber
+        moving = np.array([value != 0 for value in z], dtype=bool)
+        rel = np.empty(x.shape, dtype=object)
+        if moving.any():
+            m = np.flatnonzero(moving)
+            t, residual = _solve_root_condition(x[m], v[m], w[m], b[m], v0[m], absorber[m], z[m], slope[m], solver)
+            # x_i - x~_i loses log10(|x_i| / |t v_ij|) digits to cancellation: add them
+            shift = _displacement_digits(x[m], t[:, None] * v[m])
+            with mpmath.workdps(mpmath.mp.dps + shift):
+                root_point = x[m] - t[:, None] * v[m]
+                displacement = x[m] - root_point
+            c = r[m] / z[m]  # relevance model R_j = c_j z_j on the neuron's side of the hinge
+            rel[m] = (c[:, None] * w[m]) * displacement  # gradient at x~ times displacement
+            extra += shift
+            trace.absorbed_bias += (c * b[m] * t * v0[m]).sum()
+            trace.absorbed_stabiliser += (c * t * absorber[m]).sum()
+            scale = np.abs(z[m]) + np.abs(x[m] * w[m]).sum(axis=1) + np.abs(b[m])
+            trace.hinge_residual = max([trace.hinge_residual] + [abs(g) / s for g, s in zip(residual, scale) if s != 0])
+        if not moving.all():
+            # z_j = 0: x is its own root point; the decomposition is the limit z_j -> 0 of the
+            # Taylor step, which splits R_j in proportion to w_ij times the unit-step displacement
+            s = np.flatnonzero(~moving)
+            per_step = r[s] / slope[s]
+            rel[s] = per_step[:, None] * w[s] * v[s]
+            trace.absorbed_bias += (per_step * b[s] * v0[s]).sum()
+            trace.absorbed_stabiliser += (per_step * absorber[s]).sum()
+        trace.extra_digits = max(trace.extra_digits, extra)
+        trace.record_flow(rows, matrix.index[rows], rel, r)
+        np.add.at(relevance_in, matrix.index[rows], rel)
     return relevance_in[: matrix.n_in]
+
+
+#: at most this many digits are added for cancellation near a hinge
+MAX_EXTRA_DIGITS = 2000
+
+
+def _displacement_digits(x: np.ndarray, step: np.ndarray) -> int:
+    """ceil(log10(max |x_i| / |t v_ij|)) over connections with both non-zero, >= 0."""
+    worst = mpmath.mpf(1)
+    for xi, si in zip(x.ravel(), step.ravel()):
+        if xi != 0 and si != 0:
+            worst = max(worst, abs(xi) / abs(si))
+    return min(MAX_EXTRA_DIGITS, int(mpmath.ceil(mpmath.log10(worst))))
+
+
+def _cancellation_digits(z, x, w, b) -> int:
+    """ceil(log10(max_j (sum_i |x_i w_ij| + |b_j|) / |z_j|)) over neurons with z_j != 0, >= 0."""
+    worst = mpmath.mpf(1)
+    for zj, xj, wj, bj in zip(z, x, w, b):
+        if zj != 0:
+            worst = max(worst, (sum(abs(xi * wi) for xi, wi in zip(xj, wj)) + abs(bj)) / abs(zj))
+    return min(MAX_EXTRA_DIGITS, int(mpmath.ceil(mpmath.log10(worst))))
 
 
 def _membership(rule, matrix, x_all, w_all, v_all, v0_all, z_all, z_model, bounds, trace):
@@ -361,6 +411,8 @@ def _membership(rule, matrix, x_all, w_all, v_all, v0_all, z_all, z_model, bound
         if slope == 0:
             continue  # no root point along the direction
         t = z_model[j] / slope
+        if t <= 0:
+            continue  # the direction increases z_j: x~ is behind x, every R_ij flips sign
         root_point = x_all[j] - t * v_all[j]
         connected = matrix.connected[j]
         scale = tolerance * (1 + max(abs(value) for value in x_all[j]))
@@ -397,6 +449,7 @@ def _formula_layer(rule, matrix: LinearMatrix, x_ext, relevance, parameters, con
                   (-mpmath.mpf(parameters["beta"]), negative, share_minus)]
     relevance_in = np.zeros(matrix.n_in + 1, dtype=object)
     relevance_in[:] = zero
+    flow = np.zeros(matrix.index.shape)
     for coefficient, q, share in groups:
         d = q.sum(axis=1) + share
         if rule == "epsilon":  # the rule's own stabiliser, everywhere, sign(0) = +1
@@ -410,9 +463,12 @@ def _formula_layer(rule, matrix: LinearMatrix, x_ext, relevance, parameters, con
         d = d + absorber
         ratio = np.array([n / dv if n != 0 else zero for n, dv in zip(numerator, d)], dtype=object)
         np.add.at(relevance_in, matrix.index, q * ratio[:, None])
+        flow += np.abs(to_float(q * ratio[:, None]))
         trace.absorbed_bias += (share * ratio).sum() if rule != "epsilon" and rule != "bias_neuron" \
             else (b * ratio).sum()
         trace.absorbed_stabiliser += ((own + absorber) * ratio).sum()
+    trace.flow_rows, trace.flow_index = np.arange(matrix.n_out), matrix.index
+    trace.flow, trace.flow_upper = flow, np.abs(to_float(relevance))
     return relevance_in[: matrix.n_in]
 
 
@@ -446,19 +502,24 @@ def _split_group(rule, x, matrix: LinearMatrix, parameters, bias: str):
     return mpmath.mpf(1), q, share
 
 
-def _maxpool_layer(index_rows, x, relevance, n_in):
+def _maxpool_layer(index_rows, x, relevance, n_in, trace: LayerTrace | None = None):
     """Winner-take-all: R_j goes to the maximal inputs of window j, split equally between ties."""
     relevance_in = np.zeros(n_in, dtype=object)
     relevance_in[:] = mpmath.mpf(0)
+    flow = np.zeros(index_rows.shape)
     for j, window in enumerate(index_rows):
         if relevance[j] == 0:
             continue
         values = x[window]
         top = max(values)
-        winners = [i for i, value in zip(window, values) if value == top]
+        winners = [k for k, value in enumerate(values) if value == top]
         share = relevance[j] / len(winners)
-        for i in winners:
-            relevance_in[i] += share
+        for k in winners:
+            relevance_in[window[k]] += share
+            flow[j, k] = abs(float(share))
+    if trace is not None:
+        trace.flow_rows, trace.flow_index = np.arange(len(index_rows)), index_rows
+        trace.flow, trace.flow_upper = flow, np.abs(to_float(relevance))
     return relevance_in
 
 
@@ -499,8 +560,12 @@ class ReferenceNetwork:
     # forward and gradient
 
     def forward(self, x: np.ndarray) -> list[np.ndarray]:
-        """Activations a^(0) .. a^(L) of one sample, flattened, as object arrays of mpf."""
-        activations = [_to_mpf(np.asarray(x, dtype=np.float64).ravel())]
+        """Activations a^(0) .. a^(L) of one sample, flattened, as object arrays of mpf.
+
+        ``x`` is a float array (converted exactly) or an object array of mpf (taken as it is).
+        """
+        x = np.asarray(x)
+        activations = [x.ravel() if x.dtype == object else _to_mpf(x.astype(np.float64).ravel())]
         zero = mpmath.mpf(0)
         for index, layer in enumerate(self.layers):
             a = activations[-1]
@@ -554,6 +619,10 @@ class ReferenceNetwork:
                 if rule in ROOT_POINT_RULES:
                     layer_bounds = None
                     if rule == "zbox":
+                        first = min(i for i in self.matrices if isinstance(self.layers[i], (Dense, Conv2d)))
+                        if index != first:
+                            raise LRPError(f"layer {index}: rule 'zbox' needs box bounds, which only the "
+                                           "network input has; use it on the first linear layer only")
                         layer_bounds = _layer_bounds(bounds, self.matrices[index].n_in, index)
                     relevance = _root_point_layer(rule, self.matrices[index], x_ext, relevance,
                                                   parameters, conventions, layer_bounds, trace, solver,
@@ -565,7 +634,7 @@ class ReferenceNetwork:
                 traces.append(trace)
             elif index in self.windows:
                 traces.append(LayerTrace(index, repr(layer), "maxpool", relevance_out=relevance))
-                relevance = _maxpool_layer(self.windows[index], a, relevance, len(a))
+                relevance = _maxpool_layer(self.windows[index], a, relevance, len(a), traces[-1])
                 traces[-1].relevance_in = relevance
         return relevance, traces[::-1]
 
@@ -635,9 +704,10 @@ def layer_plan(network, rule: str | None = None, composite=None, input_is_box: b
             elif isinstance(layer, (SumPool2d, AvgPool2d)):
                 plan[index] = ("lrp0", {})
         return plan
-    from lrp_num.composites import get_composite  # the lead's configuration, not a code path
+    if not hasattr(composite, "plan"):
+        from lrp_num.composites import get_composite  # configuration (which rule where), no numerics
 
-    composite = get_composite(composite or "deep-taylor") if not hasattr(composite, "plan") else composite
+        composite = get_composite(composite or "deep-taylor")
     for index, choice in composite.plan(list(network.layers), input_is_box).items():
         if choice.rule != "maxpool":
             plan[index] = (choice.rule, {**RULE_DEFAULTS.get(choice.rule, {}), **dict(choice.parameters)})
@@ -700,6 +770,10 @@ def explain_trace(network, x, rule: str | None = None, composite=None, target=No
     """
     batch, _ = _as_batch(network, x)
     conv = _conventions(conventions)
+    input_domain = rule_parameters.pop("input_domain", None)
+    if input_domain is not None:  # the engine's spelling: (low, high) or an InputDomain
+        low, high = (input_domain.low, input_domain.high) if hasattr(input_domain, "low") else input_domain
+        rule_parameters = {**rule_parameters, "lower": low, "upper": high}
     lower, upper = rule_parameters.get("lower"), rule_parameters.get("upper")
     input_shape = batch.shape[1:]
     bounds = None
@@ -735,8 +809,9 @@ def explain(network, x, rule: str | None = None, composite=None, target=None, *,
     f_c(x) (``target`` an index, one per sample, or None for the largest output) or an explicit
     output relevance array; ``rule`` applies one rule to every Dense and Conv2d layer,
     ``composite`` chooses per layer; ``conventions`` (a :class:`lrp_num.conventions.Conventions`
-    or a mapping with ``bias``, ``eps``, ``stabilise``) as in the engine; ``lower`` / ``upper``
-    are the z^B box; further keywords are rule parameters (gamma, epsilon, alpha, beta).
+    or a mapping with ``bias``, ``eps``, ``stabilise``) as in the engine; ``input_domain``
+    (low, high) or ``lower`` / ``upper`` is the z^B box of the network input; further keywords
+    are rule parameters (gamma, epsilon, alpha, beta).
 
     Returns
     -------
@@ -798,6 +873,104 @@ def sensitivity(network, x, target=None, *, dps: int = 50) -> np.ndarray:
 
 
 @dataclass
+class TaylorDecomposition:
+    """First-order Taylor decomposition of the whole function f_c at a root point x~.
+
+    ``relevance`` R_p = (df_c/dx_p at x~, one-sided from x's side) (x_p - x~_p);
+    ``residual`` = f_c(x) - f_c(x~) - sum_p R_p, zero when f_c is affine on the segment [x~, x],
+    which ``same_active_set`` checks (the ReLU and max-pool pattern is the same at x and at the
+    point of the segment next to x~).
+    """
+
+    root_point: np.ndarray
+    step: Any
+    value_at_root: Any
+    relevance: np.ndarray
+    residual: Any
+    same_active_set: bool
+
+
+def _first_root(phi, low, high, scale, digits: int, max_steps: int = 1000):
+    """The smallest root of a continuous piecewise-linear phi in (low, high], phi(low) > 0 >= phi(high)."""
+    tolerance = mpmath.mpf(10) ** (-digits + 3) * abs(scale)
+    phi_low, phi_high = phi(low), phi(high)
+    for _ in range(max_steps):
+        # linear interpolation: exact when phi is linear on [low, high]
+        guess = low + phi_low * (high - low) / (phi_low - phi_high)
+        value = phi(guess)
+        if abs(value) <= tolerance:
+            return guess
+        middle = (low + high) / 2
+        phi_middle = phi(middle)
+        if phi_middle > 0:
+            low, phi_low = middle, phi_middle
+        else:
+            high, phi_high = middle, phi_middle
+        if value > 0 and low < guess < high:
+            low, phi_low = guess, value
+        if high - low <= mpmath.mpf(10) ** (-digits) * high:
+            return high
+    raise LRPError("the root search along the gradient did not converge")
+
+
+def _pattern(reference: ReferenceNetwork, activations) -> tuple:
+    keys = []
+    for index, layer in enumerate(reference.layers):
+        a, out = activations[index], activations[index + 1]
+        if isinstance(layer, ReLU):
+            keys.append(tuple(value > 0 for value in a))
+        elif index in reference.windows:
+            keys.append(tuple(tuple(a[window] == top) for window, top in zip(reference.windows[index], out)))
+    return tuple(keys)
+
+
+def whole_function_taylor(network, x, target=None, *, dps: int = 50,
+                          max_doublings: int = 200) -> TaylorDecomposition:
+    """Taylor-decompose f_c at a root point searched along the gradient: x~ = x - t grad f_c(x).
+
+    The step t > 0 is bracketed by doubling until f_c(x - t g) <= 0, then narrowed by
+    :func:`_first_root` (bisection with a linear-interpolation attempt per step, exact once the
+    bracket lies on one linear piece of the ReLU network). One sample, f_c(x) > 0 expected;
+    raises LRPError when no sign change is found.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    reference = prepare(network, x.shape)
+    with mpmath.workdps(dps + GUARD_DIGITS):
+        start = reference.forward(x)
+        c = _target_index(start[-1], target, 0)
+        selector = np.array([mpmath.mpf(int(k == c)) for k in range(len(start[-1]))], dtype=object)
+        x_mp = start[0]
+        direction = reference.gradient(start, selector)
+
+        def along(t):
+            return reference.forward(x_mp - t * direction)[-1][c]
+
+        value = start[-1][c]
+        if value <= 0 or all(g == 0 for g in direction):
+            raise LRPError("the whole-function Taylor root search needs f_c(x) > 0 and a non-zero gradient")
+        low, high = mpmath.mpf(0), mpmath.mpf(1) / max(abs(g) for g in direction)
+        for _ in range(max_doublings):
+            if along(high) <= 0:
+                break
+            low, high = high, 2 * high
+        else:
+            raise LRPError("no root of f_c along the gradient direction")
+        step = _first_root(along, low, high, value, dps + GUARD_DIGITS)
+        root = x_mp - step * direction
+        at_root = reference.forward(root)
+        # one-sided gradient at x~: the linear piece on the segment next to x~, towards x
+        near = root + mpmath.mpf(10) ** (-(dps // 2)) * (x_mp - root)
+        near_activations = reference.forward(near)
+        root_gradient = reference.gradient(near_activations, selector)
+        relevance = root_gradient * (x_mp - root)
+        residual = value - at_root[-1][c] - mpmath.fsum(relevance)
+        same = _pattern(reference, start) == _pattern(reference, near_activations)
+    shape = x.shape
+    return TaylorDecomposition(_rounded(root, dps, shape), +step, at_root[-1][c],
+                               _rounded(relevance, dps, shape), residual, same)
+
+
+@dataclass
 class LayerMembership:
     """Per linear layer: active neurons and those whose root point lies in the rule's domain."""
 
@@ -834,5 +1007,5 @@ __all__ = [
     "GUARD_DIGITS", "RULES", "ROOT_POINT_RULES", "FORMULA_RULES", "RULE_DEFAULTS", "LayerTrace",
     "LayerMembership", "LinearMatrix", "ReferenceNetwork", "ReferenceResult", "bias_direction",
     "explain", "explain_trace", "forward", "gradient", "layer_plan", "linear_matrix", "prepare",
-    "root_point_membership", "sensitivity", "to_float",
+    "root_point_membership", "sensitivity", "to_float", "TaylorDecomposition", "whole_function_taylor",
 ]

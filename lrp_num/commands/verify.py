@@ -1,0 +1,90 @@
+"""``lrp verify``: compare the float64 engine with the high-precision reference.
+
+    lrp verify                                  # both built-in digits models, every rule and composite
+    lrp verify --model net.npz --rules zplus deep-taylor --samples 4 --dps 60 --json
+
+Prints a table per model (or JSON with ``--json``) and exits 0 when every check that should hold
+does, 1 when one fails, 2 on bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from lrp_num.errors import LRPError, UnknownRuleError
+
+MIN_DPS = 20
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", action="append", metavar="PATH|NAME",
+                        help="a model file (.npz, .onnx) or built-in model, repeatable "
+                             "(default: the built-in digits-mlp and digits-cnn)")
+    parser.add_argument("--rules", nargs="+", metavar="NAME",
+                        help="rules and composites to check (default: all of them)")
+    parser.add_argument("--samples", type=int, default=2, metavar="K",
+                        help="stored test images to explain per model (default 2)")
+    parser.add_argument("--dps", type=int, default=50, metavar="D",
+                        help=f"reference precision in decimal digits (default 50, at least {MIN_DPS})")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+
+
+def _split_methods(names: list[str] | None) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    from lrp_num.composites import COMPOSITES
+    from lrp_num.reference import RULES
+    from lrp_num.verify import DEFAULT_COMPOSITES, DEFAULT_RULES
+
+    if not names:  # z^B is checked at the input of the composites (deep-taylor, epsilon-gamma-box)
+        return DEFAULT_RULES, DEFAULT_COMPOSITES
+    rules, composites = [], []
+    for name in (part for item in names for part in item.split(",") if part):
+        if name in RULES:
+            rules.append(name)
+        elif name in COMPOSITES:
+            composites.append(name)
+        else:
+            raise UnknownRuleError(f"unknown rule or composite {name!r}; rules: {', '.join(RULES)}; "
+                                   f"composites: {', '.join(COMPOSITES)}")
+    return tuple(rules), tuple(composites)
+
+
+def _check_box_rule(spec: str, model) -> None:
+    from lrp_num.layers import Conv2d, Dense
+
+    n_linear = sum(isinstance(layer, (Dense, Conv2d)) for layer in model.network.layers)
+    if model.input_domain is None:
+        raise LRPError(f"{spec}: rule zbox needs the model's input box (input_domain), and it has none")
+    if n_linear > 1:
+        raise LRPError(f"{spec}: rule zbox applies to the first linear layer only; check it with "
+                       "--rules deep-taylor (z^B at the input, z+ above)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from lrp_num.commands.common import load_model
+    from lrp_num.verify import format_table, verify
+
+    if args.dps < MIN_DPS:
+        raise LRPError(f"--dps must be at least {MIN_DPS}, got {args.dps}")
+    if args.samples < 1:
+        raise LRPError(f"--samples must be at least 1, got {args.samples}")
+    rules, composites = _split_methods(args.rules)
+    reports = []
+    for spec in args.model or ["digits-mlp", "digits-cnn"]:
+        model = load_model(spec)
+        images = model.test_images
+        if images is None:
+            raise LRPError(f"{spec}: the model stores no test images to verify on")
+        x = images[: args.samples]
+        labels = model.test_labels
+        targets = None if labels is None else labels[: len(x)].astype(int)
+        if "zbox" in rules:
+            _check_box_rule(spec, model)
+        reports.append(verify(model.network, x, rules=rules, composites=composites,
+                              targets=targets, input_domain=model.input_domain, dps=args.dps,
+                              model_name=spec))
+    if args.json:
+        print(json.dumps([report.as_dict() for report in reports], indent=2, default=float))
+    else:
+        print("\n\n".join(format_table(report) for report in reports))
+    return 0 if all(report.ok for report in reports) else 1

@@ -1,0 +1,342 @@
+"""Verification of the float64 engine against the high-precision reference.
+
+For every rule and composite, :func:`verify` explains a few inputs with :func:`lrp_num.explain`
+(float64) and with :mod:`lrp_num.reference` (mpmath, by the definition), and measures
+
+* the engine's error, max_p |R_p - R_p^ref|, in units of the last place of max_p |R_p^ref|
+  ("ulps") and relative to it, against a first-order rounding bound (:func:`rounding_bound`);
+* conservation: |sum_p R_p - f_c(x)| in float64 and at high precision, and at high precision
+  the balance sum_p R_p + (relevance kept by biases and stabilisers) = f_c(x), which must hold
+  for every rule to ~10^-(dps - 10);
+* positivity: inputs with R_p < 0 at high precision (must be 0 for w2, zplus, zbox and the
+  deep-taylor composite on their domains with f_c(x) >= 0);
+* root points: the fraction of active neurons whose root point lies in the rule's domain,
+  by a direct check at high precision, and (when the engine reports it) by the derived
+  condition, which must agree;
+* time of both paths.
+
+A :class:`Check` that should hold and fails makes the report fail (``lrp verify`` exits 1).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Sequence
+
+import mpmath
+import numpy as np
+
+from lrp_num import reference
+
+U = 2.0 ** -53
+#: rules and composites whose relevance is non-negative on their domains (DTD, Montavon 2017)
+POSITIVE = ("w2", "zplus", "zbox", "flat", "deep-taylor")
+#: rules whose sum_i R_ij = R_j for every neuron with a non-zero slope under the DTD convention
+CONSERVATIVE = ("w2", "zplus", "zbox", "flat", "lrp0", "gamma", "deep-taylor")
+DEFAULT_RULES = ("w2", "zplus", "lrp0", "gamma", "flat", "epsilon", "alphabeta", "bias_neuron")
+DEFAULT_COMPOSITES = ("deep-taylor", "epsilon-plus", "epsilon-gamma-box", "alpha2-beta1")
+
+
+# -- the rounding bound ---------------------------------------------------------------------------
+
+def _absolute_forward(prepared: reference.ReferenceNetwork, x: np.ndarray) -> list[np.ndarray]:
+    """|W| |a| + |b| through the network (ReLU and max keep the absolute values)."""
+    a = np.abs(np.asarray(x, dtype=np.float64).ravel())
+    out = [a]
+    for index, layer in enumerate(prepared.layers):
+        if index in prepared.matrices:
+            m = prepared.matrices[index]
+            ext = np.append(a, 0.0)
+            a = (ext[m.index] * np.abs(m.weight)).sum(axis=1) + np.abs(m.bias)
+        elif index in prepared.windows:
+            a = a[prepared.windows[index]].max(axis=1)
+        out.append(a)
+    return out
+
+
+def rounding_bound(result: reference.ReferenceResult, prepared: reference.ReferenceNetwork,
+                   x: np.ndarray, explicit_top: bool = False) -> np.ndarray:
+    """First-order bound on |R_p(float64 engine) - R_p(exact)| per input (flattened), with safety 2.
+
+    Propagates, from the output down, the engine's error in R_j through the absolute flows
+    |R_ij| / |R_j| of the reference, and adds at every layer the rounding of its own step,
+
+        u (n_j + m + 6) sum_j |R_ij| (1 + K_j) + sum_j |R_ij| (rho_i + K_j max_i' rho_i'),
+
+    where n_j is neuron j's fan-in, m the layer's fan-out, K_j = sum_i |R_ij| / |R_j| the
+    cancellation in its denominator, and rho_i = u N_l |a|_i / |a_i| the relative error of the
+    engine's activation a_i (N_l: the number of products summed on the way to layer l, |a| the
+    forward pass in absolute values). The top relevance f_c(x) carries u N_L |f|_c.
+    """
+    absolute = _absolute_forward(prepared, x)
+    activations = [reference.to_float(a) for a in result.activations]
+    depth_terms = np.cumsum([0] + [prepared.matrices[i].index.shape[1] + 2 if i in prepared.matrices else 0
+                                   for i in range(len(prepared.layers))])
+    top = reference.to_float(result.top)
+    error = np.zeros_like(top) if explicit_top else U * depth_terms[-1] * np.where(top != 0, absolute[-1], 0.0)
+    traces = {trace.index: trace for trace in result.traces}
+    for index in reversed(range(len(prepared.layers))):
+        if index not in traces:
+            continue  # ReLU, Flatten, Identity: relevance passes unchanged
+        trace = traces[index]
+        n_in = len(activations[index])
+        flow, rows_index = trace.flow, trace.flow_index
+        upper = trace.flow_upper
+        propagated = np.zeros(n_in + 1)
+        rounding = np.zeros(n_in + 1)
+        if flow is not None and flow.size:
+            # error of R_j passed on in proportion |R_ij| / |R_j|
+            share = np.divide(flow, upper[:, None], out=np.zeros_like(flow), where=upper[:, None] != 0)
+            error_rows = error[trace.flow_rows]
+            np.add.at(propagated, rows_index, share * error_rows[:, None])
+            if index in prepared.windows:
+                np.add.at(rounding, rows_index, U * flow)
+            else:
+                a = np.append(activations[index], 0.0)
+                abs_a = np.append(absolute[index], 0.0)
+                rho = np.divide(U * depth_terms[index] * abs_a, np.abs(a), out=np.zeros_like(a), where=a != 0)
+                k = np.divide(flow.sum(axis=1), upper, out=np.ones_like(upper), where=upper != 0)
+                fan_in = rows_index.shape[1]
+                fan_out = np.bincount(rows_index.ravel(), minlength=n_in + 1).max()
+                rho_rows = rho[rows_index]
+                step = U * (fan_in + fan_out + 6) * flow * (1 + k)[:, None]
+                step += flow * (rho_rows + k[:, None] * rho_rows.max(axis=1, keepdims=True))
+                np.add.at(rounding, rows_index, step)
+        error = (propagated + rounding)[:n_in]
+    return 2 * error
+
+
+def near_max_pool_ties(prepared: reference.ReferenceNetwork, result: reference.ReferenceResult,
+                       relative: float = 1e-12) -> int:
+    """Max-pool windows whose maximum is matched by a different value within ``relative``.
+
+    Winner-take-all is discontinuous there: float64 may pick another winner (or a tie), an
+    O(1) difference that is not a rounding error. Samples with such windows are excluded from
+    the agreement check and counted in the report.
+    """
+    count = 0
+    for index, windows in prepared.windows.items():
+        values = result.activations[index]
+        for window in windows:
+            top = max(values[window])
+            if any(v != top and abs(top - v) <= relative * abs(top) for v in values[window]):
+                count += 1
+    return count
+
+
+# -- one row of the report ------------------------------------------------------------------------
+
+@dataclass
+class Check:
+    """One check of a report row: its value, whether it must hold, and whether it does."""
+
+    name: str
+    holds: bool
+    required: bool
+    detail: str = ""
+
+
+@dataclass
+class RuleReport:
+    """The measurements of one rule or composite over the samples."""
+
+    name: str
+    kind: str
+    max_ulps: float = 0.0
+    max_relative: float = 0.0
+    max_error_over_bound: float = 0.0
+    conservation_float64: float = 0.0
+    conservation_reference: float = 0.0
+    balance_reference: float = 0.0
+    negative_inputs: int = 0
+    root_points_reference: float | None = None
+    root_points_engine: float | None = None
+    near_ties: int = 0
+    root_point_mismatches: int = 0
+    time_engine: float = 0.0
+    time_reference: float = 0.0
+    checks: list[Check] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and all(c.holds for c in self.checks if c.required)
+
+
+@dataclass
+class VerifyReport:
+    """All rows, and the settings they were computed with."""
+
+    model: str
+    samples: int
+    dps: int
+    rows: list[RuleReport]
+
+    @property
+    def ok(self) -> bool:
+        return all(row.ok for row in self.rows)
+
+    def as_dict(self) -> dict[str, Any]:
+        rows = []
+        for row in self.rows:
+            item = asdict(row)
+            item["ok"] = row.ok
+            rows.append(item)
+        return {"model": self.model, "samples": self.samples, "dps": self.dps, "ok": self.ok, "rows": rows}
+
+
+def _method(name: str, kind: str) -> dict[str, str]:
+    return {"rule": name} if kind == "rule" else {"composite": name}
+
+
+def _membership_fraction(results) -> float | None:
+    active = inside = 0
+    for result in results:
+        for trace in result.traces:
+            if trace.rule in reference.ROOT_POINT_RULES:
+                active += trace.n_active
+                inside += trace.n_inside
+    return inside / active if active else None
+
+
+def _engine_fraction(explanation) -> float | None:
+    values = [report.root_point_valid for report in explanation.layers
+              if getattr(report, "root_point_valid", None) is not None]
+    if not values:
+        return None
+    return float(np.mean([np.mean(v) for v in values]))
+
+
+def verify_method(network, x: np.ndarray, name: str, kind: str, *, targets=None, input_domain=None,
+                  dps: int = 50, conventions=None) -> RuleReport:
+    """Measure one rule or composite on the batch ``x`` (see the module docstring)."""
+    from lrp_num.conventions import DTD
+    from lrp_num.explain import explain_details
+
+    conventions = conventions or DTD
+    row = RuleReport(name, kind)
+    method = _method(name, kind)
+    start = time.perf_counter()
+    explanation = explain_details(network, x, target=targets, conventions=conventions,
+                                  input_domain=input_domain, diagnostics=True, **method)
+    row.time_engine = (time.perf_counter() - start) / len(x)
+    start = time.perf_counter()
+    results = reference.explain_trace(network, x, target=targets, dps=dps, conventions=conventions,
+                                      input_domain=input_domain, **method)
+    row.time_reference = (time.perf_counter() - start) / len(x)
+    prepared = reference.prepare(network, x.shape[1:])
+    worst_bound = 0.0
+    with mpmath.workdps(dps + reference.GUARD_DIGITS):
+        for k, result in enumerate(results):
+            exact = reference.to_float(result.relevance)
+            engine = explanation.relevance[k].ravel().astype(np.float64)
+            error = np.abs(engine - exact)
+            scale = float(np.abs(exact).max()) or 1.0
+            row.max_ulps = max(row.max_ulps, float(error.max() / np.spacing(scale)))
+            row.max_relative = max(row.max_relative, float(error.max() / scale))
+            bound = rounding_bound(result, prepared, x[k]) + 2 * U * np.abs(exact) + 1e-300
+            ties = near_max_pool_ties(prepared, result)
+            row.near_ties += ties
+            if not ties:
+                worst_bound = max(worst_bound, float((error / bound).max()))
+            top = mpmath.fsum(result.top)
+            total = mpmath.fsum(result.relevance)
+            kept = mpmath.fsum(t.absorbed_bias + t.absorbed_stabiliser for t in result.traces)
+            row.conservation_reference = max(row.conservation_reference, float(abs(total - top)))
+            balance = abs(total + kept - top) / max(1, abs(top), mpmath.fsum(abs(v) for v in result.relevance))
+            row.balance_reference = max(row.balance_reference, float(balance))
+            row.conservation_float64 = max(row.conservation_float64, float(abs(
+                engine.sum() - float(np.asarray(explanation.relevance_top[k]).sum()))))
+            if top >= 0:
+                row.negative_inputs += sum(1 for v in result.relevance if v < 0)
+    row.max_error_over_bound = worst_bound
+    row.root_points_reference = _membership_fraction(results)
+    row.root_points_engine = _engine_fraction(explanation)
+    row.checks = [
+        Check("agreement", worst_bound <= 1.0, True, f"max error / bound = {worst_bound:.3g}"
+              + (f"; {row.near_ties} near-tie max-pool window(s) excluded" if row.near_ties else "")),
+        Check("balance", row.balance_reference <= 10.0 ** (-(dps - 10)), True,
+              "sum R + kept by biases and stabilisers = f_c(x) at high precision"),
+        Check("positivity", row.negative_inputs == 0, name in POSITIVE and _positive_domain(name, x),
+              f"{row.negative_inputs} inputs with R < 0"),
+    ]
+    compared, row.root_point_mismatches = _compare_root_points(explanation, results)
+    if compared:
+        row.checks.append(Check("root points", row.root_point_mismatches == 0, False,
+                                f"{row.root_point_mismatches} of {compared} (layer, sample) fractions differ "
+                                "between the engine's derived condition and the direct check"))
+    return row
+
+
+def _compare_root_points(explanation, results) -> tuple[int, int]:
+    """(layer, sample) pairs where the engine reports a valid fraction, and how many differ."""
+    compared = mismatches = 0
+    for report in explanation.layers:
+        valid = getattr(report, "root_point_valid", None)
+        if valid is None:
+            continue
+        for k, result in enumerate(results):
+            trace = next((t for t in result.traces if t.index == report.index), None)
+            if trace is None or trace.rule not in reference.ROOT_POINT_RULES:
+                continue
+            direct = trace.n_inside / trace.n_active if trace.n_active else 1.0
+            compared += 1
+            mismatches += int(abs(direct - float(valid[k])) > 1e-12)
+    return compared, mismatches
+
+
+def _positive_domain(name: str, x: np.ndarray) -> bool:
+    """Positivity is promised on the orthant for z+ (R^n for w2, flat; the box for z^B)."""
+    return name in ("w2", "flat", "deep-taylor", "zbox") or bool((x >= 0).all())
+
+
+def verify(network, x: np.ndarray, *, rules: Sequence[str] = DEFAULT_RULES,
+           composites: Sequence[str] = DEFAULT_COMPOSITES, targets=None, input_domain=None,
+           dps: int = 50, model_name: str = "model", conventions=None) -> VerifyReport:
+    """Verify every rule and composite on the batch ``x``; see :func:`verify_method`."""
+    from lrp_num.errors import LRPError
+
+    rows = []
+    for kind, names in (("rule", rules), ("composite", composites)):
+        for name in names:
+            try:
+                rows.append(verify_method(network, x, name, kind, targets=targets, input_domain=input_domain,
+                                          dps=dps, conventions=conventions))
+            except LRPError as error:
+                row = RuleReport(name, kind, error=str(error))
+                rows.append(row)
+    return VerifyReport(model_name, len(x), dps, rows)
+
+
+# -- the table ------------------------------------------------------------------------------------
+
+def format_table(report: VerifyReport) -> str:
+    """The report as a plain-text table, one row per rule or composite."""
+    header = (f"{'rule / composite':<20} {'ulps':>8} {'rel err':>9} {'err/bnd':>8} {'cons f64':>9} "
+              f"{'cons ref':>9} {'neg':>4} {'roots ok':>9} {'t eng':>8} {'t ref':>7}  status")
+    lines = [f"lrp verify: {report.model}, {report.samples} sample(s), reference at {report.dps} digits",
+             header, "-" * len(header)]
+    for row in report.rows:
+        if row.error is not None:
+            lines.append(f"{row.name:<20} error: {row.error}")
+            continue
+        roots = "-" if row.root_points_reference is None else f"{row.root_points_reference:.3f}"
+        if row.root_point_mismatches:
+            roots += "*"
+        failed = [c.name for c in row.checks if c.required and not c.holds]
+        status = "ok" if not failed else "FAIL: " + ", ".join(failed)
+        lines.append(
+            f"{row.name:<20} {row.max_ulps:>8.3g} {row.max_relative:>9.2e} {row.max_error_over_bound:>8.2g} "
+            f"{row.conservation_float64:>9.2e} {row.conservation_reference:>9.2e} {row.negative_inputs:>4d} "
+            f"{roots:>9} {row.time_engine * 1e3:>6.2f}ms {row.time_reference:>6.2f}s  {status}")
+    lines.append("")
+    lines.append("ulps: of max |R^ref|; err/bnd: engine error over its rounding bound (must be <= 1); "
+                 "cons: |sum R - f_c(x)| in float64 and at high precision")
+    lines.append("(the required check adds what biases and stabilisers keep and must balance to "
+                 f"1e-{report.dps - 10});")
+    lines.append("neg: inputs with R < 0 at high precision; roots ok: active neurons whose root point "
+                 "lies in the rule's domain (direct check; * where the engine's derived-condition "
+                 "fraction differs for some layer); times per sample.")
+    lines.append("verification " + ("passed" if report.ok else "FAILED"))
+    return "\n".join(lines)

@@ -1,0 +1,139 @@
+"""lrp verify and the engine-vs-reference agreement on whole networks."""
+
+import json
+
+import numpy as np
+import pytest
+from hypothesis import assume, given, target
+from hypothesis import strategies as st
+
+from lrp_num import reference as ref
+from lrp_num import testing
+from lrp_num.cli import main
+from lrp_num.errors import ZeroDenominatorError
+from lrp_num.explain import explain
+from lrp_num.verify import U, near_max_pool_ties, rounding_bound
+
+RULES = ["w2", "zplus", "lrp0", "gamma", "flat", "epsilon", "alphabeta", "bias_neuron"]
+
+
+def _case(rule):
+    domain = "orthant" if rule in ("zplus", "gamma") else "R^n"
+    return testing.networks_with_inputs(domain=domain)
+
+
+@pytest.mark.parametrize("rule", RULES)
+@given(data=st.data())
+def test_engine_agrees_with_reference_on_networks(rule, data):
+    """|R_engine - R_ref| <= the first-order rounding bound, on random MLPs and conv nets."""
+    network, x, _, _ = data.draw(_case(rule))
+    # the same output for both (float64 outputs can tie where the exact ones do not)
+    c = int(np.argmax(network.forward(x[None]).ravel()))
+    try:
+        engine = explain(network, x[None], rule=rule, target=c)[0].ravel()
+        (result,) = ref.explain_trace(network, x, rule=rule, dps=40, target=c)
+    except ZeroDenominatorError:
+        assume(False)
+    # winner-take-all is discontinuous at near-ties: another winner in float64 is no rounding error
+    assume(not near_max_pool_ties(ref.prepare(network, x.shape), result))
+    exact = ref.to_float(result.relevance)
+    bound = rounding_bound(result, ref.prepare(network, x.shape), x) + 2 * U * np.abs(exact)
+    error = np.abs(engine - exact)
+    target(float(np.max(error / np.maximum(bound, 1e-300))), label="error / bound")
+    scale = float(np.abs(exact).max()) or 1.0
+    target(float(error.max() / np.spacing(scale)), label="ulps of max |R|")
+    assert (error <= bound + 1e-300).all(), (error, bound, engine, exact, _parameters(network))
+
+
+def _parameters(network):
+    return [(type(layer).__name__, getattr(layer, "weight", None), getattr(layer, "bias", None))
+            for layer in network.layers]
+
+
+@pytest.mark.parametrize("rule", ["w2", "zplus", "lrp0", "flat"])
+@given(data=st.data())
+def test_float64_conservation_within_the_rounding_bound(rule, data):
+    """|sum R_engine - f_c(x)| <= sum_p bound_p + the forward rounding of f_c, where the exact
+    rule conserves (non-positive biases, orthant inputs, nothing absorbed)."""
+    network, x, _, _ = data.draw(testing.networks_with_inputs(domain="orthant", bias="nonpositive"))
+    (result,) = ref.explain_trace(network, x, rule=rule, dps=40)
+    assume(all(t.absorbed_stabiliser == 0 for t in result.traces))
+    engine = explain(network, x[None], rule=rule)[0]
+    f = float(network.forward(x[None]).ravel().max())
+    bound = rounding_bound(result, ref.prepare(network, x.shape), x)
+    assert abs(engine.sum() - f) <= bound.sum() + 4 * U * (abs(f) + np.abs(engine).sum()) + 1e-300
+
+
+def test_verify_passes_on_the_digits_mlp(capsys):
+    assert main(["verify", "--model", "digits-mlp", "--samples", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "verification passed" in out and "deep-taylor" in out and "zplus" in out
+
+
+def test_verify_json(capsys):
+    assert main(["verify", "--model", "digits-mlp", "--rules", "zplus", "deep-taylor", "--json",
+                 "--samples", "1", "--dps", "30"]) == 0
+    (report,) = json.loads(capsys.readouterr().out)
+    assert report["ok"] and [row["name"] for row in report["rows"]] == ["zplus", "deep-taylor"]
+    assert report["rows"][0]["max_error_over_bound"] <= 1
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--rules", "nope"], "unknown rule or composite"),
+    (["--dps", "5"], "--dps must be at least"),
+    (["--samples", "0"], "--samples must be at least"),
+    (["--model", "/no/such/model.npz"], "no model file"),
+    (["--model", "digits-mlp", "--rules", "zbox"], "first linear layer only"),
+])
+def test_verify_bad_input_is_one_line_and_exit_2(capsys, argv, message):
+    assert main(["verify", *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_verify_fails_when_the_engine_is_wrong(monkeypatch, capsys):
+    """A perturbation of 1e-9 relative in the engine is far outside the rounding bound."""
+    import sys
+
+    engine = sys.modules["lrp_num.explain"]  # the module (lrp_num.explain is also the function)
+    original = engine.explain_details
+
+    def perturbed(*args, **kwargs):
+        explanation = original(*args, **kwargs)
+        explanation.relevance = explanation.relevance * (1 + 1e-9)
+        return explanation
+
+    monkeypatch.setattr(engine, "explain_details", perturbed)
+    assert main(["verify", "--model", "digits-mlp", "--rules", "zplus", "--samples", "1"]) == 1
+    assert "FAIL: agreement" in capsys.readouterr().out
+
+
+def test_reference_speed_on_the_digits_models():
+    """The reference is fast enough to verify: the digits MLP well under 5 s per input."""
+    import time
+
+    from lrp_num.model_io import load_builtin
+
+    model = load_builtin("digits-mlp")
+    start = time.perf_counter()
+    ref.explain(model.network, model.test_images[:1], composite="deep-taylor",
+                input_domain=model.input_domain, target=[int(model.test_labels[0])])
+    assert time.perf_counter() - start < 5
+
+
+@pytest.mark.parametrize("name", ["digits-mlp", "digits-cnn"])
+def test_engine_root_point_fractions_match_the_direct_check(name):
+    """The engine's per-layer valid fraction (derived condition, float64) equals the direct check
+    of x~ at 50 digits for every (layer, sample) on the built-in models, for the rules whose root
+    point search uses the neuron itself (flat's unit-weight neuron is reported separately)."""
+    from lrp_num.explain import explain_details
+    from lrp_num.model_io import load_builtin
+    from lrp_num.verify import _compare_root_points
+
+    model = load_builtin(name)
+    x, labels = model.test_images[:2], model.test_labels[:2]
+    for rule in ["w2", "zplus", "lrp0", "gamma"]:
+        explanation = explain_details(model.network, x, rule=rule, target=labels, diagnostics=True)
+        results = ref.explain_trace(model.network, x, rule=rule, target=labels)
+        compared, mismatches = _compare_root_points(explanation, results)
+        assert compared > 0 and mismatches == 0, (rule, compared, mismatches)
