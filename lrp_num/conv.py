@@ -9,6 +9,9 @@ offsets.
 
 from __future__ import annotations
 
+import contextlib
+from typing import Iterator
+
 import numpy as np
 
 from lrp_num.checks import batch_input, pair, parameter
@@ -56,6 +59,24 @@ class Conv2d:
         )
         self._weights = TransformedWeights(self.weight)
         self._biases = TransformedWeights(self.bias)
+        # im2col columns of the last input, kept only inside reusing_columns()
+        self._reuse_columns = False
+        self._columns: tuple[np.ndarray, np.ndarray] | None = None
+
+    @contextlib.contextmanager
+    def reusing_columns(self) -> Iterator[None]:
+        """Within this block, reuse the im2col columns of an input array seen before.
+
+        A relevance pass convolves the same activation twice (the forward pass, then the
+        kernel's z'_j with transformed weights); the columns are the same both times. Inputs are
+        recognised by identity, so the block must not modify them in place; ``explain`` opens
+        it around one backward pass of its own activations.
+        """
+        self._reuse_columns, self._columns = True, None
+        try:
+            yield
+        finally:
+            self._reuse_columns, self._columns = False, None
 
     @property
     def stride(self) -> tuple[int, int]:
@@ -148,15 +169,24 @@ class Conv2d:
         return np.broadcast_to(self._biases.get(g, z.dtype)[:, None, None], np.shape(z))
 
     def _correlate(self, x: np.ndarray, kernel: np.ndarray) -> np.ndarray:
-        (ph, pw) = self.padding
-        if ph or pw:
-            x = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
-        fields = receptive_fields(x, self.kernel_size, self.stride)
-        n, c, ho, wo, kh, kw = fields.shape
-        # im2col: one copy into (N, C*kh*kw, Ho*Wo), then one batched matrix product
-        columns = np.ascontiguousarray(fields.transpose(0, 1, 4, 5, 2, 3)).reshape(n, c * kh * kw, ho * wo)
-        z = kernel.reshape(self.out_channels, -1) @ columns
+        """z[n, o] = sum over windows of K[o] * x: im2col, then one batched matrix product."""
+        n = x.shape[0]
+        ho, wo = self.output_shape(x.shape[1:])[1:]
+        z = kernel.reshape(self.out_channels, -1) @ self._im2col(x)
         return z.reshape(n, self.out_channels, ho, wo)
+
+    def _im2col(self, x: np.ndarray) -> np.ndarray:
+        """The windows of the zero-padded input copied into (N, C*kh*kw, Ho*Wo)."""
+        if self._columns is not None and self._columns[0] is x:
+            return self._columns[1]
+        (ph, pw) = self.padding
+        padded = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw))) if ph or pw else x
+        fields = receptive_fields(padded, self.kernel_size, self.stride)
+        n, c, ho, wo, kh, kw = fields.shape
+        columns = np.ascontiguousarray(fields.transpose(0, 1, 4, 5, 2, 3)).reshape(n, c * kh * kw, ho * wo)
+        if self._reuse_columns:
+            self._columns = (x, columns)
+        return columns
 
     def _checked(self, x: object, check_finite: bool) -> np.ndarray:
         x = batch_input(x, repr(self), ndim=4, check_finite=check_finite)

@@ -9,6 +9,7 @@ decomposition assumes f_c(x) >= 0), or an explicit array.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 from dataclasses import dataclass, field
@@ -148,6 +149,17 @@ def explain_details(
     if isinstance(input_domain, tuple):
         input_domain = InputDomain(*input_domain)
     plan = _resolve_composite(rule, composite, parameters).plan(network.layers, input_domain is not None)
+    with contextlib.ExitStack() as stack:
+        for layer in network.layers:  # convolutions reuse the im2col columns of the forward pass
+            if hasattr(layer, "reusing_columns"):
+                stack.enter_context(layer.reusing_columns())
+        return _backward(network, x, plan, target, conventions, input_domain, diagnostics,
+                         kernel_folder, keep_layers)
+
+
+def _backward(network, x, plan, target, conventions, input_domain, diagnostics, kernel_folder,
+              keep_layers) -> Explanation:
+    """The forward trace, then every layer's rule from the output down to the input."""
     activations = network.forward_trace(x)
     output = activations[-1]
     relevance = top_relevance(output, target)

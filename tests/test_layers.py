@@ -316,3 +316,18 @@ def test_operator_shape_errors():
         conv.transpose(np.ones((1, 3, 2, 2)))
     with pytest.raises(KeyError, match="unknown weight transform"):
         conv.forward(np.ones((1, 1, 3, 3)), "cube")
+
+
+def test_conv_reusing_columns_gives_the_same_results_and_forgets_after_the_block():
+    rng = np.random.default_rng(11)
+    conv = Conv2d(rng.normal(size=(4, 3, 3, 3)), rng.normal(size=4), stride=2, padding=1)
+    x = rng.normal(size=(2, 3, 7, 7))
+    expected = {g: conv.forward(x, g) for g in ("identity", "positive", "negative")}
+    with conv.reusing_columns():
+        for g, value in expected.items():
+            np.testing.assert_array_equal(conv.forward(x, g), value)
+        other = rng.normal(size=x.shape)  # a different array is never confused with x
+        np.testing.assert_array_equal(conv.forward(other), Conv2d(conv.weight, conv.bias, 2, 1).forward(other))
+    assert conv._columns is None
+    x[0, 0, 0, 0] += 1.0  # outside the block an in-place change is always seen
+    assert not np.array_equal(conv.forward(x), expected["identity"])
