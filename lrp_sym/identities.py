@@ -19,7 +19,7 @@ from sympy import Expr, Indexed, IndexedBase, Max, Min, S, Symbol, limit, oo, si
 
 from lrp_sym.derivation import Derivation
 from lrp_sym.proofs import Proof, Status
-from lrp_sym.sums import WEIGHT, by_weight_sign, expand_sums, over_inputs
+from lrp_sym.sums import by_weight_sign, expand_sums, over_inputs
 from lrp_sym.symbols import R, alpha, b, beta, gamma, h, i, j, l, w, x
 
 #: the derivations an identity is stated on

@@ -29,8 +29,7 @@ from lrp_sym.numeric import sample_instance
 from lrp_sym.proofs import Proof, Status, prove_zero
 from lrp_sym.root_point import RootPointRule, preactivation
 from lrp_sym.sums import expand_sums, over_inputs
-from lrp_sym.symbols import (R, b, bn_beta, bn_eps, bn_gamma, bn_mean, bn_var, i, j, k, n, p, w,
-                             x)
+from lrp_sym.symbols import (R, bn_beta, bn_eps, bn_gamma, bn_mean, bn_var, i, j, k, p, x)
 
 #: the number of tied maxima of a max-pooling window, and the number of other inputs
 m = Symbol("m", integer=True, positive=True)
