@@ -8,7 +8,8 @@ parameter here, with the deep Taylor decomposition (DTD) derivation as the defau
   z_j and so in R_j, not in sum_i q_ij), b_j for LRP-epsilon. ``"neuron"``: the bias is an extra
   input neuron with q = b_j (b_j^+ / b_j^- in the two groups of alpha-beta). ``"zennit"``: what
   zennit 1.0 adds per rule (b^+ for z+, b^2 for w^2, b^+ / b^- for alpha-beta, nothing for flat
-  and z^B). ``"captum"``: what captum 0.8 / 0.9 adds: the full b_j for every rule (its rules only
+  and z^B; zennit's Gamma modifies the bias to b + gamma b^+, which is part of the rule
+  ``gamma_split``, so under this convention rule ``gamma`` only adds b). ``"captum"``: what captum 0.8 / 0.9 adds: the full b_j for every rule (its rules only
   modify weights; ``set_bias_to_zero`` is off by default).
 * ``eps`` and ``stabilise``: a denominator d becomes d + eps sign(d) with sign(0) = +1, either
   only where d == 0 (``"zero"``, default: the exact rule everywhere else) or everywhere
