@@ -165,6 +165,7 @@ def _backward(network, x, plan, target, conventions, input_domain, diagnostics, 
     relevance = top_relevance(output, target)
     top = relevance
     reports: list[LayerReport] = []
+    first_linear = _first_linear(plan, network.layers)
     for index in reversed(range(len(network.layers))):
         layer, a = network.layers[index], activations[index]
         above = relevance
@@ -172,7 +173,7 @@ def _backward(network, x, plan, target, conventions, input_domain, diagnostics, 
         valid = None
         if choice is not None:
             relevance, valid = _apply_rule(layer, a, relevance, choice, conventions, input_domain,
-                                           index == _first_linear(plan, network.layers),
+                                           index == first_linear,
                                            diagnostics, kernel_folder)
         elif isinstance(layer, Flatten):
             relevance = relevance.reshape(a.shape)

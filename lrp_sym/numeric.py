@@ -51,15 +51,6 @@ class LayerInstance:
     size: int
     values: dict[Expr, Expr] = field(default_factory=dict)
 
-    def concrete(self, expr: Expr, index: int | None = None) -> Expr:
-        """``expr`` with n = size (sums written out) and, if given, the free index i = index."""
-        expr = expr.subs(n, self.size)
-        if expr.has(Sum):
-            expr = expr.doit()
-        if index is not None:
-            expr = expr.subs(i, index)
-        return expr
-
     def evaluate(self, expr: Expr, index: int | None = None) -> mpmath.mpf:
         """Evaluate ``expr`` at this instance with 50 significant digits (mpmath)."""
         function, arguments = _compiled(expr, self.size, index)
@@ -67,9 +58,16 @@ class LayerInstance:
             return function(*(mpmath.mpf(self.values[a].p) / self.values[a].q
                               if a in self.values else _missing(a) for a in arguments))
 
-    def describe(self) -> dict[str, str]:
-        """The instance as printable name -> value pairs (a counterexample)."""
-        return {str(key): str(Float(value, 6)) for key, value in sorted(self.values.items(), key=str)}
+    def describe(self, *exprs: Expr) -> dict[str, str]:
+        """The instance as printable name -> value pairs (a counterexample).
+
+        Given expressions, only the values they use are listed.
+        """
+        used = None
+        if exprs:
+            used = set().union(*(_compiled(e, self.size, None)[1] for e in exprs))
+        return {str(key): str(Float(value, 6)) for key, value in sorted(self.values.items(), key=str)
+                if used is None or key in used}
 
 
 def sample_instance(

@@ -79,7 +79,7 @@ def prove_zero(
         if abs(value) > NUMERIC_SLACK:
             return Proof(name, statement, Status.REFUTED, expected,
                          f"counterexample at n = {instance.size}, residual {mpmath.nstr(value, 6)}",
-                         instance.describe())
+                         instance.describe(expr))
     return Proof(name, statement, Status.UNDECIDED, expected,
                  f"not simplified to 0, and no counterexample in {SEARCH_TRIALS} random layers")
 

@@ -123,7 +123,7 @@ class RatioRule:
                 for m in range(1, instance.size + 1):
                     if instance.evaluate(relevance, m) < -1e-40:
                         return Proof("positivity", statement, Status.REFUTED, expected,
-                                     f"R_ij < 0 for i = {m}", instance.describe())
+                                     f"R_ij < 0 for i = {m}", instance.describe(relevance))
         if all(self._term_nonnegative(term) for term in self.terms):
             return Proof("positivity", statement, Status.PROVED, expected,
                          "every term a_k q_ij / (sum_i q_ij + s_k) is >= 0 in each sign case")

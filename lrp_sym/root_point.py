@@ -25,7 +25,7 @@ from lrp_sym.directions import negative_part, positive_part
 from lrp_sym.domains import Domain
 from lrp_sym.numeric import sample_instance
 from lrp_sym.proofs import Proof, Status, prove_nonnegative_cases, prove_zero
-from lrp_sym.sums import (WEIGHT, by_weight_sign, combine_sums, expand_sums, over_inputs,
+from lrp_sym.sums import (SIGN_CASES, WEIGHT, by_weight_sign, combine_sums, expand_sums, over_inputs,
                           split_positive_negative)
 from lrp_sym.symbols import R, b, c, i, j, k, l, h, t, w, x
 
@@ -171,7 +171,7 @@ class RootPointRule:
         upper_bounds = []
         coordinate_symbols = set(interior.values()) | {WEIGHT}
         coordinate_symbols = {s for e in coordinate_symbols for s in e.free_symbols}
-        for label, weight in (("+", WEIGHT), ("-", -WEIGHT)):
+        for _, weight in SIGN_CASES:
             moved = (x[i] - _STEP * direction).subs(w[i, j], weight)
             for inequality in self.domain.membership(moved):
                 value = simplify(inequality.subs(interior))
@@ -259,7 +259,8 @@ class RootPointRule:
                 instance.evaluate(condition.lhs) <= 0)
             if holds != self._root_point_inside(instance, derivation):
                 return Proof("domain", statement, Status.REFUTED, expected,
-                             "the condition and a direct check of x~ disagree", instance.describe())
+                             "the condition and a direct check of x~ disagree",
+                             instance.describe(derivation.results["root_point"], derivation.results["preactivation"]))
         return Proof("domain", statement, Status.PROVED, expected,
                      f"bounds on t* solved per sign case of w_ij; agrees with a direct check of x~ "
                      f"on {checked} random active neurons at 50 digits")
@@ -277,7 +278,8 @@ class RootPointRule:
             checked += 1
             if not self._root_point_inside(instance, derivation):
                 return Proof("domain_standard", statement, Status.REFUTED, expected,
-                             "x~ leaves the domain", instance.describe())
+                             "x~ leaves the domain",
+                             instance.describe(derivation.results["root_point"], derivation.results["preactivation"]))
         condition = derivation.results.get("domain_condition")
         if condition is S.true:
             return Proof("domain_standard", statement, Status.PROVED, expected,
