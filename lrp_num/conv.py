@@ -156,9 +156,17 @@ class Conv2d:
         kernel = self._weights.get(g, s.dtype)
         n, c_out, ho, wo = s.shape
         kh, kw = self.kernel_size
+        (ph, pw) = self.padding
+        if self.stride == (1, 1) and ph < kh and pw < kw:
+            # stride 1: the adjoint is the correlation of s, zero-padded by (k - 1 - p), with the
+            # flipped kernel, channels swapped; an im2col copy of s is cheaper than a scatter-add
+            flipped = np.ascontiguousarray(kernel[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
+            padded = np.pad(s, ((0, 0), (0, 0), (kh - 1 - ph,) * 2, (kw - 1 - pw,) * 2))
+            fields = receptive_fields(padded, (kh, kw), (1, 1))
+            columns = np.ascontiguousarray(fields.transpose(0, 1, 4, 5, 2, 3)).reshape(n, c_out * kh * kw, h * w)
+            return (flipped.reshape(self.in_channels, -1) @ columns).reshape(n, self.in_channels, h, w)
         # fields[n, (c, u, v), (p, q)] = sum_o K[o, c, u, v] s[n, o, p, q]
         fields = kernel.reshape(c_out, -1).T @ s.reshape(n, c_out, ho * wo)
-        (ph, pw) = self.padding
         padded = scatter_windows(
             fields.reshape(n, self.in_channels, kh, kw, ho, wo), (h + 2 * ph, w + 2 * pw), self.stride
         )

@@ -138,12 +138,14 @@ def explain_details(
     diagnostics: bool = True,
     kernel_folder: str | None = None,
     keep_layers: bool = False,
+    layer_reports: bool = True,
     **parameters: float,
 ) -> Explanation:
     """Explain ``network`` at ``x`` and report per layer; see :func:`explain`.
 
     ``diagnostics`` adds the root-point validity per layer, ``keep_layers`` keeps the relevance
-    arriving at every layer's output, ``kernel_folder`` loads kernels generated into a folder.
+    arriving at every layer's output, ``kernel_folder`` loads kernels generated into a folder;
+    ``layer_reports=False`` skips the per-layer reports altogether (what :func:`explain` does).
     """
     x = require_finite(as_float_array(x, "input"), "input")
     if isinstance(input_domain, tuple):
@@ -153,12 +155,12 @@ def explain_details(
         for layer in network.layers:  # convolutions reuse the im2col columns of the forward pass
             if hasattr(layer, "reusing_columns"):
                 stack.enter_context(layer.reusing_columns())
-        return _backward(network, x, plan, target, conventions, input_domain, diagnostics,
-                         kernel_folder, keep_layers)
+        return _backward(network, x, plan, target, conventions, input_domain,
+                         diagnostics and layer_reports, kernel_folder, keep_layers, layer_reports)
 
 
 def _backward(network, x, plan, target, conventions, input_domain, diagnostics, kernel_folder,
-              keep_layers) -> Explanation:
+              keep_layers, layer_reports) -> Explanation:
     """The forward trace, then every layer's rule from the output down to the input."""
     activations = network.forward_trace(x)
     output = activations[-1]
@@ -177,9 +179,10 @@ def _backward(network, x, plan, target, conventions, input_domain, diagnostics, 
                                            diagnostics, kernel_folder)
         elif isinstance(layer, Flatten):
             relevance = relevance.reshape(a.shape)
-        reports.append(LayerReport(index, repr(layer), choice.rule if choice else None,
-                                   _per_sample_sum(relevance), _per_sample_sum(above), valid,
-                                   above if keep_layers else None))
+        if layer_reports:
+            reports.append(LayerReport(index, repr(layer), choice.rule if choice else None,
+                                       _per_sample_sum(relevance), _per_sample_sum(above), valid,
+                                       above if keep_layers else None))
     if relevance.shape != x.shape:  # pragma: no cover - every layer keeps shapes consistent
         raise ShapeError(f"relevance shape {relevance.shape} differs from input shape {x.shape}")
     return Explanation(relevance, output, top, reports[::-1])
@@ -228,6 +231,7 @@ def explain(
     """
     return explain_details(network, x, rule, composite, target, conventions=conventions,
                            input_domain=input_domain, diagnostics=False, kernel_folder=kernel_folder,
+                           layer_reports=False,
                            **parameters).relevance
 
 
