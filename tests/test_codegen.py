@@ -391,7 +391,7 @@ def test_root_point_condition_is_generated_from_the_derived_relational():
     assert "def root_point_in_domain(op, x, *, lower=None, upper=None):" in text
     assert "condition = bias + 2*z_3" in text and "op.forward(x, 'negative')" in text
     always = build_outputs([Source("cond.py", _with_condition(S.true))], docs=False)
-    assert "inside = numpy.broadcast_to(denominator > 0, z.shape).copy()" in always.kernels["cond.py"]
+    assert "inside = numpy.broadcast_to((denominator > 0), z.shape).copy()" in always.kernels["cond.py"]
     without = Derivation("cond", "t", "p", terms=[RatioTerm(S.One, x[i] * w[i, j])])
     assert "root_point_in_domain" not in build_outputs([Source("cond.py", without)],
                                                       docs=False).kernels["cond.py"]

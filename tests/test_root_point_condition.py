@@ -108,10 +108,11 @@ def test_real_space_rules_are_always_inside(rule):
     x = x - 0.5
     inside, active = load_condition(rule)(Dense(weight, bias), x)
     z = x @ weight + bias
-    # in R^n the root point is always in the domain once it exists: sum_i q_ij > 0
-    denominator = {"lrp0": x @ weight, "w2": np.broadcast_to((weight ** 2).sum(axis=0), z.shape),
-                   "flat": np.full(z.shape, float(weight.shape[0]))}[rule]
-    np.testing.assert_array_equal(inside, denominator > 0)
+    # in R^n the root point is always in the domain once it exists, t* > 0: sum_i q_ij > 0 and,
+    # for flat, the unit-weight neuron's own pre-activation sum_i x_i + b_j > 0
+    exists = {"lrp0": x @ weight > 0, "w2": np.broadcast_to((weight ** 2).sum(axis=0) > 0, z.shape),
+              "flat": x.sum(axis=1, keepdims=True) + bias > 0}[rule]
+    np.testing.assert_array_equal(inside, exists)
     np.testing.assert_array_equal(active, z > 0)
     assert inside.shape == z.shape and inside.flags.writeable and active.any()
 

@@ -120,6 +120,8 @@ def root_point_in_domain(op, x, *, lower=None, upper=None):
     z_2 = op.forward(ones, 'ones')
     denominator = z_2
     active = z > 0
+    z_3 = op.forward(x, 'ones')
+    z_model = bias + z_3  # the pre-activation the rule is derived for
     # the derived condition: True
-    inside = numpy.broadcast_to(denominator > 0, z.shape).copy()
+    inside = numpy.broadcast_to((denominator > 0) & (z_model > 0), z.shape).copy()
     return inside, active

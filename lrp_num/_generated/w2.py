@@ -121,5 +121,5 @@ def root_point_in_domain(op, x, *, lower=None, upper=None):
     denominator = z_2
     active = z > 0
     # the derived condition: True
-    inside = numpy.broadcast_to(denominator > 0, z.shape).copy()
+    inside = numpy.broadcast_to((denominator > 0), z.shape).copy()
     return inside, active

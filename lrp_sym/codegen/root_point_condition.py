@@ -22,7 +22,7 @@ from lrp_sym.codegen.ratio_kernel import (ARRAY_NAMES, KernelBody, check_scalar,
                                           emit_input_factors, parameter_doc, split_scalar)
 from lrp_sym.codegen.separation import separate
 from lrp_sym.derivation import Derivation
-from lrp_sym.symbols import b, h, i, j, l, n
+from lrp_sym.symbols import b, h, i, j, l, n, w, x
 
 _BIAS = Symbol("bias")
 
@@ -134,6 +134,10 @@ def emit_root_point_condition(derivation: Derivation) -> list[str]:
     constant = condition in (S.true, S.false)
     q_parts = _separated(derivation, "q", q)
     condition_parts, rest = ([], S.Zero) if constant else _condition_parts(derivation, condition)
+    # t* = z'_j / sum_i q_ij with z'_j the pre-activation of the neuron the rule is derived for:
+    # z_j itself, or z_j with unit weights for the flat rule
+    model = derivation.results.get("preactivation", Sum(x[i] * w[i, j], (i, 1, n)) + b[j])
+    model_parts, model_rest = _condition_parts(derivation, Le(model, 0))
 
     body = KernelBody(derivation)
     body.names[_BIAS] = "bias"
@@ -142,22 +146,27 @@ def emit_root_point_condition(derivation: Derivation) -> list[str]:
     for name in bounds:
         body.emit(f"{name} = kernel_runtime.batch_shaped("
                   f"kernel_runtime.box_bound({name}, {name!r}, x, RULE), x)")
-    factor_names = emit_input_factors(body, [q_parts, condition_parts])
+    factor_names = emit_input_factors(body, [q_parts, condition_parts, model_parts])
     body.emit("# active: z_j > 0; a root point along the direction needs sum_i q_ij > 0 (t* > 0)")
     preactivation = _forward(body, "x", "identity")
     body.emit(f"bias = op.bias_like({preactivation})")
     body.emit(f"z = {preactivation} + bias")
     body.emit(f"denominator = {body.code(_linear_combination(body, q_parts, factor_names))}")
     body.emit("active = z > 0")
+    root_exists = "(denominator > 0)"
+    model = body.code(_linear_combination(body, model_parts, factor_names) + model_rest)
+    if model != "z" and model != body.code(Symbol(str(preactivation)) + _BIAS):
+        body.emit(f"z_model = {model}  # the pre-activation the rule is derived for")
+        root_exists = "(denominator > 0) & (z_model > 0)"
     if constant:
         body.emit(f"# the derived condition: {condition}")
-        body.emit("inside = numpy.broadcast_to(denominator > 0, z.shape).copy()" if bool(condition)
+        body.emit(f"inside = numpy.broadcast_to({root_exists}, z.shape).copy()" if bool(condition)
                   else "inside = numpy.zeros(z.shape, bool)")
     else:
         body.emit(f"# the derived condition: {sstr(condition)}")
         lhs = _linear_combination(body, condition_parts, factor_names) + rest
         body.emit(f"condition = {body.code(lhs)}")
-        body.emit("inside = numpy.broadcast_to((denominator > 0) & (condition <= 0), z.shape).copy()")
+        body.emit(f"inside = numpy.broadcast_to({root_exists} & (condition <= 0), z.shape).copy()")
     body.emit("return inside, active")
 
     uses_bounds = " Required by this rule." if bounds else " Not used by this rule."
