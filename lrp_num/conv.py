@@ -157,9 +157,10 @@ class Conv2d:
         n, c_out, ho, wo = s.shape
         kh, kw = self.kernel_size
         (ph, pw) = self.padding
-        if self.stride == (1, 1) and ph < kh and pw < kw:
+        if self.stride == (1, 1) and ph < kh and pw < kw and c_out <= self.in_channels:
             # stride 1: the adjoint is the correlation of s, zero-padded by (k - 1 - p), with the
-            # flipped kernel, channels swapped; an im2col copy of s is cheaper than a scatter-add
+            # flipped kernel, channels swapped. Its im2col copy moves C_out kh kw values per
+            # pixel, the scatter-add below C_in kh kw: take the copy unless the layer widens
             flipped = np.ascontiguousarray(kernel[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
             padded = np.pad(s, ((0, 0), (0, 0), (kh - 1 - ph,) * 2, (kw - 1 - pw,) * 2))
             fields = receptive_fields(padded, (kh, kw), (1, 1))
