@@ -32,7 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stabilise", default="zero", choices=("zero", "everywhere"),
                         help="apply eps only at zero denominators (default) or everywhere")
     parser.add_argument("--out", metavar="R.npy", help="write the relevance here")
-    parser.add_argument("--heatmap", metavar="OUT.png", help="write input and relevance of the first sample")
+    parser.add_argument("--heatmap", metavar="OUT.png",
+                        help="write input and relevance of the first sample; the format follows "
+                             "the extension (png, pdf, svg, ...)")
 
 
 def run(args: argparse.Namespace) -> int:
