@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
-    "lrp_sym.derivation": ("Derivation", "RatioTerm"),
+    "lrp_sym.derivation": ("Derivation", "DerivationError", "RatioTerm"),
     "lrp_sym.directions": ("h_i", "indicator_negative", "indicator_positive", "l_i", "negative_part",
                            "positive_part", "w_ij", "w_ij_minus", "w_ij_plus", "x_i"),
     "lrp_sym.domains": ("BOX", "DOMAINS", "ORTHANT", "REAL_SPACE", "Box", "Domain", "Orthant", "RealSpace"),

@@ -20,6 +20,11 @@ from lrp_sym.domains import Domain
 from lrp_sym.proofs import Proof
 
 
+class DerivationError(ValueError):
+    """A rule whose derivation cannot be carried out: no unique step t* (e.g. a direction with
+    sum_i v_ij w_ij identically 0), or an R_ij that is not of the form q_ij / sum_i q_ij R_j."""
+
+
 @dataclass(frozen=True)
 class RatioTerm:
     """One term a q_ij / (sum_i q_ij + s) R_j of a propagation rule."""

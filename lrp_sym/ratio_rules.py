@@ -114,21 +114,29 @@ class RatioRule:
         statement = f"positivity: R_ij >= 0 on {self.domain.name} for active neurons"
         expected = self.expected.get("positivity", Status.PROVED)
         rng = random.Random(3)
-        for _ in range(100):
+        # only active neurons (z_j > 0) where every term is defined (denominator non-zero)
+        z = over_inputs(x[i] * w[i, j]) + b[j]
+        stabiliser = eps if self.stabilised else S.Zero
+        denominators = [over_inputs(term.q) + term.bias_share + stabiliser for term in self.terms]
+        checked = 0
+        for _ in range(400):
+            if checked == 100:
+                break
             instance = sample_instance(self.domain, rng, size=3)
-            for term in self.terms:
-                if instance.evaluate(over_inputs(term.q)) == 0:
-                    break  # the rule is undefined there
-            else:
-                for m in range(1, instance.size + 1):
-                    if instance.evaluate(relevance, m) < -1e-40:
-                        return Proof("positivity", statement, Status.REFUTED, expected,
-                                     f"R_ij < 0 for i = {m}", instance.describe(relevance))
+            if instance.evaluate(z) <= 0 or any(instance.evaluate(d) == 0 for d in denominators):
+                continue
+            checked += 1
+            for m in range(1, instance.size + 1):
+                if instance.evaluate(relevance, m) < -1e-40:
+                    return Proof("positivity", statement, Status.REFUTED, expected,
+                                 f"R_ij < 0 for i = {m} at an active neuron (z_j > 0)",
+                                 instance.describe(relevance, z))
         if all(self._term_nonnegative(term) for term in self.terms):
             return Proof("positivity", statement, Status.PROVED, expected,
                          "every term a_k q_ij / (sum_i q_ij + s_k) is >= 0 in each sign case")
         return Proof("positivity", statement, Status.UNDECIDED, expected,
-                     "no counterexample in 100 random layers; not proved symbolically")
+                     f"no counterexample in {checked} random active neurons (z_j > 0); "
+                     f"not proved symbolically")
 
     def _term_nonnegative(self, term: RatioTerm) -> bool:
         """a_k >= 0 with q_ij and the bias share of one sign (so the ratio is >= 0)."""

@@ -44,3 +44,13 @@ def load_declarations(folder: Path | str | None = None) -> dict[str, Any]:
         rule.source = path
         declarations[rule.name] = rule
     return dict(sorted(declarations.items()))
+
+
+def derive_declaration(name: str, rule: Any):
+    """``rule.derive()``; any failure becomes a DerivationFileError naming the file and why."""
+    try:
+        return rule.derive()
+    except Exception as error:  # a user's rule: say which one and why
+        source = getattr(rule, "source", None) or "(no file)"
+        raise DerivationFileError(f"{source}: deriving {name!r} failed: "
+                                  f"{type(error).__name__}: {error}") from error

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from sympy import (Eq, Expr, Indexed, Le, Piecewise, S, Symbol, diff, fraction, simplify, solve,
                    together)
 
-from lrp_sym.derivation import Derivation, RatioTerm
+from lrp_sym.derivation import Derivation, DerivationError, RatioTerm
 from lrp_sym.directions import negative_part, positive_part
 from lrp_sym.domains import Domain
 from lrp_sym.numeric import sample_instance
@@ -107,7 +107,13 @@ class RootPointRule:
 
         # 1. the step and the root point, solved by SymPy from the root condition
         root_condition = expand_sums(over_inputs((x[i] - t * direction) * weights) + self.bias)
-        (step,) = solve(root_condition, t)
+        steps = solve(root_condition, t)
+        if len(steps) != 1:
+            raise DerivationError(
+                f"{self.name}: the root condition {root_condition} = 0 has "
+                f"{'no solution' if not steps else f'{len(steps)} solutions'} for the step t "
+                f"(a unique t* needs sum_i v_ij w_ij not identically 0)")
+        (step,) = steps
         root_point = x[i] - step * direction
 
         # 2. R_ij by differentiating the active branch of R_j = c_j max(0, z_j) at the root point
@@ -123,7 +129,7 @@ class RootPointRule:
         if simplify(q + w[i, j] * direction) == 0:  # fix the sign so that sum_i q_ij is the
             q, denominator = -q, -denominator  # denominator of t*, sum_i v_ij w_ij
         if simplify(expand_sums(denominator - over_inputs(q))) != 0:
-            raise ValueError(f"{self.name}: R_ij is not of the form q_ij / sum_i q_ij R_j")
+            raise DerivationError(f"{self.name}: R_ij is not of the form q_ij / sum_i q_ij R_j")
         q = canonical_q(q)
 
         derivation = Derivation(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import sys
 import tempfile
@@ -14,6 +15,11 @@ from lrp_num.errors import LRPError, ModelFileError, ShapeError
 from lrp_num.model_io import BUILTIN_MODELS, ModelFile, load_builtin, load_npz
 
 DEFAULT_MODEL = "digits-cnn"
+
+
+class OutputPathError(LRPError, ValueError):
+    """An output file that cannot be written: it names a folder, or its folder does not exist
+    or is not a folder (an :class:`lrp_num.errors.LRPError`: one line, exit 2)."""
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,6 +40,10 @@ def load_model(spec: str) -> ModelFile:
     if not path.exists():
         raise ModelFileError(f"no model file {spec!r} and no built-in model of that name "
                              f"(built-in: {', '.join(BUILTIN_MODELS)})")
+    if path.is_dir():
+        raise ModelFileError(f"model file {spec!r} is a folder, not a model file")
+    if path.suffix.lower() == ".npy":
+        raise ModelFileError(f"model file {spec!r} is a single .npy array, not an .npz model")
     if path.suffix.lower() == ".onnx":
         from lrp_num.onnx_import import load_onnx
 
@@ -48,10 +58,7 @@ def load_inputs(args: argparse.Namespace, model: ModelFile) -> np.ndarray:
             x = np.load(args.input, allow_pickle=False)
         except (OSError, ValueError) as error:
             raise ModelFileError(f"cannot read input {args.input!r}: {error}") from None
-        shape = model.network.input_shape
-        if shape is not None and tuple(x.shape) == tuple(shape):
-            x = x[None]
-        return x
+        return as_batch(x, model.network.input_shape, args.input)
     images = model.test_images
     if images is None:
         raise LRPError("this model stores no test images: pass --input X.npy")
@@ -62,18 +69,75 @@ def load_inputs(args: argparse.Namespace, model: ModelFile) -> np.ndarray:
     return images[samples]
 
 
-def write_npy(path: str | os.PathLike, array: np.ndarray) -> Path:
-    """Save ``array`` to ``path`` through a temporary file, so no half-written file is left."""
+def as_batch(x: np.ndarray, input_shape: tuple[int, ...] | None, name: str) -> np.ndarray:
+    """``x`` as a non-empty batch: one sample of ``input_shape`` gains a batch axis.
+
+    Raises ShapeError for a 0-d array, an empty batch, or samples whose shape is not the
+    model's ``input_shape`` (when the model declares one).
+    """
+    if x.ndim == 0:
+        raise ShapeError(f"input {name!r} is a single number (a 0-d array), not a sample or a batch")
+    if input_shape is not None:
+        shape = tuple(int(n) for n in input_shape)
+        if tuple(x.shape) == shape:
+            x = x[None]
+        elif tuple(x.shape[1:]) != shape:
+            raise ShapeError(f"input {name!r} has shape {tuple(x.shape)}; the model takes samples of "
+                             f"shape {shape} (one sample, or a batch of shape (N, {', '.join(map(str, shape))}))")
+    if len(x) == 0:
+        raise ShapeError(f"input {name!r} is an empty batch (shape {tuple(x.shape)})")
+    return x
+
+
+def check_output_path(path: str | os.PathLike, what: str) -> Path:
+    """Raise LRPError unless ``path`` can be written as a file: its folder exists and is a
+    folder, and ``path`` itself is not a folder. Writes nothing."""
+    raw = os.fspath(path)
     path = Path(path)
-    handle, temporary = tempfile.mkstemp(dir=path.parent if str(path.parent) else ".", suffix=".npy")
-    os.close(handle)
+    folder = path.parent if str(path.parent) else Path(".")
+    if raw.endswith(("/", os.sep)) or path.is_dir():
+        raise OutputPathError(f"cannot write {what} to {raw!r}: it is a folder; name a file")
+    if not folder.exists():
+        raise OutputPathError(f"cannot write {what} to {raw!r}: its folder does not exist")
+    if not folder.is_dir():
+        raise OutputPathError(f"cannot write {what} to {raw!r}: {str(folder)!r} is not a folder")
+    return path
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename, so
+    no half-written file is ever left. The file gets the usual mode (0o666 less the umask),
+    not the private 0o600 of a temporary file."""
+    path = Path(path)
+    handle, temporary = tempfile.mkstemp(dir=path.parent if str(path.parent) else ".",
+                                         prefix=f".{path.name}.", suffix=".tmp")
     try:
-        np.save(temporary, array, allow_pickle=False)
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
+        os.chmod(temporary, 0o666 & ~_umask())
         os.replace(temporary, path)
     finally:
         if os.path.exists(temporary):
             os.unlink(temporary)
     return path
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    """``array`` in .npy format, in memory."""
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
+
+
+def write_npy(path: str | os.PathLike, array: np.ndarray) -> Path:
+    """Save ``array`` to ``path`` through a temporary file, so no half-written file is left."""
+    return write_bytes_atomic(path, npy_bytes(array))
 
 
 def progress(iterable, total: int, label: str):

@@ -12,11 +12,19 @@ from __future__ import annotations
 import argparse
 import sys
 
+from lrp_num.errors import LRPError
+
+
+class DeriveError(LRPError):
+    """Bad input to ``lrp derive``: no derivations folder, a derivation file that does not load,
+    or a rule whose derivation fails (named with its file; one line, exit 2)."""
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("rule", nargs="?", help="rule name (see --list)")
-    parser.add_argument("--all", action="store_true", help="derive every rule and check every proof")
-    parser.add_argument("--list", action="store_true", help="list the rule names and exit")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--all", action="store_true", help="derive every rule and check every proof")
+    which.add_argument("--list", action="store_true", help="list the rule names and exit")
     parser.add_argument("--latex", action="store_true", help="print expressions as LaTeX")
     parser.add_argument("--derivations", metavar="DIR", help="folder of derivation files "
                         "(default: the toolkit's derivations/)")
@@ -24,13 +32,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from lrp_num.errors import UnknownRuleError
-    from lrp_sym.registry import DerivationFileError, load_declarations
+    from lrp_sym.registry import DerivationFileError, derive_declaration, load_declarations
     from lrp_sym.render import render_text
 
+    if args.rule and (args.all or args.list):
+        raise DeriveError(f"name a rule ({args.rule!r}) or use --{'all' if args.all else 'list'}, "
+                          f"not both")
     try:
         declarations = load_declarations(args.derivations)
     except DerivationFileError as error:
-        raise UnknownRuleError(str(error)) from None
+        raise DeriveError(str(error)) from None
     if args.list:
         for name, declaration in declarations.items():
             print(f"{name:14s} {declaration.title}")
@@ -48,12 +59,18 @@ def run(args: argparse.Namespace) -> int:
 
     unexpected = []
     for name in names:
-        derivation = declarations[name].derive()
-        print(render_text(derivation, latex=args.latex))
+        try:
+            derivation = derive_declaration(name, declarations[name])
+        except DerivationFileError as error:
+            raise DeriveError(str(error)) from None
+        print(render_text(_latex_rule_row(derivation) if args.latex else derivation,
+                          latex=args.latex))
         unexpected += [f"{name}: {p.name} is {p.status.value}, expected {p.expected.value}"
                        for p in derivation.proofs if not p.as_expected]
     if args.all:
-        identities = _identities()
+        from lrp_sym.identities import prove_identities
+
+        identities = prove_identities()
         if identities:
             print("== cross-rule identities")
             for proof in identities:
@@ -72,9 +89,16 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _identities() -> list:
-    try:
-        from lrp_sym.identities import prove_identities
-    except ImportError:  # identities module not present in this checkout
-        return []
-    return prove_identities()
+def _latex_rule_row(derivation):
+    """The derivation with its plain-text "rule R_i" row as LaTeX (R_i = sum_j ... R_j)."""
+    import dataclasses
+
+    from sympy import latex
+
+    from lrp_sym.render import rule_expression
+
+    if not derivation.terms:
+        return derivation
+    rule = f"R_i = \\sum_j {latex(rule_expression(derivation))}"
+    rows = [(label, rule if label == "rule R_i" else value) for label, value in derivation.rows]
+    return dataclasses.replace(derivation, rows=rows)

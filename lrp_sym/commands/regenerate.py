@@ -10,6 +10,7 @@ Kernels written to OUT load with ``lrp_num.kernels.load_kernel(name, folder=OUT)
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -38,20 +39,47 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="write nothing: print a diff of anything stale, exit 1 if any")
 
 
-def _command(args: argparse.Namespace) -> str:
+def _command(args: argparse.Namespace, out: Path, docs: Path | None) -> str:
     """The command that regenerates these files, for their headers.
 
     The shipped derivations always name plain ``lrp regenerate``, wherever the output goes, so
-    a generation into a temporary folder is byte-identical to the committed files.
+    a generation into a temporary folder is byte-identical to the committed files. A user's
+    derivations are named relative to the kernel folder (``--out .``, run there), so the
+    headers do not depend on how the paths were spelled or where the command was run.
     """
     if args.derivations is None:
         return "lrp regenerate"
+    home = out.resolve()
+    words = ["lrp", "regenerate", "--derivations", _relative(args.derivations, home), "--out", "."]
+    if docs is not None:
+        words += ["--docs", _relative(docs, home)]
+    return shlex.join(words) + "  (in the kernel folder)"
+
+
+def _relative(path: Path, home: Path) -> str:
+    return Path(os.path.relpath(path.resolve(), home)).as_posix()
+
+
+def _typed_command(args: argparse.Namespace) -> str:
+    """The command as the user spelled it (for messages, never for file contents)."""
     words = ["lrp", "regenerate"]
     for flag in ("derivations", "out", "docs"):
         value = getattr(args, flag)
         if value is not None:
             words += [f"--{flag}", str(value)]
     return shlex.join(words)
+
+
+def _check_folder(path: Path, flag: str) -> None:
+    """``path`` must be a folder or not exist yet, with its nearest existing ancestor a folder."""
+    if path.exists() and not path.is_dir():
+        raise RegenerateError(f"{flag} {str(path)!r} is a file, not a folder")
+    for ancestor in path.absolute().parents:
+        if ancestor.exists():
+            if not ancestor.is_dir():
+                raise RegenerateError(f"{flag} {str(path)!r}: {str(ancestor)!r} is a file, "
+                                      f"not a folder")
+            break
 
 
 def _targets(args: argparse.Namespace) -> tuple[Path, Path | None]:
@@ -61,6 +89,9 @@ def _targets(args: argparse.Namespace) -> tuple[Path, Path | None]:
     out = args.out if args.out is not None else DEFAULT_OUT
     shipped = args.derivations is None and args.out is None
     docs = args.docs if args.docs is not None else (DEFAULT_DOCS if shipped else None)
+    _check_folder(out, "--out")
+    if docs is not None:
+        _check_folder(docs, "--docs")
     return out, docs
 
 
@@ -72,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
     out, docs = _targets(args)
     try:
         sources = derive_folder(args.derivations)
-        outputs = build_outputs(sources, command=_command(args), docs=docs is not None)
+        outputs = build_outputs(sources, command=_command(args, out, docs), docs=docs is not None)
     except (DerivationFileError, CodegenError) as error:
         raise RegenerateError(str(error)) from None
 
@@ -84,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
         if diffs:
             sys.stdout.write("".join(diffs))
             print(f"lrp regenerate: {len(diffs)} generated file(s) are stale; update with: "
-                  f"{_command(args)}", file=sys.stderr)
+                  f"{_typed_command(args)}", file=sys.stderr)
             return 1
         print(f"lrp regenerate: up to date ({len(outputs.kernels)} kernel files"
               + (f", {len(outputs.docs)} docs pages" if docs is not None else "") + ")")
