@@ -11,9 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from lrp_num.commands.common import (OutputPathError, add_model_arguments, check_output_path,
-                                     load_inputs, load_model, npy_bytes, progress,
-                                     write_bytes_atomic)
+from lrp_num.commands.common import add_model_arguments, load_inputs, load_model, progress
+from lrp_num.files import OutputPathError, check_output_path, npy_bytes, write_bytes_atomic
 
 CHUNK = 64  # samples per backward pass; a progress bar shows for several chunks
 

@@ -1,0 +1,74 @@
+"""Writing output files safely: check the path first, then write through a temporary file.
+
+Used by the command line and the heatmaps, so that a mistake in an output path is one clear
+error before any work, and no half-written file is ever left behind.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from lrp_num.errors import LRPError
+
+
+class OutputPathError(LRPError, ValueError):
+    """An output file that cannot be written: it names a folder, or its folder does not exist
+    or is not a folder (an :class:`lrp_num.errors.LRPError`: one line, exit 2)."""
+
+
+def check_output_path(path: str | os.PathLike, what: str) -> Path:
+    """Raise LRPError unless ``path`` can be written as a file: its folder exists and is a
+    folder, and ``path`` itself is not a folder. Writes nothing."""
+    raw = os.fspath(path)
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    if raw.endswith(("/", os.sep)) or path.is_dir():
+        raise OutputPathError(f"cannot write {what} to {raw!r}: it is a folder; name a file")
+    if not folder.exists():
+        raise OutputPathError(f"cannot write {what} to {raw!r}: its folder does not exist")
+    if not folder.is_dir():
+        raise OutputPathError(f"cannot write {what} to {raw!r}: {str(folder)!r} is not a folder")
+    return path
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename, so
+    no half-written file is ever left. The file gets the usual mode (0o666 less the umask),
+    not the private 0o600 of a temporary file."""
+    path = Path(path)
+    handle, temporary = tempfile.mkstemp(dir=path.parent if str(path.parent) else ".",
+                                         prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
+        os.chmod(temporary, 0o666 & ~_umask())
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+    return path
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    """``array`` in .npy format, in memory."""
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
+
+
+def write_npy(path: str | os.PathLike, array: np.ndarray) -> Path:
+    """Save ``array`` to ``path`` through a temporary file, so no half-written file is left."""
+    return write_bytes_atomic(path, npy_bytes(array))
+
+
