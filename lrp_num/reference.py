@@ -96,8 +96,8 @@ def _direction(rule: str, x: np.ndarray, w: np.ndarray, w_float: np.ndarray, con
         return w
     if rule == "zplus":  # shrink only the excitatory inputs, stay in the orthant
         return x * _indicator(w_float > 0)
-    if rule == "zbox":  # towards the box corner that minimises z_j
-        return x - lower * _indicator(w_float > 0) - upper * _indicator(w_float < 0)
+    if rule == "zbox":  # towards the box corner that minimises z_j; unconnected inputs stay
+        return (x - lower) * _indicator(w_float > 0) + (x - upper) * _indicator(w_float < 0)
     if rule == "lrp0":  # towards the origin: x~ = (1 - t) x
         return x
     if rule == "gamma":  # excitatory inputs weighted by 1 + gamma

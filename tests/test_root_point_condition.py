@@ -29,8 +29,8 @@ def _direction(rule: str, x: list, w: list, lower: list, upper: list) -> list:
     if rule == "gamma":  # v = x (1 + gamma 1[w > 0])
         g = Fraction(GAMMA)
         return [xi * (1 + g) if wi > 0 else xi for xi, wi in zip(x, w)]
-    if rule == "zbox":  # v = x - l 1[w > 0] - h 1[w < 0]
-        return [xi - (li if wi > 0 else hi if wi < 0 else 0)
+    if rule == "zbox":  # v = (x - l) 1[w > 0] + (x - h) 1[w < 0]: unconnected inputs stay
+        return [xi - li if wi > 0 else xi - hi if wi < 0 else Fraction(0)
                 for xi, wi, li, hi in zip(x, w, lower, upper)]
     raise ValueError(rule)
 

@@ -89,7 +89,7 @@ def root_point_in_domain(op, x, *, lower=None, upper=None):
 
     Deep Taylor root point of neuron j (derived): x~_i = x_i - t* v_ij with
 
-        t* = (-b[j] - Sum(w[i, j]*x[i], (i, 1, n)))/(-Sum(w[i, j]*x[i], (i, 1, n)) + Sum(Heaviside(-w[i, j])*h[i]*w[i, j], (i, 1, n)) + Sum(Heaviside(w[i, j])*l[i]*w[i, j], (i, 1, n)))
+        t* = (-b[j] - Sum(w[i, j]*x[i], (i, 1, n)))/(Sum(Heaviside(-w[i, j])*h[i]*w[i, j], (i, 1, n)) - Sum(Heaviside(-w[i, j])*w[i, j]*x[i], (i, 1, n)) + Sum(Heaviside(w[i, j])*l[i]*w[i, j], (i, 1, n)) - Sum(Heaviside(w[i, j])*w[i, j]*x[i], (i, 1, n)))
 
     The derivation shows that for t* > 0 the root point lies in the domain (box) exactly when
 
