@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
-from lrp_num.errors import UnknownRuleError
+from lrp_num.errors import MissingBoundsError, UnknownRuleError
 from lrp_num.layers import AvgPool2d, Conv2d, Dense, MaxPool2d, SumPool2d
 
 
@@ -83,7 +83,8 @@ def _deep_taylor(index: int, layer: object, is_first: bool, input_is_box: bool) 
 def _epsilon_gamma_box(index: int, layer: object, is_first: bool, input_is_box: bool) -> LayerRule:
     if is_first:
         if not input_is_box:
-            raise UnknownRuleError("composite epsilon-gamma-box needs a box input domain (low, high)")
+            raise MissingBoundsError("composite epsilon-gamma-box needs a box input domain: pass "
+                                     "input_domain=(low, high)")
         return LayerRule("zbox")
     return LayerRule("gamma", {"gamma": 0.25}) if isinstance(layer, Conv2d) else LayerRule("epsilon", {"epsilon": 0.25})
 

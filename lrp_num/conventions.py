@@ -10,7 +10,10 @@ parameter here, with the deep Taylor decomposition (DTD) derivation as the defau
   zennit 1.0 adds per rule (b^+ for z+, b^2 for w^2, b^+ / b^- for alpha-beta, nothing for flat
   and z^B; zennit's Gamma modifies the bias to b + gamma b^+, which is part of the rule
   ``gamma_split``, so under this convention rule ``gamma`` only adds b). ``"captum"``: what captum 0.8 / 0.9 adds: the full b_j for every rule (its rules only
-  modify weights; ``set_bias_to_zero`` is off by default).
+  modify weights; ``set_bias_to_zero`` is off by default). captum has no two-term alpha-beta
+  rule (only Alpha1_Beta0, a weight modification): for ``alphabeta`` the unmodified b_j goes to
+  the first (positive) term and nothing to the second, i.e. the bias joins the one modified z'.
+  A rule a convention does not list gets b_j in its first term and nothing in any further term.
 * ``eps`` and ``stabilise``: a denominator d becomes d + eps sign(d) with sign(0) = +1, either
   only where d == 0 (``"zero"``, default: the exact rule everywhere else) or everywhere
   (``"everywhere"``, as zennit and captum do). With eps = 0 a zero denominator that carries
@@ -20,9 +23,12 @@ parameter here, with the deep Taylor decomposition (DTD) derivation as the defau
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
-from lrp_num.errors import UnknownRuleError
+import numpy as np
+
+from lrp_num.errors import KernelArgumentError, UnknownRuleError
 
 #: convention name -> rule -> bias transform per ratio term (None: nothing added)
 BIAS_SHARES: dict[str, dict[str, tuple[str | None, ...]]] = {
@@ -38,6 +44,7 @@ BIAS_SHARES: dict[str, dict[str, tuple[str | None, ...]]] = {
     },
     "captum": {
         "zplus": ("identity",), "gamma": ("identity",), "lrp0": ("identity",),
+        "alphabeta": ("identity", None),
         "epsilon": (None,), "bias_neuron": (None,),
     },
 }
@@ -53,7 +60,7 @@ class Conventions:
     ----------
     bias : {"dtd", "neuron", "zennit", "captum"}
     eps : float
-        Stabiliser magnitude, >= 0.
+        Stabiliser magnitude, finite and >= 0 (else KernelArgumentError).
     stabilise : {"zero", "everywhere"}
     """
 
@@ -66,14 +73,23 @@ class Conventions:
             raise UnknownRuleError(f"unknown bias convention {self.bias!r}; known: {', '.join(BIAS_CONVENTIONS)}")
         if self.stabilise not in STABILISERS:
             raise UnknownRuleError(f"unknown stabiliser mode {self.stabilise!r}; known: {', '.join(STABILISERS)}")
-        if not self.eps >= 0:
-            raise ValueError(f"eps must be >= 0, got {self.eps}")
+        try:
+            valid = isinstance(self.eps, (int, float, np.floating, np.integer)) \
+                and not isinstance(self.eps, bool) and math.isfinite(self.eps) and self.eps >= 0
+        except (TypeError, ValueError):
+            valid = False
+        if not valid:
+            raise KernelArgumentError(f"eps must be a finite number >= 0, got {self.eps!r}")
 
-    def bias_shares(self, rule: str) -> tuple[str | None, ...] | None:
-        """Bias transform per ratio term of ``rule`` under this convention (None: derived only)."""
+    def bias_shares(self, rule: str, n_terms: int = 1) -> tuple[str | None, ...] | None:
+        """Bias transform per ratio term of ``rule`` under this convention (None: derived only).
+
+        A rule the convention does not list gets the full bias (``"identity"``) in its first
+        term and nothing in the other ``n_terms - 1``.
+        """
         if self.bias == "dtd":
             return None
-        return BIAS_SHARES[self.bias].get(rule, ("identity",))
+        return BIAS_SHARES[self.bias].get(rule, ("identity",) + (None,) * (n_terms - 1))
 
 
 DTD = Conventions()

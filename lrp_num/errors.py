@@ -25,6 +25,15 @@ class NonFiniteError(LRPError, ValueError):
     """A weight, bias or input holds NaN or Inf."""
 
 
+class MissingBoundsError(LRPError, ValueError):
+    """A rule needs the input box (lower, upper) and none was given, or the box cannot apply
+    (the layer's input is not the network input, up to Flatten and Identity)."""
+
+
+class DomainError(LRPError, ValueError):
+    """An input lies outside the declared input domain (the box l <= x <= h) that a rule uses."""
+
+
 class UnknownRuleError(LRPError, KeyError):
     """A rule, composite or convention name that is not registered."""
 

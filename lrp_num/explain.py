@@ -5,6 +5,12 @@ Dense and Conv2d layer applies the kernel its composite assigns, pooling layers 
 rule, ReLU and Identity pass relevance through (a neuron is its linear map and its ReLU), and
 Flatten reshapes it. The top relevance is the chosen output's value f_c(x) (deep Taylor
 decomposition assumes f_c(x) >= 0), or an explicit array.
+
+The input box (``input_domain``) bounds the network input only: z^B uses it at the first linear
+layer when every layer before it only reshapes (Flatten, Identity), checks that the inputs lie
+in it, and raises :class:`~lrp_num.errors.MissingBoundsError` anywhere else. Every layer's
+relevance is checked to be finite (a NaN or Inf, e.g. from float32 overflow at a tiny
+denominator, raises :class:`~lrp_num.errors.NonFiniteError` naming the layer).
 """
 
 from __future__ import annotations
@@ -13,22 +19,28 @@ import contextlib
 import functools
 import inspect
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from types import ModuleType
+from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 
 from lrp_num.checks import as_float_array, require_finite
 from lrp_num.composites import Composite, LayerRule, get_composite
 from lrp_num.conventions import DTD, Conventions
-from lrp_num.errors import LRPError, ShapeError, TargetError
-from lrp_num.kernels import load_module
-from lrp_num.layers import Conv2d, Dense, Flatten
+from lrp_num.errors import (KernelArgumentError, LRPError, MissingBoundsError, NonFiniteError,
+                            ShapeError, TargetError, UnknownRuleError)
+from lrp_num.kernels import LAYER_KERNEL_NAMES, has_kernel, known_rules, load_module
+from lrp_num.layers import AvgPool2d, Conv2d, Dense, Flatten, Identity, MaxPool2d, SumPool2d
 from lrp_num.model_io import InputDomain
 from lrp_num.network import Sequential
 
+__all__ = ["Explanation", "LayerReport", "MissingBoundsError", "explain", "explain_details",
+           "top_relevance"]  # MissingBoundsError lives in lrp_num.errors; kept here for imports
 
-class MissingBoundsError(LRPError, ValueError):
-    """A rule needs the input box (lower, upper) and none was given."""
+#: rule parameters that must be >= 0 (and, like every parameter, finite)
+NON_NEGATIVE_PARAMETERS = ("gamma", "epsilon", "alpha", "beta")
+#: layers that only reshape: the input box still bounds what they pass on
+_SHAPE_ONLY = (Flatten, Identity)
 
 
 @dataclass
@@ -109,21 +121,74 @@ def top_relevance(output: np.ndarray, target: object) -> np.ndarray:
     return flat.reshape(output.shape)
 
 
+class _Kernel(NamedTuple):
+    relevance: Callable
+    accepted: frozenset[str]
+    needs_bounds: bool
+    n_terms: int
+    condition: Callable | None
+
+
 @functools.lru_cache(maxsize=None)
-def _kernel(rule: str, folder: str | None = None) -> tuple[Callable, frozenset[str], bool]:
-    """The rule's kernel, the keywords it accepts, and whether it needs box bounds."""
-    module = load_module(rule, folder)
+def _kernel_of(module: ModuleType) -> _Kernel:
+    """The module's kernel, the keywords it accepts, whether it needs box bounds, its number of
+    terms and its root-point condition (cached per module object, so a changed user file that
+    :mod:`lrp_num.kernels` reloads is never served stale)."""
     kernel = module.relevance
-    return kernel, frozenset(inspect.signature(kernel).parameters), bool(getattr(module, "BOUNDS", ()))
+    condition = getattr(module, "root_point_in_domain", None)
+    return _Kernel(kernel, frozenset(inspect.signature(kernel).parameters),
+                   bool(getattr(module, "BOUNDS", ())), int(getattr(module, "N_TERMS", 1)),
+                   condition if callable(condition) else None)
+
+
+def _kernel(rule: str, folder: str | None, layer: object) -> _Kernel:
+    """The kernel of ``rule`` for ``layer``: from the user's folder when it holds the rule, else
+    the shipped one (pooling layers always use the shipped, derived pooling kernels)."""
+    if folder is not None and not isinstance(layer, (SumPool2d, AvgPool2d, MaxPool2d)) \
+            and has_kernel(rule, folder):
+        return _kernel_of(load_module(rule, folder))
+    return _kernel_of(load_module(rule))
 
 
 def _resolve_composite(rule: str | None, composite: str | Composite | None,
-                       parameters: dict) -> Composite:
+                       parameters: dict, folder: str | None) -> Composite:
     if (rule is None) == (composite is None):
         raise LRPError("give exactly one of rule= or composite=")
     if rule is not None:
+        valid = known_rules() + (tuple(r for r in known_rules(folder) if r not in known_rules())
+                                 if folder is not None else ())
+        if rule not in valid:
+            if rule in LAYER_KERNEL_NAMES:
+                raise UnknownRuleError(f"{rule!r} is the kernel of a layer type, not a rule; "
+                                       f"known rules: {', '.join(valid)}")
+            raise UnknownRuleError(f"no generated kernel for rule {rule!r}; known rules: "
+                                   f"{', '.join(valid)}")
         return Composite.single(rule, **parameters)
+    if parameters:
+        raise KernelArgumentError(
+            f"rule parameters ({', '.join(sorted(parameters))}) apply with rule=...; a composite "
+            "sets its own (build a lrp_num.Composite to change them)")
     return get_composite(composite) if isinstance(composite, str) else composite
+
+
+def _check_plan(plan: dict[int, LayerRule], layers: Sequence) -> None:
+    """Reject layer kernels chosen for linear layers and invalid rule parameters."""
+    for index, choice in plan.items():
+        if isinstance(layers[index], (Dense, Conv2d)) and choice.rule in LAYER_KERNEL_NAMES:
+            raise UnknownRuleError(f"{choice.rule!r} is the kernel of a layer type, not a rule for "
+                                   f"layer {index}; rules: {', '.join(known_rules())}")
+        for name, value in choice.parameters.items():
+            array = np.asarray(value) if not isinstance(value, (str, bytes)) else np.asarray(None)
+            if array.ndim != 0 or array.dtype.kind not in "iuf":
+                raise KernelArgumentError(f"rule {choice.rule}: parameter {name} must be a number, "
+                                          f"got {value!r}")
+            number = float(array)
+            if not np.isfinite(number):
+                raise KernelArgumentError(f"rule {choice.rule}: parameter {name} must be finite, "
+                                          f"got {number}")
+            if name in NON_NEGATIVE_PARAMETERS and number < 0:
+                raise KernelArgumentError(f"rule {choice.rule}: parameter {name} must be >= 0, "
+                                          f"got {number}")
 
 
 def explain_details(
@@ -148,9 +213,13 @@ def explain_details(
     ``layer_reports=False`` skips the per-layer reports altogether (what :func:`explain` does).
     """
     x = require_finite(as_float_array(x, "input"), "input")
-    if isinstance(input_domain, tuple):
-        input_domain = InputDomain(*input_domain)
-    plan = _resolve_composite(rule, composite, parameters).plan(network.layers, input_domain is not None)
+    if x.ndim >= 1 and x.shape[0] == 0:
+        raise ShapeError(f"the input batch is empty (shape {x.shape})")
+    if input_domain is not None:
+        input_domain = InputDomain.of(input_domain)
+    plan = _resolve_composite(rule, composite, parameters, kernel_folder).plan(
+        network.layers, input_domain is not None)
+    _check_plan(plan, network.layers)
     with contextlib.ExitStack() as stack:
         for layer in network.layers:  # convolutions reuse the im2col columns of the forward pass
             if hasattr(layer, "reusing_columns"):
@@ -164,19 +233,26 @@ def _backward(network, x, plan, target, conventions, input_domain, diagnostics, 
     """The forward trace, then every layer's rule from the output down to the input."""
     activations = network.forward_trace(x)
     output = activations[-1]
+    if not np.isfinite(output).all():
+        raise NonFiniteError(f"the network output holds NaN or Inf for finite input ({output.dtype} "
+                             "overflow in the forward pass); use float64 inputs")
+    if input_domain is not None:
+        input_domain.check_fits(x.shape[1:])
     relevance = top_relevance(output, target)
     top = relevance
     reports: list[LayerReport] = []
     first_linear = _first_linear(plan, network.layers)
+    box = _Box(input_domain, x, first_linear, network.layers)
     for index in reversed(range(len(network.layers))):
         layer, a = network.layers[index], activations[index]
         above = relevance
         choice = plan.get(index)
         valid = None
         if choice is not None:
-            relevance, valid = _apply_rule(layer, a, relevance, choice, conventions, input_domain,
-                                           index == first_linear,
+            relevance, valid = _apply_rule(layer, a, relevance, choice, conventions, box, index,
                                            diagnostics, kernel_folder)
+            if not np.isfinite(relevance).all():
+                raise NonFiniteError(_non_finite_message(index, layer, choice.rule, relevance))
         elif isinstance(layer, Flatten):
             relevance = relevance.reshape(a.shape)
         if layer_reports:
@@ -209,7 +285,9 @@ def explain(
         A batch of inputs (float32 or float64; relevance comes back in the same dtype).
     rule : str, optional
         One rule for every Dense/Conv2d layer (``"zplus"``, ``"w2"``, ``"zbox"``, ``"lrp0"``,
-        ``"gamma"``, ``"flat"``, ``"epsilon"``, ``"alphabeta"``, ``"bias_neuron"``).
+        ``"gamma"``, ``"flat"``, ``"epsilon"``, ``"alphabeta"``, ``"bias_neuron"``,
+        ``"zplus_split"``, ``"gamma_split"``; :func:`lrp_num.kernels.known_rules`). Layer
+        kernels such as ``"maxpool"`` are not rules (UnknownRuleError).
     composite : str or Composite, optional
         A per-layer mapping (``"deep-taylor"``, ``"epsilon-plus"``, ``"epsilon-gamma-box"``,
         ``"alpha2-beta1"`` or your own :class:`~lrp_num.composites.Composite`).
@@ -218,11 +296,24 @@ def explain(
     conventions : Conventions
         Bias placement and stabiliser (default: the DTD derivation).
     input_domain : InputDomain or (low, high), optional
-        The input box, needed by z^B at the input.
+        The input box, needed by z^B at the input; it must fit one input sample (ShapeError),
+        be finite (NonFiniteError), and, where z^B uses it, contain the inputs (DomainError).
+        It bounds the network input only: z^B applies it at the first linear layer when every
+        layer before that only reshapes (Flatten, Identity), else MissingBoundsError.
     kernel_folder : str, optional
-        Load kernels from a folder written by ``lrp regenerate --out`` (your own rules).
+        Load kernels from a folder written by ``lrp regenerate --out`` (your own rules). A rule
+        the folder does not hold, and every pooling layer's rule, uses the shipped kernel.
     **parameters
-        Rule parameters (gamma, alpha, beta, epsilon) when ``rule`` is given.
+        Rule parameters (gamma, alpha, beta, epsilon) when ``rule`` is given: numbers, finite,
+        gamma, epsilon, alpha and beta >= 0 (else KernelArgumentError). With ``composite`` they
+        are an error: a composite sets its own.
+
+    Raises
+    ------
+    LRPError
+        A subclass for every user mistake; NonFiniteError also when a layer's relevance
+        overflows (float32 with a tiny denominator: use float64, or a larger eps with
+        ``Conventions(stabilise="everywhere")``).
 
     Returns
     -------
@@ -243,45 +334,70 @@ def _per_sample_sum(r: np.ndarray) -> np.ndarray:
     return r.reshape(r.shape[0], -1).sum(axis=1, dtype=np.float64)
 
 
-def _apply_rule(layer, a, relevance, choice: LayerRule, conventions: Conventions,
-                input_domain: InputDomain | None, is_first: bool, diagnostics: bool,
-                kernel_folder: str | None):
-    kernel, accepted, needs_bounds = _kernel(choice.rule, kernel_folder)
+class _Box:
+    """Where the input box may be used: the first linear layer, if only reshaping precedes it."""
+
+    def __init__(self, domain: InputDomain | None, x: np.ndarray, first_linear: int | None,
+                 layers: Sequence) -> None:
+        self.domain, self.x, self.first_linear = domain, x, first_linear
+        self.in_between = [] if first_linear is None else [
+            (i, layers[i]) for i in range(first_linear) if not isinstance(layers[i], _SHAPE_ONLY)]
+
+    def bounds(self, rule: str, a: np.ndarray, index: int) -> dict:
+        if index != self.first_linear:
+            raise MissingBoundsError(f"rule {rule} needs box bounds, which only the network input "
+                                     "has; use it on the first linear layer only")
+        if self.domain is None:
+            raise MissingBoundsError(f"rule {rule} needs the input box: pass input_domain=(low, high)")
+        if self.in_between:
+            names = ", ".join(f"{i} ({type(layer).__name__})" for i, layer in self.in_between)
+            raise MissingBoundsError(
+                f"rule {rule} at layer {index} needs box bounds on its input, but layer(s) {names} "
+                "before it change the values, so the input box does not bound them; use a rule "
+                "without bounds there (e.g. w2 or zplus), or pass no input_domain to deep-taylor "
+                "(w2 at the input)")
+        self.domain.check_contains(self.x)
+        sample = self.x.shape[1:]
+        return {name: np.broadcast_to(bound.astype(a.dtype), sample).reshape(a.shape[1:])[None]
+                for name, bound in (("lower", self.domain.low), ("upper", self.domain.high))}
+
+
+def _non_finite_message(index: int, layer, rule: str, relevance: np.ndarray) -> str:
+    n_bad = int(relevance.size - np.count_nonzero(np.isfinite(relevance)))
+    cause = ("likely float32 overflow at a tiny non-zero denominator; use float64 inputs, or "
+             "Conventions(eps=..., stabilise='everywhere')" if relevance.dtype == np.float32 else
+             "likely overflow at a tiny non-zero denominator; use Conventions(eps=..., "
+             "stabilise='everywhere')")
+    return (f"relevance below layer {index} ({layer!r}, rule {rule}) holds {n_bad} NaN or Inf "
+            f"value(s): {cause}")
+
+
+def _apply_rule(layer, a, relevance, choice: LayerRule, conventions: Conventions, box: _Box,
+                index: int, diagnostics: bool, kernel_folder: str | None):
+    kernel = _kernel(choice.rule, kernel_folder, layer)
+    accepted = kernel.accepted
     keywords = dict(choice.parameters)
     if "eps" in accepted:
         keywords["eps"] = conventions.eps
     if "stabilise" in accepted:
         keywords["stabilise"] = conventions.stabilise
-    shares = conventions.bias_shares(choice.rule)
+    shares = conventions.bias_shares(choice.rule, kernel.n_terms)
     if shares is not None and "bias_shares" in accepted and isinstance(layer, (Dense, Conv2d)):
         keywords["bias_shares"] = shares
-    if needs_bounds:
-        keywords.update(_bounds(choice.rule, a, input_domain, is_first))
+    if kernel.needs_bounds:
+        keywords.update(box.bounds(choice.rule, a, index))
     unknown = set(keywords) - accepted
     if unknown:
-        raise LRPError(f"rule {choice.rule} takes no parameter(s) {', '.join(sorted(unknown))}")
-    lower_relevance = kernel(layer, a, relevance, **keywords)
+        raise KernelArgumentError(f"rule {choice.rule} takes no parameter(s) {', '.join(sorted(unknown))}")
+    lower_relevance = kernel.relevance(layer, a, relevance, **keywords)
     valid = None
     if diagnostics:
-        valid = _root_point_validity(choice.rule, layer, a, keywords, kernel_folder)
+        valid = _root_point_validity(kernel.condition, layer, a, keywords)
     return lower_relevance, valid
 
 
-def _bounds(rule: str, a: np.ndarray, input_domain: InputDomain | None, is_first: bool) -> dict:
-    if not is_first:
-        raise MissingBoundsError(f"rule {rule} needs box bounds, which only the network input has; "
-                                 "use it on the first linear layer only")
-    if input_domain is None:
-        raise MissingBoundsError(f"rule {rule} needs the input box: pass input_domain=(low, high)")
-    return {"lower": np.broadcast_to(input_domain.low.astype(a.dtype), a.shape[1:])[None],
-            "upper": np.broadcast_to(input_domain.high.astype(a.dtype), a.shape[1:])[None]}
-
-
-def _root_point_validity(rule: str, layer, a: np.ndarray, keywords: dict, folder: str | None):
+def _root_point_validity(condition: Callable | None, layer, a: np.ndarray, keywords: dict):
     """Fraction of active neurons whose root point is in the rule's domain (derived condition)."""
-    from lrp_num.kernels import load_condition
-
-    condition = load_condition(rule, folder) if folder else load_condition(rule)
     if condition is None:
         return None
     accepted = inspect.signature(condition).parameters

@@ -54,13 +54,17 @@ def box_bound(value: object, name: str, x: numpy.ndarray, rule: str) -> numpy.nd
     Raises
     ------
     KernelArgumentError
-        If ``value`` is None.
+        If ``value`` is None or not numeric.
     """
     if value is None:
         raise KernelArgumentError(
             f"rule {rule!r} needs the box bounds: pass lower= and upper= (l <= x <= h, "
             f"broadcastable to x); {name} is missing")
-    return numpy.asarray(value, dtype=x.dtype)
+    try:
+        return numpy.asarray(value, dtype=x.dtype)
+    except (TypeError, ValueError):
+        raise KernelArgumentError(f"rule {rule!r}: the box bound {name} must be numeric, "
+                                  f"got {value!r}") from None
 
 
 def batch_shaped(bound: numpy.ndarray, x: numpy.ndarray) -> numpy.ndarray:

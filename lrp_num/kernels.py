@@ -18,34 +18,62 @@ from typing import Callable
 from lrp_num.errors import UnknownRuleError
 
 
+#: kernels generated for a layer type rather than a rule (max pooling); never a user's rule
+LAYER_KERNEL_NAMES = ("maxpool",)
+#: generated modules that are no relevance kernel at all
+_NOT_KERNELS = ("batchnorm_fold",)
+
+
+def _packaged_rules() -> tuple[str, ...]:
+    return tuple(getattr(importlib.import_module("lrp_num._generated"), "RULES", ()))
+
+
 def _packaged_names() -> tuple[str, ...]:
     generated = importlib.import_module("lrp_num._generated")
-    return tuple(getattr(generated, "RULES", ())) + tuple(
-        name for name in getattr(generated, "LAYER_KERNELS", ()) if name != "batchnorm_fold")
+    return _packaged_rules() + tuple(
+        name for name in getattr(generated, "LAYER_KERNELS", ()) if name not in _NOT_KERNELS)
 
 
 def _folder_names(folder: Path) -> tuple[str, ...]:
     return tuple(sorted(path.stem for path in folder.glob("*.py")
-                        if not path.name.startswith("_") and path.stem != "batchnorm_fold"))
+                        if not path.name.startswith("_") and path.stem not in _NOT_KERNELS))
+
+
+#: (resolved path) -> ((mtime_ns, size), module): a user's kernel file is executed once per
+#: version of the file, and again after it changes (e.g. a new ``lrp regenerate --out``)
+_FILE_MODULES: dict[Path, tuple[tuple[int, int], ModuleType]] = {}
 
 
 def _module_from_file(path: Path) -> ModuleType:
-    digest = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:12]
+    path = path.resolve()
+    stat = path.stat()
+    version = (stat.st_mtime_ns, stat.st_size)
+    cached = _FILE_MODULES.get(path)
+    if cached is not None and cached[0] == version:
+        return cached[1]
+    digest = hashlib.sha256(str(path).encode()).hexdigest()[:12]
     module_name = f"_lrp_kernel_{path.stem}_{digest}"
     spec = importlib.util.spec_from_file_location(module_name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
     spec.loader.exec_module(module)
+    _FILE_MODULES[path] = (version, module)
     return module
 
 
+def _known_text(names: tuple[str, ...]) -> str:
+    rules = [name for name in names if name not in LAYER_KERNEL_NAMES]
+    layers = [name for name in names if name in LAYER_KERNEL_NAMES]
+    return (", ".join(rules) or "none") + (f" (layer kernels: {', '.join(layers)})" if layers else "")
+
+
 def load_module(name: str, folder: str | Path | None = None) -> ModuleType:
-    """The generated kernel module of rule ``name`` (from ``folder`` when given)."""
+    """The generated kernel module of rule or layer kernel ``name`` (from ``folder`` when given)."""
     if folder is None:
         known = _packaged_names()
         if name not in known:
             raise UnknownRuleError(f"no generated kernel for rule {name!r}; known rules: "
-                                   f"{', '.join(known)}")
+                                   f"{_known_text(known)}")
         return importlib.import_module(f"lrp_num._generated.{name}")
     folder = Path(folder)
     if not folder.is_dir():
@@ -53,8 +81,16 @@ def load_module(name: str, folder: str | Path | None = None) -> ModuleType:
     known = _folder_names(folder)
     if name not in known:
         raise UnknownRuleError(f"no generated kernel for rule {name!r} in {folder}; known "
-                               f"rules there: {', '.join(known) or 'none'}")
+                               f"rules there: {_known_text(known)}")
     return _module_from_file(folder / f"{name}.py")
+
+
+def has_kernel(name: str, folder: str | Path) -> bool:
+    """Whether ``folder`` (an ``lrp regenerate --out`` folder) holds a kernel called ``name``."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UnknownRuleError(f"no kernel folder at {folder}")
+    return name in _folder_names(folder)
 
 
 def load_kernel(name: str, folder: str | Path | None = None) -> Callable:
@@ -81,8 +117,20 @@ def kernel_parameters(name: str, folder: str | Path | None = None) -> dict[str, 
 
 
 def known_rules(folder: str | Path | None = None) -> tuple[str, ...]:
-    """The names ``load_kernel`` accepts."""
-    return _packaged_names() if folder is None else _folder_names(Path(folder))
+    """The rule names (ratio and root-point rules) with a kernel, shipped or in ``folder``.
+
+    Layer kernels (:data:`LAYER_KERNEL_NAMES`, e.g. ``"maxpool"``) are not rules: ``load_kernel``
+    accepts them, ``explain`` uses them for their layer type only; see :func:`layer_kernels`.
+    """
+    if folder is None:
+        return _packaged_rules()
+    return tuple(name for name in _folder_names(Path(folder)) if name not in LAYER_KERNEL_NAMES)
+
+
+def layer_kernels(folder: str | Path | None = None) -> tuple[str, ...]:
+    """The layer kernels (max pooling) that ``load_kernel`` accepts besides the rules."""
+    names = _packaged_names() if folder is None else _folder_names(Path(folder))
+    return tuple(name for name in names if name in LAYER_KERNEL_NAMES)
 
 
 def load_condition(name: str, folder: str | Path | None = None) -> Callable | None:

@@ -42,7 +42,7 @@ from typing import BinaryIO, Callable, Mapping
 
 import numpy as np
 
-from lrp_num.errors import LRPError, ModelFileError, NonFiniteError, ShapeError
+from lrp_num.errors import DomainError, LRPError, ModelFileError, NonFiniteError, ShapeError
 from lrp_num.layers import (
     AvgPool2d, BatchNorm, Conv2d, Dense, Flatten, Identity, Layer, MaxPool2d, ReLU, SumPool2d,
 )
@@ -66,9 +66,14 @@ class InputDomain:
     high: np.ndarray
 
     def __post_init__(self) -> None:
-        low, high = np.asarray(self.low, dtype=float), np.asarray(self.high, dtype=float)
-        if np.isnan(low).any() or np.isnan(high).any():
-            raise NonFiniteError("input domain bounds hold NaN")
+        try:
+            low, high = np.asarray(self.low, dtype=float), np.asarray(self.high, dtype=float)
+        except (TypeError, ValueError):
+            raise ShapeError(f"input domain bounds must be numbers or numeric arrays, got "
+                             f"{_describe(self.low)} and {_describe(self.high)}") from None
+        if not (np.isfinite(low).all() and np.isfinite(high).all()):
+            raise NonFiniteError("input domain bounds must be finite (no NaN or Inf): z^B needs a "
+                                 "bounded box; for an unbounded input use w2 (R^n) or zplus (x >= 0)")
         try:
             np.broadcast_shapes(low.shape, high.shape)
         except ValueError:
@@ -77,6 +82,15 @@ class InputDomain:
             raise ShapeError("input domain needs low <= high everywhere")
         object.__setattr__(self, "low", low)
         object.__setattr__(self, "high", high)
+
+    @classmethod
+    def of(cls, value: "InputDomain | tuple | list") -> "InputDomain":
+        """An InputDomain, or one built from a (low, high) pair; ShapeError for anything else."""
+        if isinstance(value, cls):
+            return value
+        if not isinstance(value, (tuple, list)) or len(value) != 2:
+            raise ShapeError(f"input_domain must be an InputDomain or a pair (low, high), got {_describe(value)}")
+        return cls(*value)
 
     def check_fits(self, input_shape: tuple[int, ...]) -> None:
         """Raise ShapeError unless low and high broadcast to one sample of ``input_shape``."""
@@ -88,6 +102,33 @@ class InputDomain:
                 raise ShapeError(
                     f"input domain {name} of shape {bound.shape} does not fit inputs of shape {tuple(input_shape)}"
                 ) from None
+
+
+    def check_contains(self, x: np.ndarray) -> None:
+        """Raise DomainError unless l <= x <= h for a batch ``x`` (within a few rounding units).
+
+        The bounds must fit one sample of ``x`` (see :meth:`check_fits`).
+        """
+        tolerance = 8 * np.finfo(x.dtype if x.dtype.kind == "f" else np.float64).eps
+        low = self.low - tolerance * np.maximum(1.0, np.abs(self.low))
+        high = self.high + tolerance * np.maximum(1.0, np.abs(self.high))
+        outside = (x < low) | (x > high)
+        if outside.any():
+            raise DomainError(
+                f"{int(np.count_nonzero(outside))} input value(s) lie outside the declared input domain "
+                f"[{_bound_text(self.low)}, {_bound_text(self.high)}] (min {x.min():.6g}, max {x.max():.6g}); "
+                "z^B is derived for inputs inside the box: fix the input or the domain")
+
+
+def _describe(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _bound_text(bound: np.ndarray) -> str:
+    if bound.size == 1 or np.all(bound == bound.flat[0]):
+        return f"{float(bound.flat[0]):g}"
+    return f"{float(bound.min()):g}..{float(bound.max()):g}"
 
 
 @dataclass(frozen=True)
@@ -187,10 +228,18 @@ def save_npz(
             _write_archive(stream, arrays)
             stream.flush()
             os.fsync(stream.fileno())
+        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp creates 0600; honour the umask as open() does
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    """The process umask (read by setting and restoring it; there is no read-only call)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _write_archive(stream: BinaryIO, arrays: Mapping[str, np.ndarray]) -> None:
@@ -254,7 +303,7 @@ def _model_from_arrays(arrays: dict[str, np.ndarray], source: str) -> ModelFile:
             raise
         except (LRPError, ValueError, TypeError) as error:
             raise ModelFileError(f"{source}: layer {index} ({type_name}) is invalid: {error}") from None
-    input_shape = tuple(int(d) for d in arrays["input_shape"]) if "input_shape" in arrays else None
+    input_shape = _input_shape(arrays["input_shape"], source) if "input_shape" in arrays else None
     try:
         network = Sequential(layers, input_shape=input_shape)
         domain = None
@@ -265,7 +314,36 @@ def _model_from_arrays(arrays: dict[str, np.ndarray], source: str) -> ModelFile:
     except LRPError as error:
         raise ModelFileError(f"{source}: {error}") from None
     extra = {key[len("extra."):]: value for key, value in arrays.items() if key.startswith("extra.")}
+    _check_test_data(extra, input_shape, source)
     return ModelFile(network, domain, extra)
+
+
+def _input_shape(value: np.ndarray, source: str) -> tuple[int, ...]:
+    """The stored per-sample input shape: a 1-d array of positive integers."""
+    if value.ndim != 1 or value.dtype.kind not in "iu" or np.any(value <= 0):
+        raise ModelFileError(f"{source}: input_shape must be a 1-d array of positive integers, "
+                             f"got {value.dtype} of shape {value.shape}")
+    return tuple(int(d) for d in value)
+
+
+def _check_test_data(extra: dict[str, np.ndarray], input_shape: tuple[int, ...] | None,
+                     source: str) -> None:
+    """extra.test_images: a numeric batch of inputs; extra.test_labels: one integer per image."""
+    images, labels = extra.get("test_images"), extra.get("test_labels")
+    if images is not None:
+        if images.dtype.kind not in "biuf" or images.ndim < 2:
+            raise ModelFileError(f"{source}: extra.test_images must be a numeric batch of inputs, "
+                                 f"got {images.dtype} of shape {images.shape}")
+        if input_shape is not None and images.shape[1:] != input_shape:
+            raise ModelFileError(f"{source}: extra.test_images have shape {images.shape[1:]} per "
+                                 f"image, the network takes inputs of shape {input_shape}")
+    if labels is not None:
+        if labels.dtype.kind not in "iu" or labels.ndim != 1:
+            raise ModelFileError(f"{source}: extra.test_labels must be a 1-d array of integer "
+                                 f"labels, got {labels.dtype} of shape {labels.shape}")
+        if images is not None and len(labels) != len(images):
+            raise ModelFileError(f"{source}: extra.test_labels holds {len(labels)} labels for "
+                                 f"{len(images)} test images")
 
 
 def load_builtin(name: str) -> ModelFile:

@@ -86,6 +86,33 @@ def test_input_domain_validation():
         InputDomain(np.zeros(2), np.ones(3))
 
 
+@pytest.mark.parametrize(("low", "high"), [(0, np.inf), (-np.inf, np.inf), (np.array([0.0, -np.inf]), 1)])
+def test_input_domain_rejects_unbounded_boxes(low, high):
+    with pytest.raises(NonFiniteError, match="finite"):
+        InputDomain(low, high)
+
+
+def test_input_domain_rejects_non_numeric_bounds_and_other_tuples():
+    with pytest.raises(ShapeError, match="numbers or numeric arrays"):
+        InputDomain("a", "b")
+    with pytest.raises(ShapeError, match="pair"):
+        InputDomain.of((0, 1, 2))
+    assert float(InputDomain.of([0, 1]).high) == 1.0
+
+
+def test_saved_files_honour_the_umask(tmp_path):
+    import os
+    old = os.umask(0o022)
+    try:
+        save_npz(Sequential([Dense(np.eye(2))]), tmp_path / "m.npz")
+        assert (tmp_path / "m.npz").stat().st_mode & 0o777 == 0o644
+        os.umask(0o077)
+        save_npz(Sequential([Dense(np.eye(2))]), tmp_path / "p.npz")
+        assert (tmp_path / "p.npz").stat().st_mode & 0o777 == 0o600
+    finally:
+        os.umask(old)
+
+
 def write_arrays(path, **arrays):
     np.savez(path, **arrays)
     return path
@@ -132,6 +159,16 @@ def test_missing_corrupt_and_foreign_files(tmp_path):
         ({"layer0.weight": np.full((2, 2), np.nan)}, "layer 0 (Dense) is invalid: Dense weight holds 4 NaN"),
         ({"input_shape": np.array([3])}, "expects inputs of shape (2,), got (3,)"),
         ({"input_domain.low": np.ones(2), "input_domain.high": np.zeros(2)}, "low <= high"),
+        ({"input_shape": np.int64(2)}, "input_shape must be a 1-d array of positive integers"),
+        ({"input_shape": np.array([-1])}, "input_shape must be a 1-d array of positive integers"),
+        ({"input_shape": np.array(["2"])}, "input_shape must be a 1-d array of positive integers"),
+        ({"input_domain.low": np.array(["a"]), "input_domain.high": np.ones(2)}, "numbers or numeric arrays"),
+        ({"input_domain.low": np.zeros(2), "input_domain.high": np.array(np.inf)}, "must be finite"),
+        ({"extra.test_labels": np.array(["a", "b"])}, "extra.test_labels must be a 1-d array of integer"),
+        ({"extra.test_labels": np.array([0.5])}, "extra.test_labels must be a 1-d array of integer"),
+        ({"extra.test_images": np.ones((3, 5)), "input_shape": np.array([2])}, "extra.test_images have shape (5,)"),
+        ({"extra.test_images": np.array([["x", "y"]])}, "extra.test_images must be a numeric batch"),
+        ({"extra.test_images": np.ones((3, 2)), "extra.test_labels": np.array([1, 2])}, "2 labels for 3 test images"),
     ],
 )
 def test_invalid_contents(tmp_path, change, message):

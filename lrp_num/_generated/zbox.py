@@ -65,8 +65,8 @@ def relevance(op, x, relevance_out, *, lower=None, upper=None, eps=1e-06, stabil
     x = kernel_runtime.as_float(x)
     relevance_out = numpy.asarray(relevance_out, dtype=x.dtype)
     shares = kernel_runtime.bias_shares(bias_shares, RULE, N_TERMS)
-    lower = kernel_runtime.box_bound(lower, 'lower', x, RULE)
-    upper = kernel_runtime.box_bound(upper, 'upper', x, RULE)
+    lower = kernel_runtime.batch_shaped(kernel_runtime.box_bound(lower, 'lower', x, RULE), x)
+    upper = kernel_runtime.batch_shaped(kernel_runtime.box_bound(upper, 'upper', x, RULE), x)
     # input factors a_m(x, l, h) of the separated q
     a_1 = -upper + x
     a_2 = -lower + x

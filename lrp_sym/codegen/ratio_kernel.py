@@ -298,7 +298,8 @@ def emit_ratio_kernel(derivation: Derivation, header: str) -> str:
     body.emit("shares = kernel_runtime.bias_shares(bias_shares, RULE, N_TERMS)")
     bounds = _uses_bounds(derivation)
     for name in bounds:
-        body.emit(f"{name} = kernel_runtime.box_bound({name}, {name!r}, x, RULE)")
+        body.emit(f"{name} = kernel_runtime.batch_shaped("
+                  f"kernel_runtime.box_bound({name}, {name!r}, x, RULE), x)")
     factor_names = emit_input_factors(body, separated)
     for k, (term, parts) in enumerate(zip(derivation.terms, separated), 1):
         _emit_term(body, k, term, parts, factor_names)
