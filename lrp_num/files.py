@@ -10,6 +10,7 @@ import io
 import os
 import tempfile
 from pathlib import Path
+from typing import BinaryIO, Callable
 
 import numpy as np
 
@@ -37,27 +38,37 @@ def check_output_path(path: str | os.PathLike, what: str) -> Path:
 
 
 def _umask() -> int:
+    """The process umask (read by setting and restoring it; there is no read-only call)."""
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
 
 
-def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename, so
-    no half-written file is ever left. The file gets the usual mode (0o666 less the umask),
-    not the private 0o600 of a temporary file."""
+def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> Path:
+    """Call ``write(stream)`` on a temporary file in ``path``'s folder, then rename it to ``path``.
+
+    No half-written file is ever left: on any error the temporary file is removed. The file
+    gets the usual mode (0o666 less the umask), not the private 0o600 of a temporary file.
+    """
     path = Path(path)
     handle, temporary = tempfile.mkstemp(dir=path.parent if str(path.parent) else ".",
                                          prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
+            write(stream)
+            stream.flush()
+            os.fsync(stream.fileno())
         os.chmod(temporary, 0o666 & ~_umask())
         os.replace(temporary, path)
     finally:
         if os.path.exists(temporary):
             os.unlink(temporary)
     return path
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` with :func:`write_atomic`."""
+    return write_atomic(path, lambda stream: stream.write(data))
 
 
 def npy_bytes(array: np.ndarray) -> bytes:

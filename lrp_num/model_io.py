@@ -32,7 +32,6 @@ without parameters have no entries besides their type. Keys not listed are ignor
 from __future__ import annotations
 
 import os
-import tempfile
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -43,6 +42,7 @@ from typing import BinaryIO, Callable, Mapping
 import numpy as np
 
 from lrp_num.errors import DomainError, LRPError, ModelFileError, NonFiniteError, ShapeError
+from lrp_num.files import write_atomic
 from lrp_num.layers import (
     AvgPool2d, BatchNorm, Conv2d, Dense, Flatten, Identity, Layer, MaxPool2d, ReLU, SumPool2d,
 )
@@ -221,25 +221,7 @@ def save_npz(
             raise ShapeError(f"extra array {name!r} has object dtype, which model files cannot hold")
         arrays[f"extra.{name}"] = value
 
-    path = Path(path)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            _write_archive(stream, arrays)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp creates 0600; honour the umask as open() does
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    """The process umask (read by setting and restoring it; there is no read-only call)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+    write_atomic(path, lambda stream: _write_archive(stream, arrays))
 
 
 def _write_archive(stream: BinaryIO, arrays: Mapping[str, np.ndarray]) -> None:
