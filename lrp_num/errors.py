@@ -59,3 +59,12 @@ class TargetError(LRPError, IndexError):
 
 class MissingDependencyError(LRPError, ImportError):
     """An optional package (e.g. onnx) that a requested feature needs is not installed."""
+
+
+class OutputPathError(LRPError, ValueError):
+    """An output file that cannot be written: the path names a folder, or its folder does not
+    exist or is not a folder. Checked before any work, so nothing is written half-way."""
+
+
+class HeatmapFormatError(LRPError, ValueError):
+    """A heatmap file name without an extension, or with one matplotlib cannot write."""

@@ -14,12 +14,7 @@ from typing import BinaryIO, Callable
 
 import numpy as np
 
-from lrp_num.errors import LRPError
-
-
-class OutputPathError(LRPError, ValueError):
-    """An output file that cannot be written: it names a folder, or its folder does not exist
-    or is not a folder (an :class:`lrp_num.errors.LRPError`: one line, exit 2)."""
+from lrp_num.errors import OutputPathError
 
 
 def check_output_path(path: str | os.PathLike, what: str) -> Path:

@@ -18,12 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lrp_num.errors import LRPError, MissingDependencyError, ShapeError
-
-
-class HeatmapFormatError(LRPError, ValueError):
-    """A heatmap file name without an extension, or with one matplotlib cannot write
-    (a :class:`lrp_num.errors.LRPError`; the command line prints it in one line, exit 2)."""
+from lrp_num.errors import HeatmapFormatError, MissingDependencyError, ShapeError
 
 
 def as_image(array: np.ndarray) -> np.ndarray:
