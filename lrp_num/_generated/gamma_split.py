@@ -43,11 +43,8 @@ def relevance(op, x, relevance_out, *, gamma=0.25, lower=None, upper=None, eps=1
         The rule parameter gamma.
     lower, upper : ndarray, optional
         Box bounds l <= x <= h, broadcastable to x. Not used by this rule.
-    eps : float, default 1e-06
-        Stabiliser of the denominators (see stabilise); 0 disables it.
-    stabilise : {"zero", "everywhere"}, default "zero"
-        "zero": only denominators equal to 0 become +eps (exact elsewhere; the deep Taylor
-        default). "everywhere": d + eps sign(d) with sign(0) = +1 (zennit / captum style).
+    eps, stabilise : float, {"zero", "everywhere"}, default 1e-06, "zero"
+        The stabiliser convention, stated once in lrp_num.kernel_runtime.
     bias_shares : sequence of (str or None), optional
         One entry per term (1 here): a weight-transform name g adds g(b_j) to that
         term's denominator (a convention such as zennit's b^+: "positive"); None adds nothing.
@@ -59,10 +56,9 @@ def relevance(op, x, relevance_out, *, gamma=0.25, lower=None, upper=None, eps=1
 
     Raises
     ------
-    ZeroDenominatorError
-        A denominator is 0 after stabilisation (eps = 0) where the upper relevance is not.
-    KernelArgumentError
-        Missing box bounds, an unknown stabilise mode, or malformed bias_shares.
+    ZeroDenominatorError, KernelArgumentError
+        See lrp_num.kernel_runtime: a zero denominator with eps = 0 where relevance arrives;
+        missing box bounds, an unknown stabilise mode, or malformed bias_shares.
     """
     x = kernel_runtime.as_float(x)
     relevance_out = numpy.asarray(relevance_out, dtype=x.dtype)
