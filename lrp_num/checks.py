@@ -106,7 +106,7 @@ NON_NEGATIVE_PARAMETERS = ("gamma", "epsilon", "alpha", "beta")
 MIXED_SIGN_RULES = "w2, zbox (with an input box), zplus_split, epsilon or lrp0"
 
 
-def check_dps(dps: object) -> int:
+def check_dps(dps: object, what: str = "dps") -> int:
     """Return the reference precision ``dps`` as an int, checked to lie in [MIN_DPS, MAX_DPS].
 
     Parameters
@@ -114,6 +114,8 @@ def check_dps(dps: object) -> int:
     dps : int
         Significant decimal digits of the mpmath reference: a Python or NumPy integer (not a
         bool, not a float such as 1.5 or 50.0).
+    what : str
+        The argument's name in messages (``"--dps"`` on the command line).
 
     Raises
     ------
@@ -121,10 +123,10 @@ def check_dps(dps: object) -> int:
         For anything else, or a value outside 20 .. 10000.
     """
     if isinstance(dps, (bool, np.bool_)) or not isinstance(dps, (int, np.integer)):
-        raise PrecisionError(f"dps must be an integer number of digits from {MIN_DPS} to {MAX_DPS}, "
-                             f"got {dps!r}")
+        raise PrecisionError(f"{what} must be an integer number of digits from {MIN_DPS} to "
+                             f"{MAX_DPS}, got {dps!r}")
     if not MIN_DPS <= dps <= MAX_DPS:
-        raise PrecisionError(f"dps must be from {MIN_DPS} to {MAX_DPS} digits, got {int(dps)}")
+        raise PrecisionError(f"{what} must be from {MIN_DPS} to {MAX_DPS} digits, got {int(dps)}")
     return int(dps)
 
 

@@ -619,8 +619,12 @@ class ReferenceNetwork:
     # relevance
 
     def backward(self, activations, relevance_top, plan, conventions, bounds, solver="newton",
-                 diagnostics=True):
-        """Relevance of the input given the output relevance; returns (relevance, traces)."""
+                 diagnostics=True, check_domain=True):
+        """Relevance of the input given the output relevance; returns (relevance, traces).
+
+        ``check_domain``: raise DomainError where a rule derived for the orthant meets a
+        negative input (False evaluates the definition there all the same).
+        """
         relevance = relevance_top
         traces: list[LayerTrace] = []
         for index in reversed(range(len(self.layers))):
@@ -631,7 +635,7 @@ class ReferenceNetwork:
                 x_ext = np.append(a, mpmath.mpf(0))
                 if rule in ROOT_POINT_RULES:
                     layer_bounds = None
-                    if ROOT_POINT_RULES[rule] == "orthant":
+                    if check_domain and ROOT_POINT_RULES[rule] == "orthant":
                         check_orthant(a, index, layer, rule)
                     if rule == "zbox":
                         first = min(i for i in self.matrices if isinstance(self.layers[i], (Dense, Conv2d)))
@@ -785,11 +789,14 @@ class ReferenceResult:
 
 def explain_trace(network, x, rule: str | None = None, composite=None, target=None, *, dps: int = 50,
                   conventions=None, solver: str = "newton", diagnostics: bool = True,
-                  **rule_parameters) -> list[ReferenceResult]:
+                  check_domain: bool = True, **rule_parameters) -> list[ReferenceResult]:
     """Like :func:`explain`, but per sample with activations and per-layer traces (at dps + guard).
 
     ``solver``: "newton" (default) or "findroot" (mpmath.findroot on each root condition);
-    ``diagnostics``: count root points inside their domain (see :func:`root_point_membership`).
+    ``diagnostics``: count root points inside their domain (see :func:`root_point_membership`);
+    ``check_domain=False`` evaluates zplus and gamma by their definition on negative inputs
+    too, instead of raising DomainError (the audit does so to reproduce a library that applies
+    them there, and says so in its report).
     """
     from lrp_num.model_io import InputDomain  # the box and its checks, no numerics
 
@@ -824,7 +831,7 @@ def explain_trace(network, x, rule: str | None = None, composite=None, target=No
             activations = reference.forward(values)
             top = _top_relevance(activations[-1], target, sample)
             relevance, traces = reference.backward(activations, top, plan, conv, bounds, solver,
-                                                   diagnostics)
+                                                   diagnostics, check_domain)
             results.append(ReferenceResult(relevance, top, activations, traces))
     return results
 

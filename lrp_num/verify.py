@@ -214,6 +214,9 @@ def verify_method(network, x: np.ndarray, name: str, kind: str, *, targets=None,
     from lrp_num.conventions import DTD
     from lrp_num.explain import explain_details
 
+    from lrp_num.checks import check_dps
+
+    dps = check_dps(dps)
     conventions = conventions or DTD
     row = RuleReport(name, kind)
     method = _method(name, kind)
@@ -294,9 +297,14 @@ def _positive_domain(name: str, x: np.ndarray) -> bool:
 def verify(network, x: np.ndarray, *, rules: Sequence[str] = DEFAULT_RULES,
            composites: Sequence[str] = DEFAULT_COMPOSITES, targets=None, input_domain=None,
            dps: int = 50, model_name: str = "model", conventions=None) -> VerifyReport:
-    """Verify every rule and composite on the batch ``x``; see :func:`verify_method`."""
+    """Verify every rule and composite on the batch ``x``; see :func:`verify_method`.
+
+    ``dps`` is the reference's precision, 20 to 10000 digits (PrecisionError otherwise).
+    """
+    from lrp_num.checks import check_dps
     from lrp_num.errors import LRPError
 
+    dps = check_dps(dps)
     rows = []
     for kind, names in (("rule", rules), ("composite", composites)):
         for name in names:
