@@ -35,7 +35,8 @@ convention         v_0j                                                         
 ``"zennit"``       z+: 1[b_j > 0]; w2: b_j; lrp0, gamma: 1; zbox, flat: 0         b^+, b^2, b, 0
 =================  =============================================================  ===========
 
-(alpha-beta, a formula rule, adds b^+ and b^- to its two groups under "neuron" and "zennit".)
+(alpha-beta, a formula rule, adds b^+ and b^- to its two groups under "neuron" and "zennit",
+and under "captum" the unmodified b_j to its positive group only, as lrp_num.conventions states.)
 The step then has slope sum_i v_ij w_ij + v_0j b_j, the engine's denominator with its bias share.
 
 Stabiliser in root-point terms
@@ -456,8 +457,12 @@ def _formula_layer(rule, matrix: LinearMatrix, x_ext, relevance, parameters, con
         bias = conventions["bias"]
         positive = np.vectorize(lambda q: q if q > 0 else zero, otypes=[object])(contributions)
         negative = np.vectorize(lambda q: q if q < 0 else zero, otypes=[object])(contributions)
-        share_plus = np.array([(bv if bv > 0 else zero) if bias != "dtd" else zero for bv in b], dtype=object)
-        share_minus = np.array([(bv if bv < 0 else zero) if bias != "dtd" else zero for bv in b], dtype=object)
+        if bias == "captum":  # the unmodified b_j in the one modified z' (the positive term)
+            share_plus = np.array(list(b), dtype=object)
+            share_minus = np.array([zero] * len(b), dtype=object)
+        else:  # "neuron", "zennit": b^+ and b^- join their groups; "dtd": no bias
+            share_plus = np.array([(bv if bv > 0 else zero) if bias != "dtd" else zero for bv in b], dtype=object)
+            share_minus = np.array([(bv if bv < 0 else zero) if bias != "dtd" else zero for bv in b], dtype=object)
         groups = [(mpmath.mpf(parameters["alpha"]), positive, share_plus),
                   (-mpmath.mpf(parameters["beta"]), negative, share_minus)]
     relevance_in = np.zeros(matrix.n_in + 1, dtype=object)
