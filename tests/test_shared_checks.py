@@ -299,3 +299,21 @@ def test_alphabeta_under_captum_bias_agrees_between_engine_and_reference():
 
 def test_lrp_error_is_the_base_of_every_new_check():
     assert issubclass(PrecisionError, LRPError) and issubclass(DomainError, LRPError)
+
+
+def test_verify_reports_an_orthant_rule_on_negative_inputs_as_not_applicable():
+    """Engine and reference both refuse z+ on negative inputs: that is agreement, not a failure."""
+    from lrp_num.verify import format_table
+
+    report = verify(NETWORK, X - 0.5, rules=("zplus", "w2"), composites=())
+    zplus, w2 = report.rows
+    assert zplus.outside_domain is not None and "rule zplus is derived for the orthant" in zplus.outside_domain
+    assert [c.name for c in zplus.checks] == ["domain"] and zplus.checks[0].holds
+    assert w2.outside_domain is None and report.ok
+    assert "zplus                not applicable: layer 0" in format_table(report)
+
+
+def test_verify_fails_when_only_the_engine_refuses(monkeypatch):
+    monkeypatch.setitem(ref.ROOT_POINT_RULES, "zplus", "R^n")  # a reference that forgot the domain
+    report = verify(NETWORK, X - 0.5, rules=("zplus",), composites=())
+    assert not report.ok and not report.rows[0].checks[0].holds
