@@ -24,11 +24,12 @@ from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 
-from lrp_num.checks import as_float_array, require_finite
+from lrp_num.checks import (NON_NEGATIVE_PARAMETERS, check_composite_parameters, check_orthant,
+                            check_rule_parameters, check_target, explanation_input)
 from lrp_num.composites import Composite, LayerRule, get_composite
 from lrp_num.conventions import DTD, Conventions
 from lrp_num.errors import (KernelArgumentError, LRPError, MissingBoundsError, NonFiniteError,
-                            ShapeError, TargetError, UnknownRuleError)
+                            ShapeError, UnknownRuleError)
 from lrp_num.kernels import LAYER_KERNEL_NAMES, has_kernel, known_rules, load_module
 from lrp_num.layers import AvgPool2d, Conv2d, Dense, Flatten, Identity, MaxPool2d, SumPool2d
 from lrp_num.model_io import InputDomain
@@ -37,8 +38,9 @@ from lrp_num.network import Sequential
 __all__ = ["Explanation", "LayerReport", "MissingBoundsError", "explain", "explain_details",
            "top_relevance"]  # MissingBoundsError lives in lrp_num.errors; kept here for imports
 
-#: rule parameters that must be >= 0 (and, like every parameter, finite)
-NON_NEGATIVE_PARAMETERS = ("gamma", "epsilon", "alpha", "beta")
+#: keywords of a generated kernel that are not rule parameters
+_RUNTIME_KEYWORDS = frozenset({"op", "x", "relevance_out", "lower", "upper", "eps", "stabilise",
+                               "bias_shares"})
 #: layers that only reshape: the input box still bounds what they pass on
 _SHAPE_ONLY = (Flatten, Identity)
 
@@ -102,19 +104,13 @@ def top_relevance(output: np.ndarray, target: object) -> np.ndarray:
     of one index per sample, or an array of the output's shape used as given.
     """
     batch, n_outputs = output.shape[0], int(np.prod(output.shape[1:]))
-    if target is None:
-        target = output.reshape(batch, -1).argmax(axis=1)
-    array = np.asarray(target)
-    if array.shape == output.shape and array.dtype.kind == "f":
-        return require_finite(array.astype(output.dtype), "target relevance")
-    if array.dtype.kind not in "iu":
-        raise TargetError(f"target must be output indices or a relevance array of shape {output.shape}, "
-                          f"got {array.dtype} of shape {array.shape}")
-    indices = np.broadcast_to(array, (batch,)) if array.ndim == 0 else array
-    if indices.shape != (batch,):
-        raise TargetError(f"target has {indices.size} indices for a batch of {batch}")
-    if np.any(indices < 0) or np.any(indices >= n_outputs):
-        raise TargetError(f"target index out of range for {n_outputs} outputs: {indices.tolist()}")
+    checked = check_target(target, output.shape)
+    if checked is None:
+        indices = output.reshape(batch, -1).argmax(axis=1)
+    elif checked.dtype.kind == "f":
+        return checked.astype(output.dtype)
+    else:
+        indices = checked
     flat = np.zeros((batch, n_outputs), dtype=output.dtype)
     rows = np.arange(batch)
     flat[rows, indices] = output.reshape(batch, -1)[rows, indices]
@@ -127,18 +123,25 @@ class _Kernel(NamedTuple):
     needs_bounds: bool
     n_terms: int
     condition: Callable | None
+    parameters: frozenset[str]
+    domain: str | None
 
 
 @functools.lru_cache(maxsize=None)
 def _kernel_of(module: ModuleType) -> _Kernel:
     """The module's kernel, the keywords it accepts, whether it needs box bounds, its number of
-    terms and its root-point condition (cached per module object, so a changed user file that
+    terms, its root-point condition, its rule parameters and the input domain it is derived for
+    (None for a module generated without DOMAIN; cached per module object, so a changed user file that
     :mod:`lrp_num.kernels` reloads is never served stale)."""
     kernel = module.relevance
     condition = getattr(module, "root_point_in_domain", None)
-    return _Kernel(kernel, frozenset(inspect.signature(kernel).parameters),
-                   bool(getattr(module, "BOUNDS", ())), int(getattr(module, "N_TERMS", 1)),
-                   condition if callable(condition) else None)
+    accepted = frozenset(inspect.signature(kernel).parameters)
+    parameters = getattr(module, "PARAMETERS", None)
+    parameters = frozenset(parameters) if parameters is not None else accepted - _RUNTIME_KEYWORDS
+    return _Kernel(kernel, accepted, bool(getattr(module, "BOUNDS", ())),
+                   int(getattr(module, "N_TERMS", 1)), condition if callable(condition) else None,
+                   parameters, getattr(module, "DOMAIN", None))
+
 
 
 def _kernel(rule: str, folder: str | None, layer: object) -> _Kernel:
@@ -164,31 +167,19 @@ def _resolve_composite(rule: str | None, composite: str | Composite | None,
             raise UnknownRuleError(f"no generated kernel for rule {rule!r}; known rules: "
                                    f"{', '.join(valid)}")
         return Composite.single(rule, **parameters)
-    if parameters:
-        raise KernelArgumentError(
-            f"rule parameters ({', '.join(sorted(parameters))}) apply with rule=...; a composite "
-            "sets its own (build a lrp_num.Composite to change them)")
+    check_composite_parameters(parameters)
     return get_composite(composite) if isinstance(composite, str) else composite
 
 
-def _check_plan(plan: dict[int, LayerRule], layers: Sequence) -> None:
-    """Reject layer kernels chosen for linear layers and invalid rule parameters."""
+def _check_plan(plan: dict[int, LayerRule], layers: Sequence, folder: str | None) -> None:
+    """Reject layer kernels chosen for linear layers and invalid rule parameters (the rule's
+    own, from its generated module's PARAMETERS, checked as the reference checks them)."""
     for index, choice in plan.items():
         if isinstance(layers[index], (Dense, Conv2d)) and choice.rule in LAYER_KERNEL_NAMES:
             raise UnknownRuleError(f"{choice.rule!r} is the kernel of a layer type, not a rule for "
                                    f"layer {index}; rules: {', '.join(known_rules())}")
-        for name, value in choice.parameters.items():
-            array = np.asarray(value) if not isinstance(value, (str, bytes)) else np.asarray(None)
-            if array.ndim != 0 or array.dtype.kind not in "iuf":
-                raise KernelArgumentError(f"rule {choice.rule}: parameter {name} must be a number, "
-                                          f"got {value!r}")
-            number = float(array)
-            if not np.isfinite(number):
-                raise KernelArgumentError(f"rule {choice.rule}: parameter {name} must be finite, "
-                                          f"got {number}")
-            if name in NON_NEGATIVE_PARAMETERS and number < 0:
-                raise KernelArgumentError(f"rule {choice.rule}: parameter {name} must be >= 0, "
-                                          f"got {number}")
+        kernel = _kernel(choice.rule, folder, layers[index])
+        check_rule_parameters(choice.rule, choice.parameters, kernel.parameters)
 
 
 def explain_details(
@@ -212,14 +203,12 @@ def explain_details(
     arriving at every layer's output, ``kernel_folder`` loads kernels generated into a folder;
     ``layer_reports=False`` skips the per-layer reports altogether (what :func:`explain` does).
     """
-    x = require_finite(as_float_array(x, "input"), "input")
-    if x.ndim >= 1 and x.shape[0] == 0:
-        raise ShapeError(f"the input batch is empty (shape {x.shape})")
+    x = explanation_input(x)
     if input_domain is not None:
         input_domain = InputDomain.of(input_domain)
     plan = _resolve_composite(rule, composite, parameters, kernel_folder).plan(
         network.layers, input_domain is not None)
-    _check_plan(plan, network.layers)
+    _check_plan(plan, network.layers, kernel_folder)
     with contextlib.ExitStack() as stack:
         for layer in network.layers:  # convolutions reuse the im2col columns of the forward pass
             if hasattr(layer, "reusing_columns"):
@@ -375,6 +364,8 @@ def _non_finite_message(index: int, layer, rule: str, relevance: np.ndarray) -> 
 def _apply_rule(layer, a, relevance, choice: LayerRule, conventions: Conventions, box: _Box,
                 index: int, diagnostics: bool, kernel_folder: str | None):
     kernel = _kernel(choice.rule, kernel_folder, layer)
+    if kernel.domain == "orthant":
+        check_orthant(a, index, layer, choice.rule)
     accepted = kernel.accepted
     keywords = dict(choice.parameters)
     if "eps" in accepted:

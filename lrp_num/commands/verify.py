@@ -12,9 +12,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from lrp_num.checks import MAX_DPS, MIN_DPS, check_dps
 from lrp_num.errors import LRPError, UnknownRuleError
-
-MIN_DPS = 20
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--samples", type=int, default=2, metavar="K",
                         help="stored test images to explain per model (default 2)")
     parser.add_argument("--dps", type=int, default=50, metavar="D",
-                        help=f"reference precision in decimal digits (default 50, at least {MIN_DPS})")
+                        help=f"reference precision in decimal digits, {MIN_DPS} to {MAX_DPS} (default 50)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
@@ -64,8 +63,7 @@ def run(args: argparse.Namespace) -> int:
     from lrp_num.commands.common import load_model
     from lrp_num.verify import format_table, verify
 
-    if args.dps < MIN_DPS:
-        raise LRPError(f"--dps must be at least {MIN_DPS}, got {args.dps}")
+    check_dps(args.dps, "--dps")
     if args.samples < 1:
         raise LRPError(f"--samples must be at least 1, got {args.samples}")
     rules, composites = _split_methods(args.rules)
