@@ -59,6 +59,7 @@ import numpy as np
 from lrp_num.errors import LRPError, ShapeError, TargetError, UnknownRuleError, ZeroDenominatorError
 from lrp_num.layers import (AvgPool2d, Conv2d, Dense, Flatten, Identity, MaxPool2d, ReLU,
                             SumPool2d)
+from lrp_num.progress import progress
 
 #: extra working digits beyond the requested ``dps``
 GUARD_DIGITS = 10
@@ -785,8 +786,8 @@ def explain_trace(network, x, rule: str | None = None, composite=None, target=No
     plan = layer_plan(network, rule, composite, input_is_box=bounds is not None, **rule_parameters)
     reference = prepare(network, input_shape)
     results = []
-    with mpmath.workdps(dps + GUARD_DIGITS):
-        for sample, values in enumerate(batch):
+    with mpmath.workdps(dps + GUARD_DIGITS):  # a progress bar on a terminal for many samples
+        for sample, values in enumerate(progress(batch, "reference")):
             activations = reference.forward(values)
             top = _top_relevance(activations[-1], target, sample, len(batch))
             relevance, traces = reference.backward(activations, top, plan, conv, bounds, solver,
@@ -843,8 +844,8 @@ def gradient(network, x, target=None, *, dps: int = 50) -> np.ndarray:
     batch, single = _as_batch(network, x)
     reference = prepare(network, batch.shape[1:])
     grads = []
-    with mpmath.workdps(dps + GUARD_DIGITS):
-        for sample, values in enumerate(batch):
+    with mpmath.workdps(dps + GUARD_DIGITS):  # a progress bar on a terminal for many samples
+        for sample, values in enumerate(progress(batch, "reference")):
             activations = reference.forward(values)
             n_out = len(activations[-1])
             if target is not None and np.size(target) in (n_out, len(batch) * n_out) and \

@@ -294,18 +294,21 @@ def _positive_domain(name: str, x: np.ndarray) -> bool:
 def verify(network, x: np.ndarray, *, rules: Sequence[str] = DEFAULT_RULES,
            composites: Sequence[str] = DEFAULT_COMPOSITES, targets=None, input_domain=None,
            dps: int = 50, model_name: str = "model", conventions=None) -> VerifyReport:
-    """Verify every rule and composite on the batch ``x``; see :func:`verify_method`."""
+    """Verify every rule and composite on the batch ``x``; see :func:`verify_method`.
+
+    Shows a progress bar over the rules and composites on stderr when it is a terminal.
+    """
     from lrp_num.errors import LRPError
+    from lrp_num.progress import progress
 
     rows = []
-    for kind, names in (("rule", rules), ("composite", composites)):
-        for name in names:
-            try:
-                rows.append(verify_method(network, x, name, kind, targets=targets, input_domain=input_domain,
-                                          dps=dps, conventions=conventions))
-            except LRPError as error:
-                row = RuleReport(name, kind, error=str(error))
-                rows.append(row)
+    methods = [("rule", name) for name in rules] + [("composite", name) for name in composites]
+    for kind, name in progress(methods, f"verifying {model_name}"):
+        try:
+            rows.append(verify_method(network, x, name, kind, targets=targets, input_domain=input_domain,
+                                      dps=dps, conventions=conventions))
+        except LRPError as error:
+            rows.append(RuleReport(name, kind, error=str(error)))
     return VerifyReport(model_name, len(x), dps, rows)
 
 

@@ -24,6 +24,7 @@ from typing import Callable, Mapping
 import numpy as np
 
 from lrp_num.audit.library_run import LibraryRun
+from lrp_num.checks import require_finite
 from lrp_num.composites import Composite, LayerRule, get_composite
 from lrp_num.conventions import DTD, Conventions
 from lrp_num.errors import LRPError, ShapeError
@@ -357,7 +358,7 @@ def audit_attribution(network, x: np.ndarray, attribution: np.ndarray, rule: str
     each convention absorbs, and positivity. The verdict names the convention it matches.
     """
     x = np.asarray(x, dtype=np.float64)
-    attribution = np.asarray(attribution, dtype=np.float64)
+    attribution = require_finite(np.asarray(attribution, dtype=np.float64), "the attribution")
     if attribution.shape == x.shape[1:]:
         attribution = attribution[None]
     if attribution.shape != x.shape:

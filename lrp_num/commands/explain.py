@@ -86,6 +86,10 @@ def run(args: argparse.Namespace) -> int:
     from lrp_num.explain import explain_details
 
     parameters = _check_arguments(args)
+    # no output may overwrite an input (or another output), however the paths are spelled
+    model_file = None if args.model in _builtin_names() else args.model
+    check_distinct({"--out": args.out, "--heatmap": args.heatmap},
+                   {"--input": args.input, "--model": model_file})
     # check every output (folder, not a folder itself, format, matplotlib) before any work;
     # the files are written all or none at the very end, so a mistake never leaves one
     if args.out is not None:
@@ -96,9 +100,6 @@ def run(args: argparse.Namespace) -> int:
 
         check_output_path(args.heatmap, "the heatmap")
         heatmap_format = format_of(args.heatmap)
-    model_file = None if args.model in _builtin_names() else args.model
-    check_distinct({"--out": args.out, "--heatmap": args.heatmap},
-                   {"--input": args.input, "--model": model_file})
     model = load_model(args.model)
     x = load_inputs(args, model)
     if args.heatmap is not None:
