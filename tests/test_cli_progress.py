@@ -60,6 +60,18 @@ def test_explain_shows_progress_over_chunks_on_a_terminal(tmp_path, capsys, term
     assert "explaining" in err and "/3 [" in err
 
 
+def test_audit_of_an_attribution_shows_progress_per_convention(tmp_path, capsys, terminal):
+    from lrp_num import explain
+
+    model = load_builtin("digits-mlp")
+    attribution = tmp_path / "r.npy"
+    np.save(attribution, explain(model.network, model.test_images[:1], rule="zplus"))
+    assert main(["audit", "--attribution", str(attribution), "--model", "digits-mlp",
+                 "--rule", "zplus"]) == 0
+    err = capsys.readouterr().err
+    assert "reference per convention" in err
+
+
 def test_verify_prints_its_header_before_the_work(monkeypatch, capsys):
     import lrp_num.verify as verify_module
 
@@ -98,3 +110,11 @@ def test_a_closed_pipe_ends_the_command_quietly(arguments, first):
     assert line.startswith(first)
     assert err == ""  # no BrokenPipeError traceback, no "Exception ignored" at exit
     assert status == BROKEN_PIPE_STATUS
+
+
+def test_the_reference_on_several_samples_shows_progress_on_a_terminal(capsys, terminal):
+    from lrp_num import reference
+
+    model = load_builtin("digits-mlp")
+    reference.explain(model.network, model.test_images[:3], rule="zplus", dps=30)
+    assert "reference" in capsys.readouterr().err

@@ -30,6 +30,7 @@ from lrp_num.conventions import DTD, Conventions
 from lrp_num.errors import LRPError, ShapeError
 from lrp_num.explain import top_relevance
 from lrp_num.profiles import PROFILES, Profile, get_profile
+from lrp_num.progress import progress
 
 #: relative deviation below which two float64 relevances count as equal
 DEFAULT_TOLERANCE = 1e-7
@@ -370,7 +371,7 @@ def audit_attribution(network, x: np.ndarray, attribution: np.ndarray, rule: str
     candidates = [get_profile(library)] if library else list(PROFILES.values())
     rows, lines, ok = [], [], True
     dtd_layers = None
-    for profile in candidates:
+    for profile in progress(candidates, "reference per convention"):
         try:
             own_plan, dtd_plan = mapped_plans(profile, plan)
         except LRPError:

@@ -11,7 +11,6 @@ import numpy as np
 
 from lrp_num.errors import LRPError, ModelFileError, NonFiniteError, ShapeError
 from lrp_num.model_io import BUILTIN_MODELS, ModelFile, load_builtin, load_npz
-from lrp_num.progress import progress  # noqa: F401  (the commands' progress bars)
 
 DEFAULT_MODEL = "digits-cnn"
 

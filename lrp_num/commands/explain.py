@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from lrp_num.commands.common import (add_model_arguments, load_inputs, load_model, progress,
-                                    sample_names)
+from lrp_num.commands.common import add_model_arguments, load_inputs, load_model, sample_names
 from lrp_num.errors import LRPError
 from lrp_num.files import check_distinct, check_output_path, npy_bytes, write_all_or_none
+from lrp_num.progress import progress
 
 CHUNK = 64  # samples per backward pass; a progress bar shows for several chunks
 RULE_PARAMETERS = ("epsilon", "gamma", "alpha", "beta")
