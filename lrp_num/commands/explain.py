@@ -13,7 +13,6 @@ that says so. Every output is checked before the work and written all or none at
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import numpy as np
 
