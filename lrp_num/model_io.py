@@ -42,7 +42,7 @@ from typing import BinaryIO, Callable, Mapping
 import numpy as np
 
 from lrp_num.errors import DomainError, LRPError, ModelFileError, NonFiniteError, ShapeError
-from lrp_num.files import write_atomic
+from lrp_num.files import check_output_path, write_atomic
 from lrp_num.layers import (
     AvgPool2d, BatchNorm, Conv2d, Dense, Flatten, Identity, Layer, MaxPool2d, ReLU, SumPool2d,
 )
@@ -186,7 +186,8 @@ def save_npz(
     """Write ``network`` (layers as given, before folding) to a compressed ``.npz`` file.
 
     The file is written to a temporary file in the same folder and renamed into place, so
-    ``path`` never holds a half-written model.
+    ``path`` never holds a half-written model. A path that cannot be written (a missing folder,
+    a folder, no permission) raises :class:`~lrp_num.errors.OutputPathError`.
 
     Parameters
     ----------
@@ -221,6 +222,7 @@ def save_npz(
             raise ShapeError(f"extra array {name!r} has object dtype, which model files cannot hold")
         arrays[f"extra.{name}"] = value
 
+    check_output_path(path, "the model")
     write_atomic(path, lambda stream: _write_archive(stream, arrays))
 
 
@@ -244,6 +246,8 @@ def load_npz(path: str | os.PathLike) -> ModelFile:
         version, names an unknown layer type or lacks a layer's array.
     """
     path = Path(path)
+    if path.is_dir():
+        raise ModelFileError(f"model file {path} is a folder, not a model file")
     if not path.is_file():
         raise ModelFileError(f"model file {path} does not exist")
     try:

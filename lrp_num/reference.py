@@ -73,6 +73,7 @@ from lrp_num.errors import (KernelArgumentError, LRPError, MissingBoundsError, S
                             TargetError, UnknownRuleError, ZeroDenominatorError)
 from lrp_num.layers import (AvgPool2d, Conv2d, Dense, Flatten, Identity, MaxPool2d, ReLU,
                             SumPool2d)
+from lrp_num.progress import progress
 
 #: extra working digits beyond the requested ``dps``
 GUARD_DIGITS = 10
@@ -831,8 +832,8 @@ def explain_trace(network, x, rule: str | None = None, composite=None, target=No
     reference = prepare(network, input_shape)
     target = _checked_target(reference, target, len(batch), single)
     results = []
-    with mpmath.workdps(dps + GUARD_DIGITS):
-        for sample, values in enumerate(batch):
+    with mpmath.workdps(dps + GUARD_DIGITS):  # a progress bar on a terminal for many samples
+        for sample, values in enumerate(progress(batch, "reference")):
             activations = reference.forward(values)
             top = _top_relevance(activations[-1], target, sample)
             relevance, traces = reference.backward(activations, top, plan, conv, bounds, solver,
@@ -893,8 +894,8 @@ def gradient(network, x, target=None, *, dps: int = 50) -> np.ndarray:
     reference = prepare(network, batch.shape[1:])
     target = _checked_target(reference, target, len(batch), single)
     grads = []
-    with mpmath.workdps(dps + GUARD_DIGITS):
-        for sample, values in enumerate(batch):
+    with mpmath.workdps(dps + GUARD_DIGITS):  # a progress bar on a terminal for many samples
+        for sample, values in enumerate(progress(batch, "reference")):
             activations = reference.forward(values)
             if target is not None and target.dtype.kind == "f":
                 selector = _to_mpf(target[sample].reshape(-1))

@@ -324,20 +324,21 @@ def verify(network, x: np.ndarray, *, rules: Sequence[str] = DEFAULT_RULES,
     """Verify every rule and composite on the batch ``x``; see :func:`verify_method`.
 
     ``dps`` is the reference's precision, 20 to 10000 digits (PrecisionError otherwise).
+    Shows a progress bar over the rules and composites on stderr when it is a terminal.
     """
     from lrp_num.checks import check_dps
     from lrp_num.errors import LRPError
+    from lrp_num.progress import progress
 
     dps = check_dps(dps)
     rows = []
-    for kind, names in (("rule", rules), ("composite", composites)):
-        for name in names:
-            try:
-                rows.append(verify_method(network, x, name, kind, targets=targets, input_domain=input_domain,
-                                          dps=dps, conventions=conventions))
-            except LRPError as error:
-                row = RuleReport(name, kind, error=str(error))
-                rows.append(row)
+    methods = [("rule", name) for name in rules] + [("composite", name) for name in composites]
+    for kind, name in progress(methods, f"verifying {model_name}"):
+        try:
+            rows.append(verify_method(network, x, name, kind, targets=targets, input_domain=input_domain,
+                                      dps=dps, conventions=conventions))
+        except LRPError as error:
+            rows.append(RuleReport(name, kind, error=str(error)))
     return VerifyReport(model_name, len(x), dps, rows)
 
 

@@ -24,12 +24,14 @@ from typing import Callable, Mapping
 import numpy as np
 
 from lrp_num.audit.library_run import LibraryRun
-from lrp_num.checks import check_composite_parameters, check_dps, check_rule_parameters
+from lrp_num.checks import (check_composite_parameters, check_dps, check_rule_parameters,
+                            require_finite)
 from lrp_num.composites import Composite, LayerRule, get_composite
 from lrp_num.conventions import DTD, Conventions
 from lrp_num.errors import KernelArgumentError, LRPError, ShapeError, UnknownRuleError
 from lrp_num.explain import top_relevance
 from lrp_num.profiles import PROFILES, Profile, get_profile
+from lrp_num.progress import progress
 
 #: relative deviation below which two float64 relevances count as equal
 DEFAULT_TOLERANCE = 1e-7
@@ -421,7 +423,7 @@ def audit_attribution(network, x: np.ndarray, attribution: np.ndarray, rule: str
     """
     dps, tolerance = check_dps(dps), check_tolerance(tolerance)
     x = np.asarray(x, dtype=np.float64)
-    attribution = np.asarray(attribution, dtype=np.float64)
+    attribution = require_finite(np.asarray(attribution, dtype=np.float64), "the attribution")
     if attribution.shape == x.shape[1:]:
         attribution = attribution[None]
     if attribution.shape != x.shape:
@@ -433,7 +435,7 @@ def audit_attribution(network, x: np.ndarray, attribution: np.ndarray, rule: str
     candidates = [get_profile(library)] if library else list(PROFILES.values())
     rows, lines, ok = [], [], True
     dtd_layers = None
-    for profile in candidates:
+    for profile in progress(candidates, "reference per convention"):
         try:
             own_plan, dtd_plan = mapped_plans(profile, plan)
         except LRPError:

@@ -17,7 +17,7 @@ import argparse
 import numpy as np
 
 from lrp_num.checks import MAX_DPS, MIN_DPS, check_dps
-from lrp_num.commands.common import add_model_arguments, load_inputs, load_model
+from lrp_num.commands.common import add_model_arguments, load_inputs, load_model, read_array
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -61,7 +61,6 @@ def _model(args):
 def run(args: argparse.Namespace) -> int:
     from lrp_num.audit.compare import audit_attribution, audit_library
     from lrp_num.audit.report import render_json, render_markdown, render_table
-    from lrp_num.errors import ModelFileError
 
     check_dps(args.dps, "--dps")  # before loading anything (audit_library checks it again)
     model = _model(args)
@@ -72,10 +71,7 @@ def run(args: argparse.Namespace) -> int:
     if args.library:
         report = audit_library(model.network, x, args.library, **common)
     else:
-        try:
-            attribution = np.load(args.attribution, allow_pickle=False)
-        except (OSError, ValueError) as error:
-            raise ModelFileError(f"cannot read attribution {args.attribution!r}: {error}") from None
+        attribution = read_array(args.attribution, "--attribution")
         report = audit_attribution(model.network, x, attribution, library=args.for_library, **common)
     if args.json:
         print(render_json(report))
