@@ -68,3 +68,9 @@ class OutputPathError(LRPError, ValueError):
 
 class HeatmapFormatError(LRPError, ValueError):
     """A heatmap file name without an extension, or with one matplotlib cannot write."""
+
+
+class GraphError(ShapeError):
+    """A graph model that is not a valid directed acyclic graph of named nodes: a cycle, an input
+    that no node produces, a duplicate name, addends or concatenated inputs whose shapes do not
+    match, an unsupported operation. The message names the node."""
