@@ -102,6 +102,8 @@ class Graph:
         Per-sample shape of every node's output and of the input.
     folded : dict of str to str
         BatchNorm node -> the linear node it was folded into.
+    output, source_output : str
+        The output node after folding (a folded BatchNorm's linear node) and as given.
     """
 
     def __init__(self, nodes: Iterable[Node | tuple], input_shape: tuple[int, ...] | None = None,
@@ -113,6 +115,7 @@ class Graph:
             raise GraphError(f"the graph input name must be a non-empty string, got {input_name!r}")
         self.input_name = input_name
         self.output = self.source_nodes[-1].name if output is None else output
+        self.source_output = self.output
         _check_nodes(self.source_nodes, input_name, self.output)
         ordered = _topological_order(self.source_nodes, input_name)
         self.nodes, self.folded, self.output = _resolve_batch_norms(ordered, self.output)

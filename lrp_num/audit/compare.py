@@ -26,7 +26,7 @@ import numpy as np
 from lrp_num.audit.library_run import LibraryRun
 from lrp_num.composites import Composite, LayerRule, get_composite
 from lrp_num.conventions import DTD, Conventions
-from lrp_num.errors import LRPError, ShapeError
+from lrp_num.errors import LRPError, ShapeError, UnsupportedLayerError
 from lrp_num.explain import top_relevance
 from lrp_num.profiles import PROFILES, Profile, get_profile
 
@@ -317,6 +317,9 @@ def audit_library(network, x: np.ndarray, library: str, rule: str | None = None,
     library_run : LibraryRun, optional
         A run recorded elsewhere, instead of running the library here.
     """
+    if hasattr(network, "nodes"):
+        raise UnsupportedLayerError("the audit covers Sequential networks only; graph models are "
+                                    "not covered yet")
     profile = get_profile(library)
     x = np.asarray(x, dtype=np.float64)
     plan = layer_plan(network, rule, composite, dict(parameters or {}), input_domain is not None)
