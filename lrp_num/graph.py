@@ -59,7 +59,10 @@ class Node:
     inputs: tuple[str, ...]
 
     def __post_init__(self) -> None:
-        inputs = (self.inputs,) if isinstance(self.inputs, str) else tuple(self.inputs)
+        try:
+            inputs = (self.inputs,) if isinstance(self.inputs, str) else tuple(self.inputs)
+        except TypeError:
+            inputs = (self.inputs,)  # not a sequence: _as_node reports it
         object.__setattr__(self, "inputs", inputs)
 
 
@@ -87,7 +90,7 @@ class Graph:
     input_shape : tuple of int, optional
         Per-sample input shape; when given, every node's shape is inferred and checked.
     output : str, optional
-        The output node (default: the last node given).
+        The output node (default: the one node that no node reads).
     input_name : str
         The name nodes use for the graph input (default ``"input"``).
 
@@ -114,10 +117,12 @@ class Graph:
         if not isinstance(input_name, str) or not input_name:
             raise GraphError(f"the graph input name must be a non-empty string, got {input_name!r}")
         self.input_name = input_name
-        self.output = self.source_nodes[-1].name if output is None else output
-        self.source_output = self.output
-        _check_nodes(self.source_nodes, input_name, self.output)
+        _check_nodes(self.source_nodes, input_name)
         ordered = _topological_order(self.source_nodes, input_name)
+        self.output = _sink(self.source_nodes) if output is None else output
+        if not isinstance(self.output, str) or self.output not in {node.name for node in ordered}:
+            raise GraphError(f"the output {self.output!r} is not a node of the graph")
+        self.source_output = self.output
         self.nodes, self.folded, self.output = _resolve_batch_norms(ordered, self.output)
         self._index = {node.name: k for k, node in enumerate(self.nodes)}
         self.consumers: dict[str, list[str]] = {name: [] for name in [input_name, *self._index]}
@@ -267,7 +272,17 @@ def _arity(operation: object) -> tuple[int, int | None]:
     return 1, 1
 
 
-def _check_nodes(nodes: list[Node], input_name: str, output: str) -> None:
+def _sink(nodes: list[Node]) -> str:
+    """The one node that no other node reads: the default output."""
+    read = {name for node in nodes for name in node.inputs}
+    sinks = [node.name for node in nodes if node.name not in read]
+    if len(sinks) != 1:
+        raise GraphError(f"the graph has {len(sinks)} nodes that no node reads "
+                         f"({', '.join(map(repr, sinks)) or 'a cycle'}); name the output with output=")
+    return sinks[0]
+
+
+def _check_nodes(nodes: list[Node], input_name: str) -> None:
     names: dict[str, Node] = {}
     shared: dict[int, str] = {}
     for node in nodes:
@@ -293,8 +308,6 @@ def _check_nodes(nodes: list[Node], input_name: str, output: str) -> None:
             if name != input_name and name not in names:
                 raise GraphError(f"node {node.name!r} reads {name!r}, which no node produces "
                                  f"(the graph input is {input_name!r})")
-    if not isinstance(output, str) or output not in names:
-        raise GraphError(f"the output {output!r} is not a node of the graph")
 
 
 def _topological_order(nodes: list[Node], input_name: str) -> list[Node]:
@@ -312,8 +325,6 @@ def _topological_order(nodes: list[Node], input_name: str) -> list[Node]:
             order.append(node)
             done.add(node.name)
         remaining = [node for node in remaining if node.name not in done]
-    if not any(input_name in node.inputs for node in nodes):
-        raise GraphError(f"no node reads the graph input {input_name!r}")
     return order
 
 
