@@ -28,6 +28,7 @@ import mpmath
 import numpy as np
 
 from lrp_num import reference
+from lrp_num.errors import UnsupportedLayerError
 
 U = 2.0 ** -53
 #: rules and composites whose relevance is non-negative on their domains (DTD, Montavon 2017)
@@ -295,6 +296,9 @@ def verify(network, x: np.ndarray, *, rules: Sequence[str] = DEFAULT_RULES,
            composites: Sequence[str] = DEFAULT_COMPOSITES, targets=None, input_domain=None,
            dps: int = 50, model_name: str = "model", conventions=None) -> VerifyReport:
     """Verify every rule and composite on the batch ``x``; see :func:`verify_method`."""
+    if hasattr(network, "nodes"):
+        raise UnsupportedLayerError(f"{model_name or 'the model'} is a graph model; the mpmath "
+                                    "reference follows Sequential networks only so far")
     from lrp_num.errors import LRPError
 
     rows = []

@@ -494,3 +494,10 @@ def test_reference_and_audit_refuse_graphs():
     with pytest.raises(UnsupportedLayerError, match="grouped convolution"):
         reference.explain(Sequential([Conv2d(np.ones((2, 1, 1, 1)), groups=2)], input_shape=(2, 2, 2)),
                           np.ones((1, 2, 2, 2)), rule="zplus")
+
+
+def test_verify_refuses_graphs_up_front():
+    from lrp_num.verify import verify
+
+    with pytest.raises(UnsupportedLayerError, match="graph model"):
+        verify(residual_net(), RNG.random((1, 2, 6, 6)), model_name="resnet")
