@@ -129,6 +129,7 @@ class Graph:
         for node in self.nodes:
             for name in node.inputs:
                 self.consumers[name].append(node.name)
+        self._first_linear: frozenset[int] | None = None
         self.input_shape = None if input_shape is None else tuple(int(d) for d in input_shape)
         self.shapes = self._infer_shapes() if self.input_shape is not None else None
 
@@ -172,9 +173,11 @@ class Graph:
     def first_linear(self) -> frozenset[int]:
         """Indices of the Dense and Conv2d nodes with no Dense or Conv2d node before them: the
         "first linear layers" of composites (only one in a chain)."""
-        return frozenset(
-            k for k, node in enumerate(self.nodes) if isinstance(node.operation, LINEAR)
-            and not any(isinstance(self.node(a).operation, LINEAR) for a in self.ancestors(node.name)))
+        if self._first_linear is None:
+            self._first_linear = frozenset(
+                k for k, node in enumerate(self.nodes) if isinstance(node.operation, LINEAR)
+                and not any(isinstance(self.node(a).operation, LINEAR) for a in self.ancestors(node.name)))
+        return self._first_linear
 
     @property
     def output_shape(self) -> tuple[int, ...] | None:
