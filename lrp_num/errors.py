@@ -75,3 +75,9 @@ class HeatmapFormatError(LRPError, ValueError):
 class PrecisionError(LRPError, ValueError):
     """A reference precision ``dps`` that is not an integer in the documented range
     (:data:`lrp_num.checks.MIN_DPS` to :data:`lrp_num.checks.MAX_DPS` decimal digits)."""
+
+
+class GraphError(ShapeError):
+    """A graph model that is not a valid directed acyclic graph of named nodes: a cycle, an input
+    that no node produces, a duplicate name, addends or concatenated inputs whose shapes do not
+    match, an unsupported operation. The message names the node."""

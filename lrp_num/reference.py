@@ -70,7 +70,8 @@ import numpy as np
 from lrp_num.checks import (check_composite_parameters, check_dps, check_orthant,
                             check_rule_parameters, check_target, explanation_input)
 from lrp_num.errors import (KernelArgumentError, LRPError, MissingBoundsError, ShapeError,
-                            TargetError, UnknownRuleError, ZeroDenominatorError)
+                            TargetError, UnknownRuleError, UnsupportedLayerError,
+                            ZeroDenominatorError)
 from lrp_num.layers import (AvgPool2d, Conv2d, Dense, Flatten, Identity, MaxPool2d, ReLU,
                             SumPool2d)
 from lrp_num.progress import progress
@@ -552,9 +553,17 @@ class ReferenceNetwork:
     """
 
     def __init__(self, network, input_shape: tuple[int, ...]) -> None:
+        if hasattr(network, "nodes"):
+            raise UnsupportedLayerError("the mpmath reference follows Sequential networks only; "
+                                        "graph models are not covered yet")
         self.network = network
         self.input_shape = tuple(input_shape)
         self.layers = list(network.layers)
+        for layer in self.layers:  # geometry the index arithmetic here does not model
+            if getattr(layer, "groups", 1) != 1 or getattr(layer, "padding", (0, 0)) != (0, 0) \
+                    and not isinstance(layer, Conv2d) or getattr(layer, "ceil_mode", False):
+                raise UnsupportedLayerError(f"the mpmath reference does not cover {layer!r} "
+                                            "(grouped convolution, padded or ceil-mode pooling) yet")
         self.shapes = [self.input_shape]
         self.matrices: dict[int, LinearMatrix] = {}
         self.windows: dict[int, np.ndarray] = {}
@@ -573,7 +582,7 @@ class ReferenceNetwork:
             elif isinstance(layer, (ReLU, Identity)):
                 out = shape
             else:
-                raise TypeError(f"the reference does not know layer {layer!r}")
+                raise UnsupportedLayerError(f"the reference does not know layer {layer!r}")
             self.shapes.append(tuple(out))
 
     # forward and gradient

@@ -28,6 +28,7 @@ import mpmath
 import numpy as np
 
 from lrp_num import reference
+from lrp_num.errors import UnsupportedLayerError
 
 U = 2.0 ** -53
 #: rules and composites whose relevance is non-negative on their domains (DTD, Montavon 2017)
@@ -326,6 +327,9 @@ def verify(network, x: np.ndarray, *, rules: Sequence[str] = DEFAULT_RULES,
     ``dps`` is the reference's precision, 20 to 10000 digits (PrecisionError otherwise).
     Shows a progress bar over the rules and composites on stderr when it is a terminal.
     """
+    if hasattr(network, "nodes"):
+        raise UnsupportedLayerError(f"{model_name or 'the model'} is a graph model; the mpmath "
+                                    "reference follows Sequential networks only so far")
     from lrp_num.checks import check_dps
     from lrp_num.errors import LRPError
     from lrp_num.progress import progress

@@ -254,10 +254,10 @@ def test_layout_uses_documented_keys(tmp_path):
 
 def test_every_layer_type_has_a_reader_and_a_writer():
     from lrp_num import model_io
-    from lrp_num.layers import LAYER_TYPES
+    from lrp_num.layers import OPERATION_TYPES
 
-    assert set(model_io._READERS) == set(LAYER_TYPES)
-    assert {cls.__name__ for cls in model_io._WRITERS} == set(LAYER_TYPES)
+    assert set(model_io._READERS) == set(OPERATION_TYPES)
+    assert {cls.__name__ for cls in model_io._WRITERS} == set(OPERATION_TYPES)
 
 
 def test_input_domain_must_fit_the_input_shape(tmp_path):

@@ -28,7 +28,7 @@ from lrp_num.checks import (check_composite_parameters, check_dps, check_rule_pa
                             require_finite)
 from lrp_num.composites import Composite, LayerRule, get_composite
 from lrp_num.conventions import DTD, Conventions
-from lrp_num.errors import KernelArgumentError, LRPError, ShapeError, UnknownRuleError
+from lrp_num.errors import KernelArgumentError, LRPError, ShapeError, UnknownRuleError, UnsupportedLayerError
 from lrp_num.explain import top_relevance
 from lrp_num.profiles import PROFILES, Profile, get_profile
 from lrp_num.progress import progress
@@ -378,6 +378,9 @@ def audit_library(network, x: np.ndarray, library: str, rule: str | None = None,
     library_run : LibraryRun, optional
         A run recorded elsewhere, instead of running the library here.
     """
+    if hasattr(network, "nodes"):
+        raise UnsupportedLayerError("the audit covers Sequential networks only; graph models are "
+                                    "not covered yet")
     dps, tolerance = check_dps(dps), check_tolerance(tolerance)
     profile = get_profile(library)
     x = np.asarray(x, dtype=np.float64)
