@@ -14,4 +14,10 @@ RULE = Addition(
     title="addition, split on the positive parts (z+-like)",
     paper="Montavon et al. 2017, Pattern Recognition 65, Sec. 4.2 (direction on unit weights)",
     direction=positive_part(x_i),
+    notes=(
+        "Where no addend is positive (sum_k a_k^+ = 0) there is no root point along this "
+        "direction: the kernel passes no relevance there (its denominator 0 becomes +eps and "
+        "every numerator a_k^+ is 0), and conservation holds everywhere else, for either sign "
+        "of y. Where every addend is positive it is the proportional z-rule (add_z).",
+    ),
 )

@@ -75,6 +75,8 @@ class Addition:
         condition under which the z-rule is positive).
     expected : dict
         Expected statuses of proofs that do not hold.
+    notes : tuple of str
+        Further paragraphs for the docs page.
     """
 
     name: str
@@ -83,12 +85,14 @@ class Addition:
     direction: Expr
     positive_when_same_sign: bool = False
     expected: dict[str, Status] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
 
     def derive(self) -> Derivation:
         derivation = RootPointRule(self.name, self.title, self.paper, direction=self.direction,
                                    domain=REAL_SPACE, unit_weights=True, bias=S.Zero,
                                    activation="identity", expected=dict(self.expected)).derive()
         _addition_rows(derivation)
+        derivation.notes += list(self.notes)
         positivity = derivation.proof("positivity")
         if positivity.status is Status.REFUTED:
             _refuting_addends(positivity, derivation.results["relevance"])
