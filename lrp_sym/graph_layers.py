@@ -138,6 +138,15 @@ def _same_sign_positivity(relevance: Expr) -> Proof:
                  "x_i = sign(y) a_i with a_i >= 0: R_i = a_i / sum_i' a_i' R in both sign cases")
 
 
+def _positive_sum_sampler(rng: random.Random):
+    """Addends with y = sum_i x_i > 0 (the sign of every addend flipped where y < 0)."""
+    instance = sample_instance(REAL_SPACE, rng, size=3)
+    if instance.evaluate(ADDITION) < 0:
+        for m in range(1, instance.size + 1):
+            instance.values[x[m]] = -instance.values[x[m]]
+    return instance
+
+
 @dataclass
 class AdditionEpsilon:
     """The epsilon-stabilised split R_i = x_i / (y + eps sign(y)) R of an addition.
@@ -166,6 +175,11 @@ class AdditionEpsilon:
             },
         )
         derivation = rule.derive()
+        # the formula is written for y > 0: look for the counterexample there
+        conservation = derivation.proof("conservation")
+        derivation.proofs[derivation.proofs.index(conservation)] = prove_zero(
+            "conservation", conservation.statement, derivation.results["passed"] - R[j],
+            _positive_sum_sampler, conservation.expected)
         _addition_rows(derivation)
         derivation.notes.append(
             "Written for y > 0, where the stabiliser eps sign(y) is +eps; for y < 0 the "
