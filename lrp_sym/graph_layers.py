@@ -27,6 +27,7 @@ from sympy import (Eq, Expr, Indexed, IndexedBase, Rational, S, Sum, Symbol, sim
 
 from lrp_sym.derivation import Derivation, RatioTerm
 from lrp_sym.domains import REAL_SPACE
+from lrp_sym.layers import _proved_if
 from lrp_sym.numeric import sample_instance
 from lrp_sym.proofs import Proof, Status, prove_zero
 from lrp_sym.ratio_rules import RatioRule
@@ -226,11 +227,6 @@ def _bn_sampler(rng: random.Random):
                                 bn_var: (0, 3), bn_eps: (1e-5, 1e-1)}.items():
         instance.values[symbol] = Rational(rng.uniform(low, high))
     return instance
-
-
-def _proved_if(name: str, statement: str, holds: bool, method: str) -> Proof:
-    return Proof(name, statement, Status.PROVED if holds else Status.UNDECIDED, Status.PROVED,
-                 method if holds else "the symbolic check did not close")
 
 
 @dataclass

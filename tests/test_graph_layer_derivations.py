@@ -197,9 +197,10 @@ def test_add_epsilon_absorbs_the_derived_share():
     absorbed = relevance_out - result.sum(axis=1)
     derived_share = sympify(derived("add_epsilon").results["absorbed"])
     total = a.sum(axis=1)
-    expected = np.array([float(derived_share.subs({eps: epsilon * np.sign(y), R[j]: r})
-                               .xreplace({Sum(x[i], (i, 1, n)): y}))
-                         for y, r in zip(total.ravel(), relevance_out.ravel())]).reshape(total.shape)
+    expected = np.array([
+        float(derived_share.subs({eps: epsilon * np.sign(y), R[j]: r})
+              .xreplace({Sum(x[i], (i, 1, n)): y}))
+        for y, r in zip(total.ravel(), relevance_out.ravel())]).reshape(total.shape)
     np.testing.assert_allclose(absorbed, expected, rtol=1e-10, atol=1e-14)
     assert (absorbed * np.sign(relevance_out) > 0).all()  # eps / (|y| + eps) R, never negative
 
