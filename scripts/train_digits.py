@@ -10,15 +10,26 @@ Models:
 * ``digits-cnn``: Conv 1->8 3x3 pad 1 - BatchNorm - ReLU - Conv 8->16 3x3 pad 1 - ReLU -
   MaxPool 2 - Flatten - Dense 256-10. The BatchNorm is trained with batch statistics and stored
   unfolded, so loading the model exercises BatchNorm folding.
+* ``digits-resnet``, a :class:`~lrp_num.graph.Graph` with C = 8: stem Conv 1->C 3x3 pad 1 - BN -
+  ReLU; block 1: Conv C->C 3x3 - BN - ReLU - Conv C->C 3x3 - BN, plus the identity shortcut,
+  ReLU; block 2: Conv C->2C 3x3 stride 2 - BN - ReLU - Conv 2C->2C 3x3 - BN, plus a 1x1 stride-2
+  projection Conv C->2C - BN on the shortcut, ReLU; GlobalAvgPool - Flatten - Dense 2C-10. The
+  convolutions have no bias (each is followed by a BatchNorm); the six BatchNorms are trained
+  with batch statistics and stored unfolded, and each folds into its convolution on loading.
+  Training walks the nodes with one forward and one backward function per node type: a tensor
+  read by several nodes sums their gradients, an Add copies its gradient to every addend.
 
 Training is mini-batch Adam on the softmax cross-entropy, with gradients backpropagated by hand
 through the layers' own ``transpose`` (the adjoint of their linear part); float64, fixed seeds,
-deterministic. Each file also stores 8 held-out test images and labels (``extra.test_images``,
+deterministic: two runs on one machine write byte-identical files. (The last bits of the weights
+depend on the NumPy/BLAS build, so another platform may write files that differ in their bytes.)
+Each file also stores 8 held-out test images and labels (``extra.test_images``,
 ``extra.test_labels``) and the accuracy on the whole held-out set (``extra.test_accuracy``).
 
 Regenerate (needs scikit-learn)::
 
-    python scripts/train_digits.py            # writes lrp_num/models/digits_{mlp,cnn}.npz
+    python scripts/train_digits.py                  # writes lrp_num/models/digits_{mlp,cnn,resnet}.npz
+    python scripts/train_digits.py --models resnet  # only digits_resnet.npz
 """
 
 from __future__ import annotations

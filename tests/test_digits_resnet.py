@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from lrp_num import COMPOSITES, Graph, explain_details, load_builtin
+from lrp_num.cli import main
 from lrp_num.layers import Add, BatchNorm, Conv2d, Dense, Flatten, GlobalAvgPool, ReLU
 
 
@@ -135,3 +136,14 @@ def test_residual_sums_split_relevance_in_proportion_to_their_addends(resnet):
         nonzero = total != 0
         expected = np.where(nonzero, values[branch] / np.where(nonzero, total, 1) * above[add], 0)
         np.testing.assert_allclose(above[branch], expected, rtol=1e-10, atol=1e-12)
+
+
+def test_cli_explains_it_by_name(tmp_path, capsys, resnet):
+    out = tmp_path / "r.npy"
+    assert main(["explain", "--model", "digits-resnet", "--sample", "0", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "model digits-resnet" in text
+    assert f"test image 0: predicted {resnet.test_labels[0]} (label {resnet.test_labels[0]})" in text
+    assert text.count("Add()") == 2  # the per-node report lists both residual sums
+    relevance = np.load(out, allow_pickle=False)
+    assert relevance.shape == (1, 1, 8, 8) and np.all(np.isfinite(relevance))
