@@ -135,17 +135,26 @@ def test_flatten_and_onnx_runtime_free_defaults(tmp_path):
     ("node", "inits", "message"),
     [
         (helper.make_node("Softmax", ["x"], ["y"], name="sm"), [], "'sm' has unsupported op type Softmax"),
-        (helper.make_node("Conv", ["x", "k"], ["y"], name="c", group=2), [("k", randn(2, 1, 1, 1))], "group=2"),
+        (helper.make_node("Conv", ["x", "k"], ["y"], name="c", group=3), [("k", randn(2, 1, 1, 1))], "groups"),
         (helper.make_node("Conv", ["x", "k"], ["y"], name="c", pads=[1, 0, 0, 0]), [("k", randn(2, 2, 1, 1))],
          "asymmetric pads"),
         (helper.make_node("Conv", ["x", "k"], ["y"], name="c", dilations=[2, 2]), [("k", randn(2, 2, 1, 1))],
          "dilations"),
         (helper.make_node("Gemm", ["x", "w"], ["y"], name="g", alpha=2.0), [("w", randn(8, 2))], "alpha=2.0"),
-        (helper.make_node("AveragePool", ["x"], ["y"], name="ap", kernel_shape=[2, 2], pads=[1, 1, 1, 1]), [],
-         "pads"),
-        (helper.make_node("MaxPool", ["x"], ["y"], name="mp", kernel_shape=[2, 2], ceil_mode=1), [], "ceil_mode"),
+        (helper.make_node("AveragePool", ["x"], ["y"], name="ap", kernel_shape=[2, 2], pads=[1, 1, 0, 0]), [],
+         "asymmetric pads"),
+        (helper.make_node("MaxPool", ["x"], ["y"], name="mp", kernel_shape=[2, 2], dilations=[2, 2]), [],
+         "dilations"),
+        (helper.make_node("MaxPool", ["x"], ["y"], name="mp", kernel_shape=[1, 1], pads=[1, 1, 1, 1]), [],
+         "at most half the kernel"),
         (helper.make_node("Reshape", ["x", "s"], ["y"], name="r"), [("s", np.array([2, 4, 4], np.int64))],
-         "Reshape to [2, 4, 4]"),
+         "Reshape to (2, 4, 4)"),
+        (helper.make_node("Reshape", ["x", "s"], ["y"], name="r"), [("s", np.array([0, 2, 4], np.int64))],
+         "Reshape to (0, 2, 4)"),
+        (helper.make_node("Concat", ["x", "x"], ["y"], name="cat", axis=0), [], "batch axis"),
+        (helper.make_node("Dropout", ["x", "p", "t"], ["y"], name="d"), [("p", np.array(0.5, np.float32)),
+                                                                        ("t", np.array(True))], "training mode"),
+        (helper.make_node("Sigmoid", ["x"], ["y"], name="s"), [], "'s' has unsupported op type Sigmoid"),
         (helper.make_node("Add", ["x", "c"], ["y"], name="a"), [("c", randn(1))], "Add other than a constant bias"),
     ],
 )
@@ -156,12 +165,6 @@ def test_unsupported_nodes_name_op_and_node(tmp_path, node, inits, message):
     text = str(info.value)
     assert message in text and "\n" not in text
     assert repr(node.name) in text
-
-
-def test_branching_graph_is_rejected(tmp_path):
-    nodes = [helper.make_node("Relu", ["x"], ["a"], name="r"), helper.make_node("Add", ["a", "x"], ["y"], name="res")]
-    with pytest.raises(UnsupportedLayerError, match="only linear chains"):
-        load_onnx(save_graph(tmp_path, nodes, [], [4]))
 
 
 def test_reshape_minus_one_k_checked_against_sample_size(tmp_path):
