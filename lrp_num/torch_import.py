@@ -221,7 +221,7 @@ class _FxReader:
             self._unsupported(node, f"changing its input in place while {later[0].name!r} reads it later")
 
     def _array(self, tensor: Any) -> np.ndarray:
-        return tensor.detach().to(device="cpu", dtype=self.torch.float64).numpy()
+        return tensor.detach().to(device="cpu", dtype=self.torch.float64).contiguous().numpy()
 
     # ---- modules ----
 
@@ -244,7 +244,10 @@ class _FxReader:
 
     def _linear(self, node: Any, module: Any) -> Tensor:
         bias = None if module.bias is None else self._array(module.bias)
-        layer = self._layer(node, lambda: Dense(self._array(module.weight).T, bias))  # (out, in) -> w_ij
+        # torch's (out, in) -> w_ij (in, out), transposed by torch into C order (a large
+        # classifier's transpose is slow in NumPy, and the engine wants C-contiguous weights)
+        weight = self._array(module.weight.detach().t().contiguous())
+        layer = self._layer(node, lambda: Dense(weight, bias))
         return self._add_node(node, layer, [self._tensor(node, node.args[0], "an input")])
 
     def _batch_norm(self, node: Any, module: Any) -> Tensor:
