@@ -38,7 +38,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from lrp_num.errors import GraphError, LRPError, MissingDependencyError, ModelFileError, UnsupportedLayerError
+from lrp_num.errors import LRPError, MissingDependencyError, ModelFileError, UnsupportedLayerError
 from lrp_num.graph import Graph
 from lrp_num.graph_builder import GraphBuilder, Tensor
 from lrp_num.layers import (Add, AvgPool2d, BatchNorm, Concat, Conv2d, Dense, Dropout, Flatten,
@@ -99,7 +99,7 @@ def load_onnx(path: str | os.PathLike) -> Sequential | Graph:
     """
     try:
         import onnx
-        from onnx import numpy_helper
+        import onnx.numpy_helper  # noqa: F401 (used as onnx.numpy_helper)
     except ImportError:
         raise MissingDependencyError(
             "ONNX import needs the onnx package: pip install 'lrp-toolkit[onnx]'"

@@ -332,7 +332,7 @@ class _FxReader:
 
     def _flatten(self, node: Any) -> Tensor:
         source = self._tensor(node, node.args[0], "flattening")
-        start = self._argument(node, 1, "start_dim", 0 if node.op == "call_function" else 0)
+        start = self._argument(node, 1, "start_dim", 0)
         end = self._argument(node, 2, "end_dim", -1)
         if start != 1 or end != -1:
             self._unsupported(node, f"flatten(start_dim={start}, end_dim={end}); only start_dim=1, end_dim=-1")
@@ -369,7 +369,7 @@ class _FxReader:
 
     def _getitem(self, node: Any) -> Any:
         container, index = self._value(node.args[0]), self._value(node.args[1])
-        if not isinstance(container, tuple) or isinstance(container, Tensor):
+        if not isinstance(container, tuple):  # a size tuple; indexing a tensor is not supported
             self._unsupported(node, "indexing or slicing a tensor")
         return container[index]
 
