@@ -214,11 +214,20 @@ class _FxReader:
         except LRPError as error:
             raise UnsupportedLayerError(f"fx node {node.name!r} ({_target_name(node.target)}): {error}") from None
 
-    def _check_in_place(self, node: Any, source: Any) -> None:
-        """An in-place operation changes its input for every later reader; refuse that case."""
-        later = [user for user in getattr(source, "users", ()) if user is not node and _after(user, node)]
-        if later:
-            self._unsupported(node, f"changing its input in place while {later[0].name!r} reads it later")
+    def _in_place(self, node: Any, source: Any, result: Tensor) -> Tensor:
+        """An in-place operation on fx node ``source``: later readers of ``source`` see
+        ``result``, as in torch. When ``source`` is a view of another tensor (a flatten, reshape,
+        identity or inference dropout), that tensor changes too; refuse if it is read later."""
+        current = source
+        while _aliases_its_input(current, self.traced):
+            origin = current.args[0]
+            later = [user for user in origin.users if user is not current and _after(user, node)]
+            if later:
+                self._unsupported(node, f"changing {origin.name!r} in place through the view {current.name!r} "
+                                        f"while {later[0].name!r} reads it later")
+            current = origin
+        self.values[source] = result
+        return result
 
     def _array(self, tensor: Any) -> np.ndarray:
         return tensor.detach().to(device="cpu", dtype=self.torch.float64).contiguous().numpy()
@@ -261,9 +270,8 @@ class _FxReader:
         return self._add_node(node, layer, [self._tensor(node, node.args[0], "an input")])
 
     def _relu_module(self, node: Any, module: Any) -> Tensor:
-        if module.inplace:
-            self._check_in_place(node, node.args[0])
-        return self._add_node(node, ReLU(), [self._tensor(node, node.args[0], "an input")])
+        result = self._add_node(node, ReLU(), [self._tensor(node, node.args[0], "an input")])
+        return self._in_place(node, node.args[0], result) if module.inplace else result
 
     def _max_pool(self, node: Any, module: Any) -> Tensor:
         if module.return_indices:
@@ -316,10 +324,9 @@ class _FxReader:
         alpha = node.kwargs.get("alpha", 1)
         if alpha != 1:
             self._unsupported(node, f"add with alpha={alpha}")
-        if node.target in (operator.iadd, "add_"):
-            self._check_in_place(node, node.args[0])
         addends = [self._tensor(node, node.args[k], "adding") for k in range(2)]
-        return self._add_node(node, Add(), addends)
+        result = self._add_node(node, Add(), addends)
+        return self._in_place(node, node.args[0], result) if node.target in (operator.iadd, "add_") else result
 
     def _cat(self, node: Any) -> Tensor:
         tensors = self._argument(node, 0, "tensors", ())
@@ -375,9 +382,8 @@ class _FxReader:
 
     def _relu(self, node: Any) -> Tensor:
         in_place = node.target == "relu_" or self._argument(node, 1, "inplace", False) is True
-        if in_place:
-            self._check_in_place(node, node.args[0])
-        return self._add_node(node, ReLU(), [self._tensor(node, node.args[0], "an input")])
+        result = self._add_node(node, ReLU(), [self._tensor(node, node.args[0], "an input")])
+        return self._in_place(node, node.args[0], result) if in_place else result
 
 
 def _after(node: Any, other: Any) -> bool:
@@ -387,6 +393,17 @@ def _after(node: Any, other: Any) -> bool:
         if current is node:
             return True
         current = current.next
+    return False
+
+
+def _aliases_its_input(node: Any, traced: Any) -> bool:
+    """Whether fx node ``node`` returns a view of (or the same tensor as) its first input."""
+    if node.op == "call_method":
+        return node.target in ("view", "reshape", "flatten")
+    if node.op == "call_function":
+        return getattr(node.target, "__name__", "") == "flatten"  # torch.flatten
+    if node.op == "call_module":
+        return type(traced.get_submodule(node.target)).__name__ in ("Flatten", "Identity", "Dropout", "Dropout2d")
     return False
 
 

@@ -73,6 +73,17 @@ class SmallResidual(nn.Module):
         return self.out(torch.relu(self.bn(self.fc(z))))
 
 
+class Wrap(nn.Module):
+    def __init__(self, forward, **modules) -> None:
+        super().__init__()
+        self._forward = forward
+        for name, module in modules.items():
+            setattr(self, name, module)
+
+    def forward(self, x):
+        return self._forward(self, x)
+
+
 @pytest.fixture(scope="module")
 def resnet():
     model = resnet18(num_classes=10).double()
@@ -166,6 +177,44 @@ def test_explain_runs_on_an_imported_resnet(resnet):
     assert relevance.shape == x.shape and np.isfinite(relevance).all()
 
 
+@pytest.mark.parametrize(
+    ("model", "shape", "layer"),
+    [
+        (Wrap(lambda s, x: s.conv(x), conv=nn.Conv2d(2, 3, (3, 5), padding="same")), (2, 5, 6), Conv2d),
+        (Wrap(lambda s, x: s.conv(x), conv=nn.Conv2d(2, 3, 3, stride=2, padding="valid")), (2, 7, 6), Conv2d),
+        (Wrap(lambda s, x: s.pool(x), pool=nn.AdaptiveAvgPool2d((None, 2))), (2, 3, 5), AdaptiveAvgPool2d),
+        (Wrap(lambda s, x: s.pool(x), pool=nn.MaxPool2d((2, 3))), (1, 4, 7), MaxPool2d),
+        (Wrap(lambda s, x: s.flat(x), flat=nn.Flatten()), (2, 3), Flatten),
+        (Wrap(lambda s, x: x.reshape(-1, 6)), (2, 3), Flatten),
+        (Wrap(lambda s, x: torch.flatten(x, start_dim=1)), (2, 3), Flatten),
+        (Wrap(lambda s, x: s.drop(x).flatten(1), drop=nn.Dropout2d()), (2, 3, 2), Flatten),
+    ],
+)
+def test_module_and_function_variants(model, shape, layer):
+    model = model.double().eval()
+    graph = from_torch_module(model, shape)
+    x = RNG.standard_normal((2, *shape))
+    np.testing.assert_allclose(graph.forward(x), torch_forward(model, x), rtol=1e-12, atol=1e-12)
+    assert type(graph.node(graph.output).operation) is layer
+
+
+def test_in_place_operations_change_what_later_nodes_read():
+    """As in torch: y.add_(x) changes y for the output, relu_(y) for the sum after it."""
+    def forward(s, x):
+        y = s.a(x)
+        y += s.b(x)
+        y.add_(x)
+        z = s.relu(y)
+        return z + y
+
+    model = Wrap(forward, a=nn.Linear(3, 3), b=nn.Linear(3, 3), relu=nn.ReLU(inplace=True)).double()
+    graph = from_torch_module(model, (3,))
+    x = RNG.standard_normal((4, 3))
+    np.testing.assert_allclose(graph.forward(x), torch_forward(model, x), rtol=1e-12, atol=1e-12)
+    assert graph.node("add@1").inputs == ("relu", "relu")
+    assert [node.name for node in graph.nodes if isinstance(node.operation, Add)] == ["add", "add_", "add@1"]
+
+
 # ---- the same models through torch.onnx.export ----
 
 def export_onnx(model, shape, path) -> str:
@@ -200,17 +249,6 @@ def test_torch_onnx_export_imports_with_the_same_forward(tmp_path, resnet, name)
 
 # ---- what is refused: one line naming the fx node ----
 
-class Wrap(nn.Module):
-    def __init__(self, forward, **modules) -> None:
-        super().__init__()
-        self._forward = forward
-        for name, module in modules.items():
-            setattr(self, name, module)
-
-    def forward(self, x):
-        return self._forward(self, x)
-
-
 @pytest.mark.parametrize(
     ("model", "message"),
     [
@@ -228,8 +266,9 @@ class Wrap(nn.Module):
          "fx node 'view' (view): view to (2, -1)"),
         (Wrap(lambda s, x: torch.cat([s.fc(x), x], 0), fc=nn.Linear(4, 4)),
          "fx node 'cat' (torch.cat): concatenating along the batch axis (dim=0) is not supported"),
-        (Wrap(lambda s, x: s.relu(x) + x, relu=nn.ReLU(inplace=True)),
-         "fx node 'relu' (relu): changing its input in place while 'add' reads it later is not supported"),
+        (Wrap(lambda s, x: s.relu(x.flatten(1)) + x.flatten(1), relu=nn.ReLU(inplace=True)),
+         "fx node 'relu' (relu): changing 'x' in place through the view 'flatten' while 'flatten_1' reads it "
+         "later is not supported"),
         (Wrap(lambda s, x: s.pool(x).flatten(1), pool=nn.MaxPool2d(2, dilation=2)),
          "fx node 'pool' (pool): MaxPool2d with dilation=2 is not supported"),
         (Wrap(lambda s, x: s.norm(x), norm=nn.BatchNorm1d(4, track_running_stats=False)),
