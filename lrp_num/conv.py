@@ -2,8 +2,8 @@
 
 Inputs are NCHW batches, kernels (C_out, C_in, kh, kw) as in PyTorch and ONNX (this is
 cross-correlation, like both). The forward map gathers every receptive field with a
-``sliding_window_view`` (an im2col view) and contracts it with the kernel in one batched matrix
-product; the transpose is the exact adjoint (col2im), a scatter-add over the kh*kw kernel
+``sliding_window_view`` (an im2col view), copies it as (C kh kw, N Ho Wo) and contracts it with
+the kernel in one matrix product for the whole batch (much faster than one per sample); the transpose is the exact adjoint (col2im), a scatter-add over the kh*kw kernel
 offsets. Grouped convolutions (``groups`` G, depthwise when G = C_in) connect output channel o
 only to the C_in / G input channels of its group, as PyTorch's ``groups``; the kernel then has
 shape (C_out, C_in / G, kh, kw) and both maps run one matrix product per group.
@@ -177,16 +177,14 @@ class Conv2d:
             # pixel, the scatter-add below C_in kh kw: take the copy unless the layer widens
             flipped = np.ascontiguousarray(kernel[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
             padded = np.pad(s, ((0, 0), (0, 0), (kh - 1 - ph,) * 2, (kw - 1 - pw,) * 2))
-            fields = receptive_fields(padded, (kh, kw), (1, 1))
-            columns = np.ascontiguousarray(fields.transpose(0, 1, 4, 5, 2, 3)).reshape(n, c_out * kh * kw, h * w)
-            return (flipped.reshape(self.in_channels, -1) @ columns).reshape(n, self.in_channels, h, w)
-        # fields[n, (c, u, v), (p, q)] = sum_o K[o, c, u, v] s[n, o, p, q], per group
+            columns = _columns(receptive_fields(padded, (kh, kw), (1, 1)))
+            return _batch_first(flipped.reshape(self.in_channels, -1) @ columns, (n, self.in_channels, h, w))
+        # fields[(c, u, v), (n, p, q)] = sum_o K[o, c, u, v] s[n, o, p, q], one product per group
         g = self.groups
         grouped = kernel.reshape(g, c_out // g, -1).transpose(0, 2, 1)
-        fields = grouped @ s.reshape(n, g, c_out // g, ho * wo)
-        padded = scatter_windows(
-            fields.reshape(n, self.in_channels, kh, kw, ho, wo), (h + 2 * ph, w + 2 * pw), self.stride
-        )
+        channels_first = np.ascontiguousarray(s.transpose(1, 0, 2, 3)).reshape(g, c_out // g, n * ho * wo)
+        fields = (grouped @ channels_first).reshape(self.in_channels, kh, kw, n, ho, wo)
+        padded = scatter_windows(fields.transpose(3, 0, 1, 2, 4, 5), (h + 2 * ph, w + 2 * pw), self.stride)
         return padded[:, :, ph : ph + h, pw : pw + w]
 
     def bias_like(self, z: np.ndarray, g: str = "identity") -> np.ndarray:
@@ -194,26 +192,23 @@ class Conv2d:
         return np.broadcast_to(self._biases.get(g, z.dtype)[:, None, None], np.shape(z))
 
     def _correlate(self, x: np.ndarray, kernel: np.ndarray) -> np.ndarray:
-        """z[n, o] = sum over windows of K[o] * x: im2col, then one batched matrix product."""
+        """z[n, o] = sum over windows of K[o] * x: im2col, then one matrix product per group
+        over the whole batch (one large product runs much faster than one per sample)."""
         n = x.shape[0]
         ho, wo = self.output_shape(x.shape[1:])[1:]
-        if self.groups == 1:
-            z = kernel.reshape(self.out_channels, -1) @ self._im2col(x)
-        else:  # (G, C_out/G, K) @ (N, G, K, L): one product per group
-            g = self.groups
-            columns = self._im2col(x)
-            z = kernel.reshape(g, self.out_channels // g, -1) @ columns.reshape(n, g, -1, columns.shape[-1])
-        return z.reshape(n, self.out_channels, ho, wo)
+        columns = self._im2col(x)
+        g = self.groups
+        # (G, C_out/G, K/G) @ (G, K/G, N Ho Wo)
+        z = kernel.reshape(g, self.out_channels // g, -1) @ columns.reshape(g, -1, columns.shape[-1])
+        return _batch_first(z, (n, self.out_channels, ho, wo))
 
     def _im2col(self, x: np.ndarray) -> np.ndarray:
-        """The windows of the zero-padded input copied into (N, C*kh*kw, Ho*Wo)."""
+        """The windows of the zero-padded input copied into (C kh kw, N Ho Wo)."""
         if self._columns is not None and self._columns[0] is x:
             return self._columns[1]
         (ph, pw) = self.padding
         padded = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw))) if ph or pw else x
-        fields = receptive_fields(padded, self.kernel_size, self.stride)
-        n, c, ho, wo, kh, kw = fields.shape
-        columns = np.ascontiguousarray(fields.transpose(0, 1, 4, 5, 2, 3)).reshape(n, c * kh * kw, ho * wo)
+        columns = _columns(receptive_fields(padded, self.kernel_size, self.stride))
         if self._reuse_columns:
             self._columns = (x, columns)
         return columns
@@ -228,3 +223,16 @@ class Conv2d:
         if s.shape[1] != self.out_channels:
             raise ShapeError(f"{self!r} transpose expects (N, {self.out_channels}, Ho, Wo), got {s.shape}")
         return s
+
+
+def _columns(fields: np.ndarray) -> np.ndarray:
+    """im2col: the window view (N, C, Ho, Wo, kh, kw) copied into (C kh kw, N Ho Wo), so that a
+    convolution of the whole batch is one matrix product."""
+    n, c, ho, wo, kh, kw = fields.shape
+    return np.ascontiguousarray(fields.transpose(1, 4, 5, 0, 2, 3)).reshape(c * kh * kw, n * ho * wo)
+
+
+def _batch_first(z: np.ndarray, shape: tuple[int, int, int, int]) -> np.ndarray:
+    """A product laid out (channels, N Ho Wo) as the contiguous NCHW batch ``shape``."""
+    n, c, ho, wo = shape
+    return np.ascontiguousarray(z.reshape(c, n, ho, wo).transpose(1, 0, 2, 3))
