@@ -91,6 +91,11 @@ class Conv2d:
         finally:
             self._reuse_columns, self._columns = False, None
 
+    def release_columns(self) -> None:
+        """Forget the columns kept inside :meth:`reusing_columns`; ``explain`` calls it once a
+        node's rule is done with them, so that the columns of all layers are never held at once."""
+        self._columns = None
+
     @property
     def stride(self) -> tuple[int, int]:
         return self.geometry.stride

@@ -267,6 +267,8 @@ def _backward(graph: Graph, x, plan, target, conventions, input_domain, diagnost
                     raise NonFiniteError(_non_finite_message(index, layer, choice.rule, relevance))
         else:
             lower = _route(layer, inputs, above)
+        if hasattr(layer, "release_columns"):  # the kept im2col columns are no longer needed
+            layer.release_columns()
         for name, relevance in zip(node.inputs, lower):  # summed over consumers, never in place
             arriving[name] = arriving[name] + relevance if name in arriving else relevance
         if layer_reports:

@@ -155,3 +155,34 @@ def test_zero_denominators_never_give_nan():
     np.testing.assert_array_equal(relevance, 0.0)  # the relevance is absorbed, not invented
     with pytest.raises(ZeroDenominatorError):
         explain(network, x, rule="zplus", target=0, conventions=Conventions(eps=0.0))
+
+
+def test_explain_reuses_forward_columns_and_releases_each_after_its_node(monkeypatch):
+    """The im2col columns of the forward pass serve a convolution's rule, then are dropped: when
+    the lower convolution's rule runs, the upper one holds no columns any more (otherwise every
+    layer's columns stay alive through the whole backward pass)."""
+    import importlib
+
+    explain_module = importlib.import_module("lrp_num.explain")  # lrp_num.explain is the function
+    from lrp_num.layers import Conv2d
+
+    rng = np.random.default_rng(5)
+    lower, upper = Conv2d(rng.normal(size=(4, 2, 3, 3)), padding=1), Conv2d(rng.normal(size=(3, 4, 3, 3)))
+    network = Sequential([lower, ReLU(), upper, ReLU(), Flatten(), Dense(rng.normal(size=(27, 2)))],
+                         input_shape=(2, 5, 5))
+    x = rng.random((2, 2, 5, 5))
+    held: dict[str, tuple[bool, bool]] = {}
+    original = explain_module._apply_node_rule
+
+    def spy(layer, inputs, *args):
+        if isinstance(layer, Conv2d):
+            held["lower" if layer is lower else "upper"] = (lower._columns is not None,
+                                                            upper._columns is not None)
+        return original(layer, inputs, *args)
+
+    monkeypatch.setattr(explain_module, "_apply_node_rule", spy)
+    relevance = explain(network, x, rule="zplus")
+    assert held == {"upper": (True, True), "lower": (True, False)}
+    assert lower._columns is None and upper._columns is None
+    monkeypatch.undo()
+    np.testing.assert_allclose(relevance, explain(network, x, rule="zplus"), rtol=1e-12)
