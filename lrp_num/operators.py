@@ -51,7 +51,10 @@ class LinearOperator(Protocol):
 
 
 class TransformedWeights:
-    """Cache of g(W) for one weight (or bias) array, so a kernel transforms each once."""
+    """Cache of g(W) for one weight (or bias) array, so a kernel transforms each once.
+
+    The identity in the weight's own dtype is the weight itself (read-only), not a copy.
+    """
 
     def __init__(self, weight: np.ndarray) -> None:
         self.weight = weight
@@ -65,7 +68,8 @@ class TransformedWeights:
             except KeyError:
                 raise UnknownRuleError(f"unknown weight transform {g!r}; known: "
                                        f"{', '.join(sorted(WEIGHT_TRANSFORMS))}") from None
-            self._cache[key] = np.ascontiguousarray(transform(self.weight).astype(dtype))
+            # one copy at most: none for the identity in the weight's own dtype, else the cast
+            self._cache[key] = np.ascontiguousarray(transform(self.weight), dtype=dtype)
         return self._cache[key]
 
 

@@ -331,3 +331,18 @@ def test_conv_reusing_columns_gives_the_same_results_and_forgets_after_the_block
     assert conv._columns is None
     x[0, 0, 0, 0] += 1.0  # outside the block an in-place change is always seen
     assert not np.array_equal(conv.forward(x), expected["identity"])
+
+
+def test_transformed_weights_copy_only_when_needed():
+    """g(W) is cached per (transform, dtype); the identity in the weight's dtype is the weight
+    itself (parameters are float64 and read-only), other transforms and casts are new arrays."""
+    from lrp_num.operators import TransformedWeights
+
+    weight = Conv2d(np.arange(-4.0, 4.0).reshape(2, 1, 2, 2)).weight
+    weights = TransformedWeights(weight)
+    assert weights.get("identity", np.float64) is weight
+    cast = weights.get("identity", np.float32)
+    assert cast.dtype == np.float32 and cast.flags.c_contiguous
+    np.testing.assert_array_equal(cast, weight.astype(np.float32))
+    np.testing.assert_array_equal(weights.get("positive", np.float64), np.maximum(weight, 0))
+    assert weights.get("positive", np.float32) is weights.get("positive", np.float32)
