@@ -1,6 +1,6 @@
 """Time explain against the engine's own forward pass, and against zennit when installed.
 
-    python benchmarks/explain_speed.py [--repeats 20]
+    python benchmarks/explain_speed.py [--repeats 20] [--threads 2]
 
 Models (random weights, z+ on every linear layer, float32, one target per sample):
   MLP 784-1000-1000-10, batch 64;
@@ -12,6 +12,7 @@ Prints median times, explain / forward, peak memory of explain relative to forwa
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 import tracemalloc
@@ -55,6 +56,23 @@ def median_seconds(function, repeats: int) -> float:
     return statistics.median(times)
 
 
+def limit_threads(threads: int) -> None:
+    """Give NumPy's BLAS and torch the same number of threads (threadpoolctl for the BLAS; without
+    it, set OPENBLAS_NUM_THREADS before starting). On a loaded machine two busy-waiting BLAS
+    threads per product can run several times slower than one."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        print("threadpoolctl is not installed: NumPy's BLAS keeps its own thread count")
+    else:
+        threadpool_limits(limits=threads, user_api="blas")
+    try:
+        import torch
+    except ImportError:
+        return
+    torch.set_num_threads(threads)
+
+
 def peak_bytes(function) -> int:
     tracemalloc.start()
     function()
@@ -74,7 +92,6 @@ def zennit_seconds(network: Sequential, x: np.ndarray, repeats: int) -> float | 
         zennit = import_zennit()
     except ImportError:
         return None
-    torch.set_num_threads(2)
     model = to_torch(network, dtype=torch.float32)
     rules = zennit.core.Composite(module_map=lambda ctx, name, module: zennit.rules.ZPlus()
                                   if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)) else None)
@@ -92,7 +109,10 @@ def zennit_seconds(network: Sequential, x: np.ndarray, repeats: int) -> float | 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=2, help="threads of NumPy's BLAS and of torch")
     args = parser.parse_args()
+    limit_threads(args.threads)
+    print(f"load average: {' '.join(f'{v:.2f}' for v in os.getloadavg())}; {args.threads} thread(s) for BLAS and torch")
     rng = np.random.default_rng(0)
     models = [(name, *build(rng)) for name, build in (("MLP", mlp), ("VGG-CNN", vgg))]
     ours = {}

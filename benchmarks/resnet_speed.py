@@ -1,6 +1,6 @@
 """ResNet-18: explain against the engine's own forward pass, and against zennit 0.5.1.
 
-    python benchmarks/resnet_speed.py [--repeats 5] [--batch 8] [--threads 2]
+    python benchmarks/resnet_speed.py [--repeats 5] [--batch 8] [--threads 2] [--no-zennit]
 
 ResNet-18 (``lrp_num.torch_architectures.resnet18``: torchvision's module structure, random
 weights and random batch-norm statistics, seed 0) on a batch of 3x224x224 inputs drawn
@@ -104,6 +104,23 @@ def basic_block_sum_canonizer(zennit: Any, block_type: type) -> Any:
     return zennit.canonizers.AttributeCanonizer(attributes)
 
 
+def limit_threads(threads: int) -> None:
+    """Give NumPy's BLAS and torch the same number of threads (threadpoolctl for the BLAS; without
+    it, set OPENBLAS_NUM_THREADS before starting). On a loaded machine two busy-waiting BLAS
+    threads per product can run several times slower than one."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        print("threadpoolctl is not installed: NumPy's BLAS keeps its own thread count")
+    else:
+        threadpool_limits(limits=threads, user_api="blas")
+    try:
+        import torch
+    except ImportError:
+        return
+    torch.set_num_threads(threads)
+
+
 def peak_bytes(function: Callable[[], Any]) -> int:
     tracemalloc.start()
     function()
@@ -125,7 +142,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--threads", type=int, default=2, help="torch's intra-op threads")
+    parser.add_argument("--threads", type=int, default=2, help="threads of NumPy's BLAS and of torch")
     parser.add_argument("--no-zennit", action="store_true", help="time our engine only")
     args = parser.parse_args()
 
@@ -133,8 +150,8 @@ def main() -> None:
     from lrp_num.torch_architectures import BasicBlock, resnet18
     from lrp_num.torch_import import from_torch_module
 
-    torch.set_num_threads(args.threads)
-    print(f"load average before: {load()}")
+    limit_threads(args.threads)
+    print(f"load average before: {load()}; {args.threads} thread(s) for BLAS and torch")
     model = resnet18(seed=0)
     graph = from_torch_module(model, (3, 224, 224))
     x = np.random.default_rng(0).random((args.batch, 3, 224, 224), dtype=np.float32)
