@@ -8,8 +8,9 @@ uniformly from [0, 1), float32, imported with ``lrp_num.torch_import.from_torch_
 batch norms are folded into the convolutions before them). One target per sample: the output
 relevance is f_c(x) at each sample's largest output, the same array for both libraries.
 
-Measured, as medians over ``--repeats`` runs after one warm-up, interleaved (ours, then zennit,
-in every repeat) so that the load of the machine affects both alike:
+Measured, as medians over ``--repeats`` runs after one warm-up, interleaved (every function
+once per repeat, each repeat in a rotated order) so that the load of the machine affects all
+alike:
 
 1. our ``explain`` with the ``epsilon-plus`` composite (z+ on every convolution, epsilon on the
    classifier) over our own forward pass (``Graph.forward``), and the peak of NumPy allocations
@@ -194,10 +195,11 @@ def main() -> None:
     times: dict[str, list[float]] = {name: [] for name in timed}
     for function in timed.values():  # warm-up: transformed-weight caches, torch's allocator
         function()
-    for _ in range(args.repeats):
-        for name, function in timed.items():
+    names = list(timed)
+    for repeat in range(args.repeats):  # each repeat starts one function later: no fixed order
+        for name in names[repeat % len(names):] + names[:repeat % len(names)]:
             start = time.perf_counter()
-            function()
+            timed[name]()
             times[name].append(time.perf_counter() - start)
     median = {name: statistics.median(values) for name, values in times.items()}
 
