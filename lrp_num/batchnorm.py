@@ -101,4 +101,4 @@ class BatchNorm:
         bias = np.asarray(bias).reshape(n_out)
         if isinstance(layer, Dense):
             return Dense(weight, bias)
-        return Conv2d(weight, bias, stride=layer.stride, padding=layer.padding)
+        return Conv2d(weight, bias, stride=layer.stride, padding=layer.padding, groups=layer.groups)

@@ -2,13 +2,17 @@
 
 Each subcommand module defines ``add_arguments(parser)`` and ``run(args) -> int`` and imports its
 heavy dependencies (SymPy, matplotlib, torch) inside ``run``, so ``lrp explain`` never pays for
-SymPy. A documented :class:`lrp_num.errors.LRPError` becomes one line on stderr and exit 2.
+SymPy. A documented :class:`lrp_num.errors.LRPError` becomes one line on stderr and exit 2; an
+empty path flag (``--out ""``) is such an error. When the reader of stdout goes away
+(``lrp derive --all | head -1``) the command stops quietly with exit 141, as a command killed
+by SIGPIPE does.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from typing import Sequence
 
@@ -23,6 +27,23 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "verify": ("lrp_num.commands.verify", "compare the float64 engine with the high-precision reference"),
     "audit": ("lrp_num.commands.audit", "audit zennit, captum or a saved attribution against the reference"),
 }
+
+
+#: flags that name a file or folder; an empty string there is a mistake, never "no value"
+PATH_FLAGS = ("input", "out", "model", "heatmap", "attribution", "architecture", "derivations", "docs")
+
+#: exit status after a broken pipe: 128 + SIGPIPE, what the shell reports for a killed writer
+BROKEN_PIPE_STATUS = 141
+
+
+def check_path_flags(args: argparse.Namespace) -> None:
+    """Raise LRPError naming the first path flag given as an empty string (``--out ""``)."""
+    for flag in PATH_FLAGS:
+        value = getattr(args, flag, None)
+        values = value if isinstance(value, list) else [value]
+        if any(isinstance(v, str) and not v for v in values):
+            raise LRPError(f"--{flag} is empty: name a file" + (" or folder" if flag in
+                                                                ("derivations", "docs") else ""))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,7 +64,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args._run(args) or 0)
+        check_path_flags(args)
+        status = int(args._run(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler, not at exit
+        return status
+    except BrokenPipeError:
+        # the reader (head, less) is gone: point stdout at devnull so the flush at exit is quiet
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return BROKEN_PIPE_STATUS
     except LRPError as error:
         print(f"lrp {args.command}: error: {error}", file=sys.stderr)
         return 2

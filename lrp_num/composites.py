@@ -4,6 +4,19 @@ Pooling layers always use their derived rule: sum and average pooling the z-rule
 pooling operator, relevance proportional to x_i), max pooling winner-take-all with ties split
 equally (the p -> infinity limit of L_p pooling). A composite chooses the rule of every Dense and
 Conv2d layer, by position (the first linear layer sees the input domain) and by type.
+
+In a graph (:meth:`Composite.plan_graph`) the first linear layers are the Dense and Conv2d
+nodes with no Dense or Conv2d node before them on any path from the input (in a chain, the one
+first linear layer). Nodes outside the composite's choice:
+
+* Add (a skip connection's sum) uses :data:`ADD_RULE`, the proportional split
+  R_k = a_k / sum_k' a_k' R of a neuron with unit weights and no bias;
+* ChannelAffine (a batch norm that cannot be folded) uses :data:`AFFINE_RULE`, the z-rule:
+  each of its neurons has one input, so a root-point rule passes R_j on unchanged whatever its
+  search direction (under the DTD bias convention that is exactly the z-rule), whereas
+  epsilon would absorb part of it and alpha-beta scale it by alpha or -beta;
+* global and adaptive average pooling use the z-rule, like sum and average pooling;
+* Concat, Flatten, Dropout, Identity and ReLU route relevance without a rule.
 """
 
 from __future__ import annotations
@@ -12,7 +25,15 @@ from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
 from lrp_num.errors import MissingBoundsError, UnknownRuleError
-from lrp_num.layers import AvgPool2d, Conv2d, Dense, MaxPool2d, SumPool2d
+from lrp_num.layers import (AdaptiveAvgPool2d, Add, AvgPool2d, ChannelAffine, Conv2d, Dense,
+                            MaxPool2d, SumPool2d)
+
+#: the rule of every Add node. LRP-0 on the stacked addends (unit weights, no bias) is the
+#: proportional split R_k = a_k / sum a R; "add_z", derived for the Add neuron itself, replaces it
+#: here once its kernel is generated (same mathematics for unit weights)
+ADD_RULE = "lrp0"
+#: the rule of every ChannelAffine node (see the module docstring)
+AFFINE_RULE = "lrp0"
 
 
 @dataclass(frozen=True)
@@ -71,6 +92,24 @@ class Composite:
                 plan[index] = LayerRule("lrp0")
             elif isinstance(layer, MaxPool2d):
                 plan[index] = LayerRule("maxpool")
+        return plan
+
+    def plan_graph(self, graph, input_is_box: bool) -> dict[int, LayerRule]:
+        """The rule of every node index of a :class:`~lrp_num.graph.Graph` that needs one."""
+        first = graph.first_linear()
+        plan: dict[int, LayerRule] = {}
+        for index, node in enumerate(graph.nodes):
+            layer = node.operation
+            if isinstance(layer, (Dense, Conv2d)):
+                plan[index] = self.choose(index, layer, index in first, input_is_box)
+            elif isinstance(layer, (SumPool2d, AvgPool2d, AdaptiveAvgPool2d)):
+                plan[index] = LayerRule("lrp0")
+            elif isinstance(layer, MaxPool2d):
+                plan[index] = LayerRule("maxpool")
+            elif isinstance(layer, ChannelAffine):
+                plan[index] = LayerRule(AFFINE_RULE)
+            elif isinstance(layer, Add):
+                plan[index] = LayerRule(ADD_RULE)
         return plan
 
 

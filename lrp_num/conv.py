@@ -4,7 +4,9 @@ Inputs are NCHW batches, kernels (C_out, C_in, kh, kw) as in PyTorch and ONNX (t
 cross-correlation, like both). The forward map gathers every receptive field with a
 ``sliding_window_view`` (an im2col view) and contracts it with the kernel in one batched matrix
 product; the transpose is the exact adjoint (col2im), a scatter-add over the kh*kw kernel
-offsets.
+offsets. Grouped convolutions (``groups`` G, depthwise when G = C_in) connect output channel o
+only to the C_in / G input channels of its group, as PyTorch's ``groups``; the kernel then has
+shape (C_out, C_in / G, kh, kw) and both maps run one matrix product per group.
 """
 
 from __future__ import annotations
@@ -37,6 +39,9 @@ class Conv2d:
         Window step (sh, sw).
     padding : int or (int, int)
         Zeros added on both sides of height and width (ph, pw).
+    groups : int
+        Number of channel groups G (C_out divisible by G): output channel o sees input channels
+        (o // (C_out / G)) * C_in/G ... + C_in/G - 1 only; the weight is (C_out, C_in / G, kh, kw).
     """
 
     def __init__(
@@ -45,9 +50,17 @@ class Conv2d:
         bias: np.ndarray | None = None,
         stride: int | tuple[int, int] = 1,
         padding: int | tuple[int, int] = 0,
+        groups: int = 1,
     ) -> None:
         self.weight = parameter(weight, "Conv2d weight", ndim=4)
         c_out = self.weight.shape[0]
+        try:
+            valid = int(groups) == groups and groups >= 1 and not isinstance(groups, bool)
+        except (TypeError, ValueError):
+            valid = False
+        if not valid or c_out % int(groups):
+            raise ShapeError(f"Conv2d groups must be a positive int dividing C_out = {c_out}, got {groups!r}")
+        self.groups = int(groups)
         self.bias = parameter(np.zeros(c_out) if bias is None else bias, "Conv2d bias", ndim=1)
         if self.bias.shape != (c_out,):
             raise ShapeError(
@@ -92,7 +105,7 @@ class Conv2d:
 
     @property
     def in_channels(self) -> int:
-        return self.weight.shape[1]
+        return self.weight.shape[1] * self.groups
 
     @property
     def out_channels(self) -> int:
@@ -104,9 +117,10 @@ class Conv2d:
 
     def __repr__(self) -> str:
         kh, kw = self.kernel_size
+        groups = f", groups {self.groups}" if self.groups > 1 else ""
         return (
             f"Conv2d({self.in_channels} -> {self.out_channels}, kernel {kh}x{kw}, "
-            f"stride {self.stride}, padding {self.padding})"
+            f"stride {self.stride}, padding {self.padding}{groups})"
         )
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -157,7 +171,7 @@ class Conv2d:
         n, c_out, ho, wo = s.shape
         kh, kw = self.kernel_size
         (ph, pw) = self.padding
-        if self.stride == (1, 1) and ph < kh and pw < kw and c_out <= self.in_channels:
+        if self.groups == 1 and self.stride == (1, 1) and ph < kh and pw < kw and c_out <= self.in_channels:
             # stride 1: the adjoint is the correlation of s, zero-padded by (k - 1 - p), with the
             # flipped kernel, channels swapped. Its im2col copy moves C_out kh kw values per
             # pixel, the scatter-add below C_in kh kw: take the copy unless the layer widens
@@ -166,8 +180,10 @@ class Conv2d:
             fields = receptive_fields(padded, (kh, kw), (1, 1))
             columns = np.ascontiguousarray(fields.transpose(0, 1, 4, 5, 2, 3)).reshape(n, c_out * kh * kw, h * w)
             return (flipped.reshape(self.in_channels, -1) @ columns).reshape(n, self.in_channels, h, w)
-        # fields[n, (c, u, v), (p, q)] = sum_o K[o, c, u, v] s[n, o, p, q]
-        fields = kernel.reshape(c_out, -1).T @ s.reshape(n, c_out, ho * wo)
+        # fields[n, (c, u, v), (p, q)] = sum_o K[o, c, u, v] s[n, o, p, q], per group
+        g = self.groups
+        grouped = kernel.reshape(g, c_out // g, -1).transpose(0, 2, 1)
+        fields = grouped @ s.reshape(n, g, c_out // g, ho * wo)
         padded = scatter_windows(
             fields.reshape(n, self.in_channels, kh, kw, ho, wo), (h + 2 * ph, w + 2 * pw), self.stride
         )
@@ -181,7 +197,12 @@ class Conv2d:
         """z[n, o] = sum over windows of K[o] * x: im2col, then one batched matrix product."""
         n = x.shape[0]
         ho, wo = self.output_shape(x.shape[1:])[1:]
-        z = kernel.reshape(self.out_channels, -1) @ self._im2col(x)
+        if self.groups == 1:
+            z = kernel.reshape(self.out_channels, -1) @ self._im2col(x)
+        else:  # (G, C_out/G, K) @ (N, G, K, L): one product per group
+            g = self.groups
+            columns = self._im2col(x)
+            z = kernel.reshape(g, self.out_channels // g, -1) @ columns.reshape(n, g, -1, columns.shape[-1])
         return z.reshape(n, self.out_channels, ho, wo)
 
     def _im2col(self, x: np.ndarray) -> np.ndarray:

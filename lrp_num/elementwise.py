@@ -1,4 +1,5 @@
-"""Layers without parameters that act per element or only reshape: ReLU, Flatten, Identity."""
+"""Layers without parameters that act per element or only reshape: ReLU, Flatten, Identity,
+Dropout (the identity at inference)."""
 
 from __future__ import annotations
 
@@ -37,6 +38,31 @@ class ReLU(_ParameterFree):
 
 class Identity(_ParameterFree):
     """The identity map, x_j = z_j (e.g. an exported Dropout or Identity node)."""
+
+    def _apply(self, x: np.ndarray) -> np.ndarray:
+        return x
+
+
+class Dropout(_ParameterFree):
+    """Dropout at inference: the identity map x_j = z_j (the drop probability is only recorded).
+
+    Parameters
+    ----------
+    p : float
+        The training-time drop probability, 0 <= p < 1; it does not act at inference.
+    """
+
+    def __init__(self, p: float = 0.5) -> None:
+        try:
+            valid = not isinstance(p, bool) and 0.0 <= float(p) < 1.0
+        except (TypeError, ValueError):
+            valid = False
+        if not valid:
+            raise ShapeError(f"Dropout p must be a number in [0, 1), got {p!r}")
+        self.p = float(p)
+
+    def __repr__(self) -> str:
+        return f"Dropout(p={self.p:g})"
 
     def _apply(self, x: np.ndarray) -> np.ndarray:
         return x

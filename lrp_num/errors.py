@@ -31,7 +31,9 @@ class MissingBoundsError(LRPError, ValueError):
 
 
 class DomainError(LRPError, ValueError):
-    """An input lies outside the declared input domain (the box l <= x <= h) that a rule uses."""
+    """An input lies outside the input domain a rule is derived for: outside the declared box
+    l <= x <= h that z^B uses, or negative where a rule derived for the orthant x >= 0 (z+,
+    LRP-gamma) is applied."""
 
 
 class UnknownRuleError(LRPError, KeyError):
@@ -68,3 +70,14 @@ class OutputPathError(LRPError, ValueError):
 
 class HeatmapFormatError(LRPError, ValueError):
     """A heatmap file name without an extension, or with one matplotlib cannot write."""
+
+
+class PrecisionError(LRPError, ValueError):
+    """A reference precision ``dps`` that is not an integer in the documented range
+    (:data:`lrp_num.checks.MIN_DPS` to :data:`lrp_num.checks.MAX_DPS` decimal digits)."""
+
+
+class GraphError(ShapeError):
+    """A graph model that is not a valid directed acyclic graph of named nodes: a cycle, an input
+    that no node produces, a duplicate name, addends or concatenated inputs whose shapes do not
+    match, an unsupported operation. The message names the node."""

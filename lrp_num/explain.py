@@ -1,14 +1,18 @@
 """Relevance propagation over a whole network with the generated kernels.
 
-``explain`` walks a :class:`~lrp_num.network.Sequential` backwards from the chosen output: every
-Dense and Conv2d layer applies the kernel its composite assigns, pooling layers their derived
-rule, ReLU and Identity pass relevance through (a neuron is its linear map and its ReLU), and
-Flatten reshapes it. The top relevance is the chosen output's value f_c(x) (deep Taylor
-decomposition assumes f_c(x) >= 0), or an explicit array.
+``explain`` walks a :class:`~lrp_num.graph.Graph` (a :class:`~lrp_num.network.Sequential` is
+the chain of its layers) backwards from the chosen output, node by node in reverse topological
+order: every Dense and Conv2d node applies the kernel its composite assigns, pooling,
+per-channel affine and Add nodes their derived rule (an Add's rule acts on its addends stacked
+on axis 1), Concat slices the relevance back onto its inputs, ReLU, Identity and Dropout pass
+it through (a neuron is its linear map and its ReLU), and Flatten reshapes it. Relevance
+arriving at a tensor from several consumers is summed. The top relevance is the chosen output's
+value f_c(x) (deep Taylor decomposition assumes f_c(x) >= 0), or an explicit array.
 
-The input box (``input_domain``) bounds the network input only: z^B uses it at the first linear
-layer when every layer before it only reshapes (Flatten, Identity), checks that the inputs lie
-in it, and raises :class:`~lrp_num.errors.MissingBoundsError` anywhere else. Every layer's
+The input box (``input_domain``) bounds the network input only: z^B uses it at a first linear
+node (no Dense or Conv2d before it) when every node before it only reshapes (Flatten, Identity,
+Dropout), checks that the inputs lie in it, and raises
+:class:`~lrp_num.errors.MissingBoundsError` anywhere else. Every layer's
 relevance is checked to be finite (a NaN or Inf, e.g. from float32 overflow at a tiny
 denominator, raises :class:`~lrp_num.errors.NonFiniteError` naming the layer).
 """
@@ -24,23 +28,27 @@ from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 
-from lrp_num.checks import as_float_array, require_finite
+from lrp_num.checks import (check_composite_parameters, check_orthant,
+                            check_rule_parameters, check_target, explanation_input)
 from lrp_num.composites import Composite, LayerRule, get_composite
 from lrp_num.conventions import DTD, Conventions
 from lrp_num.errors import (KernelArgumentError, LRPError, MissingBoundsError, NonFiniteError,
-                            ShapeError, TargetError, UnknownRuleError)
+                            ShapeError, UnknownRuleError)
+from lrp_num.graph import SHAPE_ONLY, Graph, as_graph
 from lrp_num.kernels import LAYER_KERNEL_NAMES, has_kernel, known_rules, load_module
-from lrp_num.layers import AvgPool2d, Conv2d, Dense, Flatten, Identity, MaxPool2d, SumPool2d
+from lrp_num.layers import (AdaptiveAvgPool2d, Add, AvgPool2d, ChannelAffine, Concat, Conv2d,
+                            Dense, Flatten, MaxPool2d, SumPool2d)
 from lrp_num.model_io import InputDomain
 from lrp_num.network import Sequential
 
 __all__ = ["Explanation", "LayerReport", "MissingBoundsError", "explain", "explain_details",
            "top_relevance"]  # MissingBoundsError lives in lrp_num.errors; kept here for imports
 
-#: rule parameters that must be >= 0 (and, like every parameter, finite)
-NON_NEGATIVE_PARAMETERS = ("gamma", "epsilon", "alpha", "beta")
-#: layers that only reshape: the input box still bounds what they pass on
-_SHAPE_ONLY = (Flatten, Identity)
+#: keywords of a generated kernel that are not rule parameters
+_RUNTIME_KEYWORDS = frozenset({"op", "x", "relevance_out", "lower", "upper", "eps", "stabilise",
+                               "bias_shares"})
+#: operations whose relevance rule is always the shipped, derived one (never a user's kernel)
+_DERIVED_ONLY = (SumPool2d, AvgPool2d, MaxPool2d, AdaptiveAvgPool2d, ChannelAffine, Add)
 
 
 @dataclass
@@ -50,7 +58,7 @@ class LayerReport:
     Attributes
     ----------
     index : int
-        Position in ``network.layers``.
+        Position in ``network.layers`` (for a Graph, in its topologically sorted ``nodes``).
     layer : str
         The layer's repr.
     rule : str or None
@@ -61,7 +69,10 @@ class LayerReport:
         Fraction of active neurons whose root point lies in the rule's domain by the derived
         condition; None when the rule has no domain condition.
     relevance_above : ndarray or None
-        The relevance arriving at the layer's output (kept with ``keep_layers=True``).
+        The relevance arriving at the layer's output, summed over its consumers (kept with
+        ``keep_layers=True``).
+    name : str or None
+        The node's name (``layer{index}`` for a Sequential).
     """
 
     index: int
@@ -71,6 +82,7 @@ class LayerReport:
     relevance_out: np.ndarray
     root_point_valid: np.ndarray | None = None
     relevance_above: np.ndarray | None = None
+    name: str | None = None
 
 
 @dataclass
@@ -102,19 +114,13 @@ def top_relevance(output: np.ndarray, target: object) -> np.ndarray:
     of one index per sample, or an array of the output's shape used as given.
     """
     batch, n_outputs = output.shape[0], int(np.prod(output.shape[1:]))
-    if target is None:
-        target = output.reshape(batch, -1).argmax(axis=1)
-    array = np.asarray(target)
-    if array.shape == output.shape and array.dtype.kind == "f":
-        return require_finite(array.astype(output.dtype), "target relevance")
-    if array.dtype.kind not in "iu":
-        raise TargetError(f"target must be output indices or a relevance array of shape {output.shape}, "
-                          f"got {array.dtype} of shape {array.shape}")
-    indices = np.broadcast_to(array, (batch,)) if array.ndim == 0 else array
-    if indices.shape != (batch,):
-        raise TargetError(f"target has {indices.size} indices for a batch of {batch}")
-    if np.any(indices < 0) or np.any(indices >= n_outputs):
-        raise TargetError(f"target index out of range for {n_outputs} outputs: {indices.tolist()}")
+    checked = check_target(target, output.shape)
+    if checked is None:
+        indices = output.reshape(batch, -1).argmax(axis=1)
+    elif checked.dtype.kind == "f":
+        return checked.astype(output.dtype)
+    else:
+        indices = checked
     flat = np.zeros((batch, n_outputs), dtype=output.dtype)
     rows = np.arange(batch)
     flat[rows, indices] = output.reshape(batch, -1)[rows, indices]
@@ -127,24 +133,31 @@ class _Kernel(NamedTuple):
     needs_bounds: bool
     n_terms: int
     condition: Callable | None
+    parameters: frozenset[str]
+    domain: str | None
 
 
 @functools.lru_cache(maxsize=None)
 def _kernel_of(module: ModuleType) -> _Kernel:
     """The module's kernel, the keywords it accepts, whether it needs box bounds, its number of
-    terms and its root-point condition (cached per module object, so a changed user file that
+    terms, its root-point condition, its rule parameters and the input domain it is derived for
+    (None for a module generated without DOMAIN; cached per module object, so a changed user file that
     :mod:`lrp_num.kernels` reloads is never served stale)."""
     kernel = module.relevance
     condition = getattr(module, "root_point_in_domain", None)
-    return _Kernel(kernel, frozenset(inspect.signature(kernel).parameters),
-                   bool(getattr(module, "BOUNDS", ())), int(getattr(module, "N_TERMS", 1)),
-                   condition if callable(condition) else None)
+    accepted = frozenset(inspect.signature(kernel).parameters)
+    parameters = getattr(module, "PARAMETERS", None)
+    parameters = frozenset(parameters) if parameters is not None else accepted - _RUNTIME_KEYWORDS
+    return _Kernel(kernel, accepted, bool(getattr(module, "BOUNDS", ())),
+                   int(getattr(module, "N_TERMS", 1)), condition if callable(condition) else None,
+                   parameters, getattr(module, "DOMAIN", None))
+
 
 
 def _kernel(rule: str, folder: str | None, layer: object) -> _Kernel:
     """The kernel of ``rule`` for ``layer``: from the user's folder when it holds the rule, else
-    the shipped one (pooling layers always use the shipped, derived pooling kernels)."""
-    if folder is not None and not isinstance(layer, (SumPool2d, AvgPool2d, MaxPool2d)) \
+    the shipped one (pooling, affine and Add nodes always use the shipped, derived kernels)."""
+    if folder is not None and not isinstance(layer, _DERIVED_ONLY) \
             and has_kernel(rule, folder):
         return _kernel_of(load_module(rule, folder))
     return _kernel_of(load_module(rule))
@@ -164,35 +177,23 @@ def _resolve_composite(rule: str | None, composite: str | Composite | None,
             raise UnknownRuleError(f"no generated kernel for rule {rule!r}; known rules: "
                                    f"{', '.join(valid)}")
         return Composite.single(rule, **parameters)
-    if parameters:
-        raise KernelArgumentError(
-            f"rule parameters ({', '.join(sorted(parameters))}) apply with rule=...; a composite "
-            "sets its own (build a lrp_num.Composite to change them)")
+    check_composite_parameters(parameters)
     return get_composite(composite) if isinstance(composite, str) else composite
 
 
-def _check_plan(plan: dict[int, LayerRule], layers: Sequence) -> None:
-    """Reject layer kernels chosen for linear layers and invalid rule parameters."""
+def _check_plan(plan: dict[int, LayerRule], layers: Sequence, folder: str | None) -> None:
+    """Reject layer kernels chosen for linear layers and invalid rule parameters (the rule's
+    own, from its generated module's PARAMETERS, checked as the reference checks them)."""
     for index, choice in plan.items():
         if isinstance(layers[index], (Dense, Conv2d)) and choice.rule in LAYER_KERNEL_NAMES:
             raise UnknownRuleError(f"{choice.rule!r} is the kernel of a layer type, not a rule for "
                                    f"layer {index}; rules: {', '.join(known_rules())}")
-        for name, value in choice.parameters.items():
-            array = np.asarray(value) if not isinstance(value, (str, bytes)) else np.asarray(None)
-            if array.ndim != 0 or array.dtype.kind not in "iuf":
-                raise KernelArgumentError(f"rule {choice.rule}: parameter {name} must be a number, "
-                                          f"got {value!r}")
-            number = float(array)
-            if not np.isfinite(number):
-                raise KernelArgumentError(f"rule {choice.rule}: parameter {name} must be finite, "
-                                          f"got {number}")
-            if name in NON_NEGATIVE_PARAMETERS and number < 0:
-                raise KernelArgumentError(f"rule {choice.rule}: parameter {name} must be >= 0, "
-                                          f"got {number}")
+        kernel = _kernel(choice.rule, folder, layers[index])
+        check_rule_parameters(choice.rule, choice.parameters, kernel.parameters)
 
 
 def explain_details(
-    network: Sequential,
+    network: Graph | Sequential,
     x: np.ndarray,
     rule: str | None = None,
     composite: str | Composite | None = None,
@@ -212,60 +213,88 @@ def explain_details(
     arriving at every layer's output, ``kernel_folder`` loads kernels generated into a folder;
     ``layer_reports=False`` skips the per-layer reports altogether (what :func:`explain` does).
     """
-    x = require_finite(as_float_array(x, "input"), "input")
-    if x.ndim >= 1 and x.shape[0] == 0:
-        raise ShapeError(f"the input batch is empty (shape {x.shape})")
+    x = explanation_input(x)
     if input_domain is not None:
         input_domain = InputDomain.of(input_domain)
-    plan = _resolve_composite(rule, composite, parameters, kernel_folder).plan(
-        network.layers, input_domain is not None)
-    _check_plan(plan, network.layers)
+    graph = as_graph(network)
+    plan = _resolve_composite(rule, composite, parameters, kernel_folder).plan_graph(
+        graph, input_domain is not None)
+    _check_plan(plan, graph.layers, kernel_folder)
     with contextlib.ExitStack() as stack:
-        for layer in network.layers:  # convolutions reuse the im2col columns of the forward pass
+        for layer in graph.layers:  # convolutions reuse the im2col columns of the forward pass
             if hasattr(layer, "reusing_columns"):
                 stack.enter_context(layer.reusing_columns())
-        return _backward(network, x, plan, target, conventions, input_domain,
+        return _backward(graph, x, plan, target, conventions, input_domain,
                          diagnostics and layer_reports, kernel_folder, keep_layers, layer_reports)
 
 
-def _backward(network, x, plan, target, conventions, input_domain, diagnostics, kernel_folder,
+def _backward(graph: Graph, x, plan, target, conventions, input_domain, diagnostics, kernel_folder,
               keep_layers, layer_reports) -> Explanation:
-    """The forward trace, then every layer's rule from the output down to the input."""
-    activations = network.forward_trace(x)
-    output = activations[-1]
+    """The forward trace, then every node's rule from the output down to the input; relevance
+    reaching a tensor from several consumers is summed."""
+    activations = graph.forward_trace(x)
+    output = activations[graph.output]
     if not np.isfinite(output).all():
         raise NonFiniteError(f"the network output holds NaN or Inf for finite input ({output.dtype} "
                              "overflow in the forward pass); use float64 inputs")
     if input_domain is not None:
         input_domain.check_fits(x.shape[1:])
-    relevance = top_relevance(output, target)
-    top = relevance
+    top = top_relevance(output, target)
+    arriving = {graph.output: top}
     reports: list[LayerReport] = []
-    first_linear = _first_linear(plan, network.layers)
-    box = _Box(input_domain, x, first_linear, network.layers)
-    for index in reversed(range(len(network.layers))):
-        layer, a = network.layers[index], activations[index]
-        above = relevance
+    box = _Box(input_domain, x, graph)
+    for index in reversed(range(len(graph.nodes))):
+        node = graph.nodes[index]
+        layer, inputs = node.operation, [activations[name] for name in node.inputs]
+        above = arriving.pop(node.name)
         choice = plan.get(index)
         valid = None
         if choice is not None:
-            relevance, valid = _apply_rule(layer, a, relevance, choice, conventions, box, index,
-                                           diagnostics, kernel_folder)
-            if not np.isfinite(relevance).all():
-                raise NonFiniteError(_non_finite_message(index, layer, choice.rule, relevance))
-        elif isinstance(layer, Flatten):
-            relevance = relevance.reshape(a.shape)
+            lower, valid = _apply_node_rule(layer, inputs, above, choice, conventions, box, index,
+                                            diagnostics, kernel_folder)
+            for relevance in lower:
+                if not np.isfinite(relevance).all():
+                    raise NonFiniteError(_non_finite_message(index, layer, choice.rule, relevance))
+        else:
+            lower = _route(layer, inputs, above)
+        for name, relevance in zip(node.inputs, lower):  # summed over consumers, never in place
+            arriving[name] = arriving[name] + relevance if name in arriving else relevance
         if layer_reports:
             reports.append(LayerReport(index, repr(layer), choice.rule if choice else None,
-                                       _per_sample_sum(relevance), _per_sample_sum(above), valid,
-                                       above if keep_layers else None))
+                                       sum(_per_sample_sum(r) for r in lower), _per_sample_sum(above),
+                                       valid, above if keep_layers else None, node.name))
+    relevance = arriving.pop(graph.input_name)
     if relevance.shape != x.shape:  # pragma: no cover - every layer keeps shapes consistent
         raise ShapeError(f"relevance shape {relevance.shape} differs from input shape {x.shape}")
     return Explanation(relevance, output, top, reports[::-1])
 
 
+def _route(layer, inputs: list[np.ndarray], above: np.ndarray) -> list[np.ndarray]:
+    """Relevance below a node without a rule: Concat slices it back, Flatten reshapes it, and
+    ReLU, Identity and Dropout pass it on."""
+    if isinstance(layer, Concat):
+        return layer.split(above, [a.shape[1:] for a in inputs])
+    if isinstance(layer, Flatten):
+        return [above.reshape(inputs[0].shape)]
+    return [above]
+
+
+def _apply_node_rule(layer, inputs: list[np.ndarray], above: np.ndarray, choice: LayerRule,
+                     conventions: Conventions, box: "_Box", index: int, diagnostics: bool,
+                     kernel_folder: str | None) -> tuple[list[np.ndarray], np.ndarray | None]:
+    """A node's rule; an Add node's acts on its addends stacked on axis 1."""
+    if isinstance(layer, Add):
+        stacked = Add.stack(inputs)
+        relevance, valid = _apply_rule(Add.operator(len(inputs)), stacked, above, choice,
+                                       conventions, box, index, diagnostics, kernel_folder)
+        return [relevance[:, k] for k in range(len(inputs))], valid
+    relevance, valid = _apply_rule(layer, inputs[0], above, choice, conventions, box, index,
+                                   diagnostics, kernel_folder)
+    return [relevance], valid
+
+
 def explain(
-    network: Sequential,
+    network: Graph | Sequential,
     x: np.ndarray,
     rule: str | None = None,
     composite: str | Composite | None = None,
@@ -280,7 +309,7 @@ def explain(
 
     Parameters
     ----------
-    network : Sequential
+    network : Graph or Sequential
     x : ndarray
         A batch of inputs (float32 or float64; relevance comes back in the same dtype).
     rule : str, optional
@@ -298,8 +327,9 @@ def explain(
     input_domain : InputDomain or (low, high), optional
         The input box, needed by z^B at the input; it must fit one input sample (ShapeError),
         be finite (NonFiniteError), and, where z^B uses it, contain the inputs (DomainError).
-        It bounds the network input only: z^B applies it at the first linear layer when every
-        layer before that only reshapes (Flatten, Identity), else MissingBoundsError.
+        It bounds the network input only: z^B applies it at a first linear node (no Dense or
+        Conv2d before it) when every node before that only reshapes (Flatten, Identity,
+        Dropout), else MissingBoundsError.
     kernel_folder : str, optional
         Load kernels from a folder written by ``lrp regenerate --out`` (your own rules). A rule
         the folder does not hold, and every pooling layer's rule, uses the shipped kernel.
@@ -326,31 +356,33 @@ def explain(
                            **parameters).relevance
 
 
-def _first_linear(plan: dict[int, LayerRule], layers: Sequence) -> int | None:
-    return next((i for i in sorted(plan) if isinstance(layers[i], (Dense, Conv2d))), None)
-
-
 def _per_sample_sum(r: np.ndarray) -> np.ndarray:
     return r.reshape(r.shape[0], -1).sum(axis=1, dtype=np.float64)
 
 
 class _Box:
-    """Where the input box may be used: the first linear layer, if only reshaping precedes it."""
+    """Where the input box may be used: a first linear node, if only reshaping precedes it."""
 
-    def __init__(self, domain: InputDomain | None, x: np.ndarray, first_linear: int | None,
-                 layers: Sequence) -> None:
-        self.domain, self.x, self.first_linear = domain, x, first_linear
-        self.in_between = [] if first_linear is None else [
-            (i, layers[i]) for i in range(first_linear) if not isinstance(layers[i], _SHAPE_ONLY)]
+    def __init__(self, domain: InputDomain | None, x: np.ndarray, graph: Graph) -> None:
+        self.domain, self.x, self.graph = domain, x, graph
+        self.first_linear = graph.first_linear()
+
+    def _in_between(self, index: int) -> list[tuple[int, object]]:
+        """The nodes before node ``index`` that change values (not only reshape)."""
+        graph = self.graph
+        return [(graph.index(name), graph.node(name).operation)
+                for name in graph.ancestors(graph.nodes[index].name)
+                if not isinstance(graph.node(name).operation, SHAPE_ONLY)]
 
     def bounds(self, rule: str, a: np.ndarray, index: int) -> dict:
-        if index != self.first_linear:
+        if index not in self.first_linear:
             raise MissingBoundsError(f"rule {rule} needs box bounds, which only the network input "
                                      "has; use it on the first linear layer only")
         if self.domain is None:
             raise MissingBoundsError(f"rule {rule} needs the input box: pass input_domain=(low, high)")
-        if self.in_between:
-            names = ", ".join(f"{i} ({type(layer).__name__})" for i, layer in self.in_between)
+        in_between = self._in_between(index)
+        if in_between:
+            names = ", ".join(f"{i} ({type(layer).__name__})" for i, layer in in_between)
             raise MissingBoundsError(
                 f"rule {rule} at layer {index} needs box bounds on its input, but layer(s) {names} "
                 "before it change the values, so the input box does not bound them; use a rule "
@@ -375,6 +407,8 @@ def _non_finite_message(index: int, layer, rule: str, relevance: np.ndarray) -> 
 def _apply_rule(layer, a, relevance, choice: LayerRule, conventions: Conventions, box: _Box,
                 index: int, diagnostics: bool, kernel_folder: str | None):
     kernel = _kernel(choice.rule, kernel_folder, layer)
+    if kernel.domain == "orthant":
+        check_orthant(a, index, layer, choice.rule)
     accepted = kernel.accepted
     keywords = dict(choice.parameters)
     if "eps" in accepted:

@@ -4,7 +4,8 @@ Every layer is callable on a batch (first axis = samples), ``layer(x, check_fini
 (NaN / Inf in ``x`` raise NonFiniteError unless ``check_finite`` is False), and computes in the
 input's dtype (float32 or float64; integers become float64). ``layer.output_shape(shape)`` maps
 per-sample shapes. The linear layers (:class:`Dense`, :class:`Conv2d`, :class:`SumPool2d`,
-:class:`AvgPool2d`) also implement :class:`~lrp_num.operators.LinearOperator`, whose
+:class:`AvgPool2d`, :class:`AdaptiveAvgPool2d`, :class:`GlobalAvgPool`, :class:`ChannelAffine`)
+also implement :class:`~lrp_num.operators.LinearOperator`, whose
 ``forward(a, g)`` excludes the bias.
 """
 
@@ -12,21 +13,31 @@ from __future__ import annotations
 
 from typing import Union
 
+from lrp_num.adaptive_pooling import AdaptiveAvgPool2d, GlobalAvgPool
+from lrp_num.affine import ChannelAffine
 from lrp_num.batchnorm import BatchNorm
+from lrp_num.branching import Add, Concat
 from lrp_num.conv import Conv2d
 from lrp_num.dense import Dense
-from lrp_num.elementwise import Flatten, Identity, ReLU
+from lrp_num.elementwise import Dropout, Flatten, Identity, ReLU
 from lrp_num.pooling import AvgPool2d, MaxPool2d, SumPool2d
 
-Layer = Union[Dense, Conv2d, SumPool2d, AvgPool2d, MaxPool2d, ReLU, Flatten, Identity, BatchNorm]
+Layer = Union[Dense, Conv2d, SumPool2d, AvgPool2d, MaxPool2d, AdaptiveAvgPool2d, GlobalAvgPool,
+              ReLU, Flatten, Identity, Dropout, BatchNorm]
 
-#: layer class name -> class, the names used in model files
+#: layer class name -> class, the names used in model files: the one-input layers of a chain
 LAYER_TYPES: dict[str, type] = {
     cls.__name__: cls
-    for cls in (Dense, Conv2d, SumPool2d, AvgPool2d, MaxPool2d, ReLU, Flatten, Identity, BatchNorm)
+    for cls in (Dense, Conv2d, SumPool2d, AvgPool2d, MaxPool2d, AdaptiveAvgPool2d, GlobalAvgPool,
+                ReLU, Flatten, Identity, Dropout, BatchNorm)
 }
+#: operation class name -> class for the nodes of a :class:`~lrp_num.graph.Graph`: every layer,
+#: the per-channel affine layer, and the operations with several inputs
+OPERATION_TYPES: dict[str, type] = {
+    **LAYER_TYPES, **{cls.__name__: cls for cls in (ChannelAffine, Add, Concat)}}
 
 __all__ = [
-    "AvgPool2d", "BatchNorm", "Conv2d", "Dense", "Flatten", "Identity", "LAYER_TYPES", "Layer",
-    "MaxPool2d", "ReLU", "SumPool2d",
+    "AdaptiveAvgPool2d", "Add", "AvgPool2d", "BatchNorm", "ChannelAffine", "Concat", "Conv2d",
+    "Dense", "Dropout", "Flatten", "GlobalAvgPool", "Identity", "LAYER_TYPES", "Layer",
+    "MaxPool2d", "OPERATION_TYPES", "ReLU", "SumPool2d",
 ]

@@ -1,7 +1,10 @@
-"""Model files: a :class:`~lrp_num.network.Sequential` network in one NumPy ``.npz`` archive.
+"""Model files: a :class:`~lrp_num.network.Sequential` or :class:`~lrp_num.graph.Graph` network
+in one NumPy ``.npz`` archive.
 
 Layout (format version 1). Every entry is a plain array, so files are read with
 ``np.load(path, allow_pickle=False)`` and nothing in them is executed.
+
+A Sequential (``format`` ``"lrp-toolkit/sequential"``):
 
 =========================  =====================  =================================================
 key                        dtype, shape           meaning
@@ -11,13 +14,20 @@ key                        dtype, shape           meaning
 ``layer_types``            str, (L,)              class names: Dense, Conv2d, SumPool2d, AvgPool2d,
                                                   MaxPool2d, ReLU, Flatten, Identity, BatchNorm
 ``layer{k}.weight``        float, (n_in, n_out)   Dense: w_ij layout
-                           float, (Co, Ci, kh, kw)  Conv2d: PyTorch / ONNX layout
+                           float, (Co, Ci/G, kh, kw)  Conv2d: PyTorch / ONNX layout
 ``layer{k}.bias``          float, (n_out,)        Dense and Conv2d
 ``layer{k}.stride``        int64, (2,)            Conv2d and pooling
-``layer{k}.padding``       int64, (2,)            Conv2d
-``layer{k}.kernel``        int64, (2,)            pooling
+``layer{k}.padding``       int64, (2,)            Conv2d; pooling (optional, default 0)
+``layer{k}.groups``        int64, ()              Conv2d, optional (default 1)
+``layer{k}.kernel``        int64, (2,)            SumPool2d, AvgPool2d, MaxPool2d
+``layer{k}.ceil_mode``     bool, ()               pooling, optional (default False)
+``layer{k}.count_include_pad``  bool, ()          AvgPool2d, optional (default True)
+``layer{k}.output_size``   int64, (2,)            AdaptiveAvgPool2d
+``layer{k}.p``             float64, ()            Dropout
 ``layer{k}.gamma``, ...    float, (C,)            BatchNorm: ``gamma``, ``beta``, ``mean``, ``var``
 ``layer{k}.eps``           float64, ()            BatchNorm
+``layer{k}.scale``, ``.shift``  float, (C,)       ChannelAffine (graphs)
+``layer{k}.axis``          int64, ()              Concat (graphs)
 ``input_shape``            int64, (d,)            optional: per-sample input shape
 ``input_domain.low``       float, input_shape     optional: lower corner l of the input box
 ``input_domain.high``      float, input_shape     optional: upper corner h (z^B rule bounds)
@@ -26,11 +36,26 @@ key                        dtype, shape           meaning
 =========================  =====================  =================================================
 
 k counts from 0 over the layers as given, before BatchNorm folding (loading folds again). Layers
-without parameters have no entries besides their type. Keys not listed are ignored.
+without parameters (ReLU, Flatten, Identity, GlobalAvgPool, Add) have no entries besides their
+type; optional entries are written only when they differ from their default. Keys not listed
+are ignored.
+
+A Graph (``format`` ``"lrp-toolkit/graph"``) replaces ``layer_types`` by a header and stores each
+node's arrays as above under ``node{k}.`` instead of ``layer{k}.`` (k over the nodes as given,
+BatchNorm nodes included; loading resolves them again):
+
+=========================  =====================  =================================================
+``graph``                  str, ()                JSON: ``{"input": name of the graph input,
+                                                  "output": output node, "nodes": [{"name": ...,
+                                                  "type": class name, "inputs": [names]}, ...]}``
+=========================  =====================  =================================================
+
+``input_shape``, ``input_domain.*`` and ``extra.*`` are as for a Sequential.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import zipfile
 import zlib
@@ -42,13 +67,15 @@ from typing import BinaryIO, Callable, Mapping
 import numpy as np
 
 from lrp_num.errors import DomainError, LRPError, ModelFileError, NonFiniteError, ShapeError
-from lrp_num.files import write_atomic
+from lrp_num.files import check_output_path, write_atomic
 from lrp_num.layers import (
-    AvgPool2d, BatchNorm, Conv2d, Dense, Flatten, Identity, Layer, MaxPool2d, ReLU, SumPool2d,
+    AdaptiveAvgPool2d, Add, AvgPool2d, BatchNorm, ChannelAffine, Concat, Conv2d, Dense, Dropout,
+    Flatten, GlobalAvgPool, Identity, Layer, MaxPool2d, ReLU, SumPool2d,
 )
 from lrp_num.network import Sequential
 
 FORMAT = "lrp-toolkit/sequential"
+GRAPH_FORMAT = "lrp-toolkit/graph"
 FORMAT_VERSION = 1
 
 #: name -> file inside the package's ``models`` folder
@@ -135,7 +162,7 @@ def _bound_text(bound: np.ndarray) -> str:
 class ModelFile:
     """What a model file holds: the network, its input domain and extra arrays."""
 
-    network: Sequential
+    network: "Sequential | Graph"
     input_domain: InputDomain | None = None
     extra: dict[str, np.ndarray] = field(default_factory=dict)
 
@@ -152,45 +179,93 @@ def _int_pair(values: tuple[int, int]) -> np.ndarray:
     return np.asarray(values, dtype=np.int64)
 
 
+def _optional(**entries: tuple[object, object, np.ndarray]) -> dict[str, np.ndarray]:
+    """The entries whose value differs from its default (value, default, array to store)."""
+    return {name: array for name, (value, default, array) in entries.items() if value != default}
+
+
+def _pool_arrays(layer) -> dict[str, np.ndarray]:
+    arrays = {"kernel": _int_pair(layer.kernel), "stride": _int_pair(layer.stride)}
+    arrays.update(_optional(padding=(layer.padding, (0, 0), _int_pair(layer.padding)),
+                            ceil_mode=(layer.ceil_mode, False, np.bool_(layer.ceil_mode))))
+    if isinstance(layer, AvgPool2d):
+        arrays.update(_optional(count_include_pad=(layer.count_include_pad, True,
+                                                   np.bool_(layer.count_include_pad))))
+    return arrays
+
+
 # layer type -> (arrays to store, rebuild from arrays)
 _WRITERS: dict[type, Callable[[Layer], dict[str, np.ndarray]]] = {
     Dense: lambda l: {"weight": l.weight, "bias": l.bias},
     Conv2d: lambda l: {"weight": l.weight, "bias": l.bias, "stride": _int_pair(l.stride),
-                       "padding": _int_pair(l.padding)},
-    SumPool2d: lambda l: {"kernel": _int_pair(l.kernel), "stride": _int_pair(l.stride)},
-    AvgPool2d: lambda l: {"kernel": _int_pair(l.kernel), "stride": _int_pair(l.stride)},
-    MaxPool2d: lambda l: {"kernel": _int_pair(l.kernel), "stride": _int_pair(l.stride)},
+                       "padding": _int_pair(l.padding),
+                       **_optional(groups=(l.groups, 1, np.int64(l.groups)))},
+    SumPool2d: _pool_arrays, AvgPool2d: _pool_arrays, MaxPool2d: _pool_arrays,
+    AdaptiveAvgPool2d: lambda l: {"output_size": _int_pair(l.output_size)},
     BatchNorm: lambda l: {"gamma": l.gamma, "beta": l.beta, "mean": l.mean, "var": l.var,
                           "eps": np.float64(l.eps)},
-    ReLU: lambda l: {}, Flatten: lambda l: {}, Identity: lambda l: {},
+    ChannelAffine: lambda l: {"scale": l.scale, "shift": l.shift},
+    Dropout: lambda l: {"p": np.float64(l.p)},
+    Concat: lambda l: {"axis": np.int64(l.axis)},
+    ReLU: lambda l: {}, Flatten: lambda l: {}, Identity: lambda l: {}, GlobalAvgPool: lambda l: {},
+    Add: lambda l: {},
 }
 
-_READERS: dict[str, Callable[[Callable[[str], np.ndarray]], Layer]] = {
+
+def _scalar(value: np.ndarray, kind: str, what: str):
+    """A 0-d array of the given kind ("b", "i" or "f") as a Python value."""
+    value = np.asarray(value)
+    kinds = {"b": "b", "i": "iu", "f": "iuf"}[kind]
+    if value.shape != () or value.dtype.kind not in kinds:
+        raise ShapeError(f"{what} must be a single {dict(b='bool', i='int', f='number')[kind]}, "
+                         f"got {value.dtype} of shape {value.shape}")
+    return {"b": bool, "i": int, "f": float}[kind](value)
+
+
+def _read_pool(cls):
+    def read(a):
+        options = {"padding": tuple(a("padding", np.zeros(2, np.int64))),
+                   "ceil_mode": _scalar(a("ceil_mode", np.bool_(False)), "b", "ceil_mode")}
+        if cls is AvgPool2d:
+            options["count_include_pad"] = _scalar(a("count_include_pad", np.bool_(True)), "b",
+                                                   "count_include_pad")
+        return cls(tuple(a("kernel")), tuple(a("stride")), **options)
+    return read
+
+
+_READERS: dict[str, Callable[..., Layer]] = {
     "Dense": lambda a: Dense(a("weight"), a("bias")),
-    "Conv2d": lambda a: Conv2d(a("weight"), a("bias"), tuple(a("stride")), tuple(a("padding"))),
-    "SumPool2d": lambda a: SumPool2d(tuple(a("kernel")), tuple(a("stride"))),
-    "AvgPool2d": lambda a: AvgPool2d(tuple(a("kernel")), tuple(a("stride"))),
-    "MaxPool2d": lambda a: MaxPool2d(tuple(a("kernel")), tuple(a("stride"))),
+    "Conv2d": lambda a: Conv2d(a("weight"), a("bias"), tuple(a("stride")), tuple(a("padding")),
+                               _scalar(a("groups", np.int64(1)), "i", "groups")),
+    "SumPool2d": _read_pool(SumPool2d),
+    "AvgPool2d": _read_pool(AvgPool2d),
+    "MaxPool2d": _read_pool(MaxPool2d),
+    "AdaptiveAvgPool2d": lambda a: AdaptiveAvgPool2d(tuple(a("output_size"))),
     "BatchNorm": lambda a: BatchNorm(a("gamma"), a("beta"), a("mean"), a("var"), float(a("eps"))),
+    "ChannelAffine": lambda a: ChannelAffine(a("scale"), a("shift")),
+    "Dropout": lambda a: Dropout(_scalar(a("p"), "f", "p")),
+    "Concat": lambda a: Concat(_scalar(a("axis"), "i", "axis")),
     "ReLU": lambda a: ReLU(), "Flatten": lambda a: Flatten(), "Identity": lambda a: Identity(),
+    "GlobalAvgPool": lambda a: GlobalAvgPool(), "Add": lambda a: Add(),
 }
 
 
 def save_npz(
-    network: Sequential,
+    network: "Sequential | Graph",
     path: str | os.PathLike,
     *,
     input_domain: InputDomain | tuple[np.ndarray, np.ndarray] | None = None,
     extra: Mapping[str, np.ndarray] | None = None,
 ) -> None:
-    """Write ``network`` (layers as given, before folding) to a compressed ``.npz`` file.
+    """Write ``network`` (layers or nodes as given, before folding) to a compressed ``.npz`` file.
 
     The file is written to a temporary file in the same folder and renamed into place, so
-    ``path`` never holds a half-written model.
+    ``path`` never holds a half-written model. A path that cannot be written (a missing folder,
+    a folder, no permission) raises :class:`~lrp_num.errors.OutputPathError`.
 
     Parameters
     ----------
-    network : Sequential
+    network : Sequential or Graph
     path : path-like
         Target file, written exactly as named (no suffix added).
     input_domain : InputDomain or (low, high), optional
@@ -198,14 +273,18 @@ def save_npz(
     extra : mapping of str to array, optional
         Further arrays (e.g. ``test_images``, ``test_labels``), stored as ``extra.{name}``.
     """
-    arrays: dict[str, np.ndarray] = {
-        "format": np.asarray(FORMAT),
-        "format_version": np.int64(FORMAT_VERSION),
-        "layer_types": np.asarray([type(layer).__name__ for layer in network.source_layers]),
-    }
-    for index, layer in enumerate(network.source_layers):
-        for name, value in _WRITERS[type(layer)](layer).items():
-            arrays[f"layer{index}.{name}"] = np.asarray(value)
+    from lrp_num.graph import Graph
+
+    if isinstance(network, Graph):
+        arrays = _graph_arrays(network)
+    else:
+        arrays = {
+            "format": np.asarray(FORMAT),
+            "format_version": np.int64(FORMAT_VERSION),
+            "layer_types": np.asarray([type(layer).__name__ for layer in network.source_layers]),
+        }
+        for index, layer in enumerate(network.source_layers):
+            arrays.update(_layer_arrays(layer, f"layer{index}"))
     if network.input_shape is not None:
         arrays["input_shape"] = np.asarray(network.input_shape, dtype=np.int64)
     if input_domain is not None:
@@ -221,7 +300,24 @@ def save_npz(
             raise ShapeError(f"extra array {name!r} has object dtype, which model files cannot hold")
         arrays[f"extra.{name}"] = value
 
+    check_output_path(path, "the model")
     write_atomic(path, lambda stream: _write_archive(stream, arrays))
+
+
+def _layer_arrays(layer: object, prefix: str) -> dict[str, np.ndarray]:
+    return {f"{prefix}.{name}": np.asarray(value) for name, value in _WRITERS[type(layer)](layer).items()}
+
+
+def _graph_arrays(graph) -> dict[str, np.ndarray]:
+    """The header and per-node arrays of a graph (nodes as given)."""
+    header = {"input": graph.input_name, "output": graph.source_output,
+              "nodes": [{"name": node.name, "type": type(node.operation).__name__,
+                         "inputs": list(node.inputs)} for node in graph.source_nodes]}
+    arrays = {"format": np.asarray(GRAPH_FORMAT), "format_version": np.int64(FORMAT_VERSION),
+              "graph": np.asarray(json.dumps(header, sort_keys=True))}
+    for index, node in enumerate(graph.source_nodes):
+        arrays.update(_layer_arrays(node.operation, f"node{index}"))
+    return arrays
 
 
 def _write_archive(stream: BinaryIO, arrays: Mapping[str, np.ndarray]) -> None:
@@ -244,6 +340,8 @@ def load_npz(path: str | os.PathLike) -> ModelFile:
         version, names an unknown layer type or lacks a layer's array.
     """
     path = Path(path)
+    if path.is_dir():
+        raise ModelFileError(f"model file {path} is a folder, not a model file")
     if not path.is_file():
         raise ModelFileError(f"model file {path} does not exist")
     try:
@@ -257,42 +355,85 @@ def load_npz(path: str | os.PathLike) -> ModelFile:
     return _model_from_arrays(arrays, str(path))
 
 
+def _read_layer(arrays: dict[str, np.ndarray], type_name: object, prefix: str, what: str,
+                source: str) -> Layer:
+    """Rebuild one layer of type ``type_name`` from the arrays ``{prefix}.*``."""
+    if type_name not in _READERS:
+        raise ModelFileError(f"{source}: {what} has unknown type {type_name!r}; known: {', '.join(_READERS)}")
+    missing = object()
+
+    def array(name: str, default: object = missing) -> np.ndarray:
+        key = f"{prefix}.{name}"
+        if key not in arrays:
+            if default is not missing:
+                return default
+            raise ModelFileError(f"{source}: {what} ({type_name}) lacks the array {key!r}")
+        return arrays[key]
+
+    try:
+        return _READERS[type_name](array)
+    except ModelFileError:
+        raise
+    except (LRPError, ValueError, TypeError) as error:
+        raise ModelFileError(f"{source}: {what} ({type_name}) is invalid: {error}") from None
+
+
+def _graph_header(arrays: dict[str, np.ndarray], source: str) -> dict:
+    """The parsed ``graph`` entry: input, output and a list of {name, type, inputs}."""
+    value = arrays.get("graph")
+    try:
+        if value is None or value.shape != () or value.dtype.kind != "U":
+            raise ValueError("it must be one string")
+        header = json.loads(str(value))
+        nodes = header["nodes"]
+        valid = isinstance(header, dict) and isinstance(header.get("input"), str) \
+            and isinstance(header.get("output"), str) and isinstance(nodes, list) and all(
+                isinstance(n, dict) and isinstance(n.get("name"), str) and isinstance(n.get("type"), str)
+                and isinstance(n.get("inputs"), list) and all(isinstance(i, str) for i in n["inputs"])
+                for n in nodes)
+        if not valid:
+            raise ValueError("it needs input, output and nodes of {name, type, inputs}")
+    except (ValueError, KeyError, TypeError) as error:
+        raise ModelFileError(f"{source}: the graph header is not valid ({error})") from None
+    return header
+
+
+def _network_from_arrays(arrays: dict[str, np.ndarray], form: str, input_shape, source: str):
+    if form == GRAPH_FORMAT:
+        from lrp_num.graph import Graph, Node
+
+        header = _graph_header(arrays, source)
+        nodes = [Node(entry["name"], _read_layer(arrays, entry["type"], f"node{index}",
+                                                 f"node {index} {entry['name']!r}", source),
+                      tuple(entry["inputs"]))
+                 for index, entry in enumerate(header["nodes"])]
+        return Graph(nodes, input_shape=input_shape, output=header["output"], input_name=header["input"])
+    layer_types = [str(t) for t in np.atleast_1d(arrays.get("layer_types", np.asarray([], dtype=str)))]
+    layers = [_read_layer(arrays, type_name, f"layer{index}", f"layer {index}", source)
+              for index, type_name in enumerate(layer_types)]
+    return Sequential(layers, input_shape=input_shape)
+
+
 def _model_from_arrays(arrays: dict[str, np.ndarray], source: str) -> ModelFile:
-    if "format" not in arrays or str(arrays["format"]) != FORMAT:
-        raise ModelFileError(f"{source} is an .npz archive but not an lrp-toolkit model (no format {FORMAT!r})")
+    form = str(arrays["format"]) if "format" in arrays and arrays["format"].dtype.kind == "U" else None
+    if form not in (FORMAT, GRAPH_FORMAT):
+        raise ModelFileError(f"{source} is an .npz archive but not an lrp-toolkit model (no format {FORMAT!r} "
+                             f"or {GRAPH_FORMAT!r})")
     version = arrays.get("format_version")
     if version is None or version.shape != () or int(version) != FORMAT_VERSION:
         raise ModelFileError(
             f"{source} has model format version {version}, this lrp-toolkit reads version {FORMAT_VERSION}"
         )
-    layer_types = [str(t) for t in np.atleast_1d(arrays.get("layer_types", np.asarray([], dtype=str)))]
-    layers = []
-    for index, type_name in enumerate(layer_types):
-        if type_name not in _READERS:
-            raise ModelFileError(
-                f"{source}: layer {index} has unknown type {type_name!r}; known: {', '.join(_READERS)}"
-            )
-
-        def array(name: str, _index: int = index, _type: str = type_name) -> np.ndarray:
-            key = f"layer{_index}.{name}"
-            if key not in arrays:
-                raise ModelFileError(f"{source}: layer {_index} ({_type}) lacks the array {key!r}")
-            return arrays[key]
-
-        try:
-            layers.append(_READERS[type_name](array))
-        except ModelFileError:
-            raise
-        except (LRPError, ValueError, TypeError) as error:
-            raise ModelFileError(f"{source}: layer {index} ({type_name}) is invalid: {error}") from None
     input_shape = _input_shape(arrays["input_shape"], source) if "input_shape" in arrays else None
     try:
-        network = Sequential(layers, input_shape=input_shape)
+        network = _network_from_arrays(arrays, form, input_shape, source)
         domain = None
         if "input_domain.low" in arrays and "input_domain.high" in arrays:
             domain = InputDomain(arrays["input_domain.low"], arrays["input_domain.high"])
             if input_shape is not None:
                 domain.check_fits(input_shape)
+    except ModelFileError:
+        raise
     except LRPError as error:
         raise ModelFileError(f"{source}: {error}") from None
     extra = {key[len("extra."):]: value for key, value in arrays.items() if key.startswith("extra.")}

@@ -137,11 +137,14 @@ class Sequential:
         These are the activations an LRP backward pass needs; len == len(layers) + 1.
         """
         activations = [self._checked_input(x)]
-        for index, layer in enumerate(self.layers):
-            try:
-                # the input was checked for NaN and Inf once; layers check only shapes
-                activations.append(layer(activations[-1], check_finite=False))
-            except ShapeError as error:
-                raise ShapeError(f"layer {index}: {error}") from None
+        # an overflow (float32 near 3e38) is reported once, below, as NonFiniteError; numpy's
+        # RuntimeWarnings about it would only be noise before that line
+        with np.errstate(over="ignore", invalid="ignore"):
+            for index, layer in enumerate(self.layers):
+                try:
+                    # the input was checked for NaN and Inf once; layers check only shapes
+                    activations.append(layer(activations[-1], check_finite=False))
+                except ShapeError as error:
+                    raise ShapeError(f"layer {index}: {error}") from None
         require_finite(activations[-1], "network output (overflow inside the network)")
         return activations

@@ -35,7 +35,8 @@ convention         v_0j                                                         
 ``"zennit"``       z+: 1[b_j > 0]; w2: b_j; lrp0, gamma: 1; zbox, flat: 0         b^+, b^2, b, 0
 =================  =============================================================  ===========
 
-(alpha-beta, a formula rule, adds b^+ and b^- to its two groups under "neuron" and "zennit".)
+(alpha-beta, a formula rule, adds b^+ and b^- to its two groups under "neuron" and "zennit",
+and under "captum" the unmodified b_j to its positive group only, as lrp_num.conventions states.)
 The step then has slope sum_i v_ij w_ij + v_0j b_j, the engine's denominator with its bias share.
 
 Stabiliser in root-point terms
@@ -45,6 +46,16 @@ A stabiliser is one more input that the root point moves, with q = a_j = eps sig
 every neuron (``"everywhere"``). It keeps R_aj = c_j t* a_j: the relevance the stabiliser absorbs.
 
 All arithmetic runs at ``dps + GUARD_DIGITS`` digits; results are rounded once to ``dps``.
+
+Checks
+------
+Every public function checks its arguments with :mod:`lrp_num.checks`, as :func:`lrp_num.explain`
+does: ``dps`` an integer from 20 to 10000 (PrecisionError), a finite, non-empty, numeric input
+(NonFiniteError, ShapeError), rule parameters the rule has, finite and >= 0
+(KernelArgumentError), no rule parameters with a composite, a valid target (TargetError), an
+input box that is finite, fits the input and contains it where z^B uses it (DomainError), and
+no negative input where a rule derived for the orthant (zplus, gamma) is applied (DomainError).
+The domains come from :data:`ROOT_POINT_RULES`, this module's own table, not from the kernels.
 """
 
 from __future__ import annotations
@@ -56,9 +67,14 @@ from typing import Any, Mapping
 import mpmath
 import numpy as np
 
-from lrp_num.errors import LRPError, ShapeError, TargetError, UnknownRuleError, ZeroDenominatorError
+from lrp_num.checks import (check_composite_parameters, check_dps, check_orthant,
+                            check_rule_parameters, check_target, explanation_input)
+from lrp_num.errors import (KernelArgumentError, LRPError, MissingBoundsError, ShapeError,
+                            TargetError, UnknownRuleError, UnsupportedLayerError,
+                            ZeroDenominatorError)
 from lrp_num.layers import (AvgPool2d, Conv2d, Dense, Flatten, Identity, MaxPool2d, ReLU,
                             SumPool2d)
+from lrp_num.progress import progress
 
 #: extra working digits beyond the requested ``dps``
 GUARD_DIGITS = 10
@@ -443,8 +459,12 @@ def _formula_layer(rule, matrix: LinearMatrix, x_ext, relevance, parameters, con
         bias = conventions["bias"]
         positive = np.vectorize(lambda q: q if q > 0 else zero, otypes=[object])(contributions)
         negative = np.vectorize(lambda q: q if q < 0 else zero, otypes=[object])(contributions)
-        share_plus = np.array([(bv if bv > 0 else zero) if bias != "dtd" else zero for bv in b], dtype=object)
-        share_minus = np.array([(bv if bv < 0 else zero) if bias != "dtd" else zero for bv in b], dtype=object)
+        if bias == "captum":  # the unmodified b_j in the one modified z' (the positive term)
+            share_plus = np.array(list(b), dtype=object)
+            share_minus = np.array([zero] * len(b), dtype=object)
+        else:  # "neuron", "zennit": b^+ and b^- join their groups; "dtd": no bias
+            share_plus = np.array([(bv if bv > 0 else zero) if bias != "dtd" else zero for bv in b], dtype=object)
+            share_minus = np.array([(bv if bv < 0 else zero) if bias != "dtd" else zero for bv in b], dtype=object)
         groups = [(mpmath.mpf(parameters["alpha"]), positive, share_plus),
                   (-mpmath.mpf(parameters["beta"]), negative, share_minus)]
     relevance_in = np.zeros(matrix.n_in + 1, dtype=object)
@@ -533,9 +553,17 @@ class ReferenceNetwork:
     """
 
     def __init__(self, network, input_shape: tuple[int, ...]) -> None:
+        if hasattr(network, "nodes"):
+            raise UnsupportedLayerError("the mpmath reference follows Sequential networks only; "
+                                        "graph models are not covered yet")
         self.network = network
         self.input_shape = tuple(input_shape)
         self.layers = list(network.layers)
+        for layer in self.layers:  # geometry the index arithmetic here does not model
+            if getattr(layer, "groups", 1) != 1 or getattr(layer, "padding", (0, 0)) != (0, 0) \
+                    and not isinstance(layer, Conv2d) or getattr(layer, "ceil_mode", False):
+                raise UnsupportedLayerError(f"the mpmath reference does not cover {layer!r} "
+                                            "(grouped convolution, padded or ceil-mode pooling) yet")
         self.shapes = [self.input_shape]
         self.matrices: dict[int, LinearMatrix] = {}
         self.windows: dict[int, np.ndarray] = {}
@@ -554,7 +582,7 @@ class ReferenceNetwork:
             elif isinstance(layer, (ReLU, Identity)):
                 out = shape
             else:
-                raise TypeError(f"the reference does not know layer {layer!r}")
+                raise UnsupportedLayerError(f"the reference does not know layer {layer!r}")
             self.shapes.append(tuple(out))
 
     # forward and gradient
@@ -606,8 +634,12 @@ class ReferenceNetwork:
     # relevance
 
     def backward(self, activations, relevance_top, plan, conventions, bounds, solver="newton",
-                 diagnostics=True):
-        """Relevance of the input given the output relevance; returns (relevance, traces)."""
+                 diagnostics=True, check_domain=True):
+        """Relevance of the input given the output relevance; returns (relevance, traces).
+
+        ``check_domain``: raise DomainError where a rule derived for the orthant meets a
+        negative input (False evaluates the definition there all the same).
+        """
         relevance = relevance_top
         traces: list[LayerTrace] = []
         for index in reversed(range(len(self.layers))):
@@ -618,10 +650,12 @@ class ReferenceNetwork:
                 x_ext = np.append(a, mpmath.mpf(0))
                 if rule in ROOT_POINT_RULES:
                     layer_bounds = None
+                    if check_domain and ROOT_POINT_RULES[rule] == "orthant":
+                        check_orthant(a, index, layer, rule)
                     if rule == "zbox":
                         first = min(i for i in self.matrices if isinstance(self.layers[i], (Dense, Conv2d)))
                         if index != first:
-                            raise LRPError(f"layer {index}: rule 'zbox' needs box bounds, which only the "
+                            raise MissingBoundsError(f"layer {index}: rule 'zbox' needs box bounds, which only the "
                                            "network input has; use it on the first linear layer only")
                         layer_bounds = _layer_bounds(bounds, self.matrices[index].n_in, index)
                     relevance = _root_point_layer(rule, self.matrices[index], x_ext, relevance,
@@ -641,7 +675,7 @@ class ReferenceNetwork:
 
 def _layer_bounds(bounds, n_in, index):
     if bounds is None:
-        raise LRPError(f"layer {index}: rule 'zbox' needs the box bounds: pass lower= and upper=")
+        raise MissingBoundsError(f"layer {index}: rule 'zbox' needs the box bounds: pass lower= and upper=")
     lower, upper = bounds
     if len(lower) != n_in:
         raise ShapeError(f"layer {index}: the box bounds have {len(lower)} entries, the layer input {n_in}")
@@ -664,18 +698,22 @@ def prepare(network, input_shape: tuple[int, ...]) -> ReferenceNetwork:
 # -- the public API -----------------------------------------------------------------------------
 
 def _conventions(conventions) -> dict[str, Any]:
+    """The conventions as a dict, checked as :class:`lrp_num.conventions.Conventions` checks them."""
+    from lrp_num.conventions import Conventions  # configuration and its checks, no numerics
+
     if conventions is None:
-        return {"bias": "dtd", "eps": 1e-6, "stabilise": "zero"}
-    if isinstance(conventions, Mapping):
-        values = {"bias": "dtd", "eps": 1e-6, "stabilise": "zero", **conventions}
-    else:
-        values = {"bias": conventions.bias, "eps": conventions.eps, "stabilise": conventions.stabilise}
+        conventions = Conventions()
+    elif isinstance(conventions, Mapping):
+        unknown = set(conventions) - {"bias", "eps", "stabilise"}
+        if unknown:
+            raise KernelArgumentError(f"unknown convention(s) {', '.join(sorted(unknown))}; "
+                                      "known: bias, eps, stabilise")
+        conventions = Conventions(**conventions)
+    values = {"bias": conventions.bias, "eps": conventions.eps, "stabilise": conventions.stabilise}
     if values["bias"] not in BIAS_CONVENTIONS:
         raise UnknownRuleError(f"unknown bias convention {values['bias']!r}; known: {', '.join(BIAS_CONVENTIONS)}")
     if values["stabilise"] not in STABILISE_MODES:
         raise UnknownRuleError(f"unknown stabiliser mode {values['stabilise']!r}")
-    if not values["eps"] >= 0:
-        raise LRPError(f"eps must be >= 0, got {values['eps']}")
     return values
 
 
@@ -694,28 +732,32 @@ def layer_plan(network, rule: str | None = None, composite=None, input_is_box: b
     if rule is not None:
         if rule not in RULES:
             raise UnknownRuleError(f"unknown rule {rule!r}; known: {', '.join(RULES)}")
-        chosen = {**RULE_DEFAULTS.get(rule, {}), **parameters}
-        unknown = set(chosen) - set(RULE_DEFAULTS.get(rule, {}))
-        if unknown:
-            raise LRPError(f"rule {rule!r} has no parameter(s) {', '.join(sorted(unknown))}")
+        chosen = {**RULE_DEFAULTS.get(rule, {}),
+                  **check_rule_parameters(rule, parameters, RULE_DEFAULTS.get(rule, {}))}
         for index, layer in enumerate(network.layers):
             if isinstance(layer, (Dense, Conv2d)):
                 plan[index] = (rule, chosen)
             elif isinstance(layer, (SumPool2d, AvgPool2d)):
                 plan[index] = ("lrp0", {})
         return plan
+    check_composite_parameters(parameters)
     if not hasattr(composite, "plan"):
         from lrp_num.composites import get_composite  # configuration (which rule where), no numerics
 
         composite = get_composite(composite or "deep-taylor")
     for index, choice in composite.plan(list(network.layers), input_is_box).items():
-        if choice.rule != "maxpool":
-            plan[index] = (choice.rule, {**RULE_DEFAULTS.get(choice.rule, {}), **dict(choice.parameters)})
+        if choice.rule == "maxpool":
+            continue
+        if choice.rule not in RULES:
+            raise UnknownRuleError(f"layer {index}: unknown rule {choice.rule!r}; known: {', '.join(RULES)}")
+        own = check_rule_parameters(choice.rule, choice.parameters, RULE_DEFAULTS.get(choice.rule, {}))
+        plan[index] = (choice.rule, {**RULE_DEFAULTS.get(choice.rule, {}), **own})
     return plan
 
 
 def _as_batch(network, x) -> tuple[np.ndarray, bool]:
-    x = np.asarray(x, dtype=np.float64)
+    """``x`` as a float64 batch (checked as explain checks it) and whether it was one sample."""
+    x = explanation_input(x).astype(np.float64)
     shape = getattr(network, "input_shape", None)
     if shape is not None and x.shape == tuple(shape):
         return x[None], True
@@ -726,26 +768,26 @@ def _as_batch(network, x) -> tuple[np.ndarray, bool]:
     return x, False
 
 
-def _top_relevance(output: np.ndarray, target, sample: int, n_samples: int) -> np.ndarray:
+def _checked_target(reference: "ReferenceNetwork", target, n_samples: int, single: bool):
+    """The target checked by :func:`lrp_num.checks.check_target` against the batch's output
+    shape: None, one index per sample, or an explicit relevance (n_samples, ...). For one sample
+    given without its batch axis, an explicit relevance may omit it too."""
+    output_shape = (n_samples,) + tuple(reference.shapes[-1])
+    array = np.asarray(target) if target is not None else None
+    if single and array is not None and array.dtype.kind == "f" and array.shape == output_shape[1:]:
+        target = array[None]
+    return check_target(target, output_shape)
+
+
+def _top_relevance(output: np.ndarray, target, sample: int) -> np.ndarray:
+    """R at the output of one sample: f_c(x) at its target index, or the explicit relevance
+    (``target`` as returned by :func:`_checked_target`)."""
+    if target is not None and target.dtype.kind == "f":
+        return _to_mpf(target[sample].reshape(-1))
     zero = mpmath.mpf(0)
     top = np.empty(len(output), dtype=object)
     top[:] = zero
-    if target is None:
-        c = max(range(len(output)), key=lambda k: output[k])
-    elif np.ndim(target) == 0:
-        c = int(target)
-    else:
-        target = np.asarray(target)
-        if target.ndim == 1 and np.issubdtype(target.dtype, np.integer) and len(target) == n_samples:
-            c = int(target[sample])
-        else:
-            explicit = target.reshape(n_samples, -1)[sample] if target.size == n_samples * len(output) \
-                else target.reshape(-1)
-            if explicit.size != len(output):
-                raise TargetError(f"output relevance has {explicit.size} entries, the output {len(output)}")
-            return _to_mpf(explicit)
-    if not 0 <= c < len(output):
-        raise TargetError(f"target {c} is out of range for {len(output)} outputs")
+    c = max(range(len(output)), key=lambda k: output[k]) if target is None else int(target[sample])
     top[c] = output[c]
     return top
 
@@ -762,35 +804,49 @@ class ReferenceResult:
 
 def explain_trace(network, x, rule: str | None = None, composite=None, target=None, *, dps: int = 50,
                   conventions=None, solver: str = "newton", diagnostics: bool = True,
-                  **rule_parameters) -> list[ReferenceResult]:
+                  check_domain: bool = True, **rule_parameters) -> list[ReferenceResult]:
     """Like :func:`explain`, but per sample with activations and per-layer traces (at dps + guard).
 
     ``solver``: "newton" (default) or "findroot" (mpmath.findroot on each root condition);
-    ``diagnostics``: count root points inside their domain (see :func:`root_point_membership`).
+    ``diagnostics``: count root points inside their domain (see :func:`root_point_membership`);
+    ``check_domain=False`` evaluates zplus and gamma by their definition on negative inputs
+    too, instead of raising DomainError (the audit does so to reproduce a library that applies
+    them there, and says so in its report).
     """
-    batch, _ = _as_batch(network, x)
+    from lrp_num.model_io import InputDomain  # the box and its checks, no numerics
+
+    dps = check_dps(dps)
+    batch, single = _as_batch(network, x)
     conv = _conventions(conventions)
     input_domain = rule_parameters.pop("input_domain", None)
-    if input_domain is not None:  # the engine's spelling: (low, high) or an InputDomain
-        low, high = (input_domain.low, input_domain.high) if hasattr(input_domain, "low") else input_domain
-        rule_parameters = {**rule_parameters, "lower": low, "upper": high}
-    lower, upper = rule_parameters.get("lower"), rule_parameters.get("upper")
-    input_shape = batch.shape[1:]
-    bounds = None
+    lower, upper = rule_parameters.pop("lower", None), rule_parameters.pop("upper", None)
     if lower is not None or upper is not None:
+        if input_domain is not None:
+            raise LRPError("give the box as input_domain=(low, high) or as lower= and upper=, not both")
         if lower is None or upper is None:
-            raise LRPError("the box needs both lower= and upper=")
-        bounds = tuple(_to_mpf(np.broadcast_to(np.asarray(b, dtype=np.float64), input_shape).ravel())
-                       for b in (lower, upper))
-    plan = layer_plan(network, rule, composite, input_is_box=bounds is not None, **rule_parameters)
+            raise MissingBoundsError("the box needs both lower= and upper=")
+        input_domain = (lower, upper)
+    input_shape = batch.shape[1:]
+    domain = None
+    if input_domain is not None:  # the engine's spelling: (low, high) or an InputDomain
+        domain = InputDomain.of(input_domain)
+        domain.check_fits(input_shape)
+    plan = layer_plan(network, rule, composite, input_is_box=domain is not None, **rule_parameters)
+    bounds = None
+    if domain is not None:
+        if any(chosen == "zbox" for chosen, _ in plan.values()):
+            domain.check_contains(batch)  # where z^B uses the box, as the engine checks it
+        bounds = tuple(_to_mpf(np.broadcast_to(bound, input_shape).ravel())
+                       for bound in (domain.low, domain.high))
     reference = prepare(network, input_shape)
+    target = _checked_target(reference, target, len(batch), single)
     results = []
-    with mpmath.workdps(dps + GUARD_DIGITS):
-        for sample, values in enumerate(batch):
+    with mpmath.workdps(dps + GUARD_DIGITS):  # a progress bar on a terminal for many samples
+        for sample, values in enumerate(progress(batch, "reference")):
             activations = reference.forward(values)
-            top = _top_relevance(activations[-1], target, sample, len(batch))
+            top = _top_relevance(activations[-1], target, sample)
             relevance, traces = reference.backward(activations, top, plan, conv, bounds, solver,
-                                                   diagnostics)
+                                                   diagnostics, check_domain)
             results.append(ReferenceResult(relevance, top, activations, traces))
     return results
 
@@ -818,8 +874,9 @@ def explain(network, x, rule: str | None = None, composite=None, target=None, *,
     ndarray of mpmath.mpf (dtype object), the shape of ``x``
         R_p, each rounded once to ``dps`` digits.
     """
+    dps = check_dps(dps)
     batch, single = _as_batch(network, x)
-    results = explain_trace(network, batch, rule, composite, target, dps=dps, conventions=conventions,
+    results = explain_trace(network, x, rule, composite, target, dps=dps, conventions=conventions,
                             diagnostics=False, **rule_parameters)
     out = np.stack([_rounded(result.relevance, dps, batch.shape[1:]) for result in results])
     return out[0] if single else out
@@ -827,6 +884,7 @@ def explain(network, x, rule: str | None = None, composite=None, target=None, *,
 
 def forward(network, x, *, dps: int = 50) -> np.ndarray:
     """f(x) in mpmath at ``dps`` digits, shape (N, n_outputs) or (n_outputs,) for one sample."""
+    dps = check_dps(dps)
     batch, single = _as_batch(network, x)
     reference = prepare(network, batch.shape[1:])
     with mpmath.workdps(dps + GUARD_DIGITS):
@@ -840,33 +898,35 @@ def gradient(network, x, target=None, *, dps: int = 50) -> np.ndarray:
 
     ``target`` as in :func:`explain`; an explicit output array g gives d(sum_c g_c f_c)/dx.
     """
+    dps = check_dps(dps)
     batch, single = _as_batch(network, x)
     reference = prepare(network, batch.shape[1:])
+    target = _checked_target(reference, target, len(batch), single)
     grads = []
-    with mpmath.workdps(dps + GUARD_DIGITS):
-        for sample, values in enumerate(batch):
+    with mpmath.workdps(dps + GUARD_DIGITS):  # a progress bar on a terminal for many samples
+        for sample, values in enumerate(progress(batch, "reference")):
             activations = reference.forward(values)
-            n_out = len(activations[-1])
-            if target is not None and np.size(target) in (n_out, len(batch) * n_out) and \
-                    not (np.ndim(target) == 1 and np.issubdtype(np.asarray(target).dtype, np.integer)
-                         and len(target) == len(batch)):
-                selector = _top_relevance(activations[-1], target, sample, len(batch))
+            if target is not None and target.dtype.kind == "f":
+                selector = _to_mpf(target[sample].reshape(-1))
             else:
                 c = _target_index(activations[-1], target, sample)
-                selector = np.array([mpmath.mpf(int(k == c)) for k in range(n_out)], dtype=object)
+                selector = np.array([mpmath.mpf(int(k == c)) for k in range(len(activations[-1]))],
+                                    dtype=object)
             grads.append(reference.gradient(activations, selector))
     out = np.stack([_rounded(g, dps, batch.shape[1:]) for g in grads])
     return out[0] if single else out
 
 
 def _target_index(output, target, sample: int) -> int:
+    """The output index of one sample; ``target`` None or checked indices (one per sample)."""
     if target is None:
         return max(range(len(output)), key=lambda k: output[k])
-    return int(target) if np.ndim(target) == 0 else int(np.asarray(target)[sample])
+    return int(target[sample])
 
 
 def sensitivity(network, x, target=None, *, dps: int = 50) -> np.ndarray:
     """Sensitivity analysis R_p = (df_c/dx_p)^2, so that sum_p R_p = ||grad f_c(x)||^2."""
+    dps = check_dps(dps)
     g = gradient(network, x, target, dps=dps)
     with mpmath.workdps(dps):
         return np.vectorize(lambda v: +(v * v), otypes=[object])(g)
@@ -933,11 +993,16 @@ def whole_function_taylor(network, x, target=None, *, dps: int = 50,
     bracket lies on one linear piece of the ReLU network). One sample, f_c(x) > 0 expected;
     raises LRPError when no sign change is found.
     """
-    x = np.asarray(x, dtype=np.float64)
+    dps = check_dps(dps)
+    x = explanation_input(x).astype(np.float64)
     reference = prepare(network, x.shape)
+    indices = _checked_target(reference, target, 1, True)
+    if indices is not None and indices.dtype.kind == "f":
+        raise TargetError("the whole-function Taylor decomposition takes an output index as target, "
+                          "not an explicit relevance")
     with mpmath.workdps(dps + GUARD_DIGITS):
         start = reference.forward(x)
-        c = _target_index(start[-1], target, 0)
+        c = _target_index(start[-1], indices, 0)
         selector = np.array([mpmath.mpf(int(k == c)) for k in range(len(start[-1]))], dtype=object)
         x_mp = start[0]
         direction = reference.gradient(start, selector)

@@ -23,6 +23,8 @@ from typing import Callable
 import mpmath
 import numpy as np
 
+from lrp_num.checks import check_dps
+
 
 def _heaviside(value, at_zero=None):
     # directions use 1[w > 0] for generic w != 0; at w = 0 the term is multiplied by w = 0 anyway
@@ -115,12 +117,15 @@ def dense_relevance(rule: str, weight: np.ndarray, bias: np.ndarray, x: np.ndarr
         w_ij; ``bias`` b_j, ``x`` x_i, ``relevance_out`` R_j (float or mpf).
     lower, upper : array_like, optional
         l_i and h_i for z^B.
+    dps : int
+        Working precision, 20 to 10000 digits (PrecisionError otherwise).
 
     Returns
     -------
     ndarray of mpf, shape (n_in,)
         Neurons with R_j = 0 contribute nothing (their expression is not evaluated).
     """
+    dps = check_dps(dps)
     function, _ = _lambdified(rule, "relevance")
     with mpmath.workdps(dps):
         n_in, n_out, arrays, values = _layer_arguments(weight, bias, x, relevance_out, lower, upper,
@@ -145,6 +150,7 @@ def domain_condition_values(rule: str, weight: np.ndarray, bias: np.ndarray, x: 
     """
     import sympy
 
+    dps = check_dps(dps)
     condition = _derivation(rule).results.get("domain_condition")
     if condition is None or condition is sympy.true:
         return None

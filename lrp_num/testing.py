@@ -21,6 +21,10 @@ networks_with_inputs(domain=..., ...)
     (network, x, lower, upper): a network and one input in the domain.
 near_zero_layers(n_in, n_out)
     (layer, x): a dense layer whose first neuron's pre-activation z_0 is exactly 0 or tiny.
+residual_networks(bias=..., branch_bias=...)
+    (graph, chain): a :class:`~lrp_num.graph.Graph` with one identity skip connection, h + D(h)
+    summed by an Add node, and the :class:`~lrp_num.network.Sequential` that computes the same
+    function with the skip folded into the branch's weights (W + I).
 """
 
 from __future__ import annotations
@@ -31,7 +35,8 @@ import numpy as np
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from lrp_num.layers import AvgPool2d, Conv2d, Dense, Flatten, MaxPool2d, ReLU, SumPool2d
+from lrp_num.graph import Graph, Node
+from lrp_num.layers import Add, AvgPool2d, Conv2d, Dense, Flatten, MaxPool2d, ReLU, SumPool2d
 from lrp_num.network import Sequential
 
 DOMAINS = ("R^n", "orthant", "box")
@@ -191,5 +196,25 @@ def near_zero_layers(draw, n_in: int, n_out: int):
     return Dense(weight, bias), x
 
 
+@st.composite
+def residual_networks(draw, bias: str = "mixed", branch_bias: str = "zero", max_width: int = 5):
+    """(graph, chain): x -> Dense -> ReLU -> h; y = ReLU(h + D(h)) -> Dense, as a Graph with an
+    Add node, and as a Sequential whose middle layer has weight W_D + I and bias b_D.
+
+    The two compute the same function; the graph's h has two consumers (D and the Add).
+    """
+    n_in, width = draw(st.integers(1, max_width)), draw(st.integers(1, max_width))
+    n_out = draw(st.integers(1, 3))
+    stem = draw(dense_layers(n_in, width, bias))
+    branch = draw(dense_layers(width, width, branch_bias))
+    head = draw(dense_layers(width, n_out, bias))
+    graph = Graph([Node("stem", stem, "input"), Node("h", ReLU(), "stem"),
+                   Node("branch", branch, "h"), Node("sum", Add(), ("h", "branch")),
+                   Node("y", ReLU(), "sum"), Node("head", head, "y")], input_shape=(n_in,))
+    merged = Dense(branch.weight + np.eye(width), branch.bias)
+    chain = Sequential([stem, ReLU(), merged, ReLU(), head], input_shape=(n_in,))
+    return graph, chain
+
+
 __all__ = ["BIAS_KINDS", "DOMAINS", "biases", "boxes", "dense_layers", "inputs", "near_zero_layers",
-           "networks", "networks_with_inputs"]
+           "networks", "networks_with_inputs", "residual_networks"]

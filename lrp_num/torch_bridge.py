@@ -59,18 +59,22 @@ def _layer_to_module(layer: Any, dtype):
         return module
     if isinstance(layer, Conv2d):
         module = nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size,
-                           stride=layer.stride, padding=layer.padding, dtype=dtype)
+                           stride=layer.stride, padding=layer.padding, groups=layer.groups,
+                           dtype=dtype)
         module.weight.data = tensor(layer.weight)
         module.bias.data = tensor(layer.bias)
         return module
     if isinstance(layer, BatchNorm):
         return None  # built by to_torch, which knows the rank of the preceding layer
     if isinstance(layer, MaxPool2d):
-        return nn.MaxPool2d(layer.kernel, stride=layer.stride)
+        return nn.MaxPool2d(layer.kernel, stride=layer.stride, padding=layer.padding,
+                            ceil_mode=layer.ceil_mode)
     if isinstance(layer, AvgPool2d):  # AvgPool2d subclasses SumPool2d: test it first
-        return nn.AvgPool2d(layer.kernel, stride=layer.stride)
+        return nn.AvgPool2d(layer.kernel, stride=layer.stride, padding=layer.padding,
+                            ceil_mode=layer.ceil_mode, count_include_pad=layer.count_include_pad)
     if isinstance(layer, SumPool2d):
-        return nn.AvgPool2d(layer.kernel, stride=layer.stride, divisor_override=1)
+        return nn.AvgPool2d(layer.kernel, stride=layer.stride, padding=layer.padding,
+                            ceil_mode=layer.ceil_mode, divisor_override=1)
     if isinstance(layer, ReLU):
         return nn.ReLU()
     if isinstance(layer, Flatten):

@@ -28,6 +28,7 @@ import mpmath
 import numpy as np
 
 from lrp_num import reference
+from lrp_num.errors import UnsupportedLayerError
 
 U = 2.0 ** -53
 #: rules and composites whose relevance is non-negative on their domains (DTD, Montavon 2017)
@@ -158,6 +159,9 @@ class RuleReport:
     time_reference: float = 0.0
     checks: list[Check] = field(default_factory=list)
     error: str | None = None
+    outside_domain: str | None = None
+    """The engine's DomainError when the rule's domain excludes these inputs (z+ or gamma at a
+    negative input); the row then checks only that the reference refuses them too."""
 
     @property
     def ok(self) -> bool:
@@ -212,14 +216,21 @@ def verify_method(network, x: np.ndarray, name: str, kind: str, *, targets=None,
                   dps: int = 50, conventions=None) -> RuleReport:
     """Measure one rule or composite on the batch ``x`` (see the module docstring)."""
     from lrp_num.conventions import DTD
+    from lrp_num.errors import DomainError
     from lrp_num.explain import explain_details
 
+    from lrp_num.checks import check_dps
+
+    dps = check_dps(dps)
     conventions = conventions or DTD
     row = RuleReport(name, kind)
     method = _method(name, kind)
     start = time.perf_counter()
-    explanation = explain_details(network, x, target=targets, conventions=conventions,
-                                  input_domain=input_domain, diagnostics=True, **method)
+    try:
+        explanation = explain_details(network, x, target=targets, conventions=conventions,
+                                      input_domain=input_domain, diagnostics=True, **method)
+    except DomainError as error:
+        return _outside_domain(row, error, network, x, method, targets, input_domain, dps, conventions)
     row.time_engine = (time.perf_counter() - start) / len(x)
     start = time.perf_counter()
     results = reference.explain_trace(network, x, target=targets, dps=dps, conventions=conventions,
@@ -269,6 +280,23 @@ def verify_method(network, x: np.ndarray, name: str, kind: str, *, targets=None,
     return row
 
 
+def _outside_domain(row: RuleReport, error: Exception, network, x, method, targets, input_domain,
+                    dps, conventions) -> RuleReport:
+    """The row of a rule whose domain excludes the inputs: the reference must refuse them too."""
+    from lrp_num.errors import DomainError
+
+    row.outside_domain = str(error)
+    try:
+        reference.explain_trace(network, x, target=targets, dps=dps, conventions=conventions,
+                                input_domain=input_domain, diagnostics=False, **method)
+        refused = False
+    except DomainError:
+        refused = True
+    row.checks = [Check("domain", refused, True, "the reference refuses the inputs as the engine does"
+                        if refused else "the engine refuses the inputs, the reference does not")]
+    return row
+
+
 def _compare_root_points(explanation, results) -> tuple[int, int]:
     """(layer, sample) pairs where the engine reports a valid fraction, and how many differ."""
     compared = mismatches = 0
@@ -294,18 +322,27 @@ def _positive_domain(name: str, x: np.ndarray) -> bool:
 def verify(network, x: np.ndarray, *, rules: Sequence[str] = DEFAULT_RULES,
            composites: Sequence[str] = DEFAULT_COMPOSITES, targets=None, input_domain=None,
            dps: int = 50, model_name: str = "model", conventions=None) -> VerifyReport:
-    """Verify every rule and composite on the batch ``x``; see :func:`verify_method`."""
-    from lrp_num.errors import LRPError
+    """Verify every rule and composite on the batch ``x``; see :func:`verify_method`.
 
+    ``dps`` is the reference's precision, 20 to 10000 digits (PrecisionError otherwise).
+    Shows a progress bar over the rules and composites on stderr when it is a terminal.
+    """
+    if hasattr(network, "nodes"):
+        raise UnsupportedLayerError(f"{model_name or 'the model'} is a graph model; the mpmath "
+                                    "reference follows Sequential networks only so far")
+    from lrp_num.checks import check_dps
+    from lrp_num.errors import LRPError
+    from lrp_num.progress import progress
+
+    dps = check_dps(dps)
     rows = []
-    for kind, names in (("rule", rules), ("composite", composites)):
-        for name in names:
-            try:
-                rows.append(verify_method(network, x, name, kind, targets=targets, input_domain=input_domain,
-                                          dps=dps, conventions=conventions))
-            except LRPError as error:
-                row = RuleReport(name, kind, error=str(error))
-                rows.append(row)
+    methods = [("rule", name) for name in rules] + [("composite", name) for name in composites]
+    for kind, name in progress(methods, f"verifying {model_name}"):
+        try:
+            rows.append(verify_method(network, x, name, kind, targets=targets, input_domain=input_domain,
+                                      dps=dps, conventions=conventions))
+        except LRPError as error:
+            rows.append(RuleReport(name, kind, error=str(error)))
     return VerifyReport(model_name, len(x), dps, rows)
 
 
@@ -320,6 +357,10 @@ def format_table(report: VerifyReport) -> str:
     for row in report.rows:
         if row.error is not None:
             lines.append(f"{row.name:<20} error: {row.error}")
+            continue
+        if row.outside_domain is not None:
+            status = "not applicable" if row.ok else "FAIL: domain (the reference does not refuse)"
+            lines.append(f"{row.name:<20} {status}: {row.outside_domain}")
             continue
         roots = "-" if row.root_points_reference is None else f"{row.root_points_reference:.3f}"
         if row.root_point_mismatches:

@@ -17,6 +17,7 @@ from lrp_num import explain  # noqa: E402
 from lrp_num.audit import audit_attribution, audit_library  # noqa: E402
 from lrp_num.audit.zennit_adapter import import_zennit  # noqa: E402
 from lrp_num.conventions import DTD  # noqa: E402
+from lrp_num.errors import DomainError  # noqa: E402
 from lrp_num.layers import (AvgPool2d, BatchNorm, Conv2d, Dense, Flatten, MaxPool2d, ReLU,  # noqa: E402
                             SumPool2d)
 from lrp_num.network import Sequential  # noqa: E402
@@ -97,6 +98,7 @@ def test_captum_batch_norm_is_not_merged_and_the_audit_says_so():
 @pytest.mark.parametrize("library,profile", [("zennit", ZENNIT), ("captum", CAPTUM)])
 def test_reported_dtd_difference_equals_the_engine_under_each_convention(library, profile):
     network, x = dense_model(seed=3)
+    x = np.abs(x)  # the engine applies z+ on its domain x >= 0 only (DomainError elsewhere)
     targets = positive_targets(network, x)
     report = audit_library(network, x, library, rule="zplus", target=targets, dps=DPS, tolerance=TOL)
     mapping = profile.rule("zplus")
@@ -104,7 +106,20 @@ def test_reported_dtd_difference_equals_the_engine_under_each_convention(library
     dtd = explain(network, x, rule=mapping.dtd_rule, target=targets, conventions=DTD)
     at_input = next(a for a in report.layers if a.index == 0)
     assert at_input.dtd_deviation == pytest.approx(np.abs(own - dtd).max(), rel=1e-9)
-    assert at_input.dtd_deviation > 1e-3  # input split and bias share make a real difference
+    assert at_input.dtd_deviation > 1e-3  # the bias share makes a real difference
+
+
+@pytest.mark.parametrize("library", ["zennit", "captum"])
+def test_audit_on_negative_inputs_notes_that_zplus_is_outside_its_domain(library):
+    network, x = dense_model(seed=3)
+    assert (x < 0).any()
+    with pytest.raises(DomainError, match="rule zplus is derived for the orthant"):
+        explain(network, x, rule="zplus")
+    report = audit_library(network, x, library, rule="zplus", dps=DPS, tolerance=TOL)
+    notes = [line for line in report.verdicts if "derived for x >= 0" in line]
+    assert len(notes) == 1 and "layer 0" in notes[0], report.verdicts
+    assert not any("derived for x >= 0" in line for line in
+                   audit_library(network, np.abs(x), library, rule="zplus", dps=DPS, tolerance=TOL).verdicts)
 
 
 def _doubling_zplus():

@@ -14,7 +14,8 @@ def test_explain_prints_prediction_conservation_and_writes_relevance(tmp_path, c
     assert main(["explain", "--model", "digits-mlp", "--sample", "1", "--sample", "2",
                  "--composite", "deep-taylor", "--out", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "sample 0: predicted 1 (label 1)" in text and "conservation error" in text
+    assert "test image 1: predicted 1 (label 1)" in text and "conservation error" in text
+    assert "test image 2: predicted" in text
     assert "root points in the domain" in text
     relevance = np.load(out, allow_pickle=False)
     model = load_builtin("digits-mlp")
@@ -175,3 +176,61 @@ def test_heatmap_title_names_the_target(tmp_path, capsys, monkeypatch):
 
 def test_bias_captum_is_accepted(capsys):
     assert main(["explain", "--rule", "epsilon", "--bias", "captum"]) == 0
+
+
+def test_sample_lines_name_the_stored_test_image(capsys):
+    assert main(["explain", "--model", "digits-mlp", "--rule", "zplus",
+                 "--sample", "3", "--sample", "5"]) == 0
+    lines = [line.strip() for line in capsys.readouterr().out.splitlines()]
+    assert lines[1].startswith("test image 3: predicted") and lines[2].startswith("test image 5: ")
+    assert not any(line.startswith("sample ") for line in lines)
+
+
+def test_input_lines_name_the_row_of_the_file(tmp_path, capsys):
+    x = tmp_path / "x.npy"
+    np.save(x, load_builtin("digits-mlp").test_images[4:7])
+    assert main(["explain", "--model", "digits-mlp", "--rule", "zplus", "--input", str(x)]) == 0
+    lines = [line.strip() for line in capsys.readouterr().out.splitlines()]
+    assert [line.split(":")[0] for line in lines[1:4]] == ["row 0 of x.npy", "row 1 of x.npy",
+                                                         "row 2 of x.npy"]
+
+
+def test_rule_parameters_change_the_relevance_and_are_printed(tmp_path, capsys):
+    default, large = tmp_path / "default.npy", tmp_path / "large.npy"
+    assert main(["explain", "--rule", "epsilon", "--out", str(default)]) == 0
+    header = capsys.readouterr().out.splitlines()[0]
+    assert "rule epsilon (epsilon=0.25); stabiliser eps=1e-06 at zero denominators" in header
+    assert main(["explain", "--rule", "epsilon", "--epsilon", "10", "--out", str(large)]) == 0
+    assert "rule epsilon (epsilon=10);" in capsys.readouterr().out
+    # a larger epsilon absorbs more relevance: the parameter reaches the kernel
+    assert abs(np.load(large).sum()) < abs(np.load(default).sum())
+
+
+def test_alpha_beta_parameters_are_printed_with_the_stabiliser(capsys):
+    assert main(["explain", "--rule", "alphabeta", "--alpha", "1", "--beta", "0",
+                 "--stabiliser-eps", "1e-9", "--stabilise", "everywhere"]) == 0
+    header = capsys.readouterr().out.splitlines()[0]
+    assert "rule alphabeta (alpha=1, beta=0); stabiliser eps=1e-09 everywhere" in header
+
+
+def test_stabiliser_eps_reaches_the_conventions(monkeypatch, capsys):
+    import importlib
+
+    explain_module = importlib.import_module("lrp_num.explain")  # the module, not the function
+    seen = []
+    original = explain_module.explain_details
+    monkeypatch.setattr(explain_module, "explain_details",
+                        lambda *a, **k: seen.append(k["conventions"]) or original(*a, **k))
+    assert main(["explain", "--rule", "zplus", "--stabiliser-eps", "0.5"]) == 0
+    assert [c.eps for c in seen] == [0.5]
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--rule", "epsilon", "--eps", "10"], "--eps was renamed: use --stabiliser-eps"),
+    (["--composite", "deep-taylor", "--gamma", "1"], "--gamma goes with --rule"),
+    (["--epsilon", "1", "--alpha", "2"], "--epsilon, --alpha go with --rule"),
+    (["--rule", "zplus", "--gamma", "1"], "rule zplus takes no parameter(s) gamma"),
+    (["--rule", "gamma", "--gamma", "-1"], "must be >= 0"),
+])
+def test_rule_parameter_mistakes_are_one_line(capsys, arguments, message):
+    _one_line_exit_2(arguments, capsys, message)

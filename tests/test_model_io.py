@@ -7,7 +7,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from lrp_num.errors import ModelFileError, NonFiniteError, ShapeError
+from lrp_num.errors import ModelFileError, NonFiniteError, OutputPathError, ShapeError
 from lrp_num.layers import (
     AvgPool2d, BatchNorm, Conv2d, Dense, Flatten, Identity, MaxPool2d, ReLU, SumPool2d,
 )
@@ -71,10 +71,41 @@ def test_failed_write_leaves_no_file(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(np.lib.format, "write_array", broken_write_array)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(OutputPathError, match="disk full"):  # one documented error, not OSError
         save_npz(every_layer_network(), path)
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["net.npz"]
+
+
+def test_load_npz_of_a_folder_says_it_is_a_folder(tmp_path):
+    with pytest.raises(ModelFileError, match="is a folder, not a model file"):
+        load_npz(tmp_path)
+
+
+@pytest.mark.parametrize("where, message", [
+    ("missing/net.npz", "its folder does not exist"),
+    ("folder", "it is a folder"),
+    ("file/net.npz", "is not a folder"),
+])
+def test_save_npz_to_a_path_that_cannot_be_a_file_is_output_path_error(tmp_path, where, message):
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "file").write_bytes(b"")
+    with pytest.raises(OutputPathError, match=message):
+        save_npz(Sequential([ReLU()]), tmp_path / where)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "folder"]
+    assert list((tmp_path / "folder").iterdir()) == []
+
+
+def test_save_npz_that_fails_at_write_time_is_output_path_error(tmp_path, monkeypatch):
+    import tempfile
+
+    def refused(*args, **kwargs):  # what a read-only file system does, even for root
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "mkstemp", refused)
+    with pytest.raises(OutputPathError, match="Permission denied"):
+        save_npz(Sequential([ReLU()]), tmp_path / "net.npz")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_input_domain_validation():
@@ -223,10 +254,10 @@ def test_layout_uses_documented_keys(tmp_path):
 
 def test_every_layer_type_has_a_reader_and_a_writer():
     from lrp_num import model_io
-    from lrp_num.layers import LAYER_TYPES
+    from lrp_num.layers import OPERATION_TYPES
 
-    assert set(model_io._READERS) == set(LAYER_TYPES)
-    assert {cls.__name__ for cls in model_io._WRITERS} == set(LAYER_TYPES)
+    assert set(model_io._READERS) == set(OPERATION_TYPES)
+    assert {cls.__name__ for cls in model_io._WRITERS} == set(OPERATION_TYPES)
 
 
 def test_input_domain_must_fit_the_input_shape(tmp_path):

@@ -80,7 +80,7 @@ def test_verify_json(capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["--rules", "nope"], "unknown rule or composite"),
-    (["--dps", "5"], "--dps must be at least"),
+    (["--dps", "5"], "--dps must be from 20 to 10000"),
     (["--samples", "0"], "--samples must be at least"),
     (["--model", "/no/such/model.npz"], "no model file"),
     (["--model", "digits-mlp", "--rules", "zbox"], "first linear layer only"),

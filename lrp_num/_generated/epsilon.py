@@ -27,6 +27,7 @@ RULE = 'epsilon'
 PARAMETERS = {'epsilon': 0.25}
 BOUNDS = ()
 N_TERMS = 1
+DOMAIN = 'R^n'
 
 
 def relevance(op, x, relevance_out, *, epsilon=0.25, lower=None, upper=None, eps=1e-06, stabilise="zero", bias_shares=None):

@@ -26,6 +26,7 @@ RULE = 'gamma_split'
 PARAMETERS = {'gamma': 0.25}
 BOUNDS = ()
 N_TERMS = 1
+DOMAIN = 'R^n'
 
 
 def relevance(op, x, relevance_out, *, gamma=0.25, lower=None, upper=None, eps=1e-06, stabilise="zero", bias_shares=None):

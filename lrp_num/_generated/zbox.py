@@ -26,6 +26,7 @@ RULE = 'zbox'
 PARAMETERS = {}
 BOUNDS = ('lower', 'upper')
 N_TERMS = 1
+DOMAIN = 'box'
 
 
 def relevance(op, x, relevance_out, *, lower=None, upper=None, eps=1e-06, stabilise="zero", bias_shares=None):

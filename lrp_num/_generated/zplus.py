@@ -26,6 +26,7 @@ RULE = 'zplus'
 PARAMETERS = {}
 BOUNDS = ()
 N_TERMS = 1
+DOMAIN = 'orthant'
 
 
 def relevance(op, x, relevance_out, *, lower=None, upper=None, eps=1e-06, stabilise="zero", bias_shares=None):

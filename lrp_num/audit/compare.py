@@ -24,11 +24,14 @@ from typing import Callable, Mapping
 import numpy as np
 
 from lrp_num.audit.library_run import LibraryRun
+from lrp_num.checks import (check_composite_parameters, check_dps, check_rule_parameters,
+                            require_finite)
 from lrp_num.composites import Composite, LayerRule, get_composite
 from lrp_num.conventions import DTD, Conventions
-from lrp_num.errors import LRPError, ShapeError
+from lrp_num.errors import KernelArgumentError, LRPError, ShapeError, UnknownRuleError, UnsupportedLayerError
 from lrp_num.explain import top_relevance
 from lrp_num.profiles import PROFILES, Profile, get_profile
+from lrp_num.progress import progress
 
 #: relative deviation below which two float64 relevances count as equal
 DEFAULT_TOLERANCE = 1e-7
@@ -75,13 +78,45 @@ class AuditReport:
 
 # -- plans: our rules -> the library's profile and the derivation ---------------------------
 
+def check_tolerance(tolerance: object) -> float:
+    """The audit's tolerance as a float: a finite relative deviation with 0 <= tolerance < 1.
+
+    0 asks for bit-equal relevance; at 1 and above an attribution of the wrong sign or of
+    zeros would count as equal to the reference, so the audit could not fail.
+
+    Raises
+    ------
+    KernelArgumentError
+        For anything else (NaN, Inf, a negative number, 1 or more, a string, a bool).
+    """
+    valid = isinstance(tolerance, (int, float, np.integer, np.floating)) \
+        and not isinstance(tolerance, (bool, np.bool_)) and bool(np.isfinite(tolerance)) \
+        and 0 <= tolerance < 1
+    if not valid:
+        raise KernelArgumentError(f"tolerance must be a relative deviation from 0 (inclusive) to 1 "
+                                  f"(exclusive), got {tolerance!r}")
+    return float(tolerance)
+
+
 def layer_plan(network, rule: str | None, composite: str | Composite | None, parameters: Mapping,
                input_is_box: bool) -> dict[int, LayerRule]:
-    """Folded layer index -> our LayerRule (one rule everywhere, or a composite)."""
+    """Folded layer index -> our LayerRule (one rule everywhere, or a composite).
+
+    Rule parameters are checked as :func:`lrp_num.explain` checks them (the rule's own, finite,
+    >= 0; none with a composite): KernelArgumentError otherwise.
+    """
+    from lrp_num.reference import RULE_DEFAULTS, RULES
+
     if (rule is None) == (composite is None):
         raise LRPError("give exactly one of rule= or composite=")
-    chosen = Composite.single(rule, **parameters) if rule else (
-        get_composite(composite) if isinstance(composite, str) else composite)
+    if rule is not None:
+        if rule not in RULES:
+            raise UnknownRuleError(f"unknown rule {rule!r}; known: {', '.join(RULES)}")
+        parameters = check_rule_parameters(rule, parameters, RULE_DEFAULTS.get(rule, {}))
+        chosen = Composite.single(rule, **parameters)
+    else:
+        check_composite_parameters(parameters)
+        chosen = get_composite(composite) if isinstance(composite, str) else composite
     return chosen.plan(list(network.layers), input_is_box)
 
 
@@ -127,8 +162,11 @@ def reference_layers(network, x: np.ndarray, plan: Mapping[int, LayerRule], targ
     rules_used = {choice.rule for choice in plan.values()}
     if "zbox" not in rules_used:
         bounds = {}
+    # a library may apply z+ or gamma to negative inputs: evaluate the definition there too
+    # (the report notes it, see _outside_domain_notes), rather than refuse the audit
     results = reference.explain_trace(network, x, composite=_composite("audit", plan), target=target,
-                                      dps=dps, conventions=conventions, diagnostics=False, **bounds)
+                                      dps=dps, conventions=conventions, diagnostics=False,
+                                      check_domain=False, **bounds)
     n_layers = len(network.layers)
     per_sample = []
     for result in results:
@@ -268,6 +306,25 @@ def _notes(library: str, network, x: np.ndarray, run: LibraryRun, audits: list[L
     return notes
 
 
+def _outside_domain_notes(network, x: np.ndarray, plan: Mapping[int, LayerRule]) -> list[str]:
+    """A note for every layer where a rule derived for the orthant (zplus, gamma: the
+    reference's table of domains) meets negative inputs: its DTD values there evaluate the
+    definition outside the domain it is derived for, where lrp_num.explain refuses it."""
+    from lrp_num.reference import ROOT_POINT_RULES
+
+    activations = network.forward_trace(np.asarray(x, dtype=np.float64))
+    notes = []
+    for k in sorted(plan):
+        rule = plan[k].rule
+        if ROOT_POINT_RULES.get(rule) == "orthant":
+            n_negative = int(np.count_nonzero(activations[k] < 0))
+            if n_negative:
+                notes.append(f"note: rule {rule} at layer {k} is derived for x >= 0, but {n_negative} of "
+                             f"its input values are negative: its reference values there evaluate the "
+                             f"definition outside its domain (lrp_num.explain raises DomainError)")
+    return notes
+
+
 def _targets(network, x: np.ndarray, target) -> np.ndarray:
     output = network.forward(np.asarray(x, dtype=np.float64))
     if target is None:
@@ -312,11 +369,19 @@ def audit_library(network, x: np.ndarray, library: str, rule: str | None = None,
         Rule parameters (gamma, epsilon, alpha, beta); the library's defaults otherwise.
     input_domain : InputDomain, optional
         The input box, for z^B.
+    dps : int
+        Digits of the mpmath reference, 20 to 10000 (PrecisionError otherwise).
+    tolerance : float
+        Relative deviation counted as equal, 0 <= tolerance < 1 (KernelArgumentError otherwise).
     overrides : mapping, optional
         Folded layer index -> factory of a library rule object to use there (to test the audit).
     library_run : LibraryRun, optional
         A run recorded elsewhere, instead of running the library here.
     """
+    if hasattr(network, "nodes"):
+        raise UnsupportedLayerError("the audit covers Sequential networks only; graph models are "
+                                    "not covered yet")
+    dps, tolerance = check_dps(dps), check_tolerance(tolerance)
     profile = get_profile(library)
     x = np.asarray(x, dtype=np.float64)
     plan = layer_plan(network, rule, composite, dict(parameters or {}), input_domain is not None)
@@ -341,6 +406,8 @@ def audit_library(network, x: np.ndarray, library: str, rule: str | None = None,
     audits = _layer_audits(network, plan, profile.rules, lib, own, dtd, f_c, tolerance)
     verdicts, ok = _verdicts(lib_run.library, profile, audits, tolerance)
     verdicts += _notes(library, network, x, lib_run, audits, tolerance)
+    verdicts += list(dict.fromkeys(_outside_domain_notes(network, x, own_plan)
+                                   + _outside_domain_notes(network, x, dtd_plan)))
     method = f"rule {rule}" if rule else f"composite {composite if isinstance(composite, str) else composite.name}"
     return AuditReport(lib_run.library, profile.name, method, batch, audits, verdicts,
                        lib[0].sum(axis=1).tolist(), f_c.tolist(), seconds, ok)
@@ -355,9 +422,11 @@ def audit_attribution(network, x: np.ndarray, attribution: np.ndarray, rule: str
     It is compared with the reference under DTD and under every profile offering the rules (or
     only ``library``'s), at the input: deviation, conservation sum_p R_p against f_c(x) and what
     each convention absorbs, and positivity. The verdict names the convention it matches.
+    ``dps`` (20 to 10000) and ``tolerance`` (0 <= tolerance < 1) as in :func:`audit_library`.
     """
+    dps, tolerance = check_dps(dps), check_tolerance(tolerance)
     x = np.asarray(x, dtype=np.float64)
-    attribution = np.asarray(attribution, dtype=np.float64)
+    attribution = require_finite(np.asarray(attribution, dtype=np.float64), "the attribution")
     if attribution.shape == x.shape[1:]:
         attribution = attribution[None]
     if attribution.shape != x.shape:
@@ -369,7 +438,7 @@ def audit_attribution(network, x: np.ndarray, attribution: np.ndarray, rule: str
     candidates = [get_profile(library)] if library else list(PROFILES.values())
     rows, lines, ok = [], [], True
     dtd_layers = None
-    for profile in candidates:
+    for profile in progress(candidates, "reference per convention"):
         try:
             own_plan, dtd_plan = mapped_plans(profile, plan)
         except LRPError:
@@ -418,6 +487,7 @@ def audit_attribution(network, x: np.ndarray, attribution: np.ndarray, rule: str
     else:
         lines.append(f"conservation at the input as a known convention implies (absorbs up to "
                      f"{worst(absorbed_given):+.3g} f_c)")
+    lines += _outside_domain_notes(network, x, plan)
     negatives = _negatives(given, tolerance)
     lines.append(f"positivity: {negatives} negative input relevances (DTD: {_negatives(dtd_layers[0], tolerance)})")
     method = f"rule {rule}" if rule else f"composite {composite}"

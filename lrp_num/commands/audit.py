@@ -16,7 +16,8 @@ import argparse
 
 import numpy as np
 
-from lrp_num.commands.common import add_model_arguments, load_inputs, load_model
+from lrp_num.checks import MAX_DPS, MIN_DPS, check_dps
+from lrp_num.commands.common import add_model_arguments, load_inputs, load_model, read_array
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,7 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for name in ("epsilon", "gamma", "alpha", "beta"):
         parser.add_argument(f"--{name}", type=float, help=f"rule parameter {name} (default: the library's)")
     parser.add_argument("--tolerance", type=float, default=1e-7, help="relative deviation counted as equal")
-    parser.add_argument("--dps", type=int, default=50, help="digits of the mpmath reference (default 50)")
+    parser.add_argument("--dps", type=int, default=50,
+                        help=f"digits of the mpmath reference, {MIN_DPS} to {MAX_DPS} (default 50)")
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="print the report as JSON")
     output.add_argument("--markdown", action="store_true", help="print the report as Markdown")
@@ -59,8 +61,8 @@ def _model(args):
 def run(args: argparse.Namespace) -> int:
     from lrp_num.audit.compare import audit_attribution, audit_library
     from lrp_num.audit.report import render_json, render_markdown, render_table
-    from lrp_num.errors import ModelFileError
 
+    check_dps(args.dps, "--dps")  # before loading anything (audit_library checks it again)
     model = _model(args)
     x = np.asarray(load_inputs(args, model), dtype=np.float64)
     parameters = {k: getattr(args, k) for k in ("epsilon", "gamma", "alpha", "beta") if getattr(args, k) is not None}
@@ -69,10 +71,7 @@ def run(args: argparse.Namespace) -> int:
     if args.library:
         report = audit_library(model.network, x, args.library, **common)
     else:
-        try:
-            attribution = np.load(args.attribution, allow_pickle=False)
-        except (OSError, ValueError) as error:
-            raise ModelFileError(f"cannot read attribution {args.attribution!r}: {error}") from None
+        attribution = read_array(args.attribution, "--attribution")
         report = audit_attribution(model.network, x, attribution, library=args.for_library, **common)
     if args.json:
         print(render_json(report))

@@ -1,14 +1,15 @@
-"""What several subcommands share: loading a model and its inputs, writing files safely."""
+"""What several subcommands share: loading a model, its inputs and other arrays."""
 
 from __future__ import annotations
 
 import argparse
-import sys
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 
-from lrp_num.errors import LRPError, ModelFileError, ShapeError
+from lrp_num.errors import LRPError, ModelFileError, NonFiniteError, ShapeError
 from lrp_num.model_io import BUILTIN_MODELS, ModelFile, load_builtin, load_npz
 
 DEFAULT_MODEL = "digits-cnn"
@@ -43,14 +44,43 @@ def load_model(spec: str) -> ModelFile:
     return load_npz(path)
 
 
+def read_array(path: str, flag: str) -> np.ndarray:
+    """The numeric array in the ``.npy`` file ``path`` given with ``flag`` (e.g. ``--input``).
+
+    Read without pickle. One clear ModelFileError for a missing path, a folder, an empty
+    (0-byte) file, an ``.npz`` archive, a file that is not ``.npy`` or an array that is not
+    numeric; NonFiniteError for NaN or Inf values.
+    """
+    where = f"{flag} {path!r}"
+    file = Path(path)
+    if not file.exists():
+        raise ModelFileError(f"{where}: no such file")
+    if file.is_dir():
+        raise ModelFileError(f"{where} is a folder, not an .npy file")
+    if file.stat().st_size == 0:
+        raise ModelFileError(f"{where} is an empty file (0 bytes), not an .npy array")
+    try:
+        loaded = np.load(file, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as error:
+        raise ModelFileError(f"{where} is not a readable .npy array ({error})") from None
+    if isinstance(loaded, np.lib.npyio.NpzFile):
+        with loaded:
+            names = ", ".join(loaded.files[:5]) or "none"
+        raise ModelFileError(f"{where} is an .npz archive (arrays: {names}); save the one "
+                             "array with numpy.save as .npy")
+    array = np.asarray(loaded)
+    if array.dtype.kind not in "biuf":
+        raise ModelFileError(f"{where} holds {array.dtype} values, not numbers")
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        bad = int(np.count_nonzero(~np.isfinite(array)))
+        raise NonFiniteError(f"{where} holds {bad} NaN or Inf value(s)")
+    return array
+
+
 def load_inputs(args: argparse.Namespace, model: ModelFile) -> np.ndarray:
     """The batch to explain: --input file, or stored test images (--sample)."""
-    if args.input:
-        try:
-            x = np.load(args.input, allow_pickle=False)
-        except (OSError, ValueError) as error:
-            raise ModelFileError(f"cannot read input {args.input!r}: {error}") from None
-        return as_batch(x, model.network.input_shape, args.input)
+    if args.input is not None:
+        return as_batch(read_array(args.input, "--input"), model.network.input_shape, args.input)
     images = model.test_images
     if images is None:
         raise LRPError("this model stores no test images: pass --input X.npy")
@@ -59,6 +89,14 @@ def load_inputs(args: argparse.Namespace, model: ModelFile) -> np.ndarray:
         if not 0 <= k < len(images):
             raise ShapeError(f"--sample {k} out of range: the model stores {len(images)} test images")
     return images[samples]
+
+
+def sample_names(args: argparse.Namespace, batch: int) -> list[str]:
+    """How each explained sample is named: the stored test image's own number (``--sample``),
+    or the row of the ``--input`` file (a file holding one sample has row 0)."""
+    if args.input is not None:
+        return [f"row {k} of {Path(args.input).name}" for k in range(batch)]
+    return [f"test image {k}" for k in (args.sample or [0])]
 
 
 def as_batch(x: np.ndarray, input_shape: tuple[int, ...] | None, name: str) -> np.ndarray:
@@ -79,16 +117,3 @@ def as_batch(x: np.ndarray, input_shape: tuple[int, ...] | None, name: str) -> n
     if len(x) == 0:
         raise ShapeError(f"input {name!r} is an empty batch (shape {tuple(x.shape)})")
     return x
-
-
-def progress(iterable, total: int, label: str):
-    """Yield from ``iterable`` with a one-line progress bar on stderr when it is a terminal."""
-    show = sys.stderr.isatty() and total > 1
-    for done, item in enumerate(iterable, start=1):
-        yield item
-        if show:
-            filled = int(30 * done / total)
-            print(f"\r{label} [{'#' * filled}{'.' * (30 - filled)}] {done}/{total}",
-                  end="", file=sys.stderr, flush=True)
-    if show:
-        print(file=sys.stderr)

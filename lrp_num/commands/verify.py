@@ -12,9 +12,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from lrp_num.checks import MAX_DPS, MIN_DPS, check_dps
 from lrp_num.errors import LRPError, UnknownRuleError
-
-MIN_DPS = 20
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--samples", type=int, default=2, metavar="K",
                         help="stored test images to explain per model (default 2)")
     parser.add_argument("--dps", type=int, default=50, metavar="D",
-                        help=f"reference precision in decimal digits (default 50, at least {MIN_DPS})")
+                        help=f"reference precision in decimal digits, {MIN_DPS} to {MAX_DPS} (default 50)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
@@ -64,13 +63,19 @@ def run(args: argparse.Namespace) -> int:
     from lrp_num.commands.common import load_model
     from lrp_num.verify import format_table, verify
 
-    if args.dps < MIN_DPS:
-        raise LRPError(f"--dps must be at least {MIN_DPS}, got {args.dps}")
+    check_dps(args.dps, "--dps")
     if args.samples < 1:
         raise LRPError(f"--samples must be at least 1, got {args.samples}")
+    from lrp_num.progress import print_above, progress
+
     rules, composites = _split_methods(args.rules)
+    specs = args.model or ["digits-mlp", "digits-cnn"]
+    if not args.json:  # the header at once: the reference takes a while (about 45 s by default)
+        print(f"lrp verify: {len(specs)} model(s), {len(rules) + len(composites)} rules and "
+              f"composites, {args.samples} sample(s) each, reference at {args.dps} digits\n",
+              flush=True)
     reports = []
-    for spec in args.model or ["digits-mlp", "digits-cnn"]:
+    for spec in progress(specs, "models"):
         model = load_model(spec)
         images = model.test_images
         if images is None:
@@ -83,8 +88,8 @@ def run(args: argparse.Namespace) -> int:
         reports.append(verify(model.network, x, rules=rules, composites=composites,
                               targets=targets, input_domain=model.input_domain, dps=args.dps,
                               model_name=spec))
+        if not args.json:  # each model's table as soon as it is done
+            print_above(format_table(reports[-1]) + ("\n" if len(reports) < len(specs) else ""))
     if args.json:
         print(json.dumps([report.as_dict() for report in reports], indent=2, default=float))
-    else:
-        print("\n\n".join(format_table(report) for report in reports))
     return 0 if all(report.ok for report in reports) else 1

@@ -214,15 +214,30 @@ def diff_outputs(folder: Path, files: dict[str, str], suffix: str) -> list[str]:
 
 
 def write_outputs(folder: Path, files: dict[str, str], suffix: str) -> list[str]:
-    """Make ``folder`` hold ``files``; remove owned files no longer generated. Returns changes."""
+    """Make ``folder`` hold ``files``; remove owned files no longer generated. Returns changes.
+
+    The changed files are written all or none (:func:`lrp_num.files.write_all_or_none`), and
+    stale files are removed only after that, so a failure leaves the folder as it was.
+
+    Raises
+    ------
+    OSError
+        ``folder`` cannot be created or read.
+    lrp_num.errors.OutputPathError
+        A file cannot be written.
+    """
+    from lrp_num.files import write_all_or_none
+
     folder.mkdir(parents=True, exist_ok=True)
-    changed = []
-    for name in sorted(set(owned_files(folder, suffix)) - set(files)):
-        (folder / name).unlink()
-        changed.append(f"removed {folder / name}")
+    stale = sorted(set(owned_files(folder, suffix)) - set(files))
+    changed_files = {}
     for name, text in sorted(files.items()):
         path = folder / name
         if not path.is_file() or path.read_text(encoding="utf-8") != text:
-            path.write_bytes(text.encode("utf-8"))
-            changed.append(f"wrote {path}")
-    return changed
+            changed_files[path] = text.encode("utf-8")
+    write_all_or_none(changed_files)
+    changed = []
+    for name in stale:
+        (folder / name).unlink()
+        changed.append(f"removed {folder / name}")
+    return changed + [f"wrote {path}" for path in changed_files]

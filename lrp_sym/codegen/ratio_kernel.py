@@ -203,6 +203,12 @@ def _uses_bounds(derivation: Derivation) -> list[str]:
     return [ARRAY_NAMES[base] for base in (l, h) if base in used]
 
 
+def _domain_name(derivation: Derivation) -> str:
+    """The input domain the rule is derived for ("R^n", "orthant", "box"), written into the kernel
+    so that the engine can refuse inputs outside it; R^n when the derivation declares none."""
+    return derivation.domain.name if derivation.domain is not None else "R^n"
+
+
 def _signature(derivation: Derivation) -> str:
     parameters = "".join(f"{p}={float(derivation.defaults[p])!r}, " for p in derivation.parameters)
     return (f"relevance(op, x, relevance_out, *, {parameters}lower=None, upper=None, eps=1e-06, "
@@ -327,6 +333,7 @@ def emit_ratio_kernel(derivation: Derivation, header: str) -> str:
                                      for p in derivation.parameters) + "}",
         f"BOUNDS = {tuple(bounds)!r}",
         f"N_TERMS = {len(derivation.terms)}",
+        f"DOMAIN = {_domain_name(derivation)!r}",
     ]
     function = [f"def {_signature(derivation)}:",
                 textwrap.indent(doc, "    ").rstrip("\n"),

@@ -57,14 +57,16 @@ def run(args: argparse.Namespace) -> int:
         print("lrp derive: error: name a rule, or use --all or --list", file=sys.stderr)
         return 2
 
+    from lrp_num.progress import print_above, progress
+
     unexpected = []
-    for name in names:
+    for name in progress(names, "deriving"):
         try:
             derivation = derive_declaration(name, declarations[name])
         except DerivationFileError as error:
             raise DeriveError(str(error)) from None
-        print(render_text(_latex_rule_row(derivation) if args.latex else derivation,
-                          latex=args.latex))
+        print_above(render_text(_latex_rule_row(derivation) if args.latex else derivation,
+                                latex=args.latex))
         unexpected += [f"{name}: {p.name} is {p.status.value}, expected {p.expected.value}"
                        for p in derivation.proofs if not p.as_expected]
     if args.all:

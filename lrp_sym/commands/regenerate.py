@@ -32,12 +32,12 @@ class RegenerateError(LRPError):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--derivations", type=Path, metavar="DIR",
+    parser.add_argument("--derivations", metavar="DIR",
                         help="folder of derivation files (default: the shipped derivations/)")
-    parser.add_argument("--out", type=Path, metavar="DIR",
+    parser.add_argument("--out", metavar="DIR",
                         help="kernel folder (default: lrp_num/_generated; required with "
                              "--derivations)")
-    parser.add_argument("--docs", type=Path, metavar="DIR",
+    parser.add_argument("--docs", metavar="DIR",
                         help="docs folder (default: docs/rules when neither --derivations nor "
                              "--out is given, else no docs)")
     parser.add_argument("--check", action="store_true",
@@ -75,15 +75,21 @@ def _typed_command(args: argparse.Namespace) -> str:
     return shlex.join(words)
 
 
-def _check_folder(path: Path, flag: str) -> None:
-    """``path`` must be a folder or not exist yet, with its nearest existing ancestor a folder."""
+def _check_folder(path: Path, flag: str, writable: bool) -> None:
+    """``path`` must be a folder or not exist yet, with its nearest existing ancestor a folder;
+    with ``writable``, this user must be allowed to write there (the folder, or the ancestor
+    it will be created in). Root passes every permission check: a write that still fails is
+    caught when it happens (see :func:`run`)."""
     if path.exists() and not path.is_dir():
         raise RegenerateError(f"{flag} {str(path)!r} is a file, not a folder")
-    for ancestor in path.absolute().parents:
+    for ancestor in (path.absolute(), *path.absolute().parents):
         if ancestor.exists():
             if not ancestor.is_dir():
                 raise RegenerateError(f"{flag} {str(path)!r}: {str(ancestor)!r} is a file, "
                                       f"not a folder")
+            if writable and not os.access(ancestor, os.W_OK | os.X_OK):
+                raise RegenerateError(f"{flag} {str(path)!r}: cannot write in {str(ancestor)!r} "
+                                      "(permission denied)")
             break
 
 
@@ -94,15 +100,21 @@ def _skips_shipped_docs(args: argparse.Namespace) -> bool:
 
 
 def _targets(args: argparse.Namespace) -> tuple[Path, Path | None]:
+    for flag in ("derivations", "out", "docs"):  # kept as typed until here: "" is not "."
+        value = getattr(args, flag)
+        if value is not None:
+            if not value:
+                raise RegenerateError(f"--{flag} is empty: name a folder")
+            setattr(args, flag, Path(value))
     if args.derivations is not None and args.out is None:
         raise RegenerateError("--derivations needs --out: the shipped kernels are generated "
                               "only from the shipped derivations")
     out = args.out if args.out is not None else DEFAULT_OUT
     shipped = args.derivations is None and args.out is None
     docs = args.docs if args.docs is not None else (DEFAULT_DOCS if shipped else None)
-    _check_folder(out, "--out")
+    _check_folder(out, "--out", writable=not args.check)
     if docs is not None:
-        _check_folder(docs, "--docs")
+        _check_folder(docs, "--docs", writable=not args.check)
     return out, docs
 
 
@@ -133,7 +145,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"lrp regenerate: up to date ({len(outputs.kernels)} kernel files"
               + (f", {len(outputs.docs)} docs pages" if docs is not None else "") + ")")
         return 0
-    changes = [c for folder, files, suffix in plan for c in write_outputs(folder, files, suffix)]
+    try:
+        changes = [c for folder, files, suffix in plan for c in write_outputs(folder, files, suffix)]
+    except OSError as error:  # a folder that cannot be created (a file: OutputPathError, one line)
+        raise RegenerateError(f"cannot write {str(error.filename or out)!r}: "
+                              f"{error.strerror or error}") from None
     for change in changes:
         print(change)
     print(f"lrp regenerate: {len(changes)} file(s) changed, {len(sources)} derivations")
