@@ -153,7 +153,9 @@ class LayerTrace:
     ``index`` is the node's position in the network's (topologically sorted) nodes, ``name``
     its name; ``relevance_out`` is the relevance arriving at its output (summed over its
     consumers), ``relevance_inputs`` the relevance it passes to each input and ``relevance_in``
-    their concatenation (the stacked addends of an Add node).
+    their concatenation (the stacked addends of an Add node). ``mixed_signs`` counts the
+    neurons of an Add node under add_z with relevance and an addend of the other sign than their
+    sum, where the z-rule's positivity does not hold.
     """
 
     index: int
@@ -173,6 +175,7 @@ class LayerTrace:
     flow_upper: Any = None
     name: str | None = None
     relevance_inputs: Any = None
+    mixed_signs: int = 0
 
     def record_flow(self, rows: np.ndarray, index: np.ndarray, relevance_ij: np.ndarray,
                     upper: np.ndarray) -> None:
@@ -509,6 +512,8 @@ def _add_node(rule: str, addends: list[np.ndarray], relevance: np.ndarray, param
                 trace.absorbed_stabiliser += ((own + absorber) * ratio).sum()
             else:
                 v = _add_search_direction(rule, x)
+                if rule == "add_z":  # R_k has the sign of R only where every a_k has the sign of y
+                    trace.mixed_signs += sum(1 for row, yv in zip(x, y) if any(ak * yv < 0 for ak in row))
                 slope = v.sum(axis=1)  # -g'(t) of g(t) = sum_k (a_k - t v_k)
                 absorber = _stabilised(slope, r, conventions["eps"], conventions["stabilise"], rule)
                 slope = slope + absorber
