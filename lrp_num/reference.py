@@ -4,7 +4,8 @@ This module recomputes what :func:`lrp_num.explain` computes, in mpmath at ``dps
 digits, along a code path that shares nothing with the engine's kernels:
 
 * the forward pass is redone in mpmath;
-* every linear layer (Dense, Conv2d, SumPool2d, AvgPool2d) becomes an explicit matrix, stored
+* every linear layer (Dense, Conv2d, sum, average, adaptive and global average pooling,
+  ChannelAffine) becomes an explicit matrix, stored
   row by row (the inputs each output neuron is connected to, and the weights w_ij), built from
   the layer's weights and window geometry by index arithmetic written here, not by the engine's
   convolution code;
@@ -19,8 +20,18 @@ digits, along a code path that shares nothing with the engine's kernels:
   one-sided gradient on the active side is c_j w_ij, and R_ij = c_j w_ij (x_i - x~_i);
 * rules defined by a formula rather than a root point (epsilon, alphabeta, bias_neuron) follow
   their published definitions (Bach et al. 2015, PLOS ONE 10(7) e0130140, Eqs. 56-60);
-* max pooling is winner-take-all with ties split equally; ReLU, Flatten and Identity pass
-  relevance through (BatchNorm is already folded into the network).
+* max pooling is winner-take-all with ties split equally (a padding cell is no candidate);
+  ReLU, Flatten, Identity and Dropout pass relevance through;
+* graph models (:class:`lrp_num.graph.Graph`; a Sequential is the chain of its layers) are
+  walked node by node in reverse topological order, relevance arriving at a tensor from several
+  consumers is summed, and Concat slices it back onto its inputs;
+* an Add node y = sum_k a_k is a neuron with unit weights, no bias and no activation: its rule's
+  search direction v_k (add_z: a_k; add_zplus: a_k^+) gives the root condition
+  sum_k (a_k - t v_k) = 0, solved numerically like a linear neuron's, and with the relevance
+  model R = c y, R_k = c t v_k; add_epsilon follows its formula R_k = a_k / (y + eps sign(y)) R;
+* batch norms are folded here, in mpmath, from the BatchNorm parameters (or kept as a diagonal
+  matrix where the engine made them a ChannelAffine), never taken from the engine's folded
+  weights (:mod:`lrp_num.reference_linear`).
 
 Bias conventions in root-point terms
 ------------------------------------
