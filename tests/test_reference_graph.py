@@ -8,6 +8,8 @@ for cancellation; the engine is held to verify's first-order rounding bound (the
 check, error / bound <= 1).
 """
 
+import dataclasses
+
 import mpmath
 import numpy as np
 import pytest
@@ -116,18 +118,23 @@ def test_engine_matches_reference_on_residual_graphs(case, data):
 
 # -- Add nodes by the definition ------------------------------------------------------------------
 
-def _with_add_rule(rule: str, add_rule: str):
-    """``rule`` on every linear node and ``add_rule`` on every Add node (a composite-like plan)."""
-    base = composites.Composite.single(rule)
+def _with_add_rule(rule: str, add_rule: str) -> composites.Composite:
+    """``rule`` on every linear node and ``add_rule`` on every Add node."""
+    return dataclasses.replace(composites.Composite.single(rule), add=composites.LayerRule(add_rule))
 
-    class Plan:
-        def plan_graph(self, graph, input_is_box):
-            plan = base.plan_graph(graph, input_is_box)
-            for index, node in enumerate(graph.nodes):
-                if isinstance(node.operation, Add):
-                    plan[index] = composites.LayerRule(add_rule)
-            return plan
-    return Plan()
+
+@pytest.mark.parametrize("add_rule", ["add_z", "add_zplus", "add_epsilon"])
+@settings(max_examples=10)
+@given(case=testing.residual_networks(bias="mixed", branch_bias="mixed"), data=st.data())
+def test_engine_add_kernels_match_the_reference(add_rule, case, data):
+    """The generated Add kernels against the reference's root-point (or formula) Add nodes."""
+    graph, _ = case
+    x = data.draw(testing.inputs(graph.input_shape, "orthant"))
+    composite = _with_add_rule(data.draw(st.sampled_from(["zplus", "lrp0", "epsilon", "w2"])), add_rule)
+    row = verify_method(graph, x[None], composite, "composite", dps=50)
+    assert row.error is None
+    failed = [check for check in row.checks if check.name in ("agreement", "balance") and not check.holds]
+    assert not failed, failed
 
 
 def _add_trace(result, name="sum"):
