@@ -4,7 +4,8 @@ This module recomputes what :func:`lrp_num.explain` computes, in mpmath at ``dps
 digits, along a code path that shares nothing with the engine's kernels:
 
 * the forward pass is redone in mpmath;
-* every linear layer (Dense, Conv2d, SumPool2d, AvgPool2d) becomes an explicit matrix, stored
+* every linear layer (Dense, Conv2d, sum, average, adaptive and global average pooling,
+  ChannelAffine) becomes an explicit matrix, stored
   row by row (the inputs each output neuron is connected to, and the weights w_ij), built from
   the layer's weights and window geometry by index arithmetic written here, not by the engine's
   convolution code;
@@ -19,8 +20,18 @@ digits, along a code path that shares nothing with the engine's kernels:
   one-sided gradient on the active side is c_j w_ij, and R_ij = c_j w_ij (x_i - x~_i);
 * rules defined by a formula rather than a root point (epsilon, alphabeta, bias_neuron) follow
   their published definitions (Bach et al. 2015, PLOS ONE 10(7) e0130140, Eqs. 56-60);
-* max pooling is winner-take-all with ties split equally; ReLU, Flatten and Identity pass
-  relevance through (BatchNorm is already folded into the network).
+* max pooling is winner-take-all with ties split equally (a padding cell is no candidate);
+  ReLU, Flatten, Identity and Dropout pass relevance through;
+* graph models (:class:`lrp_num.graph.Graph`; a Sequential is the chain of its layers) are
+  walked node by node in reverse topological order, relevance arriving at a tensor from several
+  consumers is summed, and Concat slices it back onto its inputs;
+* an Add node y = sum_k a_k is a neuron with unit weights, no bias and no activation: its rule's
+  search direction v_k (add_z: a_k; add_zplus: a_k^+) gives the root condition
+  sum_k (a_k - t v_k) = 0, solved numerically like a linear neuron's, and with the relevance
+  model R = c y, R_k = c t v_k; add_epsilon follows its formula R_k = a_k / (y + eps sign(y)) R;
+* batch norms are folded here, in mpmath, from the BatchNorm parameters (or kept as a diagonal
+  matrix where the engine made them a ChannelAffine), never taken from the engine's folded
+  weights (:mod:`lrp_num.reference_linear`).
 
 Bias conventions in root-point terms
 ------------------------------------
@@ -72,9 +83,12 @@ from lrp_num.checks import (check_composite_parameters, check_dps, check_orthant
 from lrp_num.errors import (KernelArgumentError, LRPError, MissingBoundsError, ShapeError,
                             TargetError, UnknownRuleError, UnsupportedLayerError,
                             ZeroDenominatorError)
-from lrp_num.layers import (AvgPool2d, Conv2d, Dense, Flatten, Identity, MaxPool2d, ReLU,
-                            SumPool2d)
+from lrp_num.layers import (Add, BatchNorm, ChannelAffine, Concat, Conv2d, Dense, Dropout, Flatten,
+                            Identity, MaxPool2d, ReLU)
 from lrp_num.progress import progress
+from lrp_num.reference_linear import (LINEAR_LAYERS, LinearMatrix, batchnorm_matrix, fold_batchnorms,
+                                      linear_matrix, pool_windows)
+from lrp_num.reference_linear import to_mpf as _to_mpf
 
 #: extra working digits beyond the requested ``dps``
 GUARD_DIGITS = 10
@@ -89,7 +103,7 @@ RULES = tuple(ROOT_POINT_RULES) + FORMULA_RULES
 #: parameters of each rule and their defaults (those of the derivations in ``derivations/``)
 RULE_DEFAULTS: dict[str, dict[str, float]] = {
     "gamma": {"gamma": 0.25}, "epsilon": {"epsilon": 0.25}, "alphabeta": {"alpha": 2.0, "beta": 1.0},
-    "gamma_split": {"gamma": 0.25},
+    "gamma_split": {"gamma": 0.25}, "add_epsilon": {"epsilon": 0.25},
 }
 BIAS_CONVENTIONS = ("dtd", "neuron", "zennit", "captum")
 STABILISE_MODES = ("zero", "everywhere")
@@ -136,111 +150,6 @@ def bias_direction(rule: str, bias: str, b: float, parameters: Mapping[str, Any]
     raise UnknownRuleError(f"unknown bias convention {bias!r}; known: {', '.join(BIAS_CONVENTIONS)}")
 
 
-# -- linear layers as explicit matrices ---------------------------------------------------------
-
-@dataclass
-class LinearMatrix:
-    """A linear layer as a matrix stored by rows: z_j = sum_k x[index[j, k]] weight[j, k] + bias[j].
-
-    Rows are output neurons (flattened C order), ``index`` the connected inputs (flattened C
-    order; unconnected slots point at an extra zero input ``n_in`` with weight 0), ``connected``
-    the mask of real connections.
-    """
-
-    n_in: int
-    n_out: int
-    index: np.ndarray
-    connected: np.ndarray
-    weight: np.ndarray
-    bias: np.ndarray
-    weight_mp: np.ndarray = field(init=False)
-    bias_mp: np.ndarray = field(init=False)
-
-    def __post_init__(self) -> None:
-        # float64 -> mpf is exact at any precision
-        self.weight_mp = _to_mpf(self.weight)
-        self.bias_mp = _to_mpf(self.bias)
-
-    def dense(self) -> np.ndarray:
-        """The float64 matrix W[i, j] (n_in, n_out), for tests."""
-        matrix = np.zeros((self.n_in + 1, self.n_out))
-        rows = np.broadcast_to(np.arange(self.n_out)[:, None], self.index.shape)
-        np.add.at(matrix, (self.index, rows), np.where(self.connected, self.weight, 0.0))
-        return matrix[: self.n_in]
-
-
-def _to_mpf(array: np.ndarray) -> np.ndarray:
-    flat = [mpmath.mpf(float(value)) for value in np.asarray(array, dtype=np.float64).ravel()]
-    out = np.empty(len(flat), dtype=object)
-    out[:] = flat
-    return out.reshape(np.shape(array))
-
-
-def _window_matrix(input_shape: tuple[int, int, int], out_channels: int, kernel: tuple[int, int],
-                   stride: tuple[int, int], padding: tuple[int, int],
-                   channel_weight) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, ...]]:
-    """Index, connectivity and weight rows of a windowed layer over a (C, H, W) input.
-
-    ``channel_weight(o, c, u, v)`` gives the weight (arrays broadcast); for pooling it is
-    nonzero only for c == o.
-    """
-    c_in, height, width = input_shape
-    kh, kw = kernel
-    (sh, sw), (ph, pw) = stride, padding
-    ho = (height + 2 * ph - kh) // sh + 1
-    wo = (width + 2 * pw - kw) // sw + 1
-    o, p, q, c, u, v = np.meshgrid(np.arange(out_channels), np.arange(ho), np.arange(wo),
-                                   np.arange(c_in), np.arange(kh), np.arange(kw), indexing="ij")
-    row = p * sh + u - ph
-    col = q * sw + v - pw
-    weight = np.broadcast_to(channel_weight(o, c, u, v), o.shape).astype(np.float64)
-    inside = (row >= 0) & (row < height) & (col >= 0) & (col < width)  # padding is not an input
-    n_in = c_in * height * width
-    index = np.where(inside, c * height * width + row * width + col, n_in)
-    shape = (out_channels * ho * wo, c_in * kh * kw)
-    return (index.reshape(shape), inside.reshape(shape), np.where(inside, weight, 0.0).reshape(shape),
-            (out_channels, ho, wo))
-
-
-def _pool_windows(input_shape, kernel, stride):
-    """Index rows (one per window, channel by channel) of a pooling layer, no padding."""
-    c_in, height, width = input_shape
-    (kh, kw), (sh, sw) = kernel, stride
-    ho, wo = (height - kh) // sh + 1, (width - kw) // sw + 1
-    c, p, q, u, v = np.meshgrid(np.arange(c_in), np.arange(ho), np.arange(wo), np.arange(kh),
-                                np.arange(kw), indexing="ij")
-    index = c * height * width + (p * sh + u) * width + (q * sw + v)
-    return index.reshape(c_in * ho * wo, kh * kw), (c_in, ho, wo)
-
-
-def linear_matrix(layer: object, input_shape: tuple[int, ...]) -> tuple[LinearMatrix, tuple[int, ...]]:
-    """The explicit matrix of a linear layer on per-sample inputs of ``input_shape``."""
-    if isinstance(layer, Dense):
-        n_in, n_out = layer.weight.shape
-        index = np.broadcast_to(np.arange(n_in), (n_out, n_in))
-        matrix = LinearMatrix(n_in, n_out, index, np.ones((n_out, n_in), bool),
-                              np.ascontiguousarray(layer.weight.T), layer.bias)
-        return matrix, (n_out,)
-    if isinstance(layer, Conv2d):
-        kernel = layer.weight
-
-        def conv(o, c, u, v):
-            return kernel[o, c, u, v]
-        index, connected, weight, out_shape = _window_matrix(
-            tuple(input_shape), layer.out_channels, layer.kernel_size, layer.stride, layer.padding, conv)
-        bias = np.repeat(layer.bias, out_shape[1] * out_shape[2])
-        return LinearMatrix(int(np.prod(input_shape)), int(np.prod(out_shape)), index, connected,
-                            weight, bias), out_shape
-    if isinstance(layer, (SumPool2d, AvgPool2d)):
-        index, out_shape = _pool_windows(tuple(input_shape), layer.kernel, layer.stride)
-        kh, kw = layer.kernel
-        value = 1.0 if type(layer) is SumPool2d else 1.0 / (kh * kw)
-        weight = np.full(index.shape, value)
-        return LinearMatrix(int(np.prod(input_shape)), index.shape[0], index,
-                            np.ones(index.shape, bool), weight, np.zeros(index.shape[0])), out_shape
-    raise TypeError(f"{layer!r} is not a linear layer")
-
-
 # -- per-layer relevance ------------------------------------------------------------------------
 
 @dataclass
@@ -252,6 +161,12 @@ class LayerTrace:
     the neurons expanded; ``extra_digits`` the precision added for cancellation near a hinge;
     ``n_active`` / ``n_inside`` count active neurons (z_j > 0) and those whose root point is
     reached with a positive step t* > 0 and lies in the rule's domain (root-point rules only).
+    ``index`` is the node's position in the network's (topologically sorted) nodes, ``name``
+    its name; ``relevance_out`` is the relevance arriving at its output (summed over its
+    consumers), ``relevance_inputs`` the relevance it passes to each input and ``relevance_in``
+    their concatenation (the stacked addends of an Add node). ``mixed_signs`` counts the
+    neurons of an Add node under add_z with relevance and an addend of the other sign than their
+    sum, where the z-rule's positivity does not hold.
     """
 
     index: int
@@ -269,6 +184,9 @@ class LayerTrace:
     flow_index: Any = None
     flow: Any = None
     flow_upper: Any = None
+    name: str | None = None
+    relevance_inputs: Any = None
+    mixed_signs: int = 0
 
     def record_flow(self, rows: np.ndarray, index: np.ndarray, relevance_ij: np.ndarray,
                     upper: np.ndarray) -> None:
@@ -522,17 +440,21 @@ def _split_group(rule, x, matrix: LinearMatrix, parameters, bias: str):
     return mpmath.mpf(1), q, share
 
 
-def _maxpool_layer(index_rows, x, relevance, n_in, trace: LayerTrace | None = None):
-    """Winner-take-all: R_j goes to the maximal inputs of window j, split equally between ties."""
-    relevance_in = np.zeros(n_in, dtype=object)
+def _maxpool_layer(index_rows, connected, x, relevance, n_in, trace: LayerTrace | None = None):
+    """Winner-take-all: R_j goes to the maximal inputs of window j, split equally between ties.
+
+    Only connected cells are candidates: a padding cell (-inf in PyTorch) never wins.
+    """
+    relevance_in = np.zeros(n_in + 1, dtype=object)
     relevance_in[:] = mpmath.mpf(0)
     flow = np.zeros(index_rows.shape)
-    for j, window in enumerate(index_rows):
+    for j, (window, inside) in enumerate(zip(index_rows, connected)):
         if relevance[j] == 0:
             continue
-        values = x[window]
+        cells = np.flatnonzero(inside)
+        values = x[window[cells]]
         top = max(values)
-        winners = [k for k, value in enumerate(values) if value == top]
+        winners = [k for k, value in zip(cells, values) if value == top]
         share = relevance[j] / len(winners)
         for k in winners:
             relevance_in[window[k]] += share
@@ -540,137 +462,388 @@ def _maxpool_layer(index_rows, x, relevance, n_in, trace: LayerTrace | None = No
     if trace is not None:
         trace.flow_rows, trace.flow_index = np.arange(len(index_rows)), index_rows
         trace.flow, trace.flow_upper = flow, np.abs(to_float(relevance))
-    return relevance_in
+    return relevance_in[:n_in]
+
+
+# -- the Add node: a neuron y = sum_k a_k with unit weights, no bias, no activation ---------------
+
+#: the rules of an Add node; "lrp0" (the z-rule on the stacked addends, as the engine plans it
+#: before the derived kernels arrive) is the same mathematics as "add_z"
+ADD_RULES = ("add_z", "add_zplus", "add_epsilon")
+ADD_ALIASES = {"lrp0": "add_z"}
+
+
+def _add_search_direction(rule: str, a: np.ndarray) -> np.ndarray:
+    """v_k of each addend (rows = output neurons, columns = addends): the rule's definition."""
+    if rule == "add_z":  # towards the origin: a~ = (1 - t) a
+        return a
+    if rule == "add_zplus":  # shrink only the positive addends
+        zero = mpmath.mpf(0)
+        return np.vectorize(lambda value: value if value > 0 else zero, otypes=[object])(a)
+    raise UnknownRuleError(f"{rule!r} is not a root-point rule of the Add node")
+
+
+def _add_node(rule: str, addends: list[np.ndarray], relevance: np.ndarray, parameters, conventions,
+              trace: LayerTrace, solver: str) -> list[np.ndarray]:
+    """Relevance of each addend of y = sum_k a_k (one sample), by the rule's definition.
+
+    Root-point rules (add_z, add_zplus): the relevance model R = c y, c = R / y, is expanded at
+    the root a~_k = a_k - t v_k of sum_k (a_k - t v_k) = 0 along the search direction v_k, solved
+    numerically (:func:`_solve_root_condition` with unit weights and no bias); the gradient of
+    R is c for every addend, so R_k = c (a_k - a~_k) = c t v_k. Where y = 0 the limit splits R in
+    proportion to v_k. A zero slope sum_k v_k with relevance arriving takes the stabiliser of
+    the conventions (eps sign(slope), sign(0) = +1), which keeps c t eps.
+    add_epsilon, a formula rule: R_k = a_k / (y + epsilon sign(y)) R, the stabiliser keeping the rest.
+    """
+    a = np.stack(addends, axis=1)  # (n, K): row j holds the addends of output neuron j
+    n, k_addends = a.shape
+    zero = mpmath.mpf(0)
+    lower = np.empty((n, k_addends), dtype=object)
+    lower[:] = zero
+    stacked_index = np.arange(k_addends)[None, :] * n + np.arange(n)[:, None]
+    rows = np.flatnonzero(np.array([r != 0 for r in relevance], dtype=bool))
+    x, r = a[rows], relevance[rows]
+    ones = np.full(x.shape, mpmath.mpf(1), dtype=object)
+    nothing = np.full(len(rows), zero, dtype=object)
+    rel = np.empty(x.shape, dtype=object)
+    rel[:] = zero
+    if len(rows):
+        y_rows = x.sum(axis=1)
+        extra = _cancellation_digits(y_rows, x, ones, nothing)  # a_1 + a_2 may cancel
+        with mpmath.workdps(mpmath.mp.dps + extra):
+            y = x.sum(axis=1)
+            if rule == "add_epsilon":
+                epsilon = mpmath.mpf(parameters["epsilon"])
+                own = np.array([epsilon * _sign(value) for value in y], dtype=object)
+                d = y + own
+                absorber = _stabilised(d, r, conventions["eps"], conventions["stabilise"], rule)
+                d = d + absorber
+                ratio = np.array([rv / dv for rv, dv in zip(r, d)], dtype=object)
+                rel = x * ratio[:, None]
+                trace.absorbed_stabiliser += ((own + absorber) * ratio).sum()
+            else:
+                v = _add_search_direction(rule, x)
+                if rule == "add_z":  # R_k has the sign of R only where every a_k has the sign of y
+                    trace.mixed_signs += sum(1 for row, yv in zip(x, y) if any(ak * yv < 0 for ak in row))
+                slope = v.sum(axis=1)  # -g'(t) of g(t) = sum_k (a_k - t v_k)
+                absorber = _stabilised(slope, r, conventions["eps"], conventions["stabilise"], rule)
+                slope = slope + absorber
+                moving = np.array([value != 0 for value in y], dtype=bool)
+                if moving.any():
+                    m = np.flatnonzero(moving)
+                    t, residual = _solve_root_condition(x[m], v[m], ones[m], nothing[m], nothing[m],
+                                                        absorber[m], y[m], slope[m], solver)
+                    shift = _displacement_digits(x[m], t[:, None] * v[m])
+                    with mpmath.workdps(mpmath.mp.dps + shift):
+                        root_point = x[m] - t[:, None] * v[m]
+                        displacement = x[m] - root_point
+                    c = r[m] / y[m]  # relevance model R = c y
+                    rel[m] = c[:, None] * displacement  # dR/da_k = c, times a_k - a~_k
+                    extra += shift
+                    trace.absorbed_stabiliser += (c * t * absorber[m]).sum()
+                    scale = np.abs(y[m]) + np.abs(x[m]).sum(axis=1)
+                    trace.hinge_residual = max([trace.hinge_residual] + [abs(g) / s for g, s in zip(residual, scale) if s != 0])
+                if not moving.all():  # y = 0: the limit of the step, R in proportion to v_k
+                    s = np.flatnonzero(~moving)
+                    per_step = r[s] / slope[s]
+                    rel[s] = per_step[:, None] * v[s]
+                    trace.absorbed_stabiliser += (per_step * absorber[s]).sum()
+            trace.extra_digits = max(trace.extra_digits, extra)
+        lower[rows] = rel
+    trace.record_flow(rows, stacked_index[rows], rel, r)
+    return [lower[:, k] for k in range(k_addends)]
 
 
 # -- the network ---------------------------------------------------------------------------------
 
-class ReferenceNetwork:
-    """A :class:`~lrp_num.network.Sequential` prepared for high-precision evaluation.
+#: operations that pass values and relevance on unchanged (Flatten reshapes; every tensor of the
+#: reference is flattened in C order, so it is the identity here too)
+_PASS_THROUGH = (ReLU, Identity, Dropout, Flatten)
+#: operations a z^B node may follow: they do not change values, so the input box still bounds them
+_SHAPE_ONLY = (Identity, Dropout, Flatten)
 
-    Holds every linear layer as a :class:`LinearMatrix` (built once per network and input shape)
-    and runs the forward pass, the gradient and the relevance backward pass in mpmath.
+
+@dataclass(frozen=True)
+class ReferenceNode:
+    """One node as the reference walks it.
+
+    ``operation`` is the engine's resolved operation (its repr names the node in traces),
+    ``source`` the operation as given (the unfolded Dense/Conv2d, or the BatchNorm that the
+    engine made a ChannelAffine), ``batchnorms`` the batch norms folded into a linear node, in order.
+    """
+
+    index: int
+    name: str
+    operation: object
+    inputs: tuple[str, ...]
+    source: object
+    batchnorms: tuple = ()
+
+
+def _reference_nodes(network) -> tuple[list[ReferenceNode], str, str]:
+    """(nodes in topological order, input name, output name) of a Graph or a Sequential.
+
+    A Graph gives its resolved nodes (its order, names and which batch norm it folded where)
+    and the operations as given (``source_nodes``); a Sequential is the chain of its source
+    layers, each BatchNorm attached to the linear layer before it.
+    """
+    from lrp_num.graph import Graph  # the structure only; the reference computes every value itself
+    from lrp_num.network import Sequential
+
+    if isinstance(network, Graph):
+        source = {node.name: node.operation for node in network.source_nodes}
+        nodes = [ReferenceNode(index, node.name, node.operation, tuple(node.inputs), source[node.name],
+                               tuple(source[bn] for bn, linear in network.folded.items() if linear == node.name))
+                 for index, node in enumerate(network.nodes)]
+        return nodes, network.input_name, network.output
+    if isinstance(network, Sequential):
+        groups: list[list] = []
+        for layer in network.source_layers:
+            if isinstance(layer, BatchNorm) and groups:
+                groups[-1].append(layer)
+            else:
+                groups.append([layer])
+        if len(groups) != len(network.layers):  # pragma: no cover - Sequential folds the same way
+            raise UnsupportedLayerError("the reference cannot match the network's batch norms to its layers")
+        nodes = [ReferenceNode(k, f"layer{k}", network.layers[k], ("input" if k == 0 else f"layer{k - 1}",),
+                               group[0], tuple(group[1:])) for k, group in enumerate(groups)]
+        return nodes, "input", nodes[-1].name
+    raise UnsupportedLayerError(f"the reference follows Graph and Sequential networks, got {type(network).__name__}")
+
+
+def _concat_axis(operation: Concat, ndim: int) -> int:
+    """The concatenation axis within one sample (the operation's axis counts the batch as 0)."""
+    axis = operation.axis - 1 if operation.axis > 0 else ndim + operation.axis
+    if not 0 <= axis < ndim:
+        raise ShapeError(f"{operation!r} does not fit inputs of rank {ndim} per sample")
+    return axis
+
+
+class ReferenceNetwork:
+    """A :class:`~lrp_num.graph.Graph` or :class:`~lrp_num.network.Sequential` prepared for
+    high-precision evaluation.
+
+    Holds every linear node as a :class:`LinearMatrix` (built once per network, input shape and
+    precision; batch norms folded in mpmath) and every max-pool node's windows, and runs the
+    forward pass, the gradient and the relevance backward pass in mpmath over the nodes: values
+    are dicts from node name (and the input's name) to flattened object arrays of mpf.
     """
 
     def __init__(self, network, input_shape: tuple[int, ...]) -> None:
-        if hasattr(network, "nodes"):
-            raise UnsupportedLayerError("the mpmath reference follows Sequential networks only; "
-                                        "graph models are not covered yet")
         self.network = network
+        self.nodes, self.input_name, self.output = _reference_nodes(network)
+        self.layers = [node.operation for node in self.nodes]
         self.input_shape = tuple(input_shape)
-        self.layers = list(network.layers)
-        for layer in self.layers:  # geometry the index arithmetic here does not model
-            if getattr(layer, "groups", 1) != 1 or getattr(layer, "padding", (0, 0)) != (0, 0) \
-                    and not isinstance(layer, Conv2d) or getattr(layer, "ceil_mode", False):
-                raise UnsupportedLayerError(f"the mpmath reference does not cover {layer!r} "
-                                            "(grouped convolution, padded or ceil-mode pooling) yet")
-        self.shapes = [self.input_shape]
+        self.shapes: dict[str, tuple[int, ...]] = {self.input_name: self.input_shape}
         self.matrices: dict[int, LinearMatrix] = {}
-        self.windows: dict[int, np.ndarray] = {}
-        for index, layer in enumerate(self.layers):
-            shape = self.shapes[-1]
-            if isinstance(layer, (Dense, Conv2d, SumPool2d, AvgPool2d)):
-                if isinstance(layer, Dense) and shape != (layer.n_in,):
-                    raise ShapeError(f"layer {index} {layer!r} expects ({layer.n_in},), gets {shape}")
-                if not isinstance(layer, Dense) and len(shape) != 3:
-                    raise ShapeError(f"layer {index} {layer!r} expects (C, H, W), gets {shape}")
-                self.matrices[index], out = linear_matrix(layer, shape)
-            elif isinstance(layer, MaxPool2d):
-                self.windows[index], out = _pool_windows(shape, layer.kernel, layer.stride)
-            elif isinstance(layer, Flatten):
-                out = (int(np.prod(shape)),)
-            elif isinstance(layer, (ReLU, Identity)):
-                out = shape
+        self.windows: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self.concat_axes: dict[int, int] = {}
+        self.consumers: dict[str, int] = {self.input_name: 0}
+        for node in self.nodes:
+            for name in node.inputs:
+                if name not in self.shapes:
+                    raise ShapeError(f"node {node.name!r} reads {name!r} before it is computed")
+                self.consumers[name] += 1
+            try:
+                out = self._prepare_node(node, [self.shapes[name] for name in node.inputs])
+            except ShapeError as error:
+                raise ShapeError(f"node {node.name!r} ({node.operation!r}): {error}") from None
+            self.shapes[node.name] = tuple(int(d) for d in out)
+            self.consumers[node.name] = 0
+
+    def _prepare_node(self, node: ReferenceNode, shapes: list[tuple[int, ...]]) -> tuple[int, ...]:
+        operation, shape = node.operation, shapes[0]
+        if isinstance(operation, LINEAR_LAYERS):
+            if isinstance(operation, ChannelAffine) and isinstance(node.source, BatchNorm):
+                matrix, out = batchnorm_matrix(node.source, shape), shape
             else:
-                raise UnsupportedLayerError(f"the reference does not know layer {layer!r}")
-            self.shapes.append(tuple(out))
+                matrix, out = linear_matrix(node.source, shape)
+                if node.batchnorms:
+                    matrix = fold_batchnorms(matrix, node.batchnorms)
+            self.matrices[node.index] = matrix
+            return out
+        if isinstance(operation, MaxPool2d):
+            index, connected, _, out = pool_windows(operation, shape)
+            self.windows[node.index] = (index, connected)
+            return out
+        if isinstance(operation, Flatten):
+            return (int(np.prod(shape)),)
+        if isinstance(operation, _PASS_THROUGH):
+            return shape
+        if isinstance(operation, Add):
+            if len(shapes) < 2 or len(set(shapes)) != 1:
+                raise ShapeError(f"Add needs two or more addends of one shape, got {shapes}")
+            return shape
+        if isinstance(operation, Concat):
+            axis = _concat_axis(operation, len(shape))
+            rest = {s[:axis] + s[axis + 1:] for s in shapes}
+            if len({len(s) for s in shapes}) != 1 or len(rest) != 1:
+                raise ShapeError(f"Concat needs inputs that agree off axis {axis}, got {shapes}")
+            self.concat_axes[node.index] = axis
+            return shape[:axis] + (sum(s[axis] for s in shapes),) + shape[axis + 1:]
+        raise UnsupportedLayerError(f"node {node.name!r}: the reference does not know {operation!r}")
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        return self.shapes[self.output]
+
+    def input_shapes(self, node: ReferenceNode) -> list[tuple[int, ...]]:
+        return [self.shapes[name] for name in node.inputs]
+
+    def concatenate(self, node: ReferenceNode, parts: list[np.ndarray]) -> np.ndarray:
+        """The flattened Concat of flattened ``parts`` (float or mpf arrays)."""
+        axis = self.concat_axes[node.index]
+        shaped = [np.asarray(p).reshape(s) for p, s in zip(parts, self.input_shapes(node))]
+        return np.concatenate(shaped, axis=axis).ravel()
+
+    def split(self, node: ReferenceNode, values: np.ndarray) -> list[np.ndarray]:
+        """Slice a Concat node's flattened output values back onto its inputs (routing)."""
+        axis = self.concat_axes[node.index]
+        edges = np.cumsum([s[axis] for s in self.input_shapes(node)])[:-1]
+        return [part.ravel() for part in np.split(np.asarray(values).reshape(self.shapes[node.name]), edges, axis=axis)]
 
     # forward and gradient
 
-    def forward(self, x: np.ndarray) -> list[np.ndarray]:
-        """Activations a^(0) .. a^(L) of one sample, flattened, as object arrays of mpf.
+    def forward(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Every node's output (and the input) for one sample, flattened, as object arrays of mpf.
 
         ``x`` is a float array (converted exactly) or an object array of mpf (taken as it is).
         """
         x = np.asarray(x)
-        activations = [x.ravel() if x.dtype == object else _to_mpf(x.astype(np.float64).ravel())]
+        values = {self.input_name: x.ravel() if x.dtype == object else _to_mpf(x.astype(np.float64).ravel())}
         zero = mpmath.mpf(0)
-        for index, layer in enumerate(self.layers):
-            a = activations[-1]
-            if index in self.matrices:
-                matrix = self.matrices[index]
-                x_ext = np.append(a, zero)
-                out = (x_ext[matrix.index] * matrix.weight_mp).sum(axis=1) + matrix.bias_mp
-            elif index in self.windows:
-                out = np.array([max(a[window]) for window in self.windows[index]], dtype=object)
-            elif isinstance(layer, ReLU):
+        for node in self.nodes:
+            inputs = [values[name] for name in node.inputs]
+            a, operation = inputs[0], node.operation
+            if node.index in self.matrices:
+                matrix = self.matrices[node.index]
+                out = (np.append(a, zero)[matrix.index] * matrix.weight_mp).sum(axis=1) + matrix.bias_mp
+            elif node.index in self.windows:
+                rows, connected = self.windows[node.index]
+                out = np.array([max(a[window[inside]]) for window, inside in zip(rows, connected)], dtype=object)
+            elif isinstance(operation, ReLU):
                 out = np.array([value if value > 0 else zero for value in a], dtype=object)
+            elif isinstance(operation, Add):
+                out = a
+                for addend in inputs[1:]:
+                    out = out + addend
+            elif isinstance(operation, Concat):
+                out = self.concatenate(node, inputs)
             else:
                 out = a
-            activations.append(out)
-        return activations
+            values[node.name] = out
+        return values
 
-    def gradient(self, activations: list[np.ndarray], output_gradient: np.ndarray) -> np.ndarray:
+    def gradient(self, activations: dict[str, np.ndarray], output_gradient: np.ndarray) -> np.ndarray:
         """Backpropagate ``output_gradient`` (flattened): d(sum_c g_c f_c)/dx at the activations.
 
         ReLU derivative 1[z > 0]; max pooling routes the gradient to the winners split equally
-        (the subgradient that matches winner-take-all relevance).
+        (the subgradient that matches winner-take-all relevance); a tensor read by several nodes
+        gets the sum of their gradients.
         """
-        g = np.array(output_gradient, dtype=object)
-        for index in reversed(range(len(self.layers))):
-            layer, a = self.layers[index], activations[index]
-            if index in self.matrices:
-                matrix = self.matrices[index]
+        arriving = {self.output: np.array(output_gradient, dtype=object)}
+        for node in reversed(self.nodes):
+            g = arriving.pop(node.name)
+            a = activations[node.inputs[0]]
+            if node.index in self.matrices:
+                matrix = self.matrices[node.index]
                 upstream = np.zeros(matrix.n_in + 1, dtype=object)
                 upstream[:] = mpmath.mpf(0)
                 np.add.at(upstream, matrix.index, matrix.weight_mp * g[:, None])
-                g = upstream[: matrix.n_in]
-            elif index in self.windows:
-                g = _maxpool_layer(self.windows[index], a, g, len(a))
-            elif isinstance(layer, ReLU):
-                g = np.array([gv if av > 0 else mpmath.mpf(0) for gv, av in zip(g, a)], dtype=object)
-        return g
+                lower = [upstream[: matrix.n_in]]
+            elif node.index in self.windows:
+                lower = [_maxpool_layer(*self.windows[node.index], a, g, len(a))]
+            elif isinstance(node.operation, ReLU):
+                lower = [np.array([gv if av > 0 else mpmath.mpf(0) for gv, av in zip(g, a)], dtype=object)]
+            elif isinstance(node.operation, Add):
+                lower = [g] * len(node.inputs)
+            elif isinstance(node.operation, Concat):
+                lower = self.split(node, g)
+            else:
+                lower = [g]
+            _accumulate(arriving, node.inputs, lower)
+        return arriving[self.input_name]
 
     # relevance
 
+    def _box_allowed(self, node: ReferenceNode) -> bool:
+        """z^B may use the input box at a Dense/Conv2d node before which only reshaping happens."""
+        by_name = {n.name: n for n in self.nodes}
+        stack, seen = list(node.inputs), set()
+        while stack:
+            name = stack.pop()
+            if name == self.input_name or name in seen:
+                continue
+            seen.add(name)
+            if not isinstance(by_name[name].operation, _SHAPE_ONLY):
+                return False
+            stack.extend(by_name[name].inputs)
+        return isinstance(node.operation, (Dense, Conv2d))
+
     def backward(self, activations, relevance_top, plan, conventions, bounds, solver="newton",
                  diagnostics=True, check_domain=True):
-        """Relevance of the input given the output relevance; returns (relevance, traces).
+        """Relevance of the input given the output relevance: (relevance, traces, relevance_at).
 
-        ``check_domain``: raise DomainError where a rule derived for the orthant meets a
-        negative input (False evaluates the definition there all the same).
+        Walks the nodes in reverse topological order; relevance arriving at a tensor from
+        several nodes is summed. ``relevance_at`` maps every node (and the input) to the
+        relevance arriving at its output. ``check_domain``: raise DomainError where a rule
+        derived for the orthant meets a negative input (False evaluates the definition there
+        all the same).
         """
-        relevance = relevance_top
+        arriving = {self.output: relevance_top}
+        relevance_at: dict[str, np.ndarray] = {}
         traces: list[LayerTrace] = []
-        for index in reversed(range(len(self.layers))):
-            layer, a = self.layers[index], activations[index]
+        for node in reversed(self.nodes):
+            index, layer = node.index, node.operation
+            relevance = arriving.pop(node.name)
+            relevance_at[node.name] = relevance
+            inputs = [activations[name] for name in node.inputs]
+            a = inputs[0]
+            trace = None
             if index in self.matrices:
                 rule, parameters = plan[index]
-                trace = LayerTrace(index, repr(layer), rule, relevance_out=relevance)
+                trace = LayerTrace(index, repr(layer), rule, relevance_out=relevance, name=node.name)
                 x_ext = np.append(a, mpmath.mpf(0))
                 if rule in ROOT_POINT_RULES:
                     layer_bounds = None
                     if check_domain and ROOT_POINT_RULES[rule] == "orthant":
                         check_orthant(a, index, layer, rule)
                     if rule == "zbox":
-                        first = min(i for i in self.matrices if isinstance(self.layers[i], (Dense, Conv2d)))
-                        if index != first:
-                            raise MissingBoundsError(f"layer {index}: rule 'zbox' needs box bounds, which only the "
-                                           "network input has; use it on the first linear layer only")
+                        if not self._box_allowed(node):
+                            raise MissingBoundsError(
+                                f"layer {index} ({node.name!r}): rule 'zbox' needs box bounds, which only the "
+                                "network input has; use it on a first linear layer with only reshaping before it")
                         layer_bounds = _layer_bounds(bounds, self.matrices[index].n_in, index)
-                    relevance = _root_point_layer(rule, self.matrices[index], x_ext, relevance,
-                                                  parameters, conventions, layer_bounds, trace, solver,
-                                                  diagnostics)
+                    lower = [_root_point_layer(rule, self.matrices[index], x_ext, relevance, parameters,
+                                               conventions, layer_bounds, trace, solver, diagnostics)]
                 else:
-                    relevance = _formula_layer(rule, self.matrices[index], x_ext, relevance,
-                                               parameters, conventions, trace)
-                trace.relevance_in = relevance
-                traces.append(trace)
+                    lower = [_formula_layer(rule, self.matrices[index], x_ext, relevance, parameters,
+                                            conventions, trace)]
+            elif isinstance(layer, Add):
+                rule, parameters = plan[index]
+                trace = LayerTrace(index, repr(layer), rule, relevance_out=relevance, name=node.name)
+                lower = _add_node(rule, inputs, relevance, parameters, conventions, trace, solver)
             elif index in self.windows:
-                traces.append(LayerTrace(index, repr(layer), "maxpool", relevance_out=relevance))
-                relevance = _maxpool_layer(self.windows[index], a, relevance, len(a), traces[-1])
-                traces[-1].relevance_in = relevance
-        return relevance, traces[::-1]
+                trace = LayerTrace(index, repr(layer), "maxpool", relevance_out=relevance, name=node.name)
+                lower = [_maxpool_layer(*self.windows[index], a, relevance, len(a), trace)]
+            elif isinstance(layer, Concat):
+                lower = self.split(node, relevance)
+            else:
+                lower = [relevance]
+            if trace is not None:
+                trace.relevance_inputs = lower
+                trace.relevance_in = lower[0] if len(lower) == 1 else np.concatenate(lower)
+                traces.append(trace)
+            _accumulate(arriving, node.inputs, lower)
+        relevance = arriving.pop(self.input_name)
+        relevance_at[self.input_name] = relevance
+        return relevance, traces[::-1], relevance_at
+
+
+def _accumulate(arriving: dict, names: tuple[str, ...], values: list[np.ndarray]) -> None:
+    """Add each value to what has arrived at its tensor so far (several consumers sum)."""
+    for name, value in zip(names, values):
+        arriving[name] = arriving[name] + value if name in arriving else value
 
 
 def _layer_bounds(bounds, n_in, index):
@@ -686,14 +859,15 @@ def _layer_bounds(bounds, n_in, index):
 _PREPARED: "weakref.WeakKeyDictionary[Any, dict]" = weakref.WeakKeyDictionary()
 
 
-def prepare(network, input_shape: tuple[int, ...]) -> ReferenceNetwork:
-    """The :class:`ReferenceNetwork` of ``network`` for ``input_shape``, cached per network."""
+def prepare(network, input_shape: tuple[int, ...], dps: int = 50) -> ReferenceNetwork:
+    """The :class:`ReferenceNetwork` of ``network`` for ``input_shape``, its batch norms folded
+    at ``dps`` + guard digits; cached per network, input shape and precision."""
     cache = _PREPARED.setdefault(network, {})
-    key = tuple(input_shape)
+    key = (tuple(input_shape), int(dps))
     if key not in cache:
-        cache[key] = ReferenceNetwork(network, key)
+        with mpmath.workdps(int(dps) + GUARD_DIGITS):
+            cache[key] = ReferenceNetwork(network, key[0])
     return cache[key]
-
 
 # -- the public API -----------------------------------------------------------------------------
 
@@ -719,39 +893,51 @@ def _conventions(conventions) -> dict[str, Any]:
 
 def layer_plan(network, rule: str | None = None, composite=None, input_is_box: bool = False,
                **parameters) -> dict[int, tuple[str, dict[str, Any]]]:
-    """The rule and parameters of every layer index that needs one.
+    """The rule and parameters of every node index that needs one, as the engine plans it.
 
-    ``rule``: that rule on every Dense and Conv2d layer; sum and average pooling use the z-rule
-    (lrp0), max pooling winner-take-all. ``composite``: a name or object of
-    :mod:`lrp_num.composites` (which decides per layer). Neither: the ``"deep-taylor"`` composite.
+    ``rule``: that rule on every Dense and Conv2d node; ``composite``: a name or object of
+    :mod:`lrp_num.composites`, which decides per node (:meth:`Composite.plan_graph`); neither:
+    the ``"deep-taylor"`` composite. Either way sum, average, adaptive and global pooling and
+    ChannelAffine nodes use the z-rule (lrp0), Add nodes the composites' Add rule (``"lrp0"``
+    on the stacked addends is ``"add_z"``), and max pooling winner-take-all (no entry).
     """
+    from lrp_num.composites import Composite, get_composite  # which rule where, no numerics
+    from lrp_num.graph import as_graph  # the node order the engine's plan indexes
+
     parameters = {k: v for k, v in parameters.items() if k not in ("lower", "upper")}
     if rule is not None and composite is not None:
         raise LRPError("pass either rule= or composite=, not both")
-    plan: dict[int, tuple[str, dict[str, Any]]] = {}
     if rule is not None:
         if rule not in RULES:
             raise UnknownRuleError(f"unknown rule {rule!r}; known: {', '.join(RULES)}")
-        chosen = {**RULE_DEFAULTS.get(rule, {}),
-                  **check_rule_parameters(rule, parameters, RULE_DEFAULTS.get(rule, {}))}
-        for index, layer in enumerate(network.layers):
-            if isinstance(layer, (Dense, Conv2d)):
-                plan[index] = (rule, chosen)
-            elif isinstance(layer, (SumPool2d, AvgPool2d)):
-                plan[index] = ("lrp0", {})
-        return plan
-    check_composite_parameters(parameters)
-    if not hasattr(composite, "plan"):
-        from lrp_num.composites import get_composite  # configuration (which rule where), no numerics
-
-        composite = get_composite(composite or "deep-taylor")
-    for index, choice in composite.plan(list(network.layers), input_is_box).items():
+        composite = Composite.single(rule, **check_rule_parameters(rule, parameters, RULE_DEFAULTS.get(rule, {})))
+    else:
+        check_composite_parameters(parameters)
+        if not hasattr(composite, "plan_graph") and not hasattr(composite, "plan"):
+            composite = get_composite(composite or "deep-taylor")
+    graph = as_graph(network)
+    if hasattr(composite, "plan_graph"):
+        choices = composite.plan_graph(graph, input_is_box)
+    else:  # an object with only the list-based plan(layers, input_is_box)
+        choices = composite.plan(list(graph.layers), input_is_box)
+    plan: dict[int, tuple[str, dict[str, Any]]] = {}
+    for index, node in enumerate(graph.nodes):
+        if isinstance(node.operation, (Add, *LINEAR_LAYERS)) and index not in choices:
+            raise UnknownRuleError(f"node {node.name!r}: the composite chooses no rule for {node.operation!r}")
+    for index, choice in choices.items():
         if choice.rule == "maxpool":
             continue
-        if choice.rule not in RULES:
-            raise UnknownRuleError(f"layer {index}: unknown rule {choice.rule!r}; known: {', '.join(RULES)}")
-        own = check_rule_parameters(choice.rule, choice.parameters, RULE_DEFAULTS.get(choice.rule, {}))
-        plan[index] = (choice.rule, {**RULE_DEFAULTS.get(choice.rule, {}), **own})
+        name = graph.nodes[index].name
+        chosen = choice.rule
+        if isinstance(graph.nodes[index].operation, Add):
+            chosen = ADD_ALIASES.get(chosen, chosen)
+            if chosen not in ADD_RULES:
+                raise UnknownRuleError(f"node {name!r}: {choice.rule!r} is no rule of an Add node; "
+                                       f"known: {', '.join(ADD_RULES)}")
+        elif chosen not in RULES:
+            raise UnknownRuleError(f"node {name!r}: unknown rule {chosen!r}; known: {', '.join(RULES)}")
+        own = check_rule_parameters(chosen, choice.parameters, RULE_DEFAULTS.get(chosen, {}))
+        plan[index] = (chosen, {**RULE_DEFAULTS.get(chosen, {}), **own})
     return plan
 
 
@@ -772,7 +958,7 @@ def _checked_target(reference: "ReferenceNetwork", target, n_samples: int, singl
     """The target checked by :func:`lrp_num.checks.check_target` against the batch's output
     shape: None, one index per sample, or an explicit relevance (n_samples, ...). For one sample
     given without its batch axis, an explicit relevance may omit it too."""
-    output_shape = (n_samples,) + tuple(reference.shapes[-1])
+    output_shape = (n_samples,) + tuple(reference.output_shape)
     array = np.asarray(target) if target is not None else None
     if single and array is not None and array.dtype.kind == "f" and array.shape == output_shape[1:]:
         target = array[None]
@@ -794,12 +980,19 @@ def _top_relevance(output: np.ndarray, target, sample: int) -> np.ndarray:
 
 @dataclass
 class ReferenceResult:
-    """One sample's reference explanation with its per-layer traces."""
+    """One sample's reference explanation with its per-node traces.
+
+    ``activations`` and ``relevance_at`` map every node's name (and the input's) to its output
+    and to the relevance arriving there (summed over its consumers), flattened.
+    """
 
     relevance: np.ndarray
     top: np.ndarray
-    activations: list
+    activations: dict
     traces: list[LayerTrace]
+    relevance_at: dict = field(default_factory=dict)
+    output: str = ""
+    input_name: str = "input"
 
 
 def explain_trace(network, x, rule: str | None = None, composite=None, target=None, *, dps: int = 50,
@@ -838,16 +1031,17 @@ def explain_trace(network, x, rule: str | None = None, composite=None, target=No
             domain.check_contains(batch)  # where z^B uses the box, as the engine checks it
         bounds = tuple(_to_mpf(np.broadcast_to(bound, input_shape).ravel())
                        for bound in (domain.low, domain.high))
-    reference = prepare(network, input_shape)
+    reference = prepare(network, input_shape, dps)
     target = _checked_target(reference, target, len(batch), single)
     results = []
     with mpmath.workdps(dps + GUARD_DIGITS):  # a progress bar on a terminal for many samples
         for sample, values in enumerate(progress(batch, "reference")):
             activations = reference.forward(values)
-            top = _top_relevance(activations[-1], target, sample)
-            relevance, traces = reference.backward(activations, top, plan, conv, bounds, solver,
-                                                   diagnostics, check_domain)
-            results.append(ReferenceResult(relevance, top, activations, traces))
+            top = _top_relevance(activations[reference.output], target, sample)
+            relevance, traces, relevance_at = reference.backward(activations, top, plan, conv, bounds,
+                                                                 solver, diagnostics, check_domain)
+            results.append(ReferenceResult(relevance, top, activations, traces, relevance_at,
+                                           reference.output, reference.input_name))
     return results
 
 
@@ -886,9 +1080,9 @@ def forward(network, x, *, dps: int = 50) -> np.ndarray:
     """f(x) in mpmath at ``dps`` digits, shape (N, n_outputs) or (n_outputs,) for one sample."""
     dps = check_dps(dps)
     batch, single = _as_batch(network, x)
-    reference = prepare(network, batch.shape[1:])
+    reference = prepare(network, batch.shape[1:], dps)
     with mpmath.workdps(dps + GUARD_DIGITS):
-        outputs = [reference.forward(values)[-1] for values in batch]
+        outputs = [reference.forward(values)[reference.output] for values in batch]
     out = np.stack([_rounded(o, dps, o.shape) for o in outputs])
     return out[0] if single else out
 
@@ -900,18 +1094,18 @@ def gradient(network, x, target=None, *, dps: int = 50) -> np.ndarray:
     """
     dps = check_dps(dps)
     batch, single = _as_batch(network, x)
-    reference = prepare(network, batch.shape[1:])
+    reference = prepare(network, batch.shape[1:], dps)
     target = _checked_target(reference, target, len(batch), single)
     grads = []
     with mpmath.workdps(dps + GUARD_DIGITS):  # a progress bar on a terminal for many samples
         for sample, values in enumerate(progress(batch, "reference")):
             activations = reference.forward(values)
+            output = activations[reference.output]
             if target is not None and target.dtype.kind == "f":
                 selector = _to_mpf(target[sample].reshape(-1))
             else:
-                c = _target_index(activations[-1], target, sample)
-                selector = np.array([mpmath.mpf(int(k == c)) for k in range(len(activations[-1]))],
-                                    dtype=object)
+                c = _target_index(output, target, sample)
+                selector = np.array([mpmath.mpf(int(k == c)) for k in range(len(output))], dtype=object)
             grads.append(reference.gradient(activations, selector))
     out = np.stack([_rounded(g, dps, batch.shape[1:]) for g in grads])
     return out[0] if single else out
@@ -974,13 +1168,15 @@ def _first_root(phi, low, high, scale, digits: int, max_steps: int = 1000):
 
 
 def _pattern(reference: ReferenceNetwork, activations) -> tuple:
+    """The active set: which ReLU inputs are positive and which cells win each max-pool window."""
     keys = []
-    for index, layer in enumerate(reference.layers):
-        a, out = activations[index], activations[index + 1]
-        if isinstance(layer, ReLU):
+    for node in reference.nodes:
+        a, out = activations[node.inputs[0]], activations[node.name]
+        if isinstance(node.operation, ReLU):
             keys.append(tuple(value > 0 for value in a))
-        elif index in reference.windows:
-            keys.append(tuple(tuple(a[window] == top) for window, top in zip(reference.windows[index], out)))
+        elif node.index in reference.windows:
+            rows, connected = reference.windows[node.index]
+            keys.append(tuple(tuple(a[window[inside]] == top) for window, inside, top in zip(rows, connected, out)))
     return tuple(keys)
 
 
@@ -995,22 +1191,22 @@ def whole_function_taylor(network, x, target=None, *, dps: int = 50,
     """
     dps = check_dps(dps)
     x = explanation_input(x).astype(np.float64)
-    reference = prepare(network, x.shape)
+    reference = prepare(network, x.shape, dps)
     indices = _checked_target(reference, target, 1, True)
     if indices is not None and indices.dtype.kind == "f":
         raise TargetError("the whole-function Taylor decomposition takes an output index as target, "
                           "not an explicit relevance")
     with mpmath.workdps(dps + GUARD_DIGITS):
         start = reference.forward(x)
-        c = _target_index(start[-1], indices, 0)
-        selector = np.array([mpmath.mpf(int(k == c)) for k in range(len(start[-1]))], dtype=object)
-        x_mp = start[0]
+        c = _target_index(start[reference.output], indices, 0)
+        selector = np.array([mpmath.mpf(int(k == c)) for k in range(len(start[reference.output]))], dtype=object)
+        x_mp = start[reference.input_name]
         direction = reference.gradient(start, selector)
 
         def along(t):
-            return reference.forward(x_mp - t * direction)[-1][c]
+            return reference.forward(x_mp - t * direction)[reference.output][c]
 
-        value = start[-1][c]
+        value = start[reference.output][c]
         if value <= 0 or all(g == 0 for g in direction):
             raise LRPError("the whole-function Taylor root search needs f_c(x) > 0 and a non-zero gradient")
         low, high = mpmath.mpf(0), mpmath.mpf(1) / max(abs(g) for g in direction)
@@ -1028,10 +1224,10 @@ def whole_function_taylor(network, x, target=None, *, dps: int = 50,
         near_activations = reference.forward(near)
         root_gradient = reference.gradient(near_activations, selector)
         relevance = root_gradient * (x_mp - root)
-        residual = value - at_root[-1][c] - mpmath.fsum(relevance)
+        residual = value - at_root[reference.output][c] - mpmath.fsum(relevance)
         same = _pattern(reference, start) == _pattern(reference, near_activations)
     shape = x.shape
-    return TaylorDecomposition(_rounded(root, dps, shape), +step, at_root[-1][c],
+    return TaylorDecomposition(_rounded(root, dps, shape), +step, at_root[reference.output][c],
                                _rounded(relevance, dps, shape), residual, same)
 
 
@@ -1069,8 +1265,8 @@ def to_float(values: np.ndarray) -> np.ndarray:
 
 
 __all__ = [
-    "GUARD_DIGITS", "RULES", "ROOT_POINT_RULES", "FORMULA_RULES", "RULE_DEFAULTS", "LayerTrace",
-    "LayerMembership", "LinearMatrix", "ReferenceNetwork", "ReferenceResult", "bias_direction",
+    "ADD_RULES", "GUARD_DIGITS", "RULES", "ROOT_POINT_RULES", "FORMULA_RULES", "RULE_DEFAULTS", "LayerTrace",
+    "LayerMembership", "LinearMatrix", "ReferenceNetwork", "ReferenceNode", "ReferenceResult", "bias_direction",
     "explain", "explain_trace", "forward", "gradient", "layer_plan", "linear_matrix", "prepare",
     "root_point_membership", "sensitivity", "to_float", "TaylorDecomposition", "whole_function_taylor",
 ]
