@@ -273,9 +273,9 @@ def _engine_fraction(explanation) -> float | None:
 def verify_method(network, x: np.ndarray, name: str, kind: str, *, targets=None, input_domain=None,
                   dps: int = 50, conventions=None) -> RuleReport:
     """Measure one rule or composite on the batch ``x`` (see the module docstring)."""
-    from lrp_num.conventions import DTD
+    from lrp_num.engine.conventions import DTD
     from lrp_num.errors import DomainError
-    from lrp_num.explain import explain_details
+    from lrp_num.engine.explain import explain_details
 
     from lrp_num.checks import check_dps
 

@@ -23,9 +23,9 @@ from sympy import Symbol
 
 from codegen_support import EPS64, reference_relevance, shipped_derivations, ulps
 from lrp_num.errors import KernelArgumentError, ShapeError, UnknownRuleError, ZeroDenominatorError
-from lrp_num.kernels import kernel_parameters, known_rules, load_kernel
+from lrp_num.engine.kernels import kernel_parameters, known_rules, load_kernel
 from lrp_num.layers import BatchNorm, Conv2d, Dense, MaxPool2d
-from lrp_num.operators import DenseOperator
+from lrp_num.layers.operators import DenseOperator
 from lrp_sym.codegen.package import kernel_kind
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -314,8 +314,8 @@ def test_float32_stays_float32(rule):
 
 def test_lrp_num_and_kernels_do_not_import_sympy():
     code = (
-        "import sys, lrp_num, lrp_num.cli, lrp_num.errors, lrp_num.kernels, lrp_num.operators\n"
-        "from lrp_num.kernels import known_rules, load_kernel\n"
+        "import sys, lrp_num, lrp_num.cli, lrp_num.errors, lrp_num.engine.kernels, lrp_num.layers.operators\n"
+        "from lrp_num.engine.kernels import known_rules, load_kernel\n"
         "for name in known_rules():\n"
         "    load_kernel(name)\n"
         "import lrp_num._generated as g\n"

@@ -11,13 +11,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from lrp_num import explain, explain_details, load_npz, save_npz, testing
-from lrp_num.composites import ADD_RULE, AFFINE_RULE, COMPOSITES
+from lrp_num.engine.composites import ADD_RULE, AFFINE_RULE, COMPOSITES
 from lrp_num.errors import (GraphError, LRPError, MissingBoundsError, ModelFileError, ShapeError,
                             UnknownRuleError, UnsupportedLayerError)
-from lrp_num.graph import Graph, Node, as_graph
+from lrp_num.engine.graph import Graph, Node, as_graph
 from lrp_num.layers import (Add, BatchNorm, ChannelAffine, Concat, Conv2d, Dense, Dropout, Flatten,
                             GlobalAvgPool, MaxPool2d, ReLU)
-from lrp_num.network import Sequential
+from lrp_num.engine.network import Sequential
 
 RNG = np.random.default_rng(10)
 
@@ -492,7 +492,7 @@ def test_add_nodes_use_the_composites_add_rule():
     addend a non-negative share where R >= 0, add_epsilon absorbs what its stabiliser holds."""
     import dataclasses
 
-    from lrp_num.composites import LayerRule
+    from lrp_num.engine.composites import LayerRule
 
     graph = residual_net()
     x = RNG.random((2, 2, 6, 6))

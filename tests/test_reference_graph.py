@@ -20,10 +20,10 @@ from lrp_num import composites, explain_details
 from lrp_num import reference as ref
 from lrp_num import testing
 from lrp_num.errors import MissingBoundsError
-from lrp_num.graph import Graph, Node
+from lrp_num.engine.graph import Graph, Node
 from lrp_num.layers import (AdaptiveAvgPool2d, Add, AvgPool2d, BatchNorm, ChannelAffine, Concat,
                             Conv2d, Dense, Dropout, Flatten, GlobalAvgPool, MaxPool2d, ReLU, SumPool2d)
-from lrp_num.network import Sequential
+from lrp_num.engine.network import Sequential
 from lrp_num.verify import DEFAULT_COMPOSITES, format_table, verify, verify_method
 
 DPS = 60
@@ -365,7 +365,7 @@ def test_zbox_after_a_value_changing_node_is_refused_by_both():
 
 def test_lrp_verify_checks_a_graph_model_file(tmp_path, capsys):
     from lrp_num.cli import main
-    from lrp_num.model_io import save_npz
+    from lrp_num.io.model_io import save_npz
 
     graph = branching_net()
     save_npz(graph, tmp_path / "graph.npz", input_domain=(0.0, 1.0),
@@ -378,7 +378,7 @@ def test_lrp_verify_checks_a_graph_model_file(tmp_path, capsys):
 
 
 def test_lrp_verify_default_models_are_the_built_in_ones(monkeypatch):
-    from lrp_num import model_io
+    from lrp_num.io import model_io
     from lrp_num.commands.verify import default_models
 
     assert default_models() == list(model_io.BUILTIN_MODELS)

@@ -17,10 +17,10 @@ from typing import Callable, Mapping
 import numpy as np
 
 from lrp_num.audit.library_run import LibraryRun, module_groups
-from lrp_num.composites import LayerRule
+from lrp_num.engine.composites import LayerRule
 from lrp_num.errors import MissingDependencyError
-from lrp_num.profiles import CAPTUM
-from lrp_num.torch_bridge import INSTALL_HINT, require_torch
+from lrp_num.audit.profiles import CAPTUM
+from lrp_num.io.torch_bridge import INSTALL_HINT, require_torch
 
 
 def import_captum():
@@ -34,7 +34,7 @@ def import_captum():
 
 
 def captum_rule(choice: LayerRule):
-    """The captum rule object for our rule ``choice`` (see :data:`lrp_num.profiles.CAPTUM`)."""
+    """The captum rule object for our rule ``choice`` (see :data:`lrp_num.audit.profiles.CAPTUM`)."""
     import_captum()
     from captum.attr._utils import lrp_rules
 

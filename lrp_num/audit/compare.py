@@ -26,11 +26,11 @@ import numpy as np
 from lrp_num.audit.library_run import LibraryRun
 from lrp_num.checks import (check_composite_parameters, check_dps, check_rule_parameters,
                             require_finite)
-from lrp_num.composites import Composite, LayerRule, get_composite
-from lrp_num.conventions import DTD, Conventions
+from lrp_num.engine.composites import Composite, LayerRule, get_composite
+from lrp_num.engine.conventions import DTD, Conventions
 from lrp_num.errors import KernelArgumentError, LRPError, ShapeError, UnknownRuleError, UnsupportedLayerError
-from lrp_num.explain import top_relevance
-from lrp_num.profiles import PROFILES, Profile, get_profile
+from lrp_num.engine.explain import top_relevance
+from lrp_num.audit.profiles import PROFILES, Profile, get_profile
 from lrp_num.progress import progress
 
 #: relative deviation below which two float64 relevances count as equal
@@ -338,7 +338,7 @@ def _targets(network, x: np.ndarray, target) -> np.ndarray:
 def run_library(library: str, network, x: np.ndarray, plan, targets: np.ndarray, input_domain=None,
                 overrides: Mapping[int, Callable] | None = None) -> LibraryRun:
     """The library's own LRP on the torch twin of ``network`` (float64)."""
-    from lrp_num.torch_bridge import to_torch
+    from lrp_num.io.torch_bridge import to_torch
 
     model = to_torch(network)
     if library == "zennit":

@@ -1,6 +1,6 @@
 """What a library run gives the audit: relevance at the input of every layer.
 
-Layer indices are those of the folded :class:`~lrp_num.network.Sequential` (BatchNorm folded
+Layer indices are those of the folded :class:`~lrp_num.engine.network.Sequential` (BatchNorm folded
 into the linear layer before it), so index k names ``network.layers[k]`` and
 ``layers[k]`` holds the relevance at its input; ``layers[len(network.layers)]`` is the output
 relevance. A torch model keeps BatchNorm as its own module: :func:`module_groups` maps folded

@@ -20,10 +20,10 @@ from typing import Callable, Mapping
 import numpy as np
 
 from lrp_num.audit.library_run import LibraryRun, module_groups
-from lrp_num.composites import LayerRule
+from lrp_num.engine.composites import LayerRule
 from lrp_num.errors import MissingDependencyError
-from lrp_num.profiles import ZENNIT
-from lrp_num.torch_bridge import INSTALL_HINT, require_torch
+from lrp_num.audit.profiles import ZENNIT
+from lrp_num.io.torch_bridge import INSTALL_HINT, require_torch
 
 _PLACEHOLDER_MODULES = ("torchvision", "torchvision.models", "torchvision.models.resnet")
 
@@ -60,7 +60,7 @@ def import_zennit():
 
 
 def zennit_rule(choice: LayerRule, eps: float = ZENNIT.conventions.eps, low=None, high=None):
-    """The zennit hook for our rule ``choice`` (see :data:`lrp_num.profiles.ZENNIT`)."""
+    """The zennit hook for our rule ``choice`` (see :data:`lrp_num.audit.profiles.ZENNIT`)."""
     zennit = import_zennit()
     rules = zennit.rules
     p = {**ZENNIT.rule(choice.rule).defaults, **dict(choice.parameters)}
@@ -88,7 +88,7 @@ def run_zennit(network, model, x: np.ndarray, plan: Mapping[int, LayerRule], top
     network : Sequential
         Our network (its source layers give the torch module layout).
     model : torch.nn.Sequential
-        Its twin from :func:`lrp_num.torch_bridge.to_torch` (float64).
+        Its twin from :func:`lrp_num.io.torch_bridge.to_torch` (float64).
     plan : mapping
         Folded layer index -> LayerRule for Dense and Conv2d layers.
     top : ndarray

@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _split_methods(names: list[str] | None) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    from lrp_num.composites import COMPOSITES
+    from lrp_num.engine.composites import COMPOSITES
     from lrp_num.reference import RULES
     from lrp_num.verify import DEFAULT_COMPOSITES, DEFAULT_RULES
 
@@ -61,8 +61,8 @@ def _check_box_rule(spec: str, model) -> None:
 
 def default_models() -> list[str]:
     """The models ``lrp verify`` checks by default: every built-in model
-    (:data:`lrp_num.model_io.BUILTIN_MODELS`), so a model added there is verified too."""
-    from lrp_num.model_io import BUILTIN_MODELS
+    (:data:`lrp_num.io.model_io.BUILTIN_MODELS`), so a model added there is verified too."""
+    from lrp_num.io.model_io import BUILTIN_MODELS
 
     return list(BUILTIN_MODELS)
 

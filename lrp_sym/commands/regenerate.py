@@ -4,7 +4,7 @@
     lrp regenerate --check               # write nothing; diff what is stale, exit 1 if any
     lrp regenerate --derivations DIR --out OUT [--docs DOCS]   # a user's own rules
 
-Kernels written to OUT load with ``lrp_num.kernels.load_kernel(name, folder=OUT)``.
+Kernels written to OUT load with ``lrp_num.engine.kernels.load_kernel(name, folder=OUT)``.
 """
 
 from __future__ import annotations

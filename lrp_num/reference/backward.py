@@ -22,7 +22,7 @@ digits, along a code path that shares nothing with the engine's kernels:
   their published definitions (Bach et al. 2015, PLOS ONE 10(7) e0130140, Eqs. 56-60);
 * max pooling is winner-take-all with ties split equally (a padding cell is no candidate);
   ReLU, Flatten, Identity and Dropout pass relevance through;
-* graph models (:class:`lrp_num.graph.Graph`; a Sequential is the chain of its layers) are
+* graph models (:class:`lrp_num.engine.graph.Graph`; a Sequential is the chain of its layers) are
   walked node by node in reverse topological order, relevance arriving at a tensor from several
   consumers is summed, and Concat slices it back onto its inputs;
 * an Add node y = sum_k a_k is a neuron with unit weights, no bias and no activation: its rule's
@@ -31,7 +31,7 @@ digits, along a code path that shares nothing with the engine's kernels:
   model R = c y, R_k = c t v_k; add_epsilon follows its formula R_k = a_k / (y + eps sign(y)) R;
 * batch norms are folded here, in mpmath, from the BatchNorm parameters (or kept as a diagonal
   matrix where the engine made them a ChannelAffine), never taken from the engine's folded
-  weights (:mod:`lrp_num.reference_linear`).
+  weights (:mod:`lrp_num.reference.linear`).
 
 Bias conventions in root-point terms
 ------------------------------------
@@ -47,7 +47,7 @@ convention         v_0j                                                         
 =================  =============================================================  ===========
 
 (alpha-beta, a formula rule, adds b^+ and b^- to its two groups under "neuron" and "zennit",
-and under "captum" the unmodified b_j to its positive group only, as lrp_num.conventions states.)
+and under "captum" the unmodified b_j to its positive group only, as lrp_num.engine.conventions states.)
 The step then has slope sum_i v_ij w_ij + v_0j b_j, the engine's denominator with its bias share.
 
 Stabiliser in root-point terms
@@ -86,9 +86,9 @@ from lrp_num.errors import (KernelArgumentError, LRPError, MissingBoundsError, S
 from lrp_num.layers import (Add, BatchNorm, ChannelAffine, Concat, Conv2d, Dense, Dropout, Flatten,
                             Identity, MaxPool2d, ReLU)
 from lrp_num.progress import progress
-from lrp_num.reference_linear import (LINEAR_LAYERS, LinearMatrix, batchnorm_matrix, fold_batchnorms,
+from lrp_num.reference.linear import (LINEAR_LAYERS, LinearMatrix, batchnorm_matrix, fold_batchnorms,
                                       linear_matrix, pool_windows)
-from lrp_num.reference_linear import to_mpf as _to_mpf
+from lrp_num.reference.linear import to_mpf as _to_mpf
 
 #: extra working digits beyond the requested ``dps``
 GUARD_DIGITS = 10
@@ -587,8 +587,8 @@ def _reference_nodes(network) -> tuple[list[ReferenceNode], str, str]:
     and the operations as given (``source_nodes``); a Sequential is the chain of its source
     layers, each BatchNorm attached to the linear layer before it.
     """
-    from lrp_num.graph import Graph  # the structure only; the reference computes every value itself
-    from lrp_num.network import Sequential
+    from lrp_num.engine.graph import Graph  # the structure only; the reference computes every value itself
+    from lrp_num.engine.network import Sequential
 
     if isinstance(network, Graph):
         source = {node.name: node.operation for node in network.source_nodes}
@@ -620,7 +620,7 @@ def _concat_axis(operation: Concat, ndim: int) -> int:
 
 
 class ReferenceNetwork:
-    """A :class:`~lrp_num.graph.Graph` or :class:`~lrp_num.network.Sequential` prepared for
+    """A :class:`~lrp_num.engine.graph.Graph` or :class:`~lrp_num.engine.network.Sequential` prepared for
     high-precision evaluation.
 
     Holds every linear node as a :class:`LinearMatrix` (built once per network, input shape and
@@ -872,8 +872,8 @@ def prepare(network, input_shape: tuple[int, ...], dps: int = 50) -> ReferenceNe
 # -- the public API -----------------------------------------------------------------------------
 
 def _conventions(conventions) -> dict[str, Any]:
-    """The conventions as a dict, checked as :class:`lrp_num.conventions.Conventions` checks them."""
-    from lrp_num.conventions import Conventions  # configuration and its checks, no numerics
+    """The conventions as a dict, checked as :class:`lrp_num.engine.conventions.Conventions` checks them."""
+    from lrp_num.engine.conventions import Conventions  # configuration and its checks, no numerics
 
     if conventions is None:
         conventions = Conventions()
@@ -896,13 +896,13 @@ def layer_plan(network, rule: str | None = None, composite=None, input_is_box: b
     """The rule and parameters of every node index that needs one, as the engine plans it.
 
     ``rule``: that rule on every Dense and Conv2d node; ``composite``: a name or object of
-    :mod:`lrp_num.composites`, which decides per node (:meth:`Composite.plan_graph`); neither:
+    :mod:`lrp_num.engine.composites`, which decides per node (:meth:`Composite.plan_graph`); neither:
     the ``"deep-taylor"`` composite. Either way sum, average, adaptive and global pooling and
     ChannelAffine nodes use the z-rule (lrp0), Add nodes the composites' Add rule (``"lrp0"``
     on the stacked addends is ``"add_z"``), and max pooling winner-take-all (no entry).
     """
-    from lrp_num.composites import Composite, get_composite  # which rule where, no numerics
-    from lrp_num.graph import as_graph  # the node order the engine's plan indexes
+    from lrp_num.engine.composites import Composite, get_composite  # which rule where, no numerics
+    from lrp_num.engine.graph import as_graph  # the node order the engine's plan indexes
 
     parameters = {k: v for k, v in parameters.items() if k not in ("lower", "upper")}
     if rule is not None and composite is not None:
@@ -1006,7 +1006,7 @@ def explain_trace(network, x, rule: str | None = None, composite=None, target=No
     too, instead of raising DomainError (the audit does so to reproduce a library that applies
     them there, and says so in its report).
     """
-    from lrp_num.model_io import InputDomain  # the box and its checks, no numerics
+    from lrp_num.io.model_io import InputDomain  # the box and its checks, no numerics
 
     dps = check_dps(dps)
     batch, single = _as_batch(network, x)
@@ -1058,7 +1058,7 @@ def explain(network, x, rule: str | None = None, composite=None, target=None, *,
     Same meaning as :func:`lrp_num.explain`: the top relevance is the chosen output's value
     f_c(x) (``target`` an index, one per sample, or None for the largest output) or an explicit
     output relevance array; ``rule`` applies one rule to every Dense and Conv2d layer,
-    ``composite`` chooses per layer; ``conventions`` (a :class:`lrp_num.conventions.Conventions`
+    ``composite`` chooses per layer; ``conventions`` (a :class:`lrp_num.engine.conventions.Conventions`
     or a mapping with ``bias``, ``eps``, ``stabilise``) as in the engine; ``input_domain``
     (low, high) or ``lower`` / ``upper`` is the z^B box of the network input; further keywords
     are rule parameters (gamma, epsilon, alpha, beta).

@@ -4,7 +4,7 @@ A :class:`Profile` names, for one library version, the conventions it uses (bias
 denominator, stabiliser) and, for each rule the user asks for by our name, the library's class,
 the derivation that reproduces the library exactly (``reference_rule``) and the deep Taylor
 derivation it is compared with (``dtd_rule``). The engine and the mpmath reference evaluate the
-first under ``conventions`` and the second under :data:`lrp_num.conventions.DTD`.
+first under ``conventions`` and the second under :data:`lrp_num.engine.conventions.DTD`.
 
 Every entry was read off the installed library source (file and class cited per rule), not
 off its documentation:
@@ -39,7 +39,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
-from lrp_num.conventions import DTD, Conventions
+from lrp_num.engine.conventions import DTD, Conventions
 from lrp_num.errors import UnknownRuleError
 
 
@@ -117,7 +117,7 @@ def zennit_merged_network(network):
     import numpy as np
 
     from lrp_num.layers import BatchNorm
-    from lrp_num.network import Sequential
+    from lrp_num.engine.network import Sequential
 
     layers = []
     for layer in network.source_layers:

@@ -1,6 +1,6 @@
 """Between lrp-toolkit networks and PyTorch ``nn.Sequential`` models (torch imported lazily).
 
-* :func:`to_torch` builds the PyTorch twin of a :class:`~lrp_num.network.Sequential` from its
+* :func:`to_torch` builds the PyTorch twin of a :class:`~lrp_num.engine.network.Sequential` from its
   *source* layers: BatchNorm stays an ``nn.BatchNorm1d/2d`` in eval mode, so a library that
   merges batch norms itself (zennit's canonizer) is exercised rather than handed folded weights.
 * :func:`from_torch` converts an ``nn.Sequential`` of supported modules back.
@@ -23,7 +23,7 @@ import numpy as np
 
 from lrp_num.errors import MissingDependencyError, ModelFileError, UnsupportedLayerError
 from lrp_num.layers import AvgPool2d, BatchNorm, Conv2d, Dense, Flatten, Identity, MaxPool2d, ReLU, SumPool2d
-from lrp_num.network import Sequential
+from lrp_num.engine.network import Sequential
 
 INSTALL_HINT = ("pip install 'lrp-toolkit[audit]' && pip install --no-deps zennit==0.5.1 "
                 "(torch, captum, zennit)")
