@@ -21,7 +21,7 @@ from lrp_num.errors import UnknownRuleError
 #: kernels generated for a layer type rather than a rule (max pooling); never a user's rule
 LAYER_KERNEL_NAMES = ("maxpool",)
 #: generated modules that are no relevance kernel at all
-_NOT_KERNELS = ("batchnorm_fold",)
+_NOT_KERNELS = ("batchnorm_fold", "affine_channel")
 
 
 def _packaged_rules() -> tuple[str, ...]:

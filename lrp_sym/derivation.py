@@ -61,6 +61,9 @@ class Derivation:
         Default value of each parameter (Symbol -> float) for generated kernels.
     results : dict
         Named expressions (``step``, ``root_point``, ``relevance``, ``q``, ...) for tests and tools.
+    notes : list of str
+        Paragraphs of prose for the docs page (what else the analysis covers, how a layer maps
+        onto it), shown after the header.
     """
 
     name: str
@@ -74,6 +77,7 @@ class Derivation:
     parameters: tuple = ()
     defaults: dict = field(default_factory=dict)
     results: dict[str, Expr] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def as_expected(self) -> bool:

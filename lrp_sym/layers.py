@@ -66,13 +66,15 @@ class LinearPooling:
     """Sum (a = 1) or average (a = 1/n) pooling x_j = sum_i a x_i, derived as a root-point step.
 
     The input of a pooling layer is a ReLU output, so the domain is the orthant; the direction
-    is the input itself (the z-rule). t* = 1 and the root point is x~ = 0.
+    is the input itself (the z-rule). t* = 1 and the root point is x~ = 0. ``notes`` are
+    paragraphs for the docs page (which other layers the analysis covers).
     """
 
     name: str
     title: str
     paper: str
     weight: Expr
+    notes: tuple[str, ...] = ()
 
     def derive(self) -> Derivation:
         derivation = RootPointRule(self.name, self.title, self.paper, direction=x[i],
@@ -82,6 +84,7 @@ class LinearPooling:
         derivation.rows.insert(0, ("pooling x_j", Eq(Symbol("x_j"), preactivation(self.weight, 0))))
         derivation.rows.append(("z-rule (the weight cancels)", z_rule))
         derivation.results["rule"] = z_rule
+        derivation.notes = list(self.notes)
         derivation.terms = [RatioTerm(S.One, x[i])]
         derivation.proofs += [
             prove_zero("root_point_origin", "the root point is the origin: x~_i = 0",

@@ -48,6 +48,9 @@ class RatioRule:
     identities : dict
         ``name -> (statement, f)`` where ``f(passed, z)`` must vanish; ``passed`` is sum_i R_ij
         and ``z`` the pre-activation z_j. Each is proved or refuted like any other obligation.
+    preactivation : Expr, optional
+        The neuron's z_j when it is not the dense sum_i x_i w_ij + b_j (an addition:
+        sum_i x_i, unit weights and no bias).
     """
 
     name: str
@@ -61,6 +64,13 @@ class RatioRule:
     expected: dict[str, Status] = field(default_factory=dict)
     solve_conservation_for: Symbol | None = None
     identities: dict[str, tuple[str, Callable[[Expr, Expr], Expr]]] = field(default_factory=dict)
+    preactivation: Expr | None = None
+
+    def neuron(self) -> Expr:
+        """z_j: the declared pre-activation, or sum_i x_i w_ij + b_j."""
+        if self.preactivation is not None:
+            return self.preactivation
+        return over_inputs(x[i] * w[i, j]) + b[j]
 
     def relevance(self) -> Expr:
         """R_ij for an active neuron (stabiliser +eps)."""
@@ -89,7 +99,7 @@ class RatioRule:
                        self.expected.get("conservation", Status.PROVED)),
             self._prove_positivity(relevance),
         ]
-        z = over_inputs(x[i] * w[i, j]) + b[j]
+        z = self.neuron()
         for name, (statement, identity) in self.identities.items():
             derivation.proofs.append(prove_zero(name, statement, expand_sums(identity(passed, z)),
                                                 sampler, self.expected.get(name, Status.PROVED)))
@@ -115,7 +125,7 @@ class RatioRule:
         expected = self.expected.get("positivity", Status.PROVED)
         rng = random.Random(3)
         # only active neurons (z_j > 0) where every term is defined (denominator non-zero)
-        z = over_inputs(x[i] * w[i, j]) + b[j]
+        z = self.neuron()
         stabiliser = eps if self.stabilised else S.Zero
         denominators = [over_inputs(term.q) + term.bias_share + stabiliser for term in self.terms]
         checked = 0

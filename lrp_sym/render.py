@@ -19,6 +19,7 @@ from lrp_sym.symbols import R, j
 _LAYER_SIGNATURES = {
     "batchnorm_fold": "fold_batchnorm(weight, bias, gamma, beta, mean, var, eps) -> (weight, bias)",
     "maxpool": "relevance(pool, x, relevance_out) -> numpy.ndarray",
+    "affine_channel": "affine_from_batchnorm(gamma, beta, mean, var, eps) -> (scale, shift)",
 }
 _STATUS_MARK = {"proved": "proved", "refuted": "refuted", "undecided": "undecided"}
 
@@ -116,8 +117,8 @@ def kernel_section(derivation: Derivation, module: str | None,
                   "$d + \\varepsilon\\,\\mathrm{sign}(d)$ with $\\mathrm{sign}(0) = +1$. "
                   "With `eps=0` a zero denominator raises `ZeroDenominatorError` where the upper "
                   "relevance is non-zero."]
-    if module not in _LAYER_SIGNATURES and "domain_condition" in derivation.results:
-        from lrp_sym.codegen.root_point_condition import condition_signature
+    from lrp_sym.codegen.root_point_condition import condition_signature, has_root_point_condition
+    if module not in _LAYER_SIGNATURES and has_root_point_condition(derivation):
         lines += ["", "Root-point diagnostic: the derived domain condition per output neuron "
                   "(`inside`), and whether the rule applies, $z_j > 0$ and "
                   "$\\sum_i q_{ij} > 0$ (`active`):", "", "```python",
@@ -141,6 +142,8 @@ def render_rule_page(derivation: Derivation, source: str, module: str | None,
         defaults = ", ".join(f"${latex(p)} = {float(derivation.defaults.get(p, float('nan')))!r}$"
                              for p in derivation.parameters)
         lines.append(f"| parameters (defaults) | {defaults} |")
+    for note in derivation.notes:
+        lines += ["", note]
     lines += ["", "## Derivation", ""]
     for label, value in derivation.rows:
         lines += [f"**{_cell(label)}**", "", display_math(value), ""]
@@ -186,6 +189,8 @@ def render_text(derivation: Derivation, latex: bool = False) -> str:
         parameters = ", ".join(f"{p} (default {derivation.defaults.get(p, '-')})"
                                for p in derivation.parameters)
         lines.append(f"   parameters: {parameters}")
+    for note in derivation.notes:
+        lines.append(f"   note: {note}")
     for label, value in derivation.rows:
         lines.append(f"   {label}:")
         lines.append(f"       {render_expression(value, latex)}")

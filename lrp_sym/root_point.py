@@ -10,6 +10,10 @@ and the relevance of connection (i, j) is the i-th term of the first-order Taylo
 R_j at x~: R_ij = (dR_j/dx_i at x~) (x_i - x~_i). The ReLU has no derivative on its hinge, where
 x~ lies; we take the gradient of the active branch (z_j > 0), i.e. the one-sided derivative from
 the side the input x is on.
+
+A neuron without activation (``activation="identity"``: an addition y = sum_i x_i, say) has the
+relevance model R_j = c_j z_j with c_j = R_j / z_j locally constant and of either sign; the same
+steps apply for either sign of z_j, on the unconstrained input space.
 """
 
 from __future__ import annotations
@@ -17,8 +21,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from sympy import (Eq, Expr, Indexed, Le, Piecewise, S, Symbol, diff, fraction, simplify, solve,
-                   together)
+from sympy import (Eq, Expr, Indexed, IndexedBase, Le, Piecewise, S, Symbol, diff, fraction,
+                   simplify, solve, together)
 
 from lrp_sym.derivation import Derivation, DerivationError, RatioTerm
 from lrp_sym.directions import negative_part, positive_part
@@ -31,6 +35,9 @@ from lrp_sym.symbols import R, b, c, i, j, k, l, h, t, w, x
 
 #: coordinate symbols introduced by domain parameterizations and sign cases
 _STEP = Symbol("T", positive=True)
+#: the relevance models: R_j = c_j max(0, z_j), c_j >= 0 (ReLU), or R_j = c_j z_j, c_j real
+ACTIVATIONS = ("relu", "identity")
+_SIGNED_C = IndexedBase("c", real=True)
 
 
 def preactivation(weights: Expr = w[i, j], bias: Expr = b[j]) -> Expr:
@@ -80,6 +87,10 @@ class RootPointRule:
         Fixed weights replacing w_ij (1/n for average pooling); overrides ``unit_weights``.
     bias : Expr
         The neuron's bias, b_j by default (0 for pooling layers).
+    activation : {"relu", "identity"}
+        ``"relu"`` (default): x_j = max(0, z_j), relevance model R_j = c_j x_j with c_j >= 0,
+        derived for active neurons. ``"identity"``: a neuron without activation (an addition),
+        R_j = c_j z_j with c_j = R_j / z_j of either sign, derived for z_j != 0; only on R^n.
     defaults : dict
         Default value of each parameter (Symbol -> float) for generated kernels.
     expected : dict
@@ -96,11 +107,18 @@ class RootPointRule:
     unit_weights: bool = False
     weights: Expr | None = None
     bias: Expr = b[j]
+    activation: str = "relu"
     defaults: dict = field(default_factory=dict)
     expected: dict[str, Status] = field(default_factory=dict)
 
     def derive(self) -> Derivation:
         """Solve the root point, expand, extract q_ij, and attempt every proof obligation."""
+        if self.activation not in ACTIVATIONS:
+            raise DerivationError(f"{self.name}: activation must be one of {ACTIVATIONS}, "
+                                  f"not {self.activation!r}")
+        if self.activation == "identity" and self.domain.membership(x[i]):
+            raise DerivationError(f"{self.name}: a neuron without activation is derived on R^n "
+                                  f"only (its step t* takes either sign)")
         weights = self._weights()
         direction = self.direction.subs(w[i, j], weights)
         z = preactivation(weights, self.bias)
@@ -117,12 +135,17 @@ class RootPointRule:
         root_point = x[i] - step * direction
 
         # 2. R_ij by differentiating the active branch of R_j = c_j max(0, z_j) at the root point
-        activation = Piecewise((z, z > 0), (0, True))
-        active_relevance = c[j] * activation.args[0].expr
+        # (or R_j = c_j z_j itself for a neuron without activation)
+        if self.activation == "relu":
+            coefficient = c[j]
+            active_relevance = coefficient * Piecewise((z, z > 0), (0, True)).args[0].expr
+        else:
+            coefficient = _SIGNED_C[j]
+            active_relevance = coefficient * z
         gradient = _resolve_index_range(diff(active_relevance, x[k]).doit())
         relevance = _at(gradient, root_point).subs(k, i) * (x[i] - root_point)
-        # relevance model on the active side: c_j = R_j / z_j
-        relevance = simplify(relevance.subs(c[j], R[j] / z))
+        # relevance model on the active side (on either side without activation): c_j = R_j / z_j
+        relevance = simplify(relevance.subs(coefficient, R[j] / z))
 
         # 3. canonical form R_ij = q_ij / sum_i q_ij R_j
         q, denominator = fraction(together(relevance / R[j]))
@@ -140,6 +163,8 @@ class RootPointRule:
         # a constant factor such as the 1/n of average pooling when R_ij was reduced)
         condition = self._domain_condition(direction, step, canonical_q(direction * weights), z)
         derivation.rows = [
+            *([("relevance model", "R_j = c_j z_j, c_j = R_j / z_j locally constant, "
+                "either sign (no activation)")] if self.activation == "identity" else []),
             ("search direction v_ij", direction),
             ("root condition", Eq(root_condition, 0)),
             ("step t*", step),
@@ -150,7 +175,7 @@ class RootPointRule:
             ("root point in domain when", condition if condition is not None else "no closed form"),
         ]
         derivation.results.update(step=step, root_point=root_point, relevance=relevance, q=q,
-                                  preactivation=z)
+                                  preactivation=z, activation=self.activation)
         if condition is not None:
             derivation.results["domain_condition"] = condition
         derivation.proofs = self._prove(derivation, condition)
@@ -230,7 +255,9 @@ class RootPointRule:
             self._prove_condition(derivation, condition),
             self._prove_domain_standard(derivation),
             prove_nonnegative_cases(
-                "positivity", f"positivity: R_ij >= 0 on {self.domain.name} (q_ij >= 0)",
+                "positivity", f"positivity: R_ij >= 0 on {self.domain.name} (q_ij >= 0)"
+                if self.activation == "relu" else
+                f"positivity: R_ij >= 0 whenever R_j >= 0, on {self.domain.name} (q_ij >= 0)",
                 by_weight_sign(results["q"].subs(self.domain.parameterization())),
                 expected("positivity", Status.PROVED)),
         ]
@@ -238,9 +265,13 @@ class RootPointRule:
 
     @staticmethod
     def _applies(instance, derivation) -> bool:
-        """The rule is for active neurons (z_j > 0) with sum_i q_ij > 0, i.e. t* > 0."""
-        return (instance.evaluate(derivation.results["preactivation"]) > 0
-                and instance.evaluate(over_inputs(derivation.results["q"])) > 0)
+        """The rule is for active neurons (z_j > 0) with sum_i q_ij > 0, i.e. t* > 0; without
+        activation for z_j != 0 with sum_i q_ij != 0 (t* finite and non-zero)."""
+        z = instance.evaluate(derivation.results["preactivation"])
+        total = instance.evaluate(over_inputs(derivation.results["q"]))
+        if derivation.results["activation"] == "identity":
+            return z != 0 and total != 0
+        return z > 0 and total > 0
 
     def _root_point_inside(self, instance, derivation) -> bool:
         point = derivation.results["root_point"]

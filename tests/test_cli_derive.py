@@ -23,7 +23,8 @@ def test_derive_list(capsys):
     assert main(["derive", "--list"]) == 0
     names = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
     assert {"w2", "zplus", "zbox", "lrp0", "gamma", "flat", "epsilon", "alphabeta", "maxpool",
-            "batchnorm", "taylor", "sensitivity"} <= set(names)
+            "batchnorm", "taylor", "sensitivity", "add_z", "add_zplus", "add_epsilon",
+            "affine_channel", "concat"} <= set(names)
 
 
 def test_unknown_rule_is_one_line_and_exit_2(capsys):

@@ -22,7 +22,8 @@ from lrp_sym.symbols import (R, b, bn_beta, bn_eps, bn_gamma, bn_mean, bn_var, g
                              n, p, w, x)
 
 DECLARATIONS = load_declarations()
-NEW_RULES = {"sumpool", "avgpool", "lppool", "maxpool", "batchnorm", "sensitivity", "taylor"}
+NEW_RULES = {"sumpool", "avgpool", "lppool", "maxpool", "batchnorm", "sensitivity", "taylor",
+             "add_z", "add_zplus", "add_epsilon", "affine_channel", "concat"}
 
 
 @pytest.fixture(autouse=True)

@@ -89,9 +89,10 @@ DOCS_ONLY = _of_kind("docs")
 
 
 def test_every_derivation_is_a_rule_a_layer_kernel_or_docs_only():
-    assert LAYERS == ["batchnorm", "maxpool"]
-    assert {"zplus", "zbox", "gamma", "lrp0", "epsilon"} <= set(RULES)
-    assert {"sensitivity", "taylor", "sumpool", "avgpool", "lppool"} <= set(DOCS_ONLY)
+    assert LAYERS == ["affine_channel", "batchnorm", "maxpool"]
+    assert {"zplus", "zbox", "gamma", "lrp0", "epsilon", "add_z", "add_zplus",
+            "add_epsilon"} <= set(RULES)
+    assert {"sensitivity", "taylor", "sumpool", "avgpool", "lppool", "concat"} <= set(DOCS_ONLY)
     assert sorted(RULES + LAYERS + DOCS_ONLY) == sorted(shipped_derivations())
 
 

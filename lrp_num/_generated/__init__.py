@@ -7,6 +7,9 @@ Load a rule's kernel with ``lrp_num.kernels.load_kernel(name)``.
 """
 
 RULES = (
+    'add_epsilon',
+    'add_z',
+    'add_zplus',
     'alphabeta',
     'bias_neuron',
     'epsilon',
@@ -20,6 +23,7 @@ RULES = (
     'zplus_split',
 )
 LAYER_KERNELS = (
+    'affine_channel',
     'batchnorm_fold',
     'maxpool',
 )

@@ -5,6 +5,9 @@
   ``results["folded_bias"]`` (in b[j] and the bn_* symbols), elementwise with broadcasting.
 * ``maxpool`` -> ``maxpool.py``: ``relevance(pool, x, relevance_out)`` from
   ``results["winner_share"]`` (in the number m of tied maxima) and ``results["loser_share"]``.
+* ``affine_channel`` -> ``affine_channel.py``: ``affine_from_batchnorm(gamma, beta, mean, var,
+  eps)`` printed from ``results["scale"]`` and ``results["shift"]`` (in the bn_* symbols): the
+  diagonal weights and bias of a batch norm that is not folded.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ BATCHNORM_NAMES = {w: "weight", b: "bias", bn_gamma: "gamma", bn_beta: "beta", b
                    bn_var: "var", bn_eps: "eps"}
 BATCHNORM_SYMBOLS = frozenset({bn_gamma, bn_beta, bn_mean, bn_var, bn_eps})
 #: which derivation produces which layer kernel file
-LAYER_KERNELS = {"batchnorm": "batchnorm_fold", "maxpool": "maxpool"}
+LAYER_KERNELS = {"batchnorm": "batchnorm_fold", "maxpool": "maxpool",
+                 "affine_channel": "affine_channel"}
 
 
 def _result(derivation: Derivation, key: str) -> Expr:
@@ -32,7 +36,7 @@ def _result(derivation: Derivation, key: str) -> Expr:
 
 
 def _check_symbols(derivation: Derivation, key: str, expr: Expr, base) -> None:
-    """``expr`` may contain ``base`` (w[i, j] or b[j]) and the bn_* symbols only."""
+    """``expr`` may contain ``base`` (w[i, j], b[j], or None) and the bn_* symbols only."""
     indexed = expr.atoms(Indexed)
     labels = {a.base.label for a in indexed} | {i, j}
     stray = {str(a) for a in indexed if a.base != base}
@@ -123,14 +127,57 @@ def emit_maxpool(derivation: Derivation, header: str) -> str:
     ]) + "\n"
 
 
+def emit_affine_channel(derivation: Derivation, header: str) -> str:
+    """The source of ``affine_channel.py``."""
+    scale = _result(derivation, "scale")
+    shift = _result(derivation, "shift")
+    _check_symbols(derivation, "scale", scale, None)
+    _check_symbols(derivation, "shift", shift, None)
+    names = dict(BATCHNORM_NAMES)
+    replacements, (scale_code, shift_code) = cse([scale, shift],
+                                                 symbols=numbered_symbols("_c", start=1),
+                                                 order="canonical")
+    lines = []
+    for symbol, value in replacements:
+        lines.append(f"    {symbol} = {print_numpy(value, names)}")
+        names[symbol] = str(symbol)
+    return "\n".join([
+        header.rstrip("\n"),
+        f'"""{derivation.title}: its diagonal weights and bias (generated).',
+        "",
+        derivation.paper,
+        "",
+        "y_c = s_c x_c + t_c with",
+        "",
+        f"    s_c = {sstr(scale)}",
+        f"    t_c = {sstr(shift)}",
+        "",
+        "The rules apply to it as to any linear layer, through a diagonal operator (w_cc = s_c,",
+        "b_c = t_c); see docs/rules/affine_channel.md for what each rule gives on one input.",
+        '"""',
+        "",
+        "import numpy",
+        "",
+        "",
+        "def affine_from_batchnorm(gamma, beta, mean, var, eps):",
+        '    """Return (scale, shift) of batch normalisation as the affine map y = scale x + shift.',
+        "",
+        "    Elementwise with NumPy broadcasting over the per-channel arrays gamma, beta, mean, var.",
+        '    """',
+        *lines,
+        f"    return {print_numpy(scale_code, names)}, {print_numpy(shift_code, names)}",
+    ]) + "\n"
+
+
 def is_layer_derivation(derivation: Derivation) -> bool:
     return derivation.name in LAYER_KERNELS
 
 
 def emit_layer_kernel(derivation: Derivation, header: str) -> str:
-    emit = {"batchnorm": emit_batchnorm_fold, "maxpool": emit_maxpool}[derivation.name]
+    emit = {"batchnorm": emit_batchnorm_fold, "maxpool": emit_maxpool,
+            "affine_channel": emit_affine_channel}[derivation.name]
     return emit(derivation, header)
 
 
-__all__ = ["BATCHNORM_NAMES", "LAYER_KERNELS", "emit_batchnorm_fold", "emit_layer_kernel",
-           "emit_maxpool", "is_layer_derivation"]
+__all__ = ["BATCHNORM_NAMES", "LAYER_KERNELS", "emit_affine_channel", "emit_batchnorm_fold",
+           "emit_layer_kernel", "emit_maxpool", "is_layer_derivation"]

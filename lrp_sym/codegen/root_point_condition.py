@@ -28,8 +28,13 @@ _BIAS = Symbol("bias")
 
 
 def has_root_point_condition(derivation: Derivation) -> bool:
-    """True for a root-point rule whose domain condition has a closed form."""
-    return "domain_condition" in derivation.results
+    """True for a root-point rule of a ReLU neuron whose domain condition has a closed form.
+
+    A neuron without activation (an addition) has no active side: its root point is on R^n
+    wherever t* exists, so it gets no diagnostic.
+    """
+    return ("domain_condition" in derivation.results
+            and derivation.results.get("activation", "relu") == "relu")
 
 
 def _separated(derivation: Derivation, what: str, expr: Expr) -> list[tuple[Expr, Expr, str]]:
