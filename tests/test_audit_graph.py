@@ -190,6 +190,19 @@ def test_correct_runs_match_their_convention_at_every_node(model, library, rule)
     assert any(line.startswith("Add nodes conserve") for line in report.verdicts)
 
 
+@pytest.mark.parametrize("library", ["zennit", "captum"])
+def test_the_derived_add_rule_as_dtd_reference(model, monkeypatch, library):
+    """With Add nodes on the derived add_z rule, the libraries still match their convention
+    (their additions are the z-rule with a stabiliser)."""
+    import lrp_num.composites
+
+    monkeypatch.setattr(lrp_num.composites, "ADD_RULE", "add_z")
+    graph, x = model
+    report = audit_library(graph, x, library, rule="epsilon", tolerance=TOL)
+    assert report.ok, report.verdicts
+    assert [a.rule for a in report.nodes if a.addend_sum_library is not None] == ["add_z", "add_z"]
+
+
 def test_zennit_merged_batch_norm_differs_from_dtd_by_its_bias_convention(model):
     graph, x = model
     report = audit_library(graph, x, "zennit", rule="zplus", tolerance=TOL)

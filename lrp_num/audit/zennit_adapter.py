@@ -174,16 +174,15 @@ def run_zennit_graph(graph, twin, x: np.ndarray, plan: Mapping[int, LayerRule], 
     if input_domain is not None:
         low = torch.tensor(np.broadcast_to(input_domain.low, x.shape[1:])[None].copy(), dtype=torch.float64)
         high = torch.tensor(np.broadcast_to(input_domain.high, x.shape[1:])[None].copy(), dtype=torch.float64)
+    from lrp_num.layers import Conv2d, Dense
+
     hooks = {}
-    for k, choice in plan.items():
-        name = graph.nodes[k].name
-        if choice.rule in ("lrp0", "maxpool", "sumpool", "avgpool") and name not in (overrides or {}):
-            continue  # pooling and additions: zennit's Norm / the gradient, below
-        module = twin.node_modules.get(name)
-        if module is None:
-            continue
-        make = (overrides or {}).get(name)
-        hooks[id(module)] = make() if make else zennit_rule(choice, low=low, high=high)
+    for k, choice in plan.items():  # pooling and additions: zennit's Norm / the gradient, below
+        node = graph.nodes[k]
+        if isinstance(node.operation, (Dense, Conv2d)) and node.name in twin.node_modules:
+            hooks[id(twin.node_modules[node.name])] = zennit_rule(choice, low=low, high=high)
+    for name, make in (overrides or {}).items():
+        hooks[id(twin.node_modules[name])] = make()
     types_ = zennit.types
     stabilizer = ZENNIT.conventions.eps
 
