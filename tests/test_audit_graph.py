@@ -270,7 +270,8 @@ def test_reports_render_node_rows(model):
     graph, x = model
     report = audit_library(graph, x, "zennit", rule="zplus", tolerance=TOL)
     table = render_table(report)
-    assert "layer1.0.add" in table and "addends/R lib" in table and "layer2.0.downsample.0 (+layer2.0.downsample.1)" in table
+    assert "layer1.0.add" in table and "addends/R lib" in table
+    assert "layer2.0.downsample.0 (+layer2.0.downsample.1)" in table
     assert "| layer2.0.add |" in render_markdown(report)
     assert '"node": "layer1.0.add"' in render_json(report)
 

@@ -191,6 +191,11 @@ def _addend_ratio(addends: list[np.ndarray], relevance: np.ndarray) -> np.ndarra
         return np.where(total != 0, sum(_sums(a) for a in addends) / np.where(total != 0, total, 1.0), np.nan)
 
 
+def _negatives(relevance: np.ndarray, tolerance: float) -> int:
+    scale = float(np.max(np.abs(relevance))) if relevance.size else 0.0
+    return int(np.count_nonzero(relevance < -tolerance * scale))
+
+
 def _same(addends: list[np.ndarray], tolerance: float) -> bool:
     scale = max(float(np.max(np.abs(a))) if a.size else 0.0 for a in addends)
     return scale > 0 and all(np.max(np.abs(a - addends[0])) <= max(tolerance, 1e-12) * scale for a in addends[1:])
@@ -300,8 +305,7 @@ def _verdicts(name: str, profile: Profile, graph, consumers, audits: list[NodeAu
         lines.append(f"note: {name} exposes no per-addend relevance at node(s) {', '.join(missing)}")
     # conservation from the output to the input
     scale = np.where(f_c != 0, np.abs(f_c), 1.0)
-    absorbed = {key: (f_c - _sums(values.nodes[graph.input_name] if not isinstance(values, LibraryRun)
-                                 else values.relevance)) / scale
+    absorbed = {key: (f_c - _sums(values.nodes[graph.input_name])) / scale
                 for key, values in (("library", lib), ("profile", own), ("dtd", dtd))}
     gap = np.abs(absorbed["library"] - absorbed["profile"])
     s = int(np.argmax(gap))
@@ -312,8 +316,7 @@ def _verdicts(name: str, profile: Profile, graph, consumers, audits: list[NodeAu
     else:
         lines.append(f"conservation as its convention implies: absorbs {absorbed['library'][s]:+.3g} f_c "
                      f"(DTD {absorbed['dtd'][s]:+.3g})")
-    negatives = lambda r: int(np.count_nonzero(r < -tolerance * max(float(np.max(np.abs(r))), 0.0)))  # noqa: E731
-    n_lib, n_dtd = negatives(lib.relevance), negatives(dtd.nodes[graph.input_name])
+    n_lib, n_dtd = _negatives(lib.relevance, tolerance), _negatives(dtd.nodes[graph.input_name], tolerance)
     lines.append(f"positivity: {n_lib} negative input relevances (DTD {n_dtd})" if n_lib > n_dtd
                  else "positivity: no more negative input relevances than DTD")
     lines.append("note: on graphs the reference values come from the float64 engine under each convention "
