@@ -28,10 +28,10 @@ from lrp_num.errors import MissingBoundsError, UnknownRuleError
 from lrp_num.layers import (AdaptiveAvgPool2d, Add, AvgPool2d, ChannelAffine, Conv2d, Dense,
                             MaxPool2d, SumPool2d)
 
-#: the rule of every Add node. LRP-0 on the stacked addends (unit weights, no bias) is the
-#: proportional split R_k = a_k / sum a R; "add_z", derived for the Add neuron itself, replaces it
-#: here once its kernel is generated (same mathematics for unit weights)
-ADD_RULE = "lrp0"
+#: the default rule of Add nodes: the proportional split R_k = a_k / sum a R derived for the
+#: addition (derivations/add_z.py); a composite's ``add`` field chooses another (add_zplus,
+#: add_epsilon)
+ADD_RULE = "add_z"
 #: the rule of every ChannelAffine node (see the module docstring)
 AFFINE_RULE = "lrp0"
 
@@ -58,11 +58,16 @@ class Composite:
     choose : callable
         ``choose(index, layer, is_first_linear, input_is_box) -> LayerRule``.
     description : str
+    add : LayerRule
+        The rule of every Add node (default :data:`ADD_RULE`); a rule derived for the sum
+        neuron (``add_z``, ``add_zplus``, ``add_epsilon``), e.g.
+        ``dataclasses.replace(get_composite("epsilon-plus"), add=LayerRule("add_zplus"))``.
     """
 
     name: str
     choose: Chooser
     description: str = ""
+    add: LayerRule = LayerRule(ADD_RULE)
 
     @classmethod
     def from_types(cls, name: str, dense: LayerRule, conv: LayerRule | None = None,
@@ -109,7 +114,7 @@ class Composite:
             elif isinstance(layer, ChannelAffine):
                 plan[index] = LayerRule(AFFINE_RULE)
             elif isinstance(layer, Add):
-                plan[index] = LayerRule(ADD_RULE)
+                plan[index] = self.add
         return plan
 
 

@@ -47,6 +47,8 @@ __all__ = ["Explanation", "LayerReport", "MissingBoundsError", "explain", "expla
 #: keywords of a generated kernel that are not rule parameters
 _RUNTIME_KEYWORDS = frozenset({"op", "x", "relevance_out", "lower", "upper", "eps", "stabilise",
                                "bias_shares"})
+#: the neurons a generated kernel can be derived for (its NEURON), in words
+_NEURONS = {"linear": "a linear neuron sum_i x_i w_ij + b_j", "sum": "an addition of tensors (Add node)"}
 #: operations whose relevance rule is always the shipped, derived one (never a user's kernel)
 _DERIVED_ONLY = (SumPool2d, AvgPool2d, MaxPool2d, AdaptiveAvgPool2d, ChannelAffine, Add)
 
@@ -135,6 +137,7 @@ class _Kernel(NamedTuple):
     condition: Callable | None
     parameters: frozenset[str]
     domain: str | None
+    neuron: str
 
 
 @functools.lru_cache(maxsize=None)
@@ -150,8 +153,7 @@ def _kernel_of(module: ModuleType) -> _Kernel:
     parameters = frozenset(parameters) if parameters is not None else accepted - _RUNTIME_KEYWORDS
     return _Kernel(kernel, accepted, bool(getattr(module, "BOUNDS", ())),
                    int(getattr(module, "N_TERMS", 1)), condition if callable(condition) else None,
-                   parameters, getattr(module, "DOMAIN", None))
-
+                   parameters, getattr(module, "DOMAIN", None), getattr(module, "NEURON", "linear"))
 
 
 def _kernel(rule: str, folder: str | None, layer: object) -> _Kernel:
@@ -189,6 +191,14 @@ def _check_plan(plan: dict[int, LayerRule], layers: Sequence, folder: str | None
             raise UnknownRuleError(f"{choice.rule!r} is the kernel of a layer type, not a rule for "
                                    f"layer {index}; rules: {', '.join(known_rules())}")
         kernel = _kernel(choice.rule, folder, layers[index])
+        wanted = "sum" if isinstance(layers[index], Add) else "linear"
+        if kernel.neuron != wanted:
+            raise UnknownRuleError(
+                f"rule {choice.rule!r} is derived for {_NEURONS.get(kernel.neuron, kernel.neuron)}, but "
+                f"node {index} ({layers[index]!r}) is {_NEURONS[wanted]}" + (
+                    "; choose the Add nodes' rule with a composite's add field, e.g. "
+                    "dataclasses.replace(composite, add=LayerRule('add_zplus'))"
+                    if kernel.neuron == "sum" else ""))
         check_rule_parameters(choice.rule, choice.parameters, kernel.parameters)
 
 

@@ -226,12 +226,16 @@ class Graph:
     def forward_trace(self, x: np.ndarray) -> dict[str, np.ndarray]:
         """Every node's output, and the input under :attr:`input_name`, for a batch ``x``."""
         values = {self.input_name: self._checked_input(x)}
-        for node in self.nodes:
-            try:
-                # the input was checked for NaN and Inf once; operations check only shapes
-                values[node.name] = node.operation(*(values[i] for i in node.inputs), check_finite=False)
-            except ShapeError as error:
-                raise ShapeError(f"node {node.name!r}: {error}") from None
+        # an overflow (float32 near 3e38) is reported once, below, as NonFiniteError; numpy's
+        # RuntimeWarnings about it would only be noise before that line
+        with np.errstate(over="ignore", invalid="ignore"):
+            for node in self.nodes:
+                try:
+                    # the input was checked for NaN and Inf once; operations check only shapes
+                    values[node.name] = node.operation(*(values[i] for i in node.inputs),
+                                                       check_finite=False)
+                except ShapeError as error:
+                    raise ShapeError(f"node {node.name!r}: {error}") from None
         require_finite(values[self.output], "network output (overflow inside the network)")
         return values
 

@@ -64,6 +64,10 @@ class Derivation:
     notes : list of str
         Paragraphs of prose for the docs page (what else the analysis covers, how a layer maps
         onto it), shown after the header.
+    neuron : str
+        The neuron the rule is derived for, and so the nodes its kernel applies to:
+        ``"linear"`` (z_j = sum_i x_i w_ij + b_j: Dense, Conv2d, pooling, per-channel affine) or
+        ``"sum"`` (y = sum_k a_k of addends stacked on axis 1: an Add node).
     """
 
     name: str
@@ -78,6 +82,7 @@ class Derivation:
     defaults: dict = field(default_factory=dict)
     results: dict[str, Expr] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    neuron: str = "linear"
 
     @property
     def as_expected(self) -> bool:

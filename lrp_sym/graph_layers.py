@@ -93,6 +93,7 @@ class Addition:
                                    domain=REAL_SPACE, unit_weights=True, bias=S.Zero,
                                    activation="identity", expected=dict(self.expected)).derive()
         _addition_rows(derivation)
+        derivation.neuron = "sum"
         derivation.notes += list(self.notes)
         positivity = derivation.proof("positivity")
         if positivity.status is Status.REFUTED:
@@ -182,6 +183,7 @@ class AdditionEpsilon:
             "conservation", conservation.statement, derivation.results["passed"] - R[j],
             _positive_sum_sampler, conservation.expected)
         _addition_rows(derivation)
+        derivation.neuron = "sum"
         derivation.notes.append(
             "Written for y > 0, where the stabiliser eps sign(y) is +eps; for y < 0 the "
             "kernel uses -eps, and the rule is the mirror image (a -> -a leaves R_k unchanged), "

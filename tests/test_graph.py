@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from lrp_num import explain, explain_details, load_npz, save_npz, testing
 from lrp_num.composites import ADD_RULE, AFFINE_RULE, COMPOSITES
 from lrp_num.errors import (GraphError, LRPError, MissingBoundsError, ModelFileError, ShapeError,
-                            UnsupportedLayerError)
+                            UnknownRuleError, UnsupportedLayerError)
 from lrp_num.graph import Graph, Node, as_graph
 from lrp_num.layers import (Add, BatchNorm, ChannelAffine, Concat, Conv2d, Dense, Dropout, Flatten,
                             GlobalAvgPool, MaxPool2d, ReLU)
@@ -146,7 +146,7 @@ def test_sequential_is_the_chain_graph():
     graph = as_graph(network)
     assert [node.name for node in graph.nodes] == ["layer0", "layer1", "layer2"]
     assert graph.layers == network.layers and as_graph(network) is graph
-    x = RNG.standard_normal((2, 4))
+    x = RNG.random((2, 4))  # non-negative: the domain of z+
     np.testing.assert_array_equal(graph(x), network(x))
     details = explain_details(network, x, rule="zplus")
     assert [report.name for report in details.layers] == ["layer0", "layer1", "layer2"]
@@ -158,7 +158,7 @@ def test_dropout_is_the_identity():
     with_dropout = Graph([Node("a", d1, "input"), Node("r", ReLU(), "a"), Node("drop", Dropout(0.3), "r"),
                           Node("b", d2, "drop")], input_shape=(4,))
     plain = Sequential([d1, ReLU(), d2], input_shape=(4,))
-    x = RNG.standard_normal((3, 4))
+    x = RNG.random((3, 4))  # non-negative: the domain of z+
     np.testing.assert_array_equal(with_dropout(x), plain(x))
     np.testing.assert_array_equal(explain(with_dropout, x, rule="zplus"), explain(plain, x, rule="zplus"))
     # Dropout only passes values on: the input box still reaches a Dense behind it
@@ -277,7 +277,7 @@ def test_concat_routes_relevance_back():
                    Node("r", ReLU(), "cat"), Node("head", head, "r")], input_shape=(4,))
     both = Dense(np.concatenate([a.weight, b.weight], axis=1), np.concatenate([a.bias, b.bias]))
     chain = Sequential([both, ReLU(), head], input_shape=(4,))
-    x = RNG.standard_normal((3, 4))
+    x = RNG.random((3, 4))  # non-negative: the domain of z+
     np.testing.assert_allclose(graph(x), chain(x), rtol=1e-12)
     for rule in ("zplus", "epsilon", "w2"):
         np.testing.assert_allclose(explain(graph, x, rule=rule), explain(chain, x, rule=rule), rtol=1e-10, atol=1e-12)
@@ -317,7 +317,8 @@ def test_composite_plan_and_the_input_box_on_a_graph():
     assert [plan[two.index(n)].rule for n in ("c1", "c2", "d")] == ["zbox", "zbox", "zplus"]
     # a batch norm at the input changes the values: no box behind it
     affine_first = Graph([Node("bn", batchnorm(1), "input"), Node("c", conv(2, 1, 3), "bn"),
-                          Node("f", Flatten(), "c"), Node("d", Dense(RNG.standard_normal((32, 2))), "f")],
+                          Node("r", ReLU(), "c"), Node("f", Flatten(), "r"),
+                          Node("d", Dense(RNG.standard_normal((32, 2))), "f")],
                          input_shape=(1, 4, 4))
     with pytest.raises(MissingBoundsError, match="ChannelAffine"):
         explain(affine_first, RNG.random((1, 1, 4, 4)), composite="deep-taylor", input_domain=(0.0, 1.0))
@@ -501,3 +502,29 @@ def test_verify_refuses_graphs_up_front():
 
     with pytest.raises(UnsupportedLayerError, match="graph model"):
         verify(residual_net(), RNG.random((1, 2, 6, 6)), model_name="resnet")
+
+
+def test_add_nodes_use_the_composites_add_rule():
+    """The Add rule is the composite's ``add`` field (default add_z); add_zplus gives every
+    addend a non-negative share where R >= 0, add_epsilon absorbs what its stabiliser holds."""
+    import dataclasses
+
+    from lrp_num.composites import LayerRule
+
+    graph = residual_net()
+    x = RNG.random((2, 2, 6, 6))
+    base = COMPOSITES["epsilon-plus"]
+    assert ADD_RULE == "add_z" and base.add == LayerRule("add_z")
+    for add in (LayerRule("add_zplus"), LayerRule("add_epsilon", {"epsilon": 0.5})):
+        composite = dataclasses.replace(base, add=add)
+        details = explain_details(graph, x, composite=composite, keep_layers=True)
+        adds = [r for r in details.layers if r.layer == "Add()"]
+        assert len(adds) == 2 and all(r.rule == add.rule for r in adds)
+        if add.rule == "add_epsilon":  # R - sum_k R_k = eps / (y + eps sign y) R, not zero
+            assert any(np.any(np.abs(r.relevance_out - r.relevance_in) > 1e-9) for r in adds)
+    # a rule derived for the sum neuron is refused on a linear layer, and the other way round
+    with pytest.raises(UnknownRuleError, match="Add node"):
+        explain(graph, x, rule="add_z")
+    wrong = dataclasses.replace(base, add=LayerRule("zplus"))
+    with pytest.raises(UnknownRuleError, match="derived for a linear neuron"):
+        explain(graph, x, composite=wrong)

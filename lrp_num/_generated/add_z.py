@@ -26,6 +26,8 @@ RULE = 'add_z'
 PARAMETERS = {}
 BOUNDS = ()
 N_TERMS = 1
+DOMAIN = 'R^n'
+NEURON = 'sum'
 
 
 def relevance(op, x, relevance_out, *, lower=None, upper=None, eps=1e-06, stabilise="zero", bias_shares=None):

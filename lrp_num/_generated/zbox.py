@@ -27,6 +27,7 @@ PARAMETERS = {}
 BOUNDS = ('lower', 'upper')
 N_TERMS = 1
 DOMAIN = 'box'
+NEURON = 'linear'
 
 
 def relevance(op, x, relevance_out, *, lower=None, upper=None, eps=1e-06, stabilise="zero", bias_shares=None):

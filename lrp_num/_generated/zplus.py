@@ -27,6 +27,7 @@ PARAMETERS = {}
 BOUNDS = ()
 N_TERMS = 1
 DOMAIN = 'orthant'
+NEURON = 'linear'
 
 
 def relevance(op, x, relevance_out, *, lower=None, upper=None, eps=1e-06, stabilise="zero", bias_shares=None):

@@ -334,6 +334,7 @@ def emit_ratio_kernel(derivation: Derivation, header: str) -> str:
         f"BOUNDS = {tuple(bounds)!r}",
         f"N_TERMS = {len(derivation.terms)}",
         f"DOMAIN = {_domain_name(derivation)!r}",
+        f"NEURON = {derivation.neuron!r}",
     ]
     function = [f"def {_signature(derivation)}:",
                 textwrap.indent(doc, "    ").rstrip("\n"),
