@@ -33,7 +33,8 @@ Graphs (residual networks): zennit's users route a skip connection's sum through
 ``zennit.layer.Sum`` (its ResNet canonizer does this to torchvision's blocks), which its
 composites give the ``Norm`` rule, R_k = a_k / stab(sum_k a_k) R; captum's users write it as an
 ``Addition_Module``, which gets captum's ``EpsilonRule``, the same split with captum's 1e-9.
-Both are our LRP-0 on the stacked addends under the library's conventions (``Profile.add``).
+Both are the derived proportional split ``add_z`` under the library's conventions (stabiliser
+everywhere; ``Profile.add``).
 zennit merges each batch norm into the linear node it reads (``canonizers.NamedMergeBatchNorm``
 with explicit pairs: ``SequentialMergeBatchNorm`` only sees module order), captum merges none
 (``Profile.library_graph``). A functional ``+`` is invisible to both: every addend receives the
@@ -226,7 +227,7 @@ ZENNIT = Profile(
              "zennit/composites.py (layer_map_base)", "zennit/canonizers.py (SequentialMergeBatchNorm)"),
     passes="ReLU: Pass; AvgPool: Norm (z-rule); MaxPool: gradient; BatchNorm: merged by canonizer",
     library_network=zennit_merged_network,
-    add=RuleMapping("add", "zennit.layer.Sum with zennit.rules.Norm", "lrp0", ADD_RULE, {},
+    add=RuleMapping("add", "zennit.layer.Sum with zennit.rules.Norm", "add_z", ADD_RULE, {},
                     "zennit/layer.py: Sum; zennit/rules.py: Norm; zennit/composites.py: layer_map_base; "
                     "zennit/torchvision.py: ResNetBasicBlockCanonizer",
                     "addends stacked on a new last axis and summed by a Sum module; Norm splits "
@@ -254,7 +255,7 @@ CAPTUM = Profile(
              "captum/attr/_core/lrp.py (LRP.attribute, SUPPORTED_LAYERS_WITH_RULES)"),
     passes=("ReLU: relevance passes unchanged; MaxPool/AvgPool: EpsilonRule; BatchNorm2d: its own "
             "EpsilonRule (not merged); top relevance f_c divided by the modified z'"),
-    add=RuleMapping("add", "captum Addition_Module with captum.attr._utils.lrp_rules.EpsilonRule", "lrp0",
+    add=RuleMapping("add", "captum Addition_Module with captum.attr._utils.lrp_rules.EpsilonRule", "add_z",
                     ADD_RULE, {},
                     "captum/attr/_utils/custom_modules.py: Addition_Module; captum/attr/_core/lrp.py: "
                     "SUPPORTED_LAYERS_WITH_RULES; captum/attr/_utils/lrp_rules.py: PropagationRule",
