@@ -82,6 +82,7 @@ FORMAT_VERSION = 1
 BUILTIN_MODELS: dict[str, str] = {
     "digits-mlp": "digits_mlp.npz",
     "digits-cnn": "digits_cnn.npz",
+    "digits-resnet": "digits_resnet.npz",
 }
 
 
@@ -472,9 +473,10 @@ def _check_test_data(extra: dict[str, np.ndarray], input_shape: tuple[int, ...] 
 def load_builtin(name: str) -> ModelFile:
     """Load a model shipped with the package: one of :data:`BUILTIN_MODELS`.
 
-    ``"digits-mlp"`` and ``"digits-cnn"`` are ReLU networks trained on scikit-learn's 8x8 digits
-    (inputs scaled to [0, 1], input domain l = 0, h = 1) by ``scripts/train_digits.py``; each
-    holds 8 held-out test images and labels as ``extra``.
+    ``"digits-mlp"``, ``"digits-cnn"`` (Sequential) and ``"digits-resnet"`` (a Graph with two
+    residual blocks) are ReLU networks trained on scikit-learn's 8x8 digits (inputs scaled to
+    [0, 1], input domain l = 0, h = 1) by ``scripts/train_digits.py``; each holds 8 held-out test
+    images and labels as ``extra``.
     """
     if name not in BUILTIN_MODELS:
         raise ModelFileError(f"no built-in model {name!r}; available: {', '.join(BUILTIN_MODELS)}")

@@ -1,39 +1,79 @@
-"""Import a feed-forward ONNX model as a :class:`~lrp_num.network.Sequential` network.
+"""Import an ONNX model as a :class:`~lrp_num.network.Sequential` chain or a
+:class:`~lrp_num.graph.Graph`.
 
-Supported: a linear chain (each node consumes the previous node's output) of
+Supported operators (opsets 9 to 21), each node translated into a graph node named after the
+ONNX node:
 
-* Gemm (transA = 0, transB 0 or 1, alpha = beta = 1), MatMul with a constant, Add of a constant
-  right after Gemm / MatMul (the bias) -> :class:`~lrp_num.layers.Dense`;
-* Conv (2-d, group 1, dilation 1, symmetric pads) -> :class:`~lrp_num.layers.Conv2d`;
-* MaxPool, AveragePool (no padding, ceil_mode 0) -> MaxPool2d, AvgPool2d;
-* Relu, Identity, Flatten (axis 1) and Reshape to (0, -1) or (-1, k) when k is the sample size;
-* BatchNormalization (inference) -> :class:`~lrp_num.layers.BatchNorm`, folded on construction.
+* Gemm (transA = 0, transB 0 or 1, alpha = beta = 1), MatMul with a constant, and an Add of a
+  constant right after Gemm / MatMul (the bias) -> :class:`~lrp_num.layers.Dense`;
+* Conv (2-d, any group, dilation 1, symmetric pads) -> :class:`~lrp_num.layers.Conv2d`;
+* MaxPool, AveragePool (symmetric pads, ceil_mode, count_include_pad) -> MaxPool2d, AvgPool2d;
+  GlobalAveragePool -> GlobalAvgPool;
+* Pad with zeros on height and width only, symmetric, feeding Conv or AveragePool: folded into
+  their padding (MaxPool pads with -inf, so a zero Pad before it is refused);
+* Add and Sum of two or more model tensors -> Add; Concat of model tensors (not on the batch
+  axis) -> Concat;
+* Relu, Identity, Dropout (inference), Flatten (axis 1), Reshape that flattens each sample
+  ((0, -1), (N, -1), (-1, k) with k the sample size) or keeps its shape;
+* BatchNormalization (inference) -> :class:`~lrp_num.layers.BatchNorm`, folded into the layer
+  before it where possible;
+* Constant, and chains of Shape, Gather, Unsqueeze, Squeeze, Concat, Cast, Identity on
+  constants and on the input's shape (as ``torch.onnx.export`` writes ``x.view(x.size(0), -1)``):
+  evaluated at import, the batch size kept symbolic, and folded away.
 
-Weights come from the graph's initializers (or Constant nodes). Anything else raises
-:class:`~lrp_num.errors.UnsupportedLayerError` naming the node. Needs the optional ``onnx``
-package.
+A model that is a chain (every node reads the one before, every BatchNorm follows a Dense or
+Conv2d layer) is returned as a Sequential, which every command takes; any other model as a
+Graph. Weights come from the graph's initializers or Constant nodes. Anything else raises a
+one-line :class:`~lrp_num.errors.UnsupportedLayerError` naming the node and its operator.
+Needs the optional ``onnx`` package; nothing is unpickled.
 """
 
 from __future__ import annotations
 
+import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
-from lrp_num.errors import MissingDependencyError, ModelFileError, UnsupportedLayerError
-from lrp_num.layers import AvgPool2d, BatchNorm, Conv2d, Dense, Flatten, Identity, Layer, MaxPool2d, ReLU
+from lrp_num.errors import LRPError, MissingDependencyError, ModelFileError, UnsupportedLayerError
+from lrp_num.graph import Graph
+from lrp_num.graph_builder import GraphBuilder, Tensor
+from lrp_num.layers import (Add, AvgPool2d, BatchNorm, Concat, Conv2d, Dense, Dropout, Flatten,
+                            GlobalAvgPool, Identity, MaxPool2d, ReLU)
 from lrp_num.network import Sequential
 
 SUPPORTED_OPS = (
-    "Gemm", "MatMul", "Add", "Conv", "Relu", "MaxPool", "AveragePool", "Flatten", "Reshape",
-    "BatchNormalization", "Identity",
+    "Gemm", "MatMul", "Add", "Sum", "Conv", "Relu", "MaxPool", "AveragePool", "GlobalAveragePool",
+    "Pad", "Concat", "Flatten", "Reshape", "BatchNormalization", "Identity", "Dropout", "Constant",
+    "Shape", "Gather", "Unsqueeze", "Squeeze", "Cast",
 )
 
 
-def load_onnx(path: str | os.PathLike) -> Sequential:
-    """Read an ONNX file holding a linear chain of supported operators.
+class _Batch:
+    """The batch size, unknown at import: the first entry of the Shape of a model tensor."""
+
+    def __repr__(self) -> str:
+        return "N"
+
+
+BATCH = _Batch()
+
+
+@dataclass(frozen=True)
+class _Padded:
+    """A zero Pad of ``source`` by ``padding`` (rows, columns on each side), to be folded into
+    the Conv or AveragePool that reads it."""
+
+    source: Tensor
+    padding: tuple[int, int]
+    node: Any
+
+
+def load_onnx(path: str | os.PathLike) -> Sequential | Graph:
+    """Read an ONNX file of supported operators.
 
     Parameters
     ----------
@@ -42,8 +82,9 @@ def load_onnx(path: str | os.PathLike) -> Sequential:
 
     Returns
     -------
-    Sequential
-        With ``input_shape`` set when the graph input has a fixed per-sample shape.
+    Sequential or Graph
+        A Sequential when the model is a chain, else a Graph with nodes named after the ONNX
+        nodes; ``input_shape`` is set when the graph input has a fixed per-sample shape.
 
     Raises
     ------
@@ -52,11 +93,13 @@ def load_onnx(path: str | os.PathLike) -> Sequential:
     ModelFileError
         The file is missing or not a valid ONNX model.
     UnsupportedLayerError
-        An operator or attribute outside the supported set, or a graph that is not a chain.
+        An operator or attribute outside the supported set, naming the node.
+    GraphError
+        Shapes that do not fit (e.g. addends of different shapes), naming the node.
     """
     try:
         import onnx
-        from onnx import numpy_helper
+        import onnx.numpy_helper  # noqa: F401 (used as onnx.numpy_helper)
     except ImportError:
         raise MissingDependencyError(
             "ONNX import needs the onnx package: pip install 'lrp-toolkit[onnx]'"
@@ -70,184 +113,389 @@ def load_onnx(path: str | os.PathLike) -> Sequential:
     except Exception as error:  # onnx raises protobuf DecodeError, ValidationError, ...
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ModelFileError(f"{path} is not a valid ONNX model: {message}") from None
-    return _ChainReader(model.graph, numpy_helper).network()
+    return _GraphReader(model.graph, onnx).network()
 
 
-class _ChainReader:
-    """Walk an ONNX graph node by node and translate each node into layers."""
+class _GraphReader:
+    """Walk an ONNX graph node by node (ONNX stores them in topological order)."""
 
-    def __init__(self, graph: Any, numpy_helper: Any) -> None:
+    def __init__(self, graph: Any, onnx: Any) -> None:
         self.graph = graph
-        self.constants = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
-        self.numpy_helper = numpy_helper
-        self.layers: list[Layer] = []
-        self.flatten_sizes: dict[int, tuple[int, Any]] = {}  # Reshape (-1, k) to verify
+        self.onnx = onnx
+        self.values: dict[str, Any] = {  # tensor name -> Tensor, _Padded or a constant array
+            init.name: onnx.numpy_helper.to_array(init) for init in graph.initializer}
+        self.readers: dict[str, list[Any]] = {}
+        for node in graph.node:
+            for name in node.input:
+                self.readers.setdefault(name, []).append(node)
+        for output in graph.output:
+            self.readers.setdefault(output.name, []).append(None)
+        self.builder: GraphBuilder | None = None
+        self.handlers: dict[str, Callable] = {op: getattr(self, f"_op_{op}") for op in SUPPORTED_OPS}
 
-    def network(self) -> Sequential:
-        inputs = [i for i in self.graph.input if i.name not in self.constants]
+    def network(self) -> Sequential | Graph:
+        inputs = [i for i in self.graph.input if i.name not in self.values]
         if len(inputs) != 1:
             raise UnsupportedLayerError(f"ONNX graph has {len(inputs)} non-constant inputs; only one is supported")
-        current = inputs[0].name
+        self.builder = GraphBuilder(_per_sample_shape(inputs[0]))
+        self.values[inputs[0].name] = self.builder.input
         for node in self.graph.node:
-            if node.op_type == "Constant":
-                self._read_constant(node)
-                continue
-            data = [name for name in node.input if name and name not in self.constants]
-            if data != [current]:
+            handler = self.handlers.get(node.op_type)
+            if handler is None or node.domain not in ("", "ai.onnx"):
                 raise UnsupportedLayerError(
-                    f"ONNX node {node.name!r} ({node.op_type}) takes inputs {list(node.input)}, not the "
-                    f"single output {current!r} of the previous node; only linear chains are supported"
-                )
-            if len([o for o in node.output if o]) != 1:
-                raise UnsupportedLayerError(f"ONNX node {node.name!r} ({node.op_type}) has several outputs")
-            self._translate(node)
-            current = node.output[0]
+                    f"ONNX node {_name(node)!r} has unsupported op type {node.op_type}; "
+                    f"supported: {', '.join(SUPPORTED_OPS)}")
+            handler(node, self._attributes(node))
         outputs = [o.name for o in self.graph.output]
-        if outputs != [current]:
-            raise UnsupportedLayerError(f"ONNX graph outputs {outputs}, but the chain ends in {current!r}")
-        if not self.layers:
+        if len(outputs) != 1:
+            raise UnsupportedLayerError(f"ONNX graph has {len(outputs)} outputs {outputs}; only one is supported")
+        output = self.values.get(outputs[0])
+        if isinstance(output, _Padded):
+            self._unsupported(output.node, "a Pad whose result is the model output")
+        if not isinstance(output, Tensor):
+            raise UnsupportedLayerError(f"ONNX graph output {outputs[0]!r} is a constant, not computed from the input")
+        if not self.builder.nodes:
             raise UnsupportedLayerError("ONNX graph has no layers")
-        network = Sequential(self.layers, input_shape=_per_sample_shape(inputs[0]))
-        self._check_flatten_sizes(network)
-        return network
+        return self.builder.chain(output) or self.builder.graph(output, "the ONNX model")
 
-    def _check_flatten_sizes(self, network: Sequential) -> None:
-        """A Reshape to (-1, k) is a flatten only if k is the per-sample size; check it."""
-        for index, (size, node) in self.flatten_sizes.items():
-            index -= sum(isinstance(layer, BatchNorm) for layer in self.layers[:index])  # folded away
-            if network.shapes is None:
-                self._unsupported(node, f"Reshape to (-1, {size}) in a graph without a fixed input shape")
-            if network.shapes[index + 1] != (size,):
-                self._unsupported(node, f"Reshape to (-1, {size}) of samples of shape {network.shapes[index]}")
-
-    def _read_constant(self, node: Any) -> None:
-        attrs = {a.name: a for a in node.attribute}
-        if "value" not in attrs:
-            self._unsupported(node, "a Constant without a tensor 'value'")
-        self.constants[node.output[0]] = self.numpy_helper.to_array(attrs["value"].t)
+    # ---- helpers ----
 
     def _attributes(self, node: Any) -> dict[str, Any]:
-        import onnx
-
-        return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-
-    def _constant(self, node: Any, index: int) -> np.ndarray | None:
-        if index >= len(node.input) or not node.input[index]:
-            return None
-        return self.constants[node.input[index]]
+        return {a.name: self.onnx.helper.get_attribute_value(a) for a in node.attribute}
 
     @staticmethod
     def _unsupported(node: Any, why: str) -> None:
-        raise UnsupportedLayerError(f"ONNX node {node.name!r} ({node.op_type}): {why} is not supported")
+        raise UnsupportedLayerError(f"ONNX node {_name(node)!r} ({node.op_type}): {why} is not supported")
 
-    def _translate(self, node: Any) -> None:
-        op, attrs = node.op_type, self._attributes(node)
-        handler = getattr(self, f"_op_{op}", None)
-        if handler is None:
-            raise UnsupportedLayerError(
-                f"ONNX node {node.name!r} has unsupported op type {op}; supported: {', '.join(SUPPORTED_OPS)}"
-            )
-        handler(node, attrs)
+    def _input(self, node: Any, index: int) -> Any:
+        """The value of input ``index`` (None when absent)."""
+        if index >= len(node.input) or not node.input[index]:
+            return None
+        value = self.values[node.input[index]]
+        if isinstance(value, _Padded) and node.op_type not in ("Conv", "AveragePool"):
+            what = "a MaxPool (it pads with -inf)" if node.op_type == "MaxPool" else f"{node.op_type} {_name(node)!r}"
+            self._unsupported(value.node, f"a zero Pad feeding {what}; only a Pad feeding Conv or AveragePool")
+        return value
 
-    # ---- one method per operator ----
+    def _data(self, node: Any, index: int = 0) -> Tensor | _Padded:
+        value = self._input(node, index)
+        if not isinstance(value, (Tensor, _Padded)):
+            self._unsupported(node, f"a constant as input {index}")
+        return value
 
-    def _op_Gemm(self, node: Any, attrs: dict) -> None:
-        if attrs.get("transA", 0) != 0 or attrs.get("alpha", 1.0) != 1.0 or attrs.get("beta", 1.0) != 1.0:
-            self._unsupported(node, f"Gemm with transA={attrs.get('transA', 0)}, alpha={attrs.get('alpha', 1.0)}, "
-                                    f"beta={attrs.get('beta', 1.0)} (need 0, 1, 1)")
-        if node.input[0] != self._data_input(node):
-            self._unsupported(node, "Gemm with a constant first operand")
-        weight = self._constant(node, 1)
-        weight = weight.T if attrs.get("transB", 0) else weight
-        bias = self._constant(node, 2)
-        bias = np.zeros(weight.shape[1]) if bias is None else np.broadcast_to(bias, (weight.shape[1],))
-        self.layers.append(Dense(weight, bias))
+    def _constant(self, node: Any, index: int, what: str) -> np.ndarray | None:
+        value = self._input(node, index)
+        if isinstance(value, (Tensor, _Padded)):
+            self._unsupported(node, f"{what} computed from the model input (it must be a constant)")
+        return value
 
-    def _op_MatMul(self, node: Any, attrs: dict) -> None:
-        if node.input[0] != self._data_input(node) or self._constant(node, 1) is None:
-            self._unsupported(node, "MatMul other than data @ constant")
-        self.layers.append(Dense(self._constant(node, 1)))
+    def _single_output(self, node: Any) -> None:
+        if any(name and self.readers.get(name) for name in node.output[1:]):
+            self._unsupported(node, f"{node.op_type} with its second output used")
 
-    def _op_Add(self, node: Any, attrs: dict) -> None:
-        previous = self.layers[-1] if self.layers else None
-        constant = next((self.constants[n] for n in node.input if n in self.constants), None)
-        if not isinstance(previous, Dense) or constant is None:
-            self._unsupported(node, "Add other than a constant bias right after Gemm or MatMul")
+    def _add(self, node: Any, operation: Any, inputs: list[Tensor]) -> None:
+        self._single_output(node)
+        self.values[node.output[0]] = self.builder.add(_name(node), operation, inputs,
+                                                       f"ONNX node {_name(node)!r} ({node.op_type})")
+
+    def _layer(self, node: Any, build: Callable[[], Any]) -> Any:
         try:
-            bias = np.broadcast_to(constant, (1, previous.n_out)).reshape(previous.n_out)
-        except ValueError:
-            self._unsupported(node, f"Add of shape {constant.shape} after {previous!r}")
-        self.layers[-1] = Dense(previous.weight, previous.bias + bias)
-
-    def _op_Conv(self, node: Any, attrs: dict) -> None:
-        weight = self._constant(node, 1)
-        if weight is None or weight.ndim != 4:
-            self._unsupported(node, "Conv without a constant 4-d weight")
-        if attrs.get("group", 1) != 1:
-            self._unsupported(node, f"Conv with group={attrs['group']}")
-        if any(d != 1 for d in attrs.get("dilations", [1, 1])):
-            self._unsupported(node, f"Conv with dilations={attrs['dilations']}")
-        padding = self._symmetric_pads(node, attrs)
-        self.layers.append(Conv2d(weight, self._constant(node, 2), tuple(attrs.get("strides", [1, 1])), padding))
+            return build()
+        except LRPError as error:
+            raise UnsupportedLayerError(f"ONNX node {_name(node)!r} ({node.op_type}): {error}") from None
 
     def _symmetric_pads(self, node: Any, attrs: dict) -> tuple[int, int]:
         auto_pad = attrs.get("auto_pad", b"NOTSET")
         auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
         if auto_pad not in ("NOTSET", "VALID"):
             self._unsupported(node, f"auto_pad={auto_pad}")
-        top, left, bottom, right = attrs.get("pads", [0, 0, 0, 0])
+        pads = list(attrs.get("pads", [0, 0, 0, 0]))
+        if len(pads) != 4:
+            self._unsupported(node, f"{len(pads) // 2}-d pads {pads}")
+        top, left, bottom, right = pads
         if (top, left) != (bottom, right):
-            self._unsupported(node, f"asymmetric pads {attrs['pads']}")
+            self._unsupported(node, f"asymmetric pads {pads}")
         return top, left
 
-    def _pool_geometry(self, node: Any, attrs: dict) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    def _all_constant(self, node: Any) -> bool:
+        return all(not name or not isinstance(self.values[name], (Tensor, _Padded)) for name in node.input)
+
+    # ---- constants and shape arithmetic, evaluated at import ----
+
+    def _op_Constant(self, node: Any, attrs: dict) -> None:
+        if "value" not in attrs:
+            self._unsupported(node, f"a Constant given by {', '.join(attrs) or 'nothing'} (only 'value')")
+        self.values[node.output[0]] = self.onnx.numpy_helper.to_array(attrs["value"])
+
+    def _op_Shape(self, node: Any, attrs: dict) -> None:
+        value = self._input(node, 0)
+        if isinstance(value, _Padded):
+            self._unsupported(node, "the Shape of a padded tensor")
+        if isinstance(value, Tensor):
+            if value.shape is None:
+                self._unsupported(node, "Shape of a tensor in a graph without a fixed input shape")
+            shape = np.array([BATCH, *value.shape], dtype=object)
+        else:
+            shape = np.array(value.shape, dtype=np.int64)
+        start, end = attrs.get("start", 0), attrs.get("end", None)
+        self.values[node.output[0]] = shape[start:end]
+
+    def _folded(self, node: Any, compute: Callable[[list], np.ndarray]) -> None:
+        if not self._all_constant(node):
+            self._unsupported(node, f"{node.op_type} of a model tensor")
+        arrays = [None if not name else self.values[name] for name in node.input]
+        try:
+            self.values[node.output[0]] = np.asarray(compute(arrays))
+        except (IndexError, ValueError, TypeError) as error:
+            self._unsupported(node, f"{node.op_type} of constants that cannot be evaluated ({error})")
+
+    def _op_Gather(self, node: Any, attrs: dict) -> None:
+        self._folded(node, lambda a: np.take(a[0], a[1], axis=attrs.get("axis", 0)))
+
+    def _axes(self, attrs: dict, arrays: list) -> list[int] | None:
+        axes = attrs.get("axes")
+        if axes is None and len(arrays) > 1 and arrays[1] is not None:
+            axes = arrays[1].tolist()
+        return None if axes is None else list(axes)
+
+    def _op_Unsqueeze(self, node: Any, attrs: dict) -> None:
+        def unsqueeze(arrays: list) -> np.ndarray:
+            result, axes = arrays[0], self._axes(attrs, arrays)
+            rank = result.ndim + len(axes)
+            for axis in sorted(a % rank for a in axes):
+                result = np.expand_dims(result, axis)
+            return result
+        self._folded(node, unsqueeze)
+
+    def _op_Squeeze(self, node: Any, attrs: dict) -> None:
+        def squeeze(arrays: list) -> np.ndarray:
+            axes = self._axes(attrs, arrays)
+            return np.squeeze(arrays[0], axis=None if axes is None else tuple(axes))
+        self._folded(node, squeeze)
+
+    def _op_Cast(self, node: Any, attrs: dict) -> None:
+        def cast(arrays: list) -> np.ndarray:
+            if arrays[0].dtype == object:  # a shape with the symbolic batch size stays as it is
+                return arrays[0]
+            return arrays[0].astype(self.onnx.helper.tensor_dtype_to_np_dtype(attrs["to"]))
+        self._folded(node, cast)
+
+    # ---- layers ----
+
+    def _op_Gemm(self, node: Any, attrs: dict) -> None:
+        if attrs.get("transA", 0) != 0 or attrs.get("alpha", 1.0) != 1.0 or attrs.get("beta", 1.0) != 1.0:
+            self._unsupported(node, f"Gemm with transA={attrs.get('transA', 0)}, alpha={attrs.get('alpha', 1.0)}, "
+                                    f"beta={attrs.get('beta', 1.0)} (need 0, 1, 1)")
+        data = self._data(node, 0)
+        weight = self._constant(node, 1, "a Gemm weight")
+        weight = weight.T if attrs.get("transB", 0) else weight
+        bias = self._constant(node, 2, "a Gemm bias")
+        bias = None if bias is None else self._layer(node, lambda: np.broadcast_to(bias, (weight.shape[1],)))
+        self._add(node, self._layer(node, lambda: Dense(weight, bias)), [data])
+
+    def _op_MatMul(self, node: Any, attrs: dict) -> None:
+        data = self._input(node, 0)
+        weight = self._input(node, 1)
+        if not isinstance(data, Tensor) or isinstance(weight, (Tensor, _Padded)):
+            self._unsupported(node, "MatMul other than data @ constant")
+        self._add(node, self._layer(node, lambda: Dense(weight)), [data])
+
+    def _op_Add(self, node: Any, attrs: dict) -> None:
+        values = [self._input(node, k) for k in range(len(node.input))]
+        if all(isinstance(v, Tensor) for v in values):
+            self._add(node, Add(), values)
+            return
+        if all(not isinstance(v, Tensor) for v in values):
+            self._folded(node, lambda a: a[0] + a[1])
+            return
+        data = next(v for v in values if isinstance(v, Tensor))
+        constant = next(v for v in values if not isinstance(v, Tensor))
+        producer = self.builder.producer(data)
+        previous = None if producer is None else producer.operation
+        if not isinstance(previous, Dense) or len(self.readers.get(node.input[values.index(data)], [])) != 1:
+            self._unsupported(node, "Add other than a constant bias right after Gemm or MatMul")
+        try:
+            bias = np.broadcast_to(constant, (1, previous.n_out)).reshape(previous.n_out)
+        except ValueError:
+            self._unsupported(node, f"Add of shape {constant.shape} after {previous!r}")
+        self.builder.replace(data, Dense(previous.weight, previous.bias + bias))
+        self.values[node.output[0]] = data
+
+    def _op_Sum(self, node: Any, attrs: dict) -> None:
+        values = [self._input(node, k) for k in range(len(node.input))]
+        if not all(isinstance(v, Tensor) for v in values) or len(values) < 2:
+            self._unsupported(node, "Sum other than of two or more model tensors")
+        self._add(node, Add(), values)
+
+    def _op_Concat(self, node: Any, attrs: dict) -> None:
+        if self._all_constant(node):
+            self._folded(node, lambda a: np.concatenate(a, axis=attrs["axis"]))
+            return
+        values = [self._input(node, k) for k in range(len(node.input))]
+        if not all(isinstance(v, Tensor) for v in values):
+            self._unsupported(node, "Concat of model tensors and constants")
+        if attrs["axis"] == 0:
+            self._unsupported(node, "Concat along the batch axis 0")
+        self._add(node, self._layer(node, lambda: Concat(attrs["axis"])), values)
+
+    def _op_Conv(self, node: Any, attrs: dict) -> None:
+        data = self._data(node, 0)
+        weight = self._constant(node, 1, "a Conv weight")
+        if weight is None or weight.ndim != 4:
+            self._unsupported(node, "Conv without a constant 4-d weight")
+        if any(d != 1 for d in attrs.get("dilations", [1, 1])):
+            self._unsupported(node, f"Conv with dilations={attrs['dilations']}")
+        padding = self._symmetric_pads(node, attrs)
+        if isinstance(data, _Padded):
+            data, padding = data.source, (padding[0] + data.padding[0], padding[1] + data.padding[1])
+        bias = self._constant(node, 2, "a Conv bias")
+        layer = self._layer(node, lambda: Conv2d(weight, bias, tuple(attrs.get("strides", [1, 1])), padding,
+                                                 attrs.get("group", 1)))
+        self._add(node, layer, [data])
+
+    def _pool_geometry(self, node: Any, attrs: dict) -> tuple:
         kernel = tuple(attrs["kernel_shape"])
         if len(kernel) != 2:
             self._unsupported(node, f"{len(kernel)}-d pooling")
-        if self._symmetric_pads(node, attrs) != (0, 0):
-            self._unsupported(node, f"pooling with pads {attrs['pads']}")
-        if attrs.get("ceil_mode", 0) != 0:
-            self._unsupported(node, "ceil_mode=1")
         if any(d != 1 for d in attrs.get("dilations", [1, 1])):
             self._unsupported(node, f"pooling with dilations={attrs['dilations']}")
-        return kernel, tuple(attrs.get("strides", [1, 1]))  # ONNX's default stride is 1
+        # ONNX's default stride is 1 (PyTorch's the kernel)
+        return kernel, tuple(attrs.get("strides", [1, 1])), self._symmetric_pads(node, attrs)
 
     def _op_MaxPool(self, node: Any, attrs: dict) -> None:
-        self.layers.append(MaxPool2d(*self._pool_geometry(node, attrs)))
+        data = self._data(node, 0)
+        kernel, stride, padding = self._pool_geometry(node, attrs)
+        layer = self._layer(node, lambda: MaxPool2d(kernel, stride, padding, bool(attrs.get("ceil_mode", 0))))
+        self._add(node, layer, [data])
 
     def _op_AveragePool(self, node: Any, attrs: dict) -> None:
-        self.layers.append(AvgPool2d(*self._pool_geometry(node, attrs)))  # no pads: count_include_pad moot
+        data = self._data(node, 0)
+        kernel, stride, padding = self._pool_geometry(node, attrs)
+        count_include_pad = bool(attrs.get("count_include_pad", 0))  # ONNX's default: 0
+        if isinstance(data, _Padded):  # the Pad's zeros are inputs, counted in every window
+            if padding != (0, 0) and not count_include_pad:
+                self._unsupported(data.node, "a zero Pad before an AveragePool with its own pads and "
+                                             "count_include_pad=0")
+            data, padding = data.source, (padding[0] + data.padding[0], padding[1] + data.padding[1])
+            count_include_pad = True
+        layer = self._layer(node, lambda: AvgPool2d(kernel, stride, padding, bool(attrs.get("ceil_mode", 0)),
+                                                    count_include_pad))
+        self._add(node, layer, [data])
+
+    def _op_GlobalAveragePool(self, node: Any, attrs: dict) -> None:
+        self._add(node, GlobalAvgPool(), [self._data(node, 0)])
+
+    def _op_Pad(self, node: Any, attrs: dict) -> None:
+        data = self._data(node, 0)
+        if isinstance(data, _Padded):
+            self._unsupported(node, "a Pad of a padded tensor")
+        mode = attrs.get("mode", b"constant")
+        mode = mode.decode() if isinstance(mode, bytes) else mode
+        pads = attrs.get("pads")
+        pads = self._constant(node, 1, "Pad pads") if pads is None else np.asarray(pads)
+        value = self._constant(node, 2, "a Pad value") if len(node.input) > 2 else attrs.get("value", 0.0)
+        axes = self._constant(node, 3, "Pad axes")
+        if mode != "constant" or (value is not None and np.any(np.asarray(value) != 0)):
+            self._unsupported(node, f"a Pad with mode={mode!r} and value {value} (only zero padding)")
+        pads = [int(p) for p in np.asarray(pads).ravel()]
+        rank = 4 if axes is None else None
+        if axes is not None:  # opset 18: pads of the listed axes only
+            full = [0] * 8
+            for k, axis in enumerate(np.asarray(axes).ravel()):
+                full[int(axis) % 4], full[4 + int(axis) % 4] = pads[k], pads[len(pads) // 2 + k]
+            pads, rank = full, 4
+        if len(pads) != 2 * rank or any(pads[k] for k in (0, 1, 4, 5)) or pads[2:4] != pads[6:8] \
+                or min(pads) < 0:
+            self._unsupported(node, f"a Pad with pads {pads} (only equal zero padding of height and "
+                                    "width of a 4-d tensor)")
+        if pads[2:4] == [0, 0]:
+            self.values[node.output[0]] = data
+        else:
+            self.values[node.output[0]] = _Padded(data, (pads[2], pads[3]), node)
 
     def _op_Relu(self, node: Any, attrs: dict) -> None:
-        self.layers.append(ReLU())
+        self._add(node, ReLU(), [self._data(node, 0)])
 
     def _op_Identity(self, node: Any, attrs: dict) -> None:
-        self.layers.append(Identity())
+        if self._all_constant(node):
+            self.values[node.output[0]] = self.values[node.input[0]]
+            return
+        self._add(node, Identity(), [self._data(node, 0)])
+
+    def _op_Dropout(self, node: Any, attrs: dict) -> None:
+        data = self._data(node, 0)
+        ratio = self._constant(node, 1, "a Dropout ratio")
+        training = self._constant(node, 2, "a Dropout training_mode")
+        if training is not None and bool(training):
+            self._unsupported(node, "Dropout in training mode")
+        ratio = attrs.get("ratio", 0.5) if ratio is None else float(ratio)
+        self._add(node, self._layer(node, lambda: Dropout(ratio)), [data])
 
     def _op_Flatten(self, node: Any, attrs: dict) -> None:
         if attrs.get("axis", 1) != 1:
             self._unsupported(node, f"Flatten with axis={attrs['axis']}")
-        self.layers.append(Flatten())
+        self._add(node, Flatten(), [self._data(node, 0)])
 
     def _op_Reshape(self, node: Any, attrs: dict) -> None:
-        shape = self._constant(node, 1)
-        target = None if shape is None else shape.tolist()
-        if target == [0, -1]:
-            self.layers.append(Flatten())
-        elif target is not None and len(target) == 2 and target[0] == -1 and target[1] > 0:
-            self.layers.append(Flatten())  # (-1, k): a flatten only if k is the sample size
-            self.flatten_sizes[len(self.layers) - 1] = (target[1], node)
+        data = self._data(node, 0)
+        target = self._constant(node, 1, "a Reshape shape")
+        if target is None:
+            self._unsupported(node, "Reshape without a shape")
+        target = [t for t in np.asarray(target).ravel().tolist()]
+        if attrs.get("allowzero", 0) and 0 in target:
+            self._unsupported(node, f"Reshape with allowzero=1 to {target}")
+        per_sample = _per_sample_target(target, data.shape)
+        flat = (-1,) if data.shape is None else (math.prod(data.shape),)
+        if per_sample is None or per_sample not in (flat, data.shape):
+            hint = ("; export with a dynamic batch axis (torch.onnx.export(..., dynamic_axes=...))"
+                    if isinstance(target[0], int) and target[0] > 0 else "")
+            self._unsupported(node, f"Reshape to {tuple(target)} of samples of shape {data.shape} (only "
+                                    f"flattening: (0, -1), (N, -1) or (-1, k) with k the sample size{hint})")
+        if per_sample == data.shape:
+            self.values[node.output[0]] = data  # no change
         else:
-            self._unsupported(node, f"Reshape to {target} (only (0, -1) or (-1, k), i.e. flatten)")
+            self._add(node, Flatten(), [data])
 
     def _op_BatchNormalization(self, node: Any, attrs: dict) -> None:
         if attrs.get("training_mode", 0) != 0:
             self._unsupported(node, "BatchNormalization in training mode")
-        gamma, beta, mean, var = (self._constant(node, k) for k in range(1, 5))
-        self.layers.append(BatchNorm(gamma, beta, mean, var, attrs.get("epsilon", 1e-5)))
+        data = self._data(node, 0)
+        gamma, beta, mean, var = (self._constant(node, k, "a BatchNormalization parameter") for k in range(1, 5))
+        self._add(node, self._layer(node, lambda: BatchNorm(gamma, beta, mean, var, attrs.get("epsilon", 1e-5))),
+                  [data])
 
-    def _data_input(self, node: Any) -> str:
-        return next(name for name in node.input if name and name not in self.constants)
+
+def _name(node: Any) -> str:
+    """The node's name, or its first output's when it has none."""
+    return node.name or node.output[0]
+
+
+def _per_sample_target(target: list, shape: tuple[int, ...] | None) -> tuple[int, ...] | None:
+    """The per-sample shape a Reshape to ``target`` gives, or None when it would mix samples.
+
+    0 copies the input's dimension, -1 is inferred; the batch axis must be kept (0 or the
+    symbolic batch size), or be -1 with every other dimension fixed. Without a known input
+    shape only the flattening (0, -1) / (N, -1) is resolved, as (-1,).
+    """
+    if not target:
+        return None
+    first, rest = target[0], list(target[1:])
+    if shape is None:
+        return (-1,) if (first is BATCH or first == 0) and rest == [-1] else None
+    rest = [shape[k] if t == 0 and k < len(shape) else t for k, t in enumerate(rest)]
+    if any(t is BATCH or not isinstance(t, int) or t < -1 or t == 0 for t in rest) \
+            or sum(t == -1 for t in rest) > 1:
+        return None
+    size = int(np.prod(shape, dtype=np.int64))
+    known = int(np.prod([t for t in rest if t != -1], dtype=np.int64))
+    if first is BATCH or first == 0:
+        if -1 in rest:
+            if known == 0 or size % known:
+                return None
+            rest = [size // known if t == -1 else t for t in rest]
+    elif first != -1 or -1 in rest:
+        return None
+    return tuple(rest) if int(np.prod(rest, dtype=np.int64)) == size else None
 
 
 def _per_sample_shape(value_info: Any) -> tuple[int, ...] | None:

@@ -10,33 +10,47 @@ Models:
 * ``digits-cnn``: Conv 1->8 3x3 pad 1 - BatchNorm - ReLU - Conv 8->16 3x3 pad 1 - ReLU -
   MaxPool 2 - Flatten - Dense 256-10. The BatchNorm is trained with batch statistics and stored
   unfolded, so loading the model exercises BatchNorm folding.
+* ``digits-resnet``, a :class:`~lrp_num.graph.Graph` with C = 8: stem Conv 1->C 3x3 pad 1 - BN -
+  ReLU; block 1: Conv C->C 3x3 - BN - ReLU - Conv C->C 3x3 - BN, plus the identity shortcut,
+  ReLU; block 2: Conv C->2C 3x3 stride 2 - BN - ReLU - Conv 2C->2C 3x3 - BN, plus a 1x1 stride-2
+  projection Conv C->2C - BN on the shortcut, ReLU; GlobalAvgPool - Flatten - Dense 2C-10. The
+  convolutions have no bias (each is followed by a BatchNorm); the six BatchNorms are trained
+  with batch statistics and stored unfolded, and each folds into its convolution on loading.
+  Training walks the nodes with one forward and one backward function per node type: a tensor
+  read by several nodes sums their gradients, an Add copies its gradient to every addend.
 
 Training is mini-batch Adam on the softmax cross-entropy, with gradients backpropagated by hand
 through the layers' own ``transpose`` (the adjoint of their linear part); float64, fixed seeds,
-deterministic. Each file also stores 8 held-out test images and labels (``extra.test_images``,
+deterministic: two runs on one machine write byte-identical files. (The last bits of the weights
+depend on the NumPy/BLAS build, so another platform may write files that differ in their bytes.)
+Each file also stores 8 held-out test images and labels (``extra.test_images``,
 ``extra.test_labels``) and the accuracy on the whole held-out set (``extra.test_accuracy``).
 
 Regenerate (needs scikit-learn)::
 
-    python scripts/train_digits.py            # writes lrp_num/models/digits_{mlp,cnn}.npz
+    python scripts/train_digits.py                  # writes lrp_num/models/digits_{mlp,cnn,resnet}.npz
+    python scripts/train_digits.py --models resnet  # only digits_resnet.npz
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout's lrp_num, not an installed one
-from lrp_num.layers import BatchNorm, Conv2d, Dense, Flatten, MaxPool2d, ReLU
+from lrp_num.graph import INPUT, Graph, Node
+from lrp_num.layers import Add, BatchNorm, Conv2d, Dense, Flatten, GlobalAvgPool, MaxPool2d, ReLU
 from lrp_num.model_io import save_npz
 from lrp_num.network import Sequential
 
 MODELS_DIR = Path(__file__).resolve().parents[1] / "lrp_num" / "models"
 N_STORED_TEST_IMAGES = 8
+MODEL_SHAPES = {"mlp": (64,), "cnn": (1, 8, 8), "resnet": (1, 8, 8)}  # per-sample input shapes
 BN_MOMENTUM = 0.1
 
 
@@ -105,10 +119,10 @@ def mlp_gradients(params: dict, x: np.ndarray, y: np.ndarray) -> tuple[float, di
 
 
 def conv_weight_gradient(conv: Conv2d, a: np.ndarray, delta: np.ndarray) -> np.ndarray:
-    """dL/dK[o, c, u, v] = sum_{n, p, q} delta[n, o, p, q] a_pad[n, c, p + u, q + v] (stride 1)."""
-    ph, pw = conv.padding
+    """dL/dK[o, c, u, v] = sum_{n, p, q} delta[n, o, p, q] a_pad[n, c, p sh + u, q sw + v]."""
+    (ph, pw), (sh, sw) = conv.padding, conv.stride
     windows = sliding_window_view(np.pad(a, ((0, 0), (0, 0), (ph, ph), (pw, pw))), conv.kernel_size, axis=(2, 3))
-    return np.einsum("nopq,ncpquv->ocuv", delta, windows, optimize=True)
+    return np.einsum("nopq,ncpquv->ocuv", delta, windows[:, :, ::sh, ::sw], optimize=True)
 
 
 def batchnorm_train(z: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float):
@@ -151,6 +165,121 @@ def cnn_gradients(params: dict, x: np.ndarray, y: np.ndarray, eps: float) -> tup
     delta, grads["gamma"], grads["beta"] = batchnorm_backward(delta, params["gamma"], bn_cache, eps)
     grads["K0"], grads["c0"] = conv_weight_gradient(conv0, x, delta), delta.sum(axis=(0, 2, 3))
     return loss, grads, (mean, var)
+
+
+# ---- digits-resnet: a graph trained node by node -----------------------------------------------
+
+RESNET_WIDTH = 8  # C: channels of the stem and block 1; block 2 has 2C
+
+# convolution node -> (C_in, C_out, kernel, stride, padding); no bias, each is followed by a BatchNorm
+RESNET_CONVS = {
+    "stem": (1, RESNET_WIDTH, 3, 1, 1),
+    "block1.conv1": (RESNET_WIDTH, RESNET_WIDTH, 3, 1, 1),
+    "block1.conv2": (RESNET_WIDTH, RESNET_WIDTH, 3, 1, 1),
+    "block2.conv1": (RESNET_WIDTH, 2 * RESNET_WIDTH, 3, 2, 1),
+    "block2.conv2": (2 * RESNET_WIDTH, 2 * RESNET_WIDTH, 3, 1, 1),
+    "block2.shortcut": (RESNET_WIDTH, 2 * RESNET_WIDTH, 1, 2, 0),
+}
+# BatchNorm node -> the convolution it normalises
+RESNET_BATCHNORMS = {
+    "stem.bn": "stem", "block1.bn1": "block1.conv1", "block1.bn2": "block1.conv2",
+    "block2.bn1": "block2.conv1", "block2.bn2": "block2.conv2", "block2.shortcut_bn": "block2.shortcut",
+}
+
+
+def resnet_parameters(rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """He-normal kernels, BatchNorm gamma = 1 and beta = 0, a He-normal classifier."""
+    params = {}
+    for name, (c_in, c_out, k, _, _) in RESNET_CONVS.items():
+        params[f"{name}.weight"] = he_normal(rng, (c_out, c_in, k, k), c_in * k * k)
+    for name, conv in RESNET_BATCHNORMS.items():
+        params[f"{name}.gamma"] = np.ones(RESNET_CONVS[conv][1])
+        params[f"{name}.beta"] = np.zeros(RESNET_CONVS[conv][1])
+    params["fc.weight"] = he_normal(rng, (2 * RESNET_WIDTH, 10), 2 * RESNET_WIDTH)
+    params["fc.bias"] = np.zeros(10)
+    return params
+
+
+def resnet_nodes(params: dict[str, np.ndarray], statistics: dict[str, tuple[np.ndarray, np.ndarray]],
+                 bn_eps: float) -> list[Node]:
+    """The digits-resnet graph, in topological order, built from the parameters and the
+    BatchNorms' (mean, var) statistics (training ignores the statistics and uses the batch's)."""
+    def conv(name: str, source: str) -> Node:
+        _, c_out, _, stride, padding = RESNET_CONVS[name]
+        return Node(name, Conv2d(params[f"{name}.weight"], np.zeros(c_out), stride, padding), source)
+
+    def batchnorm(name: str) -> Node:
+        layer = BatchNorm(params[f"{name}.gamma"], params[f"{name}.beta"], *statistics[name], bn_eps)
+        return Node(name, layer, RESNET_BATCHNORMS[name])
+
+    return [
+        conv("stem", INPUT), batchnorm("stem.bn"), Node("stem.relu", ReLU(), "stem.bn"),
+        # block 1: identity shortcut
+        conv("block1.conv1", "stem.relu"), batchnorm("block1.bn1"), Node("block1.relu1", ReLU(), "block1.bn1"),
+        conv("block1.conv2", "block1.relu1"), batchnorm("block1.bn2"),
+        Node("block1.add", Add(), ("block1.bn2", "stem.relu")), Node("block1.relu", ReLU(), "block1.add"),
+        # block 2: stride 2, 1x1 projection shortcut with its BatchNorm
+        conv("block2.conv1", "block1.relu"), batchnorm("block2.bn1"), Node("block2.relu1", ReLU(), "block2.bn1"),
+        conv("block2.conv2", "block2.relu1"), batchnorm("block2.bn2"),
+        conv("block2.shortcut", "block1.relu"), batchnorm("block2.shortcut_bn"),
+        Node("block2.add", Add(), ("block2.bn2", "block2.shortcut_bn")), Node("block2.relu", ReLU(), "block2.add"),
+        Node("pool", GlobalAvgPool(), "block2.relu"), Node("flatten", Flatten(), "pool"),
+        Node("fc", Dense(params["fc.weight"], params["fc.bias"]), "flatten"),
+    ]
+
+
+def graph_forward_train(nodes: list[Node], x: np.ndarray, bn_eps: float) -> tuple[dict, dict, dict]:
+    """Every node's output in training mode: BatchNorms normalise with the batch's statistics.
+
+    Returns the outputs (with the input under ``"input"``), the BatchNorms' caches for backward
+    and their batch (mean, var).
+    """
+    values, caches, statistics = {INPUT: x}, {}, {}
+    for node in nodes:
+        inputs = [values[name] for name in node.inputs]
+        if isinstance(node.operation, BatchNorm):
+            layer = node.operation
+            values[node.name], caches[node.name], mean, var = batchnorm_train(inputs[0], layer.gamma, layer.beta, bn_eps)
+            statistics[node.name] = (mean, var)
+        else:
+            values[node.name] = node.operation(*inputs)
+    return values, caches, statistics
+
+
+def graph_backward(nodes: list[Node], values: dict, caches: dict, delta_output: np.ndarray,
+                   bn_eps: float) -> dict[str, np.ndarray]:
+    """Backpropagate dL/d(output) through the nodes in reverse order; the parameters' gradients.
+
+    A tensor read by several nodes sums their gradients; an Add copies its gradient to every
+    addend; linear nodes go back through their own ``transpose``.
+    """
+    deltas, grads = {nodes[-1].name: delta_output}, {}
+    for node in reversed(nodes):
+        delta, layer, name = deltas.pop(node.name), node.operation, node.name
+        inputs = [values[source] for source in node.inputs]
+        if isinstance(layer, Dense):
+            grads[f"{name}.weight"], grads[f"{name}.bias"] = inputs[0].T @ delta, delta.sum(axis=0)
+            backward = [layer.transpose(delta)]
+        elif isinstance(layer, Conv2d):
+            grads[f"{name}.weight"] = conv_weight_gradient(layer, inputs[0], delta)
+            backward = [layer.transpose_to(delta, inputs[0].shape[2:])]
+        elif isinstance(layer, BatchNorm):
+            dz, grads[f"{name}.gamma"], grads[f"{name}.beta"] = batchnorm_backward(delta, layer.gamma, caches[name], bn_eps)
+            backward = [dz]
+        elif isinstance(layer, ReLU):
+            backward = [delta * (inputs[0] > 0)]
+        elif isinstance(layer, Add):
+            backward = [delta] * len(inputs)
+        elif isinstance(layer, GlobalAvgPool):
+            backward = [layer.transpose(delta, input_hw=inputs[0].shape[2:])]
+        elif isinstance(layer, Flatten):
+            backward = [delta.reshape(inputs[0].shape)]
+        else:
+            raise TypeError(f"no backward pass for node {name!r} ({layer!r})")
+        for source, gradient in zip(node.inputs, backward):
+            if source != INPUT:
+                deltas[source] = deltas[source] + gradient if source in deltas else gradient
+    return grads
 
 
 # ---- optimiser and training loop ---------------------------------------------------------------
@@ -209,6 +338,36 @@ def train(kind: str, x: np.ndarray, y: np.ndarray, epochs: int, seed: int) -> Se
     return Sequential(layers, input_shape=(1, 8, 8))
 
 
+def train_resnet(x: np.ndarray, y: np.ndarray, epochs: int, seed: int) -> Graph:
+    """digits-resnet, trained as the CNN: Adam, batches of 32, BatchNorms on batch statistics
+    with running statistics (momentum ``BN_MOMENTUM``) kept for the stored model."""
+    rng = np.random.default_rng(seed)
+    bn_eps = 1e-5
+    params = resnet_parameters(rng)
+    running = {name: (np.zeros(RESNET_CONVS[conv][1]), np.ones(RESNET_CONVS[conv][1]))
+               for name, conv in RESNET_BATCHNORMS.items()}
+    optimiser = Adam(params, lr=3e-3)
+    batch = 32
+    for epoch in range(epochs):
+        order = rng.permutation(len(y))
+        losses = []
+        for start in range(0, len(y), batch):
+            idx = order[start : start + batch]
+            nodes = resnet_nodes(params, running, bn_eps)
+            values, caches, statistics = graph_forward_train(nodes, x[idx], bn_eps)
+            loss, delta = softmax_cross_entropy(values[nodes[-1].name], y[idx])
+            grads = graph_backward(nodes, values, caches, delta, bn_eps)
+            for name, (mean, var) in statistics.items():
+                running_mean, running_var = running[name]
+                running[name] = ((1 - BN_MOMENTUM) * running_mean + BN_MOMENTUM * mean,
+                                 (1 - BN_MOMENTUM) * running_var + BN_MOMENTUM * var)
+            optimiser.step(params, grads)
+            losses.append(loss)
+        if epoch % 10 == 9 or epoch == epochs - 1:
+            print(f"  resnet epoch {epoch + 1:3d}: mean loss {np.mean(losses):.4f}")
+    return Graph(resnet_nodes(params, running, bn_eps), input_shape=(1, 8, 8))
+
+
 def stored_test_indices(y_test: np.ndarray) -> np.ndarray:
     """The first held-out image of each of the digits 0..7: 8 images, 8 different labels."""
     return np.array([np.flatnonzero(y_test == digit)[0] for digit in range(N_STORED_TEST_IMAGES)])
@@ -218,13 +377,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=MODELS_DIR, help="output folder")
     parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--models", nargs="+", choices=MODEL_SHAPES, default=list(MODEL_SHAPES),
+                        help="models to train (default: all)")
     args = parser.parse_args()
     x_train, y_train, x_test, y_test = load_digits_split()
     keep = stored_test_indices(y_test)
-    for kind, shape in (("mlp", (64,)), ("cnn", (1, 8, 8))):
-        network = train(kind, x_train.reshape(-1, *shape), y_train, args.epochs, seed=1)
+    for kind in args.models:
+        shape = MODEL_SHAPES[kind]
+        started = time.perf_counter()
+        if kind == "resnet":
+            network = train_resnet(x_train.reshape(-1, *shape), y_train, args.epochs, seed=1)
+        else:
+            network = train(kind, x_train.reshape(-1, *shape), y_train, args.epochs, seed=1)
         accuracy = float((network.forward(x_test.reshape(-1, *shape)).argmax(axis=1) == y_test).mean())
-        print(f"digits-{kind}: held-out accuracy {accuracy:.4f} on {len(y_test)} images")
+        print(f"digits-{kind}: held-out accuracy {accuracy:.4f} on {len(y_test)} images, "
+              f"trained in {time.perf_counter() - started:.1f} s")
         path = args.out / f"digits_{kind}.npz"
         save_npz(
             network, path,

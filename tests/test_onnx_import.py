@@ -135,17 +135,26 @@ def test_flatten_and_onnx_runtime_free_defaults(tmp_path):
     ("node", "inits", "message"),
     [
         (helper.make_node("Softmax", ["x"], ["y"], name="sm"), [], "'sm' has unsupported op type Softmax"),
-        (helper.make_node("Conv", ["x", "k"], ["y"], name="c", group=2), [("k", randn(2, 1, 1, 1))], "group=2"),
+        (helper.make_node("Conv", ["x", "k"], ["y"], name="c", group=3), [("k", randn(2, 1, 1, 1))], "groups"),
         (helper.make_node("Conv", ["x", "k"], ["y"], name="c", pads=[1, 0, 0, 0]), [("k", randn(2, 2, 1, 1))],
          "asymmetric pads"),
         (helper.make_node("Conv", ["x", "k"], ["y"], name="c", dilations=[2, 2]), [("k", randn(2, 2, 1, 1))],
          "dilations"),
         (helper.make_node("Gemm", ["x", "w"], ["y"], name="g", alpha=2.0), [("w", randn(8, 2))], "alpha=2.0"),
-        (helper.make_node("AveragePool", ["x"], ["y"], name="ap", kernel_shape=[2, 2], pads=[1, 1, 1, 1]), [],
-         "pads"),
-        (helper.make_node("MaxPool", ["x"], ["y"], name="mp", kernel_shape=[2, 2], ceil_mode=1), [], "ceil_mode"),
+        (helper.make_node("AveragePool", ["x"], ["y"], name="ap", kernel_shape=[2, 2], pads=[1, 1, 0, 0]), [],
+         "asymmetric pads"),
+        (helper.make_node("MaxPool", ["x"], ["y"], name="mp", kernel_shape=[2, 2], dilations=[2, 2]), [],
+         "dilations"),
+        (helper.make_node("MaxPool", ["x"], ["y"], name="mp", kernel_shape=[1, 1], pads=[1, 1, 1, 1]), [],
+         "at most half the kernel"),
         (helper.make_node("Reshape", ["x", "s"], ["y"], name="r"), [("s", np.array([2, 4, 4], np.int64))],
-         "Reshape to [2, 4, 4]"),
+         "Reshape to (2, 4, 4)"),
+        (helper.make_node("Reshape", ["x", "s"], ["y"], name="r"), [("s", np.array([0, 2, 4], np.int64))],
+         "Reshape to (0, 2, 4)"),
+        (helper.make_node("Concat", ["x", "x"], ["y"], name="cat", axis=0), [], "batch axis"),
+        (helper.make_node("Dropout", ["x", "p", "t"], ["y"], name="d"), [("p", np.array(0.5, np.float32)),
+                                                                        ("t", np.array(True))], "training mode"),
+        (helper.make_node("Sigmoid", ["x"], ["y"], name="s"), [], "'s' has unsupported op type Sigmoid"),
         (helper.make_node("Add", ["x", "c"], ["y"], name="a"), [("c", randn(1))], "Add other than a constant bias"),
     ],
 )
@@ -156,12 +165,6 @@ def test_unsupported_nodes_name_op_and_node(tmp_path, node, inits, message):
     text = str(info.value)
     assert message in text and "\n" not in text
     assert repr(node.name) in text
-
-
-def test_branching_graph_is_rejected(tmp_path):
-    nodes = [helper.make_node("Relu", ["x"], ["a"], name="r"), helper.make_node("Add", ["a", "x"], ["y"], name="res")]
-    with pytest.raises(UnsupportedLayerError, match="only linear chains"):
-        load_onnx(save_graph(tmp_path, nodes, [], [4]))
 
 
 def test_reshape_minus_one_k_checked_against_sample_size(tmp_path):
@@ -209,3 +212,165 @@ def test_conv_stride_padding_pair(tmp_path):
     conv = network.layers[0]
     assert isinstance(conv, Conv2d) and conv.stride == (2, 1) and conv.padding == (1, 2)
     assert not isinstance(conv, AvgPool2d)
+
+
+# ---- branching graphs, compared with onnx's own reference evaluator ----
+
+from onnx.reference import ReferenceEvaluator  # noqa: E402
+
+from lrp_num.graph import Graph  # noqa: E402
+from lrp_num.layers import Add, Concat, Dropout, Flatten, GlobalAvgPool  # noqa: E402
+
+
+def onnx_forward(path, x: np.ndarray) -> np.ndarray:
+    """The model's output by onnx.reference (independent of lrp_num), in float64."""
+    return ReferenceEvaluator(onnx.load(str(path))).run(None, {"x": x.astype(np.float32)})[0].astype(np.float64)
+
+
+def assert_same_forward(network, path, x, tol=1e-5):
+    np.testing.assert_allclose(network.forward(x.astype(np.float32)), onnx_forward(path, x), rtol=tol, atol=tol)
+
+
+def test_residual_graph_with_grouped_conv_global_pool_and_dropout(tmp_path):
+    k0, c0, k1 = randn(4, 2, 3, 3), randn(4), randn(4, 2, 3, 3)  # k1: group=2, 2 input channels each
+    w, b = randn(3, 4), randn(3)
+    nodes = [
+        helper.make_node("Conv", ["x", "k0", "c0"], ["z0"], name="stem", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["z0"], ["a0"], name="stem_relu"),
+        helper.make_node("Conv", ["a0", "k1"], ["z1"], name="branch", pads=[1, 1, 1, 1], group=2),
+        helper.make_node("Dropout", ["z1"], ["d1"], name="drop"),
+        helper.make_node("Add", ["d1", "a0"], ["s"], name="residual"),
+        helper.make_node("Relu", ["s"], ["a1"], name="relu"),
+        helper.make_node("GlobalAveragePool", ["a1"], ["g"], name="gap"),
+        helper.make_node("Flatten", ["g"], ["f"], name="flat"),
+        helper.make_node("Gemm", ["f", "w", "b"], ["y"], name="fc", transB=1),
+    ]
+    inits = [tensor(n, v) for n, v in dict(k0=k0, c0=c0, k1=k1, w=w, b=b).items()]
+    path = save_graph(tmp_path, nodes, inits, [2, 6, 6])
+    network = load_onnx(path)
+    assert isinstance(network, Graph)
+    assert [node.name for node in network.nodes] == [node.name for node in nodes]
+    assert network.node("branch").operation.groups == 2
+    assert isinstance(network.node("residual").operation, Add)
+    assert network.node("residual").inputs == ("drop", "stem_relu")
+    assert isinstance(network.node("drop").operation, Dropout)
+    assert isinstance(network.node("gap").operation, GlobalAvgPool)
+    assert_same_forward(network, path, RNG.standard_normal((3, 2, 6, 6)))
+
+
+def test_concat_sum_and_unnamed_nodes(tmp_path):
+    k0, k1 = randn(3, 2, 1, 1), randn(2, 2, 3, 3)
+    nodes = [
+        helper.make_node("Conv", ["x", "k0"], ["a"]),  # no name: named after its output
+        helper.make_node("Conv", ["x", "k1"], ["b"], pads=[1, 1, 1, 1]),
+        helper.make_node("Concat", ["a", "b", "x"], ["c"], name="cat", axis=1),
+        helper.make_node("Relu", ["c"], ["r"], name="relu"),
+        helper.make_node("Sum", ["c", "r", "c"], ["y"], name="sum3"),
+    ]
+    path = save_graph(tmp_path, nodes, [tensor("k0", k0), tensor("k1", k1)], [2, 4, 4], output_rank=4)
+    network = load_onnx(path)
+    assert [node.name for node in network.nodes] == ["a", "b", "cat", "relu", "sum3"]
+    assert isinstance(network.node("cat").operation, Concat) and network.output_shape == (7, 4, 4)
+    assert network.node("sum3").inputs == ("cat", "relu", "cat")
+    assert_same_forward(network, path, RNG.standard_normal((2, 2, 4, 4)))
+
+
+@pytest.mark.parametrize("ceil_mode", [0, 1])
+@pytest.mark.parametrize("count_include_pad", [0, 1])
+def test_padded_and_ceil_mode_pools(tmp_path, ceil_mode, count_include_pad):
+    nodes = [
+        helper.make_node("MaxPool", ["x"], ["m"], name="max", kernel_shape=[3, 3], strides=[2, 2],
+                         pads=[1, 1, 1, 1], ceil_mode=ceil_mode),
+        helper.make_node("AveragePool", ["x"], ["a"], name="avg", kernel_shape=[3, 2], strides=[2, 2],
+                         pads=[1, 1, 1, 1], ceil_mode=ceil_mode, count_include_pad=count_include_pad),
+        helper.make_node("Concat", ["m", "a"], ["y"], name="cat", axis=1),
+    ]
+    path = save_graph(tmp_path, nodes, [], [2, 6, 7], output_rank=4)
+    network = load_onnx(path)
+    avg = network.node("avg").operation
+    assert avg.ceil_mode == bool(ceil_mode) and avg.count_include_pad == bool(count_include_pad)
+    assert_same_forward(network, path, RNG.standard_normal((2, 2, 6, 7)))
+
+
+def test_zero_pad_folds_into_conv_and_average_pool(tmp_path):
+    k = randn(3, 2, 3, 3)
+    pads = np.array([0, 0, 1, 2, 0, 0, 1, 2], np.int64)
+    nodes = [
+        helper.make_node("Pad", ["x", "pads"], ["p"], name="pad", mode="constant"),
+        helper.make_node("Conv", ["p", "k"], ["c"], name="conv", pads=[1, 0, 1, 0]),
+        helper.make_node("Pad", ["c", "pads"], ["q"], name="pad2"),
+        helper.make_node("AveragePool", ["q"], ["y"], name="avg", kernel_shape=[3, 5], strides=[1, 1]),
+    ]
+    path = save_graph(tmp_path, nodes, [tensor("k", k), tensor("pads", pads)], [2, 5, 5], output_rank=4)
+    network = load_onnx(path)
+    assert [type(layer).__name__ for layer in network.layers] == ["Conv2d", "AvgPool2d"]  # a chain
+    assert network.layers[0].padding == (2, 2)
+    assert network.layers[1].padding == (1, 2) and network.layers[1].count_include_pad
+    assert_same_forward(network, path, RNG.standard_normal((2, 2, 5, 5)))
+
+
+def test_shape_gather_unsqueeze_concat_reshape_folds_away(tmp_path):
+    """As torch.onnx.export writes x.view(x.size(0), -1): evaluated at import, one Flatten left."""
+    nodes = [
+        helper.make_node("Relu", ["x"], ["r"], name="relu"),
+        helper.make_node("Shape", ["r"], ["shape"], name="shape"),
+        helper.make_node("Constant", [], ["zero"], name="zero", value=tensor("z", np.array(0, np.int64))),
+        helper.make_node("Gather", ["shape", "zero"], ["n"], name="gather", axis=0),
+        helper.make_node("Unsqueeze", ["n", "axes"], ["n1"], name="unsqueeze"),
+        helper.make_node("Cast", ["n1"], ["n2"], name="cast", to=TensorProto.INT64),
+        helper.make_node("Concat", ["n2", "minus_one"], ["target"], name="target", axis=0),
+        helper.make_node("Reshape", ["r", "target"], ["f"], name="view"),
+        helper.make_node("Reshape", ["f", "target"], ["g"], name="view_again"),  # already flat: no node
+        helper.make_node("Identity", ["g"], ["y"], name="id"),
+    ]
+    inits = [tensor("axes", np.array([0], np.int64)), tensor("minus_one", np.array([-1], np.int64))]
+    path = save_graph(tmp_path, nodes, inits, [2, 3, 2])
+    network = load_onnx(path)
+    assert [type(layer) for layer in network.layers] == [type(network.layers[0]), Flatten, type(network.layers[2])]
+    assert network.output_shape == (12,)
+    assert_same_forward(network, path, RNG.standard_normal((4, 2, 3, 2)))
+
+
+def test_matmul_bias_not_merged_when_the_product_is_read_twice(tmp_path):
+    w, b = randn(4, 4), randn(4)
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["m"], name="mm"),
+        helper.make_node("Add", ["m", "b"], ["a"], name="bias"),
+        helper.make_node("Add", ["a", "m"], ["y"], name="res"),
+    ]
+    path = save_graph(tmp_path, nodes, [tensor("w", w), tensor("b", b)], [4])
+    with pytest.raises(UnsupportedLayerError, match="'bias' \\(Add\\): Add other than a constant bias"):
+        load_onnx(path)
+
+
+@pytest.mark.parametrize(
+    ("pad", "consumer", "message"),
+    [
+        (dict(mode="reflect"), "Conv", "mode='reflect'"),
+        (dict(), "MaxPool", "'pad' (Pad): a zero Pad feeding a MaxPool (it pads with -inf)"),
+        (dict(), "Relu", "'pad' (Pad): a zero Pad feeding Relu 'next'"),
+        (dict(pads=[0, 1, 0, 0, 0, 1, 0, 0]), "Conv", "only equal zero padding of height and width"),
+        (dict(pads=[0, 0, 1, 0, 0, 0, 2, 0]), "Conv", "only equal zero padding of height and width"),
+    ],
+)
+def test_pads_that_do_not_fold_are_one_line_errors(tmp_path, pad, consumer, message):
+    pads = np.array(pad.pop("pads", [0, 0, 1, 1, 0, 0, 1, 1]), np.int64)
+    nodes = [helper.make_node("Pad", ["x", "pads"], ["p"], name="pad", **pad)]
+    attributes = {"Conv": {}, "MaxPool": {"kernel_shape": [2, 2]}, "Relu": {}}[consumer]
+    inputs = ["p", "k"] if consumer == "Conv" else ["p"]
+    nodes.append(helper.make_node(consumer, inputs, ["y"], name="next", **attributes))
+    path = save_graph(tmp_path, nodes, [tensor("pads", pads), tensor("k", randn(2, 2, 1, 1))], [2, 3, 3], 4)
+    with pytest.raises(UnsupportedLayerError) as info:
+        load_onnx(path)
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_addends_of_different_shapes_name_the_node(tmp_path):
+    nodes = [
+        helper.make_node("MaxPool", ["x"], ["p"], name="pool", kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("Add", ["p", "x"], ["y"], name="bad_add"),
+    ]
+    from lrp_num.errors import GraphError
+
+    with pytest.raises(GraphError, match="ONNX node 'bad_add' \\(Add\\): Add needs addends of one shape"):
+        load_onnx(save_graph(tmp_path, nodes, [], [1, 4, 4], 4))

@@ -135,16 +135,18 @@ def run(args: argparse.Namespace) -> int:
                  f"conservation error {abs(total - f_value):.2e}")
         print(line)
     print("  root points in the domain (fraction of active neurons, mean over samples):")
-    for report in explanations[0].layers:
+    graph = hasattr(model.network, "nodes")  # a graph's reports name its nodes
+    for position, report in enumerate(explanations[0].layers):
         if report.rule is None:
             continue
-        fractions = np.concatenate([e.layers[report.index].root_point_valid for e in explanations]) \
+        fractions = np.concatenate([e.layers[position].root_point_valid for e in explanations]) \
             if report.root_point_valid is not None else None
         if fractions is not None:
             shown = f"{fractions.mean():.3f}"
         else:
             shown = "(no root point: pooling rule)" if report.rule == "maxpool" else "(no closed-form condition)"
-        print(f"    layer {report.index:2d} {report.layer:40s} {report.rule:11s} {shown}")
+        where = f"node {report.name:24s}" if graph and report.name else f"layer {report.index:2d}"
+        print(f"    {where} {report.layer:40s} {report.rule:11s} {shown}")
     # everything that can fail is done: render in memory, then write all files or none
     files = {}
     if args.out is not None:
