@@ -6,8 +6,9 @@
 * :mod:`~lrp_num.io.onnx_import` (extra ``onnx``) and :mod:`~lrp_num.io.torch_import`
   (extra ``torch``, through ``torch.fx``), both building graphs with
   :mod:`~lrp_num.io.graph_builder`;
-* :mod:`~lrp_num.io.torch_bridge` (a chain's PyTorch twin, for the audit) and
-  :mod:`~lrp_num.io.torch_architectures` (reference ResNet and VGG definitions).
+* :mod:`~lrp_num.io.torch_bridge` and :mod:`~lrp_num.io.torch_twin` (a network's PyTorch twin,
+  for the audit) and :mod:`~lrp_num.io.torch_architectures` (reference ResNet and VGG
+  definitions).
 
 The modules are attributes on first use (PEP 562), so the optional libraries are imported only
 by what needs them.
@@ -17,7 +18,7 @@ import importlib as _importlib
 from types import ModuleType as _ModuleType
 
 SUBMODULES = ("files", "graph_builder", "heatmap", "model_io", "onnx_import", "torch_architectures",
-              "torch_bridge", "torch_import")
+              "torch_bridge", "torch_import", "torch_twin")
 
 
 def __getattr__(name: str) -> _ModuleType:
