@@ -289,5 +289,10 @@ def batchnorm_matrix(batchnorm: BatchNorm, input_shape: tuple[int, ...]) -> Line
                             bias_scale=np.repeat(bias_scale, per_channel))
 
 
+def to_float(values: np.ndarray) -> np.ndarray:
+    """Round an array of mpf to float64 (round to nearest)."""
+    return np.vectorize(float, otypes=[np.float64])(values)
+
+
 __all__ = ["FOLD_ROUNDINGS", "LINEAR_LAYERS", "LinearMatrix", "batchnorm_matrix", "fold_batchnorms",
-           "linear_matrix", "pool_windows", "to_mpf", "window_count"]
+           "linear_matrix", "pool_windows", "to_float", "to_mpf", "window_count"]
