@@ -298,3 +298,15 @@ def test_cli_audits_a_graph_model_file(model, tmp_path, capsys):
                  "--sample", "0"])
     assert code == 2
     assert "covers Sequential networks only" in capsys.readouterr().err
+
+
+def test_zplus_on_negative_graph_inputs_is_audited_with_a_note(model):
+    """z+ at the stem sees inputs of both signs: the audit evaluates the reference by the
+    definition there (as the library applies it) and says the rule is outside its domain."""
+    graph, x = model
+    mixed = x - 0.5 * np.abs(x).max()
+    assert (mixed < 0).any()
+    report = audit_library(graph, mixed, "zennit", rule="zplus", tolerance=TOL)
+    notes = [line for line in report.verdicts if "derived for x >= 0" in line]
+    assert notes and all("node " in line for line in notes)
+    assert report.ok, report.verdicts

@@ -145,29 +145,32 @@ def reference_nodes(graph, x: np.ndarray, plan: Mapping[int, LayerRule], top: np
                     conventions: Conventions, input_domain=None, dps: int = 50) -> NodeRelevance:
     """Relevance at every node's output and every Add node's addends, under ``conventions``.
 
-    The mpmath reference (:mod:`lrp_num.reference`) does not follow graphs yet; until it does,
-    this evaluates the float64 engine (:func:`lrp_num.explain_details`), so on graphs the audit
-    measures the library against our engine under the library's conventions (``dps`` unused).
-    Rules derived for x >= 0 (z+, gamma) then refuse negative layer inputs (DomainError).
+    Computed by the mpmath reference (:func:`lrp_num.reference.explain_trace`, by the rules'
+    definitions at ``dps`` digits, nothing taken from the engine) and rounded to float64. Rules
+    derived for x >= 0 (z+, gamma) are evaluated by their definition on negative layer inputs
+    too (``check_domain=False``), as a library applies them there; the report says so.
     """
-    from lrp_num.engine.explain import _apply_node_rule, _Box, explain_details
+    from lrp_num import reference
 
-    explanation = explain_details(graph, x, composite=PlannedComposite("audit", plan), target=top,
-                                  conventions=conventions, input_domain=input_domain, keep_layers=True,
-                                  diagnostics=False)
+    results = reference.explain_trace(graph, x, composite=PlannedComposite("audit", plan), target=top,
+                                      dps=dps, conventions=conventions, input_domain=input_domain,
+                                      diagnostics=False, check_domain=False)
     names = tensor_names(graph)
-    nodes = {graph.input_name: explanation.relevance}
-    activations = graph.forward_trace(x)
-    box = _Box(input_domain, x, graph)
+    shapes = {name: value.shape[1:] for name, value in graph.forward_trace(x[:1]).items()}
+
+    def stacked(values: list) -> np.ndarray:  # one flattened mpf array per sample -> float64
+        return np.stack([reference.to_float(np.asarray(v)) for v in values])
+
+    nodes = {names[name]: stacked([r.relevance_at[name] for r in results]).reshape((len(x), *shapes[name]))
+             for name in results[0].relevance_at}
     addends = {}
-    for report in explanation.layers:
-        node = graph.nodes[report.index]
-        nodes[names[node.name]] = report.relevance_above
-        if isinstance(node.operation, Add):
-            inputs = [activations[name] for name in node.inputs]
-            lower, _ = _apply_node_rule(node.operation, inputs, report.relevance_above, plan[report.index],
-                                        conventions, box, report.index, False, None)
-            addends[node.name] = lower
+    for position, trace in enumerate(results[0].traces):
+        if trace.name is not None and isinstance(graph.node(trace.name).operation, Add):
+            node = graph.node(trace.name)
+            addends[node.name] = [
+                stacked([r.traces[position].relevance_inputs[k] for r in results]).reshape(
+                    (len(x), *shapes[node.inputs[k]]))
+                for k in range(len(node.inputs))]
     return NodeRelevance(nodes, addends)
 
 
@@ -319,9 +322,27 @@ def _verdicts(name: str, profile: Profile, graph, consumers, audits: list[NodeAu
     n_lib, n_dtd = _negatives(lib.relevance, tolerance), _negatives(dtd.nodes[graph.input_name], tolerance)
     lines.append(f"positivity: {n_lib} negative input relevances (DTD {n_dtd})" if n_lib > n_dtd
                  else "positivity: no more negative input relevances than DTD")
-    lines.append("note: on graphs the reference values come from the float64 engine under each convention "
-                 "(the mpmath reference does not follow graphs yet)")
     return lines, ok
+
+
+def _outside_domain_notes(graph, x: np.ndarray, plan: Mapping[int, LayerRule]) -> list[str]:
+    """A note for every node where a rule derived for the orthant (zplus, gamma: the
+    reference's table of domains) meets negative inputs: its reference values there evaluate
+    the definition outside the domain it is derived for, where lrp_num.explain refuses it."""
+    from lrp_num.reference import ROOT_POINT_RULES
+
+    activations = graph.forward_trace(np.asarray(x, dtype=np.float64))
+    notes = []
+    for k in sorted(plan):
+        node, rule = graph.nodes[k], plan[k].rule
+        if ROOT_POINT_RULES.get(rule) == "orthant":
+            n_negative = int(np.count_nonzero(activations[node.inputs[0]] < 0))
+            if n_negative:
+                notes.append(f"note: rule {rule} at node {node.name} is derived for x >= 0, but "
+                             f"{n_negative} of its input values are negative: its reference values "
+                             f"there evaluate the definition outside its domain (lrp_num.explain "
+                             f"raises DomainError)")
+    return notes
 
 
 def audit_graph_library(graph, x: np.ndarray, library: str, profile: Profile, rule: str | None,
@@ -362,6 +383,8 @@ def audit_graph_library(graph, x: np.ndarray, library: str, profile: Profile, ru
     f_c = _sums(top)
     audits = _node_audits(graph, plan, profile, lib, own, dtd, tolerance)
     verdicts, ok = _verdicts(lib.library, profile, graph, twin.consumers, audits, lib, own, dtd, f_c, tolerance)
+    verdicts += list(dict.fromkeys(_outside_domain_notes(library_graph, x, own_plan)
+                                   + _outside_domain_notes(graph, x, dtd_plan)))
     method = f"rule {rule}" if rule else f"composite {composite if isinstance(composite, str) else composite.name}"
     return AuditReport(lib.library, profile.name, method, len(x), [], verdicts, _sums(lib.relevance).tolist(),
                        f_c.tolist(), seconds, ok, nodes=audits)
