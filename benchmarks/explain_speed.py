@@ -84,7 +84,7 @@ def peak_bytes(function) -> int:
 def zennit_seconds(network: Sequential, x: np.ndarray, repeats: int) -> float | None:
     try:
         import torch
-        from lrp_num.torch_bridge import to_torch
+        from lrp_num.io.torch_bridge import to_torch
         from lrp_num.audit.zennit_adapter import import_zennit
     except ImportError:
         return None

@@ -20,7 +20,7 @@ RULE = Addition(
     expected={"positivity": Status.REFUTED},
     notes=(
         "t* = 1 for either sign of y: the root point is the origin, a~ = 0. Where y = 0 the "
-        "split is undefined; the kernel's stabiliser convention (lrp_num.kernel_runtime) "
+        "split is undefined; the kernel's stabiliser convention (lrp_num.engine.kernel_runtime) "
         "applies. An addend of the other sign than the sum receives relevance of the other "
         "sign than R (refuted positivity below); with every addend of the sum's sign, R_k has "
         "the sign of R.",

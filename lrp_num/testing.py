@@ -10,7 +10,7 @@ dense_layers(n_in, n_out, bias=...)
     A :class:`~lrp_num.layers.Dense` layer; ``bias`` is "mixed", "positive", "negative",
     "nonpositive" or "zero".
 networks(kind=..., bias=..., pooling=...)
-    A :class:`~lrp_num.network.Sequential` with ``input_shape`` set: an MLP of ReLU layers, or a
+    A :class:`~lrp_num.engine.network.Sequential` with ``input_shape`` set: an MLP of ReLU layers, or a
     small convolutional network (Conv2d, ReLU, optional sum / average / max pooling, Flatten,
     Dense).
 inputs(shape, domain, lower=None, upper=None)
@@ -22,8 +22,8 @@ networks_with_inputs(domain=..., ...)
 near_zero_layers(n_in, n_out)
     (layer, x): a dense layer whose first neuron's pre-activation z_0 is exactly 0 or tiny.
 residual_networks(bias=..., branch_bias=...)
-    (graph, chain): a :class:`~lrp_num.graph.Graph` with one identity skip connection, h + D(h)
-    summed by an Add node, and the :class:`~lrp_num.network.Sequential` that computes the same
+    (graph, chain): a :class:`~lrp_num.engine.graph.Graph` with one identity skip connection, h + D(h)
+    summed by an Add node, and the :class:`~lrp_num.engine.network.Sequential` that computes the same
     function with the skip folded into the branch's weights (W + I).
 """
 
@@ -35,9 +35,9 @@ import numpy as np
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from lrp_num.graph import Graph, Node
+from lrp_num.engine.graph import Graph, Node
 from lrp_num.layers import Add, AvgPool2d, Conv2d, Dense, Flatten, MaxPool2d, ReLU, SumPool2d
-from lrp_num.network import Sequential
+from lrp_num.engine.network import Sequential
 
 DOMAINS = ("R^n", "orthant", "box")
 BIAS_KINDS = ("mixed", "positive", "negative", "nonpositive", "zero")

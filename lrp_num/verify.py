@@ -28,7 +28,7 @@ import mpmath
 import numpy as np
 
 from lrp_num import reference
-from lrp_num.errors import UnsupportedLayerError
+from lrp_num.layers import Add, Concat
 
 U = 2.0 ** -53
 #: rules and composites whose relevance is non-negative on their domains (DTD, Montavon 2017)
@@ -41,71 +41,122 @@ DEFAULT_COMPOSITES = ("deep-taylor", "epsilon-plus", "epsilon-gamma-box", "alpha
 
 # -- the rounding bound ---------------------------------------------------------------------------
 
-def _absolute_forward(prepared: reference.ReferenceNetwork, x: np.ndarray) -> list[np.ndarray]:
-    """|W| |a| + |b| through the network (ReLU and max keep the absolute values)."""
-    a = np.abs(np.asarray(x, dtype=np.float64).ravel())
-    out = [a]
-    for index, layer in enumerate(prepared.layers):
-        if index in prepared.matrices:
-            m = prepared.matrices[index]
-            ext = np.append(a, 0.0)
-            a = (ext[m.index] * np.abs(m.weight)).sum(axis=1) + np.abs(m.bias)
-        elif index in prepared.windows:
-            a = a[prepared.windows[index]].max(axis=1)
-        out.append(a)
-    return out
+def _stacked(prepared: reference.ReferenceNetwork, node, values: dict) -> np.ndarray:
+    """A node's inputs as one flattened array: the addends of an Add stacked, one input as it is."""
+    return np.concatenate([np.asarray(values[name], dtype=np.float64) for name in node.inputs])
+
+
+def _absolute_forward(prepared: reference.ReferenceNetwork, x: np.ndarray) -> dict[str, np.ndarray]:
+    """|W| |a| + |b| through the network, per node (ReLU and max keep the absolute values;
+    an Add sums them; a folded batch norm's bias counts with the magnitudes it is made of)."""
+    values = {prepared.input_name: np.abs(np.asarray(x, dtype=np.float64).ravel())}
+    for node in prepared.nodes:
+        a = values[node.inputs[0]]
+        if node.index in prepared.matrices:
+            m = prepared.matrices[node.index]
+            out = (np.append(a, 0.0)[m.index] * np.abs(m.weight)).sum(axis=1) + m.bias_scale
+        elif node.index in prepared.windows:
+            rows, connected = prepared.windows[node.index]
+            out = np.where(connected, np.append(a, 0.0)[rows], 0.0).max(axis=1)
+        elif isinstance(node.operation, Add):
+            out = sum(values[name] for name in node.inputs)
+        elif isinstance(node.operation, Concat):
+            out = prepared.concatenate(node, [values[name] for name in node.inputs])
+        else:
+            out = a
+        values[node.name] = out
+    return values
+
+
+def _depths(prepared: reference.ReferenceNetwork) -> dict[str, float]:
+    """The number of roundings on the longest path to every node's output: a linear node adds
+    its fan-in + 2 (and the roundings of parameters derived from a batch norm), an Add its
+    number of addends."""
+    depth = {prepared.input_name: 0.0}
+    for node in prepared.nodes:
+        before = max(depth[name] for name in node.inputs)
+        if node.index in prepared.matrices:
+            m = prepared.matrices[node.index]
+            before += m.index.shape[1] + 2 + m.parameter_error
+        elif isinstance(node.operation, Add):
+            before += len(node.inputs)
+        depth[node.name] = before
+    return depth
 
 
 def rounding_bound(result: reference.ReferenceResult, prepared: reference.ReferenceNetwork,
                    x: np.ndarray, explicit_top: bool = False) -> np.ndarray:
     """First-order bound on |R_p(float64 engine) - R_p(exact)| per input (flattened), with safety 2.
 
-    Propagates, from the output down, the engine's error in R_j through the absolute flows
-    |R_ij| / |R_j| of the reference, and adds at every layer the rounding of its own step,
+    Propagates, from the output down through the nodes, the engine's error in R_j through the
+    absolute flows |R_ij| / |R_j| of the reference, and adds at every node with a rule (linear,
+    Add, max pooling) the rounding of its own step,
 
         u (n_j + m + 6) sum_j |R_ij| (1 + K_j) + sum_j |R_ij| (rho_i + K_j max_i' rho_i'),
 
-    where n_j is neuron j's fan-in, m the layer's fan-out, K_j = sum_i |R_ij| / |R_j| the
-    cancellation in its denominator, and rho_i = u N_l |a|_i / |a_i| the relative error of the
-    engine's activation a_i (N_l: the number of products summed on the way to layer l, |a| the
-    forward pass in absolute values). The top relevance f_c(x) carries u N_L |f|_c.
+    where n_j is neuron j's fan-in (the number of addends of an Add), m the layer's fan-out,
+    K_j = sum_i |R_ij| / |R_j| the cancellation in its denominator, and rho_i = u N_l |a|_i / |a_i|
+    the relative error of the engine's activation a_i (N_l: the number of roundings on the way
+    to the node, |a| the forward pass in absolute values). Errors arriving at a tensor from
+    several consumers add, and so does u |R| for each of those sums. The top relevance f_c(x)
+    carries u N_L |f|_c.
     """
     absolute = _absolute_forward(prepared, x)
-    activations = [reference.to_float(a) for a in result.activations]
-    depth_terms = np.cumsum([0] + [prepared.matrices[i].index.shape[1] + 2 if i in prepared.matrices else 0
-                                   for i in range(len(prepared.layers))])
+    depth = _depths(prepared)
+    activations = {name: reference.to_float(a) for name, a in result.activations.items()}
     top = reference.to_float(result.top)
-    error = np.zeros_like(top) if explicit_top else U * depth_terms[-1] * np.where(top != 0, absolute[-1], 0.0)
+    output = prepared.output
+    error = {output: np.zeros_like(top) if explicit_top
+             else U * depth[output] * np.where(top != 0, absolute[output], 0.0)}
     traces = {trace.index: trace for trace in result.traces}
-    for index in reversed(range(len(prepared.layers))):
-        if index not in traces:
-            continue  # ReLU, Flatten, Identity: relevance passes unchanged
-        trace = traces[index]
-        n_in = len(activations[index])
-        flow, rows_index = trace.flow, trace.flow_index
-        upper = trace.flow_upper
-        propagated = np.zeros(n_in + 1)
-        rounding = np.zeros(n_in + 1)
-        if flow is not None and flow.size:
-            # error of R_j passed on in proportion |R_ij| / |R_j|
-            share = np.divide(flow, upper[:, None], out=np.zeros_like(flow), where=upper[:, None] != 0)
-            error_rows = error[trace.flow_rows]
-            np.add.at(propagated, rows_index, share * error_rows[:, None])
-            if index in prepared.windows:
-                np.add.at(rounding, rows_index, U * flow)
-            else:
-                a = np.append(activations[index], 0.0)
-                abs_a = np.append(absolute[index], 0.0)
-                rho = np.divide(U * depth_terms[index] * abs_a, np.abs(a), out=np.zeros_like(a), where=a != 0)
-                k = np.divide(flow.sum(axis=1), upper, out=np.ones_like(upper), where=upper != 0)
-                fan_in = rows_index.shape[1]
-                fan_out = np.bincount(rows_index.ravel(), minlength=n_in + 1).max()
-                rho_rows = rho[rows_index]
-                step = U * (fan_in + fan_out + 6) * flow * (1 + k)[:, None]
-                step += flow * (rho_rows + k[:, None] * rho_rows.max(axis=1, keepdims=True))
-                np.add.at(rounding, rows_index, step)
-        error = (propagated + rounding)[:n_in]
-    return 2 * error
+    for node in reversed(prepared.nodes):
+        e = error.pop(node.name)
+        trace = traces.get(node.index)
+        if trace is not None:
+            e_in = _step_bound(trace, e, _stacked(prepared, node, activations),
+                               _stacked(prepared, node, absolute), max(depth[n] for n in node.inputs),
+                               node.index in prepared.windows)
+            lower = np.split(e_in, len(node.inputs)) if len(node.inputs) > 1 else [e_in]
+            contributions = trace.relevance_inputs
+        elif isinstance(node.operation, Concat):
+            lower = prepared.split(node, e)
+            contributions = prepared.split(node, reference.to_float(result.relevance_at[node.name]))
+        else:  # ReLU, Flatten, Identity, Dropout: relevance and its error pass unchanged
+            lower = [e]
+            contributions = [result.relevance_at[node.name]]
+        for name, part, contribution in zip(node.inputs, lower, contributions):
+            if prepared.consumers[name] > 1:  # one more rounding where consumers' relevance is summed
+                part = part + U * np.abs(reference.to_float(contribution) if np.asarray(contribution).dtype == object
+                                         else np.asarray(contribution))
+            error[name] = error[name] + part if name in error else part
+    return 2 * error[prepared.input_name]
+
+
+def _step_bound(trace, error: np.ndarray, a: np.ndarray, abs_a: np.ndarray, depth: float,
+                winner_take_all: bool) -> np.ndarray:
+    """The error below one node: the error above passed on through the flows, plus the node's
+    own rounding (see :func:`rounding_bound`), on its (stacked) input."""
+    n_in = len(a)
+    propagated = np.zeros(n_in + 1)
+    rounding = np.zeros(n_in + 1)
+    flow, rows_index, upper = trace.flow, trace.flow_index, trace.flow_upper
+    if flow is not None and flow.size:
+        # error of R_j passed on in proportion |R_ij| / |R_j|
+        share = np.divide(flow, upper[:, None], out=np.zeros_like(flow), where=upper[:, None] != 0)
+        np.add.at(propagated, rows_index, share * error[trace.flow_rows][:, None])
+        if winner_take_all:
+            np.add.at(rounding, rows_index, U * flow)
+        else:
+            a, abs_a = np.append(a, 0.0), np.append(abs_a, 0.0)
+            rho = np.divide(U * depth * abs_a, np.abs(a), out=np.zeros_like(a), where=a != 0)
+            k = np.divide(flow.sum(axis=1), upper, out=np.ones_like(upper), where=upper != 0)
+            fan_in = rows_index.shape[1]
+            fan_out = np.bincount(rows_index.ravel(), minlength=n_in + 1).max()
+            rho_rows = rho[rows_index]
+            step = U * (fan_in + fan_out + 6) * flow * (1 + k)[:, None]
+            step += flow * (rho_rows + k[:, None] * rho_rows.max(axis=1, keepdims=True))
+            np.add.at(rounding, rows_index, step)
+    return (propagated + rounding)[:n_in]
 
 
 def near_max_pool_ties(prepared: reference.ReferenceNetwork, result: reference.ReferenceResult,
@@ -117,11 +168,15 @@ def near_max_pool_ties(prepared: reference.ReferenceNetwork, result: reference.R
     the agreement check and counted in the report.
     """
     count = 0
-    for index, windows in prepared.windows.items():
-        values = result.activations[index]
-        for window in windows:
-            top = max(values[window])
-            if any(v != top and abs(top - v) <= relative * abs(top) for v in values[window]):
+    for node in prepared.nodes:
+        if node.index not in prepared.windows:
+            continue
+        values = result.activations[node.inputs[0]]
+        rows, connected = prepared.windows[node.index]
+        for window, inside in zip(rows, connected):
+            cells = values[window[inside]]
+            top = max(cells)
+            if any(v != top and abs(top - v) <= relative * abs(top) for v in cells):
                 count += 1
     return count
 
@@ -159,6 +214,9 @@ class RuleReport:
     time_reference: float = 0.0
     checks: list[Check] = field(default_factory=list)
     error: str | None = None
+    mixed_sign_nodes: list[str] = field(default_factory=list)
+    """Add nodes whose addends (somewhere) have the other sign than their sum: positivity is not
+    promised there (the z-rule gives such an addend relevance of the other sign)."""
     outside_domain: str | None = None
     """The engine's DomainError when the rule's domain excludes these inputs (z+ or gamma at a
     negative input); the row then checks only that the reference refuses them too."""
@@ -215,14 +273,17 @@ def _engine_fraction(explanation) -> float | None:
 def verify_method(network, x: np.ndarray, name: str, kind: str, *, targets=None, input_domain=None,
                   dps: int = 50, conventions=None) -> RuleReport:
     """Measure one rule or composite on the batch ``x`` (see the module docstring)."""
-    from lrp_num.conventions import DTD
+    from lrp_num.engine.conventions import DTD
     from lrp_num.errors import DomainError
-    from lrp_num.explain import explain_details
+    from lrp_num.engine.explain import explain_details
 
     from lrp_num.checks import check_dps
 
     dps = check_dps(dps)
     conventions = conventions or DTD
+    if targets is None:  # "the largest output", chosen once: a float64 tie must not pick two classes
+        output = network.forward(np.asarray(x, dtype=np.float64))
+        targets = output.reshape(len(output), -1).argmax(axis=1)
     row = RuleReport(name, kind)
     method = _method(name, kind)
     start = time.perf_counter()
@@ -236,7 +297,7 @@ def verify_method(network, x: np.ndarray, name: str, kind: str, *, targets=None,
     results = reference.explain_trace(network, x, target=targets, dps=dps, conventions=conventions,
                                       input_domain=input_domain, **method)
     row.time_reference = (time.perf_counter() - start) / len(x)
-    prepared = reference.prepare(network, x.shape[1:])
+    prepared = reference.prepare(network, x.shape[1:], dps)
     worst_bound = 0.0
     with mpmath.workdps(dps + reference.GUARD_DIGITS):
         for k, result in enumerate(results):
@@ -269,14 +330,28 @@ def verify_method(network, x: np.ndarray, name: str, kind: str, *, targets=None,
               + (f"; {row.near_ties} near-tie max-pool window(s) excluded" if row.near_ties else "")),
         Check("balance", row.balance_reference <= 10.0 ** (-(dps - 10)), True,
               "sum R + kept by biases and stabilisers = f_c(x) at high precision"),
-        Check("positivity", row.negative_inputs == 0, name in POSITIVE and _positive_domain(name, x),
-              f"{row.negative_inputs} inputs with R < 0"),
     ]
-    compared, row.root_point_mismatches = _compare_root_points(explanation, results)
+    mixed: dict[str, int] = {}  # Add nodes where the z-rule's positivity condition fails
+    for result in results:
+        for trace in result.traces:
+            if trace.mixed_signs:
+                mixed[trace.name] = mixed.get(trace.name, 0) + trace.mixed_signs
+    row.mixed_sign_nodes = sorted(mixed)
+    promised = name in POSITIVE and _positive_domain(name, x) and not mixed
+    detail = f"{row.negative_inputs} inputs with R < 0"
+    if mixed:
+        detail += ("; not promised: Add node(s) " + ", ".join(f"{node!r} ({count} neuron(s))" for node, count
+                                                          in sorted(mixed.items()))
+                   + " have addends of the other sign than their sum")
+    row.checks.append(Check("positivity", row.negative_inputs == 0, promised, detail))
+    compared, mismatched = _compare_root_points(explanation, results)
+    row.root_point_mismatches = len(mismatched)
     if compared:
-        row.checks.append(Check("root points", row.root_point_mismatches == 0, False,
-                                f"{row.root_point_mismatches} of {compared} (layer, sample) fractions differ "
-                                "between the engine's derived condition and the direct check"))
+        nodes = sorted({node for node, _ in mismatched})
+        row.checks.append(Check("root points", not mismatched, False,
+                                f"{len(mismatched)} of {compared} (node, sample) fractions differ "
+                                "between the engine's derived condition and the direct check"
+                                + (f" (nodes {', '.join(map(repr, nodes))})" if nodes else "")))
     return row
 
 
@@ -297,9 +372,9 @@ def _outside_domain(row: RuleReport, error: Exception, network, x, method, targe
     return row
 
 
-def _compare_root_points(explanation, results) -> tuple[int, int]:
-    """(layer, sample) pairs where the engine reports a valid fraction, and how many differ."""
-    compared = mismatches = 0
+def _compare_root_points(explanation, results) -> tuple[int, list[tuple[str, int]]]:
+    """How many (node, sample) pairs the engine reports a valid fraction for, and those that differ."""
+    compared, mismatches = 0, []
     for report in explanation.layers:
         valid = getattr(report, "root_point_valid", None)
         if valid is None:
@@ -310,7 +385,8 @@ def _compare_root_points(explanation, results) -> tuple[int, int]:
                 continue
             direct = trace.n_inside / trace.n_active if trace.n_active else 1.0
             compared += 1
-            mismatches += int(abs(direct - float(valid[k])) > 1e-12)
+            if abs(direct - float(valid[k])) > 1e-12:
+                mismatches.append((trace.name or f"layer{trace.index}", k))
     return compared, mismatches
 
 
@@ -327,9 +403,6 @@ def verify(network, x: np.ndarray, *, rules: Sequence[str] = DEFAULT_RULES,
     ``dps`` is the reference's precision, 20 to 10000 digits (PrecisionError otherwise).
     Shows a progress bar over the rules and composites on stderr when it is a terminal.
     """
-    if hasattr(network, "nodes"):
-        raise UnsupportedLayerError(f"{model_name or 'the model'} is a graph model; the mpmath "
-                                    "reference follows Sequential networks only so far")
     from lrp_num.checks import check_dps
     from lrp_num.errors import LRPError
     from lrp_num.progress import progress
@@ -371,6 +444,11 @@ def format_table(report: VerifyReport) -> str:
             f"{row.name:<20} {row.max_ulps:>8.3g} {row.max_relative:>9.2e} {row.max_error_over_bound:>8.2g} "
             f"{row.conservation_float64:>9.2e} {row.conservation_reference:>9.2e} {row.negative_inputs:>4d} "
             f"{roots:>9} {row.time_engine * 1e3:>6.2f}ms {row.time_reference:>6.2f}s  {status}")
+    notes = [f"  {row.name}: {check.name}: {check.detail}" for row in report.rows for check in row.checks
+             if not check.holds and (check.required or check.name == "root points"
+                                     or (check.name == "positivity" and row.name in POSITIVE))]
+    if notes:  # what failed, and the nodes behind what is not promised here
+        lines += ["", *notes]
     lines.append("")
     lines.append("ulps: of max |R^ref|; err/bnd: engine error over its rounding bound (must be <= 1); "
                  "cons: |sum R - f_c(x)| in float64 and at high precision")
@@ -378,6 +456,6 @@ def format_table(report: VerifyReport) -> str:
                  f"1e-{report.dps - 10});")
     lines.append("neg: inputs with R < 0 at high precision; roots ok: active neurons whose root point "
                  "lies in the rule's domain (direct check; * where the engine's derived-condition "
-                 "fraction differs for some layer); times per sample.")
+                 "fraction differs for some node); times per sample.")
     lines.append("verification " + ("passed" if report.ok else "FAILED"))
     return "\n".join(lines)

@@ -11,8 +11,32 @@ import sys
 from pathlib import Path
 from typing import Any
 
-#: the derivations shipped with the toolkit (next to the packages in a source checkout)
-DEFAULT_DERIVATIONS = Path(__file__).resolve().parent.parent / "derivations"
+_PACKAGE = Path(__file__).resolve().parent
+#: where an installed package keeps the derivations: the build maps the checkout's top-level
+#: ``derivations/`` (the one source of truth) to ``lrp_sym/derivations`` in the wheel
+INSTALLED_DERIVATIONS = _PACKAGE / "derivations"
+
+
+def checkout_root() -> Path | None:
+    """The source checkout that ``lrp_sym`` is imported from, or None for an installed package.
+
+    A checkout (or an editable install of one) has ``pyproject.toml`` and ``derivations/`` next
+    to the packages; a wheel installed into site-packages has neither.
+    """
+    root = _PACKAGE.parent
+    if (root / "pyproject.toml").is_file() and (root / "derivations").is_dir():
+        return root
+    return None
+
+
+def _default_derivations() -> Path:
+    root = checkout_root()
+    return root / "derivations" if root is not None else INSTALLED_DERIVATIONS
+
+
+#: the derivations shipped with the toolkit: the checkout's ``derivations/`` when run from a
+#: source checkout, else the copy installed with the package
+DEFAULT_DERIVATIONS = _default_derivations()
 
 
 class DerivationFileError(Exception):

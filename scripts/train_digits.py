@@ -10,7 +10,7 @@ Models:
 * ``digits-cnn``: Conv 1->8 3x3 pad 1 - BatchNorm - ReLU - Conv 8->16 3x3 pad 1 - ReLU -
   MaxPool 2 - Flatten - Dense 256-10. The BatchNorm is trained with batch statistics and stored
   unfolded, so loading the model exercises BatchNorm folding.
-* ``digits-resnet``, a :class:`~lrp_num.graph.Graph` with C = 8: stem Conv 1->C 3x3 pad 1 - BN -
+* ``digits-resnet``, a :class:`~lrp_num.engine.graph.Graph` with C = 8: stem Conv 1->C 3x3 pad 1 - BN -
   ReLU; block 1: Conv C->C 3x3 - BN - ReLU - Conv C->C 3x3 - BN, plus the identity shortcut,
   ReLU; block 2: Conv C->2C 3x3 stride 2 - BN - ReLU - Conv 2C->2C 3x3 - BN, plus a 1x1 stride-2
   projection Conv C->2C - BN on the shortcut, ReLU; GlobalAvgPool - Flatten - Dense 2C-10. The
@@ -43,10 +43,10 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout's lrp_num, not an installed one
-from lrp_num.graph import INPUT, Graph, Node
+from lrp_num.engine.graph import INPUT, Graph, Node
 from lrp_num.layers import Add, BatchNorm, Conv2d, Dense, Flatten, GlobalAvgPool, MaxPool2d, ReLU
-from lrp_num.model_io import save_npz
-from lrp_num.network import Sequential
+from lrp_num.io.model_io import save_npz
+from lrp_num.engine.network import Sequential
 
 MODELS_DIR = Path(__file__).resolve().parents[1] / "lrp_num" / "models"
 N_STORED_TEST_IMAGES = 8

@@ -1,5 +1,5 @@
 """Three-way agreement on single dense layers: definition (lrp_num.reference), derivation
-(lrp_num.reference_symbolic) and the generated float64 kernel (lrp_num.kernels).
+(lrp_num.reference.symbolic) and the generated float64 kernel (lrp_num.engine.kernels).
 
 Tolerance of the float64 kernel, from its operations (u = 2^-53; n inputs, m outputs):
 it forms q_ij (a few roundings of pieces whose absolute values sum to A_ij), d_j = sum_i q_ij
@@ -20,11 +20,11 @@ from hypothesis import assume, example, given, target
 from hypothesis import strategies as st
 
 from lrp_num import reference as ref
-from lrp_num import reference_symbolic as sym
+from lrp_num.reference import symbolic as sym
 from lrp_num import testing
-from lrp_num.kernels import load_kernel
+from lrp_num.engine.kernels import load_kernel
 from lrp_num.layers import Dense
-from lrp_num.network import Sequential
+from lrp_num.engine.network import Sequential
 
 U = 2.0 ** -53
 RULES = ["w2", "zplus", "zbox", "lrp0", "gamma", "flat", "epsilon", "alphabeta", "bias_neuron"]

@@ -16,12 +16,12 @@ pytest.importorskip("captum")
 from lrp_num import explain  # noqa: E402
 from lrp_num.audit import audit_attribution, audit_library  # noqa: E402
 from lrp_num.audit.zennit_adapter import import_zennit  # noqa: E402
-from lrp_num.conventions import DTD  # noqa: E402
+from lrp_num.engine.conventions import DTD  # noqa: E402
 from lrp_num.errors import DomainError  # noqa: E402
 from lrp_num.layers import (AvgPool2d, BatchNorm, Conv2d, Dense, Flatten, MaxPool2d, ReLU,  # noqa: E402
                             SumPool2d)
-from lrp_num.network import Sequential  # noqa: E402
-from lrp_num.profiles import CAPTUM, ZENNIT  # noqa: E402
+from lrp_num.engine.network import Sequential  # noqa: E402
+from lrp_num.audit.profiles import CAPTUM, ZENNIT  # noqa: E402
 
 try:
     zennit = import_zennit()

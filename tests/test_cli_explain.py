@@ -147,8 +147,8 @@ def test_model_path_mistakes_are_one_clear_line(tmp_path, capsys, arguments, mes
 
 def test_target_is_the_explained_output_even_when_f_is_zero(tmp_path, capsys):
     from lrp_num.layers import Dense
-    from lrp_num.model_io import save_npz
-    from lrp_num.network import Sequential
+    from lrp_num.io.model_io import save_npz
+    from lrp_num.engine.network import Sequential
 
     # output 1 is identically 0; output 0 is the prediction
     network = Sequential([Dense(np.array([[1.0, 0.0], [1.0, 0.0]]), np.zeros(2))], input_shape=(2,))
@@ -163,7 +163,7 @@ def test_target_is_the_explained_output_even_when_f_is_zero(tmp_path, capsys):
 
 def test_heatmap_title_names_the_target(tmp_path, capsys, monkeypatch):
     pytest.importorskip("matplotlib")
-    import lrp_num.heatmap as heatmap
+    import lrp_num.io.heatmap as heatmap
 
     titles = []
     render = heatmap.render_heatmap
@@ -214,9 +214,7 @@ def test_alpha_beta_parameters_are_printed_with_the_stabiliser(capsys):
 
 
 def test_stabiliser_eps_reaches_the_conventions(monkeypatch, capsys):
-    import importlib
-
-    explain_module = importlib.import_module("lrp_num.explain")  # the module, not the function
+    from lrp_num.engine import explain as explain_module  # the module, not the function
     seen = []
     original = explain_module.explain_details
     monkeypatch.setattr(explain_module, "explain_details",

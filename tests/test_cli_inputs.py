@@ -96,7 +96,7 @@ def test_an_output_that_is_the_input_is_refused_and_the_input_kept(tmp_path, cap
 
 
 def test_an_output_that_is_the_model_file_is_refused(tmp_path, capsys):
-    from lrp_num.model_io import save_npz
+    from lrp_num.io.model_io import save_npz
 
     model = tmp_path / "m.npz"
     save_npz(load_builtin("digits-mlp").network, model)
@@ -119,7 +119,7 @@ def test_a_symbolic_link_to_the_input_is_the_input(tmp_path, capsys):
 
 def test_check_distinct_names_both_outputs():
     from lrp_num.errors import OutputPathError
-    from lrp_num.files import check_distinct
+    from lrp_num.io.files import check_distinct
 
     with pytest.raises(OutputPathError, match="--heatmap 'a.png' is the same file as the output --out"):
         check_distinct({"--out": "a.png", "--heatmap": "a.png"}, {"--input": None})

@@ -15,7 +15,7 @@ import pytest
 
 from lrp_num.cli import main
 from lrp_num.errors import OutputPathError
-from lrp_num.files import write_all_or_none
+from lrp_num.io.files import write_all_or_none
 
 
 def _one_line_exit_2(command, capsys, message):

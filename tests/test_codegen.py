@@ -15,8 +15,8 @@ from sympy import (Function, Heaviside, Le, Lt, Max, Min, Piecewise, Rational, S
 
 from codegen_support import EPS64, reference_relevance, shipped_sources
 from lrp_num.cli import main
-from lrp_num.kernels import kernel_parameters, load_condition, load_kernel
-from lrp_num.operators import DenseOperator
+from lrp_num.engine.kernels import kernel_parameters, load_condition, load_kernel
+from lrp_num.layers.operators import DenseOperator
 from lrp_sym.codegen import (CodegenError, Source, build_outputs, check_sympy_version,
                              derive_folder, diff_outputs, print_numpy, separate, write_outputs)
 from lrp_sym.derivation import Derivation, RatioTerm
@@ -119,7 +119,7 @@ def _headers_and_imports(text: str) -> None:
     assert lines[1] == "# Regenerate with: lrp regenerate"
     assert lines[2].startswith("# SymPy 1.14")
     imports = [line for line in lines if line.startswith(("import ", "from "))]
-    assert set(imports) <= {"import numpy", "from lrp_num import kernel_runtime",
+    assert set(imports) <= {"import numpy", "from lrp_num.engine import kernel_runtime",
                             "from lrp_num.errors import ShapeError"}
 
 

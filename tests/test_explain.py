@@ -7,7 +7,7 @@ import pytest
 
 from lrp_num import Composite, Conventions, LayerRule, Sequential, explain, explain_details, load_builtin
 from lrp_num.errors import LRPError, NonFiniteError, TargetError, UnknownRuleError, ZeroDenominatorError
-from lrp_num.explain import MissingBoundsError, top_relevance
+from lrp_num.engine.explain import MissingBoundsError, top_relevance
 from lrp_num.layers import AvgPool2d, Dense, Flatten, MaxPool2d, ReLU, SumPool2d
 
 

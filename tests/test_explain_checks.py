@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from lrp_num import Conventions, Sequential, explain, explain_details, load_builtin
-from lrp_num.conventions import BIAS_CONVENTIONS
+from lrp_num.engine.conventions import BIAS_CONVENTIONS
 from lrp_num.errors import (DomainError, KernelArgumentError, LRPError, MissingBoundsError,
                             NonFiniteError, ShapeError, UnknownRuleError)
-from lrp_num.kernels import known_rules, layer_kernels, load_kernel, load_module
+from lrp_num.engine.kernels import known_rules, layer_kernels, load_kernel, load_module
 from lrp_num.layers import Conv2d, Dense, Flatten, Identity, MaxPool2d, ReLU, SumPool2d
 
 RNG = np.random.default_rng(11)
@@ -23,8 +23,7 @@ def mlp():
 
 
 def test_missing_bounds_error_lives_in_errors_and_explain():
-    from lrp_num import explain as explain_module  # noqa: F401
-    from lrp_num.explain import MissingBoundsError as alias
+    from lrp_num.engine.explain import MissingBoundsError as alias
     assert alias is MissingBoundsError and issubclass(MissingBoundsError, LRPError)
 
 
@@ -180,7 +179,7 @@ def _write_user_kernel(folder, scale: float) -> None:
     """A user 'zplus' kernel that scales the shipped result (enough to tell the two apart)."""
     folder.mkdir(exist_ok=True)
     (folder / "zplus.py").write_text(
-        "from lrp_num.kernels import load_kernel\n"
+        "from lrp_num.engine.kernels import load_kernel\n"
         "BOUNDS = ()\nN_TERMS = 1\n"
         "def relevance(op, x, relevance_out, *, eps=1e-06, stabilise='zero', bias_shares=None):\n"
         f"    return {scale!r} * load_kernel('zplus')(op, x, relevance_out, eps=eps, stabilise=stabilise,"

@@ -11,13 +11,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from lrp_num import explain, explain_details, load_npz, save_npz, testing
-from lrp_num.composites import ADD_RULE, AFFINE_RULE, COMPOSITES
+from lrp_num.engine.composites import ADD_RULE, AFFINE_RULE, COMPOSITES
 from lrp_num.errors import (GraphError, LRPError, MissingBoundsError, ModelFileError, ShapeError,
                             UnknownRuleError, UnsupportedLayerError)
-from lrp_num.graph import Graph, Node, as_graph
+from lrp_num.engine.graph import Graph, Node, as_graph
 from lrp_num.layers import (Add, BatchNorm, ChannelAffine, Concat, Conv2d, Dense, Dropout, Flatten,
                             GlobalAvgPool, MaxPool2d, ReLU)
-from lrp_num.network import Sequential
+from lrp_num.engine.network import Sequential
 
 RNG = np.random.default_rng(10)
 
@@ -487,29 +487,12 @@ def test_graph_header_is_json_text_without_pickle(tmp_path):
                                                                "inputs": ["b1_bn2", "stem_relu"]}
 
 
-def test_reference_and_audit_refuse_graphs():
-    from lrp_num import reference
-
-    with pytest.raises(UnsupportedLayerError, match="Sequential networks only"):
-        reference.explain(residual_net(), RNG.random((1, 2, 6, 6)), rule="zplus")
-    with pytest.raises(UnsupportedLayerError, match="grouped convolution"):
-        reference.explain(Sequential([Conv2d(np.ones((2, 1, 1, 1)), groups=2)], input_shape=(2, 2, 2)),
-                          np.ones((1, 2, 2, 2)), rule="zplus")
-
-
-def test_verify_refuses_graphs_up_front():
-    from lrp_num.verify import verify
-
-    with pytest.raises(UnsupportedLayerError, match="graph model"):
-        verify(residual_net(), RNG.random((1, 2, 6, 6)), model_name="resnet")
-
-
 def test_add_nodes_use_the_composites_add_rule():
     """The Add rule is the composite's ``add`` field (default add_z); add_zplus gives every
     addend a non-negative share where R >= 0, add_epsilon absorbs what its stabiliser holds."""
     import dataclasses
 
-    from lrp_num.composites import LayerRule
+    from lrp_num.engine.composites import LayerRule
 
     graph = residual_net()
     x = RNG.random((2, 2, 6, 6))

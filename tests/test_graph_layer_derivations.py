@@ -19,8 +19,8 @@ from sympy import Rational, Sum, sympify
 
 from codegen_support import shipped_derivations
 from lrp_num.errors import ShapeError
-from lrp_num.kernels import known_rules, load_condition, load_kernel
-from lrp_num.operators import WEIGHT_TRANSFORMS
+from lrp_num.engine.kernels import known_rules, load_condition, load_kernel
+from lrp_num.layers.operators import WEIGHT_TRANSFORMS
 from lrp_sym import ORTHANT, REAL_SPACE, RootPointRule, Status, x_i
 from lrp_sym.derivation import DerivationError
 from lrp_sym.numeric import LayerInstance

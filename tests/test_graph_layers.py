@@ -12,13 +12,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from lrp_num import explain
-from lrp_num.affine import affine_from_batchnorm
-from lrp_num.branching import Add, StackedAddends
+from lrp_num.layers.affine import affine_from_batchnorm
+from lrp_num.layers.branching import Add, StackedAddends
 from lrp_num.errors import ShapeError
 from lrp_num.layers import (AdaptiveAvgPool2d, AvgPool2d, BatchNorm, ChannelAffine, Concat, Conv2d,
                             Flatten, GlobalAvgPool, MaxPool2d, SumPool2d)
-from lrp_num.network import Sequential
-from lrp_num.operators import WEIGHT_TRANSFORMS
+from lrp_num.engine.network import Sequential
+from lrp_num.layers.operators import WEIGHT_TRANSFORMS
 
 RNG = np.random.default_rng(77)
 

@@ -10,7 +10,7 @@ import pytest
 
 pytest.importorskip("matplotlib")
 
-from lrp_num.heatmap import HeatmapFormatError, as_image, save_heatmap  # noqa: E402
+from lrp_num.io.heatmap import HeatmapFormatError, as_image, save_heatmap  # noqa: E402
 from lrp_num.errors import LRPError  # noqa: E402
 
 

@@ -13,7 +13,7 @@ from lrp_num.errors import NonFiniteError, ShapeError
 from lrp_num.layers import (
     AvgPool2d, BatchNorm, Conv2d, Dense, Flatten, Identity, MaxPool2d, ReLU, SumPool2d,
 )
-from lrp_num.operators import WEIGHT_TRANSFORMS
+from lrp_num.layers.operators import WEIGHT_TRANSFORMS
 
 RNG = np.random.default_rng(2024)
 

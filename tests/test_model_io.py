@@ -11,8 +11,8 @@ from lrp_num.errors import ModelFileError, NonFiniteError, OutputPathError, Shap
 from lrp_num.layers import (
     AvgPool2d, BatchNorm, Conv2d, Dense, Flatten, Identity, MaxPool2d, ReLU, SumPool2d,
 )
-from lrp_num.model_io import BUILTIN_MODELS, InputDomain, load_builtin, load_npz, save_npz
-from lrp_num.network import Sequential
+from lrp_num.io.model_io import BUILTIN_MODELS, InputDomain, load_builtin, load_npz, save_npz
+from lrp_num.engine.network import Sequential
 
 RNG = np.random.default_rng(5)
 
@@ -254,7 +254,7 @@ def test_layout_uses_documented_keys(tmp_path):
 
 
 def test_every_layer_type_has_a_reader_and_a_writer():
-    from lrp_num import model_io
+    from lrp_num.io import model_io
     from lrp_num.layers import OPERATION_TYPES
 
     assert set(model_io._READERS) == set(OPERATION_TYPES)

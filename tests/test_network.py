@@ -7,7 +7,7 @@ import pytest
 
 from lrp_num.errors import NonFiniteError, ShapeError, UnsupportedLayerError
 from lrp_num.layers import AvgPool2d, BatchNorm, Conv2d, Dense, Flatten, Identity, MaxPool2d, ReLU
-from lrp_num.network import Sequential
+from lrp_num.engine.network import Sequential
 
 RNG = np.random.default_rng(11)
 
@@ -113,7 +113,7 @@ def test_lrp_num_imports_numpy_only():
     import subprocess
     import sys
 
-    code = ("import sys; import lrp_num.network, lrp_num.model_io, lrp_num.onnx_import; "
+    code = ("import sys; import lrp_num.engine.network, lrp_num.io.model_io, lrp_num.io.onnx_import; "
             "print(sorted(m for m in ('sympy', 'torch', 'onnx', 'mpmath', 'sklearn') if m in sys.modules))")
     root = __import__("pathlib").Path(__file__).resolve().parents[1]
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root)

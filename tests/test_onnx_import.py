@@ -11,7 +11,7 @@ from lrp_num.layers import AvgPool2d, Conv2d, Dense, MaxPool2d
 onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-from lrp_num.onnx_import import load_onnx  # noqa: E402
+from lrp_num.io.onnx_import import load_onnx  # noqa: E402
 
 RNG = np.random.default_rng(7)
 
@@ -218,7 +218,7 @@ def test_conv_stride_padding_pair(tmp_path):
 
 from onnx.reference import ReferenceEvaluator  # noqa: E402
 
-from lrp_num.graph import Graph  # noqa: E402
+from lrp_num.engine.graph import Graph  # noqa: E402
 from lrp_num.layers import Add, Concat, Dropout, Flatten, GlobalAvgPool  # noqa: E402
 
 

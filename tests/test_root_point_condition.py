@@ -15,9 +15,9 @@ import pytest
 
 from lrp_num import explain_details
 from lrp_num.errors import KernelArgumentError
-from lrp_num.kernels import load_condition
+from lrp_num.engine.kernels import load_condition
 from lrp_num.layers import Conv2d, Dense, ReLU
-from lrp_num.network import Sequential
+from lrp_num.engine.network import Sequential
 
 GAMMA = 0.3
 

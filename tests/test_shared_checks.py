@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 
 import lrp_num.reference as ref
-import lrp_num.reference_symbolic as sym
+import lrp_num.reference.symbolic as sym
 from lrp_num import Conventions, Sequential, explain, load_builtin
 from lrp_num.audit.compare import audit_attribution, audit_library, check_tolerance
 from lrp_num.checks import MAX_DPS, MIN_DPS, check_dps
 from lrp_num.cli import main
 from lrp_num.errors import (DomainError, KernelArgumentError, LRPError, NonFiniteError,
                             PrecisionError, ShapeError, TargetError)
-from lrp_num.kernels import known_rules, load_module
+from lrp_num.engine.kernels import known_rules, load_module
 from lrp_num.layers import Dense, ReLU
 from lrp_num.verify import verify
 
@@ -281,7 +281,7 @@ def test_alphabeta_under_captum_bias_agrees_between_engine_and_reference():
     positive term, whose denominator x_1 w_1^+ + b = 1 - 1 is then 0 and becomes eps = 1e-6
     (stabilise="zero"): R = (2 * -1 / 1e-6, -1 * -1 * -1 / -1) = (-2e6, 1). The negative term has
     no bias and its denominator is -1. The reference had given the bias b^- to the negative term
-    (the "neuron" convention), which lrp_num.conventions documents only for neuron and zennit."""
+    (the "neuron" convention), which lrp_num.engine.conventions documents only for neuron and zennit."""
     network = Sequential([Dense(np.array([[1.0], [-1.0]]), np.array([-1.0]))], input_shape=(2,))
     x = np.array([[1.0, 1.0]])
     captum = Conventions(bias="captum")

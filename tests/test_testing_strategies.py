@@ -29,10 +29,17 @@ def test_inputs_respect_their_domain(case):
 @given(st.sampled_from(testing.BIAS_KINDS).flatmap(lambda k: testing.biases(5, k).map(lambda b: (k, b))))
 def test_bias_kinds_have_their_sign(case):
     kind, bias = case
-    checks = {"mixed": lambda b: True, "positive": lambda b: (b > 0).all(),
+    checks = {"mixed": lambda b: (np.abs(b) <= 1).all(), "positive": lambda b: (b > 0).all(),
               "negative": lambda b: (b < 0).all(), "nonpositive": lambda b: (b <= 0).all(),
               "zero": lambda b: (b == 0).all()}
+    assert bias.shape == (5,) and np.isfinite(bias).all()
     assert checks[kind](bias)
+
+
+def test_mixed_biases_take_both_signs():
+    # find raises NoSuchExample when no draw satisfies the condition
+    bias = find(testing.biases(5, "mixed"), lambda b: (b > 0).any() and (b < 0).any())
+    assert (bias > 0).any() and (bias < 0).any()
 
 
 def _biases(network):

@@ -9,9 +9,9 @@ torch = pytest.importorskip("torch")
 
 from lrp_num.errors import ModelFileError, UnsupportedLayerError  # noqa: E402
 from lrp_num.layers import AvgPool2d, BatchNorm, Conv2d, Dense, Flatten, MaxPool2d, ReLU, SumPool2d  # noqa: E402
-from lrp_num.model_io import load_builtin  # noqa: E402
-from lrp_num.network import Sequential  # noqa: E402
-from lrp_num.torch_bridge import from_torch, load_torch_model, to_torch  # noqa: E402
+from lrp_num.io.model_io import load_builtin  # noqa: E402
+from lrp_num.engine.network import Sequential  # noqa: E402
+from lrp_num.io.torch_bridge import from_torch, load_torch_model, to_torch  # noqa: E402
 
 
 def network():

@@ -16,11 +16,11 @@ torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 from torch.nn import functional as F  # noqa: E402
 
-from lrp_num.graph import Graph  # noqa: E402
+from lrp_num.engine.graph import Graph  # noqa: E402
 from lrp_num.layers import (Add, AdaptiveAvgPool2d, AvgPool2d, ChannelAffine, Concat, Conv2d,  # noqa: E402
                             Dense, Dropout, Flatten, MaxPool2d, SumPool2d)
-from lrp_num.torch_architectures import resnet18, vgg11_bn  # noqa: E402
-from lrp_num.torch_import import from_torch_module  # noqa: E402
+from lrp_num.io.torch_architectures import resnet18, vgg11_bn  # noqa: E402
+from lrp_num.io.torch_import import from_torch_module  # noqa: E402
 
 RNG = np.random.default_rng(11)
 
@@ -228,7 +228,7 @@ def export_onnx(model, shape, path) -> str:
 @pytest.mark.parametrize("name", ["resnet18", "vgg11_bn", "small"])
 def test_torch_onnx_export_imports_with_the_same_forward(tmp_path, resnet, name):
     pytest.importorskip("onnx")
-    from lrp_num.onnx_import import load_onnx
+    from lrp_num.io.onnx_import import load_onnx
 
     if name == "resnet18":
         model, shape = resnet[0], (3, 32, 32)

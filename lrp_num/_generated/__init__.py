@@ -3,7 +3,7 @@
 # SymPy 1.14 (pinned in pyproject: sympy~=1.14.0)
 """Kernels generated from the derivations: one module per rule, plus layer kernels.
 
-Load a rule's kernel with ``lrp_num.kernels.load_kernel(name)``.
+Load a rule's kernel with ``lrp_num.engine.kernels.load_kernel(name)``.
 """
 
 RULES = (

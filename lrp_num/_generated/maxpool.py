@@ -11,7 +11,7 @@ Each window j passes R_j to its maxima; with m tied maxima each receives
 
 import numpy
 
-from lrp_num import kernel_runtime
+from lrp_num.engine import kernel_runtime
 
 
 def relevance(pool, x, relevance_out):

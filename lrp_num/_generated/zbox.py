@@ -12,14 +12,14 @@ Rule for layer input i and output j, d_k = sum_i' q^(k)_i'j + s_k:
     term 1: a = 1, q = (-h[i] + x[i])*Min(0, w[i, j]) + (-l[i] + x[i])*Max(0, w[i, j]), s = 0
             q = (-l[i] + x[i]) * positive(w) + (-h[i] + x[i]) * negative(w)
 
-Denominators are stabilised by lrp_num.kernel_runtime (its docstring states the
+Denominators are stabilised by lrp_num.engine.kernel_runtime (its docstring states the
 convention): stabilise="zero" (default, exact) replaces only d == 0 by +eps,
 stabilise="everywhere" uses d + eps sign(d) with sign(0) = +1.
 """
 
 import numpy
 
-from lrp_num import kernel_runtime
+from lrp_num.engine import kernel_runtime
 from lrp_num.errors import ShapeError
 
 RULE = 'zbox'
@@ -44,7 +44,7 @@ def relevance(op, x, relevance_out, *, lower=None, upper=None, eps=1e-06, stabil
     lower, upper : ndarray, optional
         Box bounds l <= x <= h, broadcastable to x. Required by this rule.
     eps, stabilise : float, {"zero", "everywhere"}, default 1e-06, "zero"
-        The stabiliser convention, stated once in lrp_num.kernel_runtime.
+        The stabiliser convention, stated once in lrp_num.engine.kernel_runtime.
     bias_shares : sequence of (str or None), optional
         One entry per term (1 here): a weight-transform name g adds g(b_j) to that
         term's denominator (a convention such as zennit's b^+: "positive"); None adds nothing.
@@ -57,7 +57,7 @@ def relevance(op, x, relevance_out, *, lower=None, upper=None, eps=1e-06, stabil
     Raises
     ------
     ZeroDenominatorError, KernelArgumentError
-        See lrp_num.kernel_runtime: a zero denominator with eps = 0 where relevance arrives;
+        See lrp_num.engine.kernel_runtime: a zero denominator with eps = 0 where relevance arrives;
         missing box bounds, an unknown stabilise mode, or malformed bias_shares.
     """
     x = kernel_runtime.as_float(x)

@@ -1,9 +1,11 @@
 """Auditing other LRP implementations against this toolkit's derivations and reference.
 
 ``lrp audit`` (:mod:`lrp_num.commands.audit`) runs a library's own LRP on a model converted by
-:mod:`lrp_num.torch_bridge`, records the relevance at every layer boundary, and compares it
+:mod:`lrp_num.io.torch_bridge`, records the relevance at every layer boundary, and compares it
 with the mpmath reference (:mod:`lrp_num.reference`) twice: under the library's documented
-behaviour (:mod:`lrp_num.profiles`) and under the deep Taylor derivation. Torch, zennit and
+behaviour (:mod:`lrp_num.audit.profiles`) and under the deep Taylor derivation. On graph models
+(:mod:`lrp_num.audit.graph_compare`) it records relevance at every node's output and every Add
+node's addends (:mod:`lrp_num.audit.node_recorder`) and reports per node. Torch, zennit and
 captum are imported only inside the adapters.
 """
 

@@ -17,10 +17,10 @@ from typing import Callable, Mapping
 import numpy as np
 
 from lrp_num.audit.library_run import LibraryRun, module_groups
-from lrp_num.composites import LayerRule
+from lrp_num.engine.composites import LayerRule
 from lrp_num.errors import MissingDependencyError
-from lrp_num.profiles import CAPTUM
-from lrp_num.torch_bridge import INSTALL_HINT, require_torch
+from lrp_num.audit.profiles import CAPTUM
+from lrp_num.io.torch_bridge import INSTALL_HINT, require_torch
 
 
 def import_captum():
@@ -34,7 +34,7 @@ def import_captum():
 
 
 def captum_rule(choice: LayerRule):
-    """The captum rule object for our rule ``choice`` (see :data:`lrp_num.profiles.CAPTUM`)."""
+    """The captum rule object for our rule ``choice`` (see :data:`lrp_num.audit.profiles.CAPTUM`)."""
     import_captum()
     from captum.attr._utils import lrp_rules
 
@@ -121,3 +121,83 @@ def run_captum(network, model, x: np.ndarray, plan: Mapping[int, LayerRule], tar
     return LibraryRun(f"captum {version}", layers[0], layers, output)
 
 
+
+
+def run_captum_graph(graph, twin, x: np.ndarray, plan: Mapping[int, LayerRule], target: np.ndarray,
+                     overrides: Mapping[str, Callable] | None = None) -> LibraryRun:
+    """Run ``captum.attr.LRP(twin).attribute(x, target)`` on a graph's twin with our plan's rules.
+
+    Additions are the twin's ``Addition_Module`` instances with captum's default EpsilonRule,
+    batch norms (never merged by captum) and pooling get EpsilonRule, as captum's
+    ``SUPPORTED_LAYERS_WITH_RULES`` assigns them; Flatten and Identity a pass-through rule (captum
+    has none). Relevance recorded at node outputs is normalised to a top relevance of 1 in captum
+    and scaled by f_c(x) here, as captum scales the input relevance. ``overrides``: node name ->
+    a function returning the rule object for that node's module instead.
+    """
+    from captum.attr._utils.custom_modules import Addition_Module
+    from captum.attr._utils.lrp_rules import EpsilonRule
+
+    from lrp_num.audit.node_recorder import NodeRecorder
+
+    torch = require_torch()
+    attr = import_captum()
+    by_name = {node.name: (k, node) for k, node in enumerate(graph.nodes)}
+    for name, module in twin.node_modules.items():
+        make = (overrides or {}).get(name)
+        k, node = by_name.get(name, (None, None))
+        choice = plan.get(k) if k is not None else None
+        if make is not None:
+            rule = make()
+        elif isinstance(module, (torch.nn.ReLU, torch.nn.Dropout)):
+            continue
+        elif choice is not None and isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)) \
+                and choice.rule not in ("lrp0", "maxpool", "sumpool", "avgpool"):
+            rule = captum_rule(choice)
+        elif isinstance(module, (torch.nn.Flatten, torch.nn.Identity)):
+            rule = _reshape_rule()
+        else:
+            rule = EpsilonRule()  # captum's default for pooling, batch norms and additions
+        module.rule = rule
+    recorder = NodeRecorder(twin)
+    for name, module in twin.node_modules.items():
+        if isinstance(module, Addition_Module):
+            recorder.watch_addition(name, module)
+    inputs = torch.tensor(np.asarray(x, dtype=np.float64), requires_grad=True)
+    try:
+        relevance = attr.LRP(twin).attribute(inputs, target=[int(t) for t in target])
+    except TypeError as error:  # captum refuses a module type it has no rule for
+        from lrp_num.errors import UnsupportedLayerError
+
+        raise UnsupportedLayerError(f"captum cannot explain this graph: {error}") from None
+    finally:
+        recorder.close()
+        for module in twin.node_modules.values():
+            if hasattr(module, "rule"):
+                del module.rule
+    with torch.no_grad():
+        output = twin(inputs).numpy()
+    f_c = output[np.arange(len(x)), np.asarray(target)]
+
+    def scaled(array: np.ndarray) -> np.ndarray:
+        return array * f_c.reshape((-1,) + (1,) * (array.ndim - 1))
+
+    nodes = {name: scaled(value) for name, value in recorder.nodes.items()}
+    nodes[graph.input_name] = relevance.detach().numpy()
+    addends = {name: [scaled(share) for share in shares] for name, shares in recorder.addends.items()
+               if all(share is not None for share in shares)}  # a plain +: the views it reads
+    for name, (values, gradients) in recorder.addition_gradients.items():
+        shares = []
+        for k, source in enumerate(twin_inputs(twin, name)):
+            if twin.consumers[source] == [name] and source in nodes:
+                shares.append(nodes[source])  # read by the addition only: measured there
+            else:  # captum's hook on that addend multiplies the summed gradient by it
+                shares.append(scaled(values[k] * gradients[k]))
+        addends[name] = shares
+    version = getattr(importlib.import_module("captum"), "__version__", "?")
+    return LibraryRun(f"captum {version}", nodes[graph.input_name], output=output, nodes=nodes,
+                      addends=addends)
+
+
+def twin_inputs(twin, name: str) -> tuple[str, ...]:
+    """The inputs of source node ``name`` of a twin."""
+    return next(node.inputs for node in twin.steps if node.name == name)

@@ -26,11 +26,11 @@ import numpy as np
 from lrp_num.audit.library_run import LibraryRun
 from lrp_num.checks import (check_composite_parameters, check_dps, check_rule_parameters,
                             require_finite)
-from lrp_num.composites import Composite, LayerRule, get_composite
-from lrp_num.conventions import DTD, Conventions
+from lrp_num.engine.composites import Composite, LayerRule, get_composite
+from lrp_num.engine.conventions import DTD, Conventions
 from lrp_num.errors import KernelArgumentError, LRPError, ShapeError, UnknownRuleError, UnsupportedLayerError
-from lrp_num.explain import top_relevance
-from lrp_num.profiles import PROFILES, Profile, get_profile
+from lrp_num.engine.explain import top_relevance
+from lrp_num.audit.profiles import PROFILES, Profile, get_profile
 from lrp_num.progress import progress
 
 #: relative deviation below which two float64 relevances count as equal
@@ -71,6 +71,8 @@ class AuditReport:
     f_c: list[float] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
     ok: bool = True
+    nodes: list = field(default_factory=list)
+    """Graphs: one :class:`~lrp_num.audit.graph_compare.NodeAudit` per node (``layers`` is empty)."""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -338,7 +340,7 @@ def _targets(network, x: np.ndarray, target) -> np.ndarray:
 def run_library(library: str, network, x: np.ndarray, plan, targets: np.ndarray, input_domain=None,
                 overrides: Mapping[int, Callable] | None = None) -> LibraryRun:
     """The library's own LRP on the torch twin of ``network`` (float64)."""
-    from lrp_num.torch_bridge import to_torch
+    from lrp_num.io.torch_bridge import to_torch
 
     model = to_torch(network)
     if library == "zennit":
@@ -355,8 +357,8 @@ def run_library(library: str, network, x: np.ndarray, plan, targets: np.ndarray,
 def audit_library(network, x: np.ndarray, library: str, rule: str | None = None,
                   composite: str | Composite | None = None, target=None, *, parameters: Mapping | None = None,
                   input_domain=None, dps: int = 50, tolerance: float = DEFAULT_TOLERANCE,
-                  overrides: Mapping[int, Callable] | None = None, library_run: LibraryRun | None = None
-                  ) -> AuditReport:
+                  overrides: Mapping[int, Callable] | None = None, library_run: LibraryRun | None = None,
+                  addition: str | None = None) -> AuditReport:
     """Audit ``library`` ("zennit" or "captum") on ``network`` at the batch ``x``.
 
     Parameters
@@ -374,16 +376,28 @@ def audit_library(network, x: np.ndarray, library: str, rule: str | None = None,
     tolerance : float
         Relative deviation counted as equal, 0 <= tolerance < 1 (KernelArgumentError otherwise).
     overrides : mapping, optional
-        Folded layer index -> factory of a library rule object to use there (to test the audit).
+        Folded layer index (graphs: node name) -> factory of a library rule object to use there
+        (to test the audit).
     library_run : LibraryRun, optional
-        A run recorded elsewhere, instead of running the library here.
+        A run recorded elsewhere, instead of running the library here (Sequential networks).
+    addition : {"functional", "zennit", "captum"}, optional
+        Graphs: how the torch twin writes Add nodes (default: as the library's users do, the
+        profile's ``addition``); ``"functional"`` is a plain ``+`` that no rule sees.
+
+    On a :class:`~lrp_num.engine.graph.Graph` the audit reports per node
+    (:mod:`lrp_num.audit.graph_compare`): ``AuditReport.nodes`` instead of ``layers``.
     """
-    if hasattr(network, "nodes"):
-        raise UnsupportedLayerError("the audit covers Sequential networks only; graph models are "
-                                    "not covered yet")
     dps, tolerance = check_dps(dps), check_tolerance(tolerance)
     profile = get_profile(library)
     x = np.asarray(x, dtype=np.float64)
+    if hasattr(network, "nodes"):
+        from lrp_num.audit.graph_compare import audit_graph_library
+
+        if library_run is not None:
+            raise UnsupportedLayerError("library_run= is for Sequential networks; on a graph the audit "
+                                        "runs the library itself")
+        return audit_graph_library(network, x, library, profile, rule, composite, _targets(network, x, target),
+                                   parameters or {}, input_domain, dps, tolerance, overrides, addition)
     plan = layer_plan(network, rule, composite, dict(parameters or {}), input_domain is not None)
     _check_zbox(network, plan)
     own_plan, dtd_plan = mapped_plans(profile, plan)
@@ -424,6 +438,9 @@ def audit_attribution(network, x: np.ndarray, attribution: np.ndarray, rule: str
     each convention absorbs, and positivity. The verdict names the convention it matches.
     ``dps`` (20 to 10000) and ``tolerance`` (0 <= tolerance < 1) as in :func:`audit_library`.
     """
+    if hasattr(network, "nodes"):
+        raise UnsupportedLayerError("the audit of a saved attribution covers Sequential networks only; "
+                                    "audit a graph model with --library zennit or captum")
     dps, tolerance = check_dps(dps), check_tolerance(tolerance)
     x = np.asarray(x, dtype=np.float64)
     attribution = require_finite(np.asarray(attribution, dtype=np.float64), "the attribution")

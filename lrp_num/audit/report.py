@@ -21,17 +21,42 @@ def _header(report: AuditReport) -> str:
             f"{report.n_samples} sample(s)")
 
 
+_NODE_COLUMNS = ("node", "rule", "own dev (rel)", "DTD dev (rel)", "addends/R lib", "addends/R own",
+                 "addends/R DTD")
+
+
+def _ratio(value) -> str:
+    return "" if value is None else f"{value:.6g}"
+
+
+def _node_row(a) -> tuple[str, ...]:
+    return (a.node, a.rule or "", f"{a.own_deviation:.2e} ({a.own_relative:.1e})",
+            f"{a.dtd_deviation:.2e} ({a.dtd_relative:.1e})", _ratio(a.addend_sum_library),
+            _ratio(a.addend_sum_profile), _ratio(a.addend_sum_dtd))
+
+
+def _columns(report: AuditReport) -> tuple[tuple[str, ...], list[tuple[str, ...]], str]:
+    """(header, rows, legend): per node for a graph, per layer otherwise."""
+    if report.nodes:
+        return (_NODE_COLUMNS, [_node_row(a) for a in report.nodes],
+                "deviations: max |R_lib - R_ref| (relative to max |R_ref|) of the relevance arriving at the "
+                "node's output; addends/R: sum_k R_k / R at an Add node")
+    return (_COLUMNS, [_row(a) for a in report.layers],
+            "deviations: max |R_lib - R_ref| (relative to max |R_ref|) at the layer's input; "
+            "absorbed: (sum R_out - sum R_in) / f_c")
+
+
 def render_table(report: AuditReport) -> str:
-    """Fixed-width table, one row per audited layer (input side first), then the verdicts."""
-    rows = [_COLUMNS] + [_row(a) for a in report.layers]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(_COLUMNS))]
+    """Fixed-width table, one row per audited layer or graph node (input side first), then the verdicts."""
+    columns, body, legend = _columns(report)
+    rows = [columns] + body
+    widths = [max(len(r[i]) for r in rows) for i in range(len(columns))]
     lines = [_header(report), ""]
     for n, row in enumerate(rows):
         lines.append("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
         if n == 0:
             lines.append("  ".join("-" * width for width in widths))
-    lines += ["", "deviations: max |R_lib - R_ref| (relative to max |R_ref|) at the layer's input; "
-              "absorbed: (sum R_out - sum R_in) / f_c"]
+    lines += ["", legend]
     lines += [""] + [f"- {verdict}" for verdict in report.verdicts]
     if report.seconds:
         lines.append("timings: " + ", ".join(f"{k} {v:.2f} s" for k, v in report.seconds.items()))
@@ -40,9 +65,10 @@ def render_table(report: AuditReport) -> str:
 
 def render_markdown(report: AuditReport) -> str:
     """A Markdown section with the same table and the verdicts as a list."""
-    lines = [f"### {_header(report)}", "", "| " + " | ".join(_COLUMNS) + " |",
-             "|" + "---|" * len(_COLUMNS)]
-    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in _row(a)) + " |" for a in report.layers]
+    columns, body, _ = _columns(report)
+    lines = [f"### {_header(report)}", "", "| " + " | ".join(columns) + " |",
+             "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in body]
     lines += [""] + [f"- {verdict}" for verdict in report.verdicts]
     return "\n".join(lines) + "\n"
 

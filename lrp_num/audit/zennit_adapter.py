@@ -20,10 +20,10 @@ from typing import Callable, Mapping
 import numpy as np
 
 from lrp_num.audit.library_run import LibraryRun, module_groups
-from lrp_num.composites import LayerRule
+from lrp_num.engine.composites import LayerRule
 from lrp_num.errors import MissingDependencyError
-from lrp_num.profiles import ZENNIT
-from lrp_num.torch_bridge import INSTALL_HINT, require_torch
+from lrp_num.audit.profiles import ZENNIT
+from lrp_num.io.torch_bridge import INSTALL_HINT, require_torch
 
 _PLACEHOLDER_MODULES = ("torchvision", "torchvision.models", "torchvision.models.resnet")
 
@@ -60,7 +60,7 @@ def import_zennit():
 
 
 def zennit_rule(choice: LayerRule, eps: float = ZENNIT.conventions.eps, low=None, high=None):
-    """The zennit hook for our rule ``choice`` (see :data:`lrp_num.profiles.ZENNIT`)."""
+    """The zennit hook for our rule ``choice`` (see :data:`lrp_num.audit.profiles.ZENNIT`)."""
     zennit = import_zennit()
     rules = zennit.rules
     p = {**ZENNIT.rule(choice.rule).defaults, **dict(choice.parameters)}
@@ -88,7 +88,7 @@ def run_zennit(network, model, x: np.ndarray, plan: Mapping[int, LayerRule], top
     network : Sequential
         Our network (its source layers give the torch module layout).
     model : torch.nn.Sequential
-        Its twin from :func:`lrp_num.torch_bridge.to_torch` (float64).
+        Its twin from :func:`lrp_num.io.torch_bridge.to_torch` (float64).
     plan : mapping
         Folded layer index -> LayerRule for Dense and Conv2d layers.
     top : ndarray
@@ -143,3 +143,69 @@ def run_zennit(network, model, x: np.ndarray, plan: Mapping[int, LayerRule], top
     layers[len(groups)] = np.asarray(top, dtype=np.float64)
     return LibraryRun(f"zennit {getattr(zennit, '__version__', '0.5.1')}", layers[0], layers,
                       output.detach().numpy())
+
+
+def run_zennit_graph(graph, twin, x: np.ndarray, plan: Mapping[int, LayerRule], top: np.ndarray,
+                     input_domain=None, overrides: Mapping[str, Callable] | None = None) -> LibraryRun:
+    """Run zennit's Gradient attributor on a graph's twin as zennit users run a ResNet.
+
+    Batch norms are merged by ``canonizers.NamedMergeBatchNorm`` with the (linear, batch norm)
+    pairs the graph folds (``SequentialMergeBatchNorm`` only sees module order, not the graph),
+    additions go through the twin's ``zennit.layer.Sum`` modules, which get ``Norm`` as in
+    zennit's ``layer_map_base``; activations and batch norms ``Pass``, average pooling ``Norm``.
+
+    Parameters
+    ----------
+    graph : Graph
+        Our graph; ``plan`` is keyed by its node indices.
+    twin : GraphTwin
+        ``to_torch(graph, addition=...)`` (float64).
+    top : ndarray
+        Output relevance passed as zennit's output gradient.
+    overrides : mapping, optional
+        Node name -> a function returning the hook to use for that node's module instead
+        (tests corrupt one node with it).
+    """
+    from lrp_num.audit.node_recorder import NodeRecorder
+
+    torch = require_torch()
+    zennit = import_zennit()
+    low = high = None
+    if input_domain is not None:
+        low = torch.tensor(np.broadcast_to(input_domain.low, x.shape[1:])[None].copy(), dtype=torch.float64)
+        high = torch.tensor(np.broadcast_to(input_domain.high, x.shape[1:])[None].copy(), dtype=torch.float64)
+    from lrp_num.layers import Conv2d, Dense
+
+    hooks = {}
+    for k, choice in plan.items():  # pooling and additions: zennit's Norm / the gradient, below
+        node = graph.nodes[k]
+        if isinstance(node.operation, (Dense, Conv2d)) and node.name in twin.node_modules:
+            hooks[id(twin.node_modules[node.name])] = zennit_rule(choice, low=low, high=high)
+    for name, make in (overrides or {}).items():
+        hooks[id(twin.node_modules[name])] = make()
+    types_ = zennit.types
+    stabilizer = ZENNIT.conventions.eps
+
+    def module_map(ctx, name, module):
+        if id(module) in hooks:
+            return hooks[id(module)]
+        if isinstance(module, (types_.Activation, types_.BatchNorm)):
+            return zennit.rules.Pass()
+        if isinstance(module, (types_.AvgPool, zennit.layer.Sum)):
+            return zennit.rules.Norm(stabilizer=stabilizer)
+        return None
+
+    pairs = [((twin.module_paths[linear],), twin.module_paths[bn]) for bn, linear in graph.folded.items()]
+    composite = zennit.core.Composite(module_map=module_map,
+                                      canonizers=[zennit.canonizers.NamedMergeBatchNorm(pairs)])
+    recorder = NodeRecorder(twin)
+    inputs = torch.tensor(np.asarray(x, dtype=np.float64), requires_grad=True)
+    try:
+        with zennit.attribution.Gradient(twin, composite) as attributor:
+            output, relevance = attributor(inputs, torch.tensor(top, dtype=torch.float64))
+    finally:
+        recorder.close()
+    nodes = dict(recorder.nodes)
+    nodes[graph.input_name] = relevance.detach().numpy()
+    return LibraryRun(f"zennit {getattr(zennit, '__version__', '0.5.1')}", nodes[graph.input_name],
+                      output=output.detach().numpy(), nodes=nodes, addends=dict(recorder.addends))

@@ -5,7 +5,7 @@
     lrp audit --attribution R.npy --model digits-mlp --sample 0 --rule zplus --markdown
 
 The library runs on the PyTorch twin of the model (float64); the mpmath reference runs under the
-library's profile (:mod:`lrp_num.profiles`) and under the deep Taylor derivation. Exit status:
+library's profile (:mod:`lrp_num.audit.profiles`) and under the deep Taylor derivation. Exit status:
 0 when every check passes, 1 when the audit flags something, 2 on errors (a missing torch,
 zennit or captum is one line saying what to install).
 """
@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
     parser.add_argument("--architecture", metavar="ARCH.json",
                         help="with --model WEIGHTS.pt (a torch state dict): the module list (see "
-                             "lrp_num.torch_bridge.ARCHITECTURE_HELP)")
+                             "lrp_num.io.torch_bridge.ARCHITECTURE_HELP)")
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument("--library", choices=("zennit", "captum"), help="run this library's LRP and audit it")
     what.add_argument("--attribution", metavar="R.npy", help="audit a saved input relevance from any tool")
@@ -48,8 +48,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _model(args):
     if args.model.endswith(".pt") or args.architecture:
         from lrp_num.errors import LRPError
-        from lrp_num.model_io import ModelFile
-        from lrp_num.torch_bridge import load_torch_model
+        from lrp_num.io.model_io import ModelFile
+        from lrp_num.io.torch_bridge import load_torch_model
 
         if not args.architecture:
             raise LRPError("--model WEIGHTS.pt needs --architecture ARCH.json")

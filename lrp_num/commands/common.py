@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from lrp_num.errors import LRPError, ModelFileError, NonFiniteError, ShapeError
-from lrp_num.model_io import BUILTIN_MODELS, ModelFile, load_builtin, load_npz
+from lrp_num.io.model_io import BUILTIN_MODELS, ModelFile, load_builtin, load_npz
 
 DEFAULT_MODEL = "digits-cnn"
 
@@ -38,7 +38,7 @@ def load_model(spec: str) -> ModelFile:
     if path.suffix.lower() == ".npy":
         raise ModelFileError(f"model file {spec!r} is a single .npy array, not an .npz model")
     if path.suffix.lower() == ".onnx":
-        from lrp_num.onnx_import import load_onnx
+        from lrp_num.io.onnx_import import load_onnx
 
         return ModelFile(load_onnx(path))
     return load_npz(path)

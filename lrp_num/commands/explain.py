@@ -18,7 +18,7 @@ import numpy as np
 
 from lrp_num.commands.common import add_model_arguments, load_inputs, load_model, sample_names
 from lrp_num.errors import LRPError
-from lrp_num.files import check_distinct, check_output_path, npy_bytes, write_all_or_none
+from lrp_num.io.files import check_distinct, check_output_path, npy_bytes, write_all_or_none
 from lrp_num.progress import progress
 
 CHUNK = 64  # samples per backward pass; a progress bar shows for several chunks
@@ -31,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     how.add_argument("--rule", help="one rule for every linear layer (see lrp derive --list)")
     how.add_argument("--composite", help="deep-taylor (default), epsilon-plus, epsilon-gamma-box, alpha2-beta1")
     parser.add_argument("--target", type=int, help="output index to explain (default: the prediction)")
-    from lrp_num.conventions import BIAS_CONVENTIONS
+    from lrp_num.engine.conventions import BIAS_CONVENTIONS
 
     parser.add_argument("--bias", default="dtd", choices=BIAS_CONVENTIONS,
                         help="bias convention (default: dtd, the derivation)")
@@ -68,7 +68,7 @@ def _check_arguments(args: argparse.Namespace) -> dict[str, float]:
 def _method_text(args: argparse.Namespace, parameters: dict[str, float]) -> str:
     """The rule with every parameter it runs with (the kernel's defaults filled in), or the
     composite, and the stabiliser: what the header line prints."""
-    from lrp_num.kernels import kernel_parameters
+    from lrp_num.engine.kernels import kernel_parameters
 
     if args.rule:
         used = {**kernel_parameters(args.rule), **parameters}
@@ -81,8 +81,8 @@ def _method_text(args: argparse.Namespace, parameters: dict[str, float]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lrp_num.conventions import Conventions
-    from lrp_num.explain import explain_details
+    from lrp_num.engine.conventions import Conventions
+    from lrp_num.engine.explain import explain_details
 
     parameters = _check_arguments(args)
     # no output may overwrite an input (or another output), however the paths are spelled
@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
         check_output_path(args.out, "the relevance")
     heatmap_format = None
     if args.heatmap is not None:
-        from lrp_num.heatmap import as_image, heatmap_format as format_of, render_heatmap
+        from lrp_num.io.heatmap import as_image, heatmap_format as format_of, render_heatmap
 
         check_output_path(args.heatmap, "the heatmap")
         heatmap_format = format_of(args.heatmap)
@@ -135,16 +135,18 @@ def run(args: argparse.Namespace) -> int:
                  f"conservation error {abs(total - f_value):.2e}")
         print(line)
     print("  root points in the domain (fraction of active neurons, mean over samples):")
-    for report in explanations[0].layers:
+    graph = hasattr(model.network, "nodes")  # a graph's reports name its nodes
+    for position, report in enumerate(explanations[0].layers):
         if report.rule is None:
             continue
-        fractions = np.concatenate([e.layers[report.index].root_point_valid for e in explanations]) \
+        fractions = np.concatenate([e.layers[position].root_point_valid for e in explanations]) \
             if report.root_point_valid is not None else None
         if fractions is not None:
             shown = f"{fractions.mean():.3f}"
         else:
             shown = "(no root point: pooling rule)" if report.rule == "maxpool" else "(no closed-form condition)"
-        print(f"    layer {report.index:2d} {report.layer:40s} {report.rule:11s} {shown}")
+        where = f"node {report.name:24s}" if graph and report.name else f"layer {report.index:2d}"
+        print(f"    {where} {report.layer:40s} {report.rule:11s} {shown}")
     # everything that can fail is done: render in memory, then write all files or none
     files = {}
     if args.out is not None:
@@ -161,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _builtin_names() -> tuple[str, ...]:
-    from lrp_num.model_io import BUILTIN_MODELS
+    from lrp_num.io.model_io import BUILTIN_MODELS
 
     return tuple(BUILTIN_MODELS)
 

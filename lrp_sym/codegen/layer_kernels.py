@@ -105,7 +105,7 @@ def emit_maxpool(derivation: Derivation, header: str) -> str:
         "",
         "import numpy",
         "",
-        "from lrp_num import kernel_runtime",
+        "from lrp_num.engine import kernel_runtime",
         "",
         "",
         "def relevance(pool, x, relevance_out):",

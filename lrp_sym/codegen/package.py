@@ -132,7 +132,7 @@ def _init_module(rules: list[str], layers: list[str], head: str) -> str:
         head.rstrip("\n"),
         '"""Kernels generated from the derivations: one module per rule, plus layer kernels.',
         "",
-        "Load a rule's kernel with ``lrp_num.kernels.load_kernel(name)``.",
+        "Load a rule's kernel with ``lrp_num.engine.kernels.load_kernel(name)``.",
         '"""',
         "",
         "RULES = (" + "".join(f"\n    {name!r}," for name in rules) + ("\n" if rules else "") + ")",
@@ -216,7 +216,7 @@ def diff_outputs(folder: Path, files: dict[str, str], suffix: str) -> list[str]:
 def write_outputs(folder: Path, files: dict[str, str], suffix: str) -> list[str]:
     """Make ``folder`` hold ``files``; remove owned files no longer generated. Returns changes.
 
-    The changed files are written all or none (:func:`lrp_num.files.write_all_or_none`), and
+    The changed files are written all or none (:func:`lrp_num.io.files.write_all_or_none`), and
     stale files are removed only after that, so a failure leaves the folder as it was.
 
     Raises
@@ -226,7 +226,7 @@ def write_outputs(folder: Path, files: dict[str, str], suffix: str) -> list[str]
     lrp_num.errors.OutputPathError
         A file cannot be written.
     """
-    from lrp_num.files import write_all_or_none
+    from lrp_num.io.files import write_all_or_none
 
     folder.mkdir(parents=True, exist_ok=True)
     stale = sorted(set(owned_files(folder, suffix)) - set(files))

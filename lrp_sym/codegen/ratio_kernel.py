@@ -37,7 +37,7 @@ _RELEVANCE_OUT = Symbol("relevance_out")
 _BIAS = Symbol("bias")
 
 #: the hand-written run time every generated kernel imports (as ``kernel_runtime``)
-RUNTIME_IMPORT = "from lrp_num import kernel_runtime"
+RUNTIME_IMPORT = "from lrp_num.engine import kernel_runtime"
 
 
 def _check_parameter_names(derivation: Derivation) -> None:
@@ -254,7 +254,7 @@ relevance_out : ndarray
 {parameters}lower, upper : ndarray, optional
     Box bounds l <= x <= h, broadcastable to x.{bounds_note}
 eps, stabilise : float, {{"zero", "everywhere"}}, default 1e-06, "zero"
-    The stabiliser convention, stated once in lrp_num.kernel_runtime.
+    The stabiliser convention, stated once in lrp_num.engine.kernel_runtime.
 bias_shares : sequence of (str or None), optional
     One entry per term ({n_terms} here): a weight-transform name g adds g(b_j) to that
     term's denominator (a convention such as zennit's b^+: "positive"); None adds nothing.
@@ -267,7 +267,7 @@ ndarray
 Raises
 ------
 ZeroDenominatorError, KernelArgumentError
-    See lrp_num.kernel_runtime: a zero denominator with eps = 0 where relevance arrives;
+    See lrp_num.engine.kernel_runtime: a zero denominator with eps = 0 where relevance arrives;
     missing box bounds, an unknown stabilise mode, or malformed bias_shares.
 """
 '''
@@ -322,7 +322,7 @@ def emit_ratio_kernel(derivation: Derivation, header: str) -> str:
         "",
         *("    " + line for line in _rule_lines(derivation, separated)),
         "",
-        "Denominators are stabilised by lrp_num.kernel_runtime (its docstring states the",
+        "Denominators are stabilised by lrp_num.engine.kernel_runtime (its docstring states the",
         "convention): stabilise=\"zero\" (default, exact) replaces only d == 0 by +eps,",
         "stabilise=\"everywhere\" uses d + eps sign(d) with sign(0) = +1.",
         '"""',

@@ -5,7 +5,7 @@ A kernel evaluates sum_i q_ij with matrix products only if q is separable,
     q_ij = sum_m a_m(x_i, l_i, h_i, parameters) g_m(w_ij),
 
 with each g_m one of the weight transforms that every layer operator provides
-(``lrp_num.operators.WEIGHT_TRANSFORMS``). In the two sign cases of a generic weight
+(``lrp_num.layers.operators.WEIGHT_TRANSFORMS``). In the two sign cases of a generic weight
 (w_ij = +W or -W, W > 0) a separable q is a polynomial of degree at most 2 in W, and each degree
 names its transforms:
 

@@ -4,7 +4,7 @@
     lrp regenerate --check               # write nothing; diff what is stale, exit 1 if any
     lrp regenerate --derivations DIR --out OUT [--docs DOCS]   # a user's own rules
 
-Kernels written to OUT load with ``lrp_num.kernels.load_kernel(name, folder=OUT)``.
+Kernels written to OUT load with ``lrp_num.engine.kernels.load_kernel(name, folder=OUT)``.
 """
 
 from __future__ import annotations
@@ -16,10 +16,15 @@ import sys
 from pathlib import Path
 
 from lrp_num.errors import LRPError
+from lrp_sym.registry import checkout_root
 
-_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_OUT = _ROOT / "lrp_num" / "_generated"
-DEFAULT_DOCS = _ROOT / "docs" / "rules"
+#: the shipped kernels, next to the packages in a checkout and in an installed package alike
+DEFAULT_OUT = Path(__file__).resolve().parents[2] / "lrp_num" / "_generated"
+#: the docs pages belong to a source checkout; an installed package has none (None)
+DEFAULT_DOCS = checkout_root() / "docs" / "rules" if checkout_root() is not None else None
+#: said once when the shipped docs pages are skipped because the package is installed
+NO_DOCS_NOTE = ("the docs pages (docs/rules) are part of a source checkout, not of an installed "
+                "package: kernels only")
 
 
 class RegenerateError(LRPError):
@@ -88,6 +93,12 @@ def _check_folder(path: Path, flag: str, writable: bool) -> None:
             break
 
 
+def _skips_shipped_docs(args: argparse.Namespace) -> bool:
+    """True when the shipped docs pages would be generated but this is an installed package."""
+    shipped = args.derivations is None and args.out is None
+    return shipped and args.docs is None and DEFAULT_DOCS is None
+
+
 def _targets(args: argparse.Namespace) -> tuple[Path, Path | None]:
     for flag in ("derivations", "out", "docs"):  # kept as typed until here: "" is not "."
         value = getattr(args, flag)
@@ -119,6 +130,8 @@ def run(args: argparse.Namespace) -> int:
     except (DerivationFileError, CodegenError) as error:
         raise RegenerateError(str(error)) from None
 
+    if _skips_shipped_docs(args):
+        print(f"lrp regenerate: {NO_DOCS_NOTE}")
     plan = [(out, outputs.kernels, ".py")]
     if docs is not None:
         plan.append((docs, outputs.docs, ".md"))

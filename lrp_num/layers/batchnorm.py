@@ -1,6 +1,6 @@
 """Batch normalisation at inference, y = (x - mu) / sqrt(var + eps) * gamma + beta per channel.
 
-It is never explained on its own: :class:`~lrp_num.network.Sequential` folds it into the
+It is never explained on its own: :class:`~lrp_num.engine.network.Sequential` folds it into the
 immediately preceding dense or convolutional layer with the generated
 :func:`lrp_num._generated.batchnorm_fold.fold_batchnorm` (W' = W gamma / sigma per output,
 b' = (b - mu) gamma / sigma + beta, sigma = sqrt(var + eps)). The unfolded forward map is kept
@@ -13,8 +13,8 @@ import numpy as np
 
 from lrp_num._generated.batchnorm_fold import fold_batchnorm
 from lrp_num.checks import as_float_array, parameter, require_finite
-from lrp_num.conv import Conv2d
-from lrp_num.dense import Dense
+from lrp_num.layers.conv import Conv2d
+from lrp_num.layers.dense import Dense
 from lrp_num.errors import NonFiniteError, ShapeError
 
 

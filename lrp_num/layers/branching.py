@@ -12,7 +12,7 @@ import numpy as np
 
 from lrp_num.checks import as_float_array, require_finite
 from lrp_num.errors import ShapeError, UnknownRuleError
-from lrp_num.operators import WEIGHT_TRANSFORMS
+from lrp_num.layers.operators import WEIGHT_TRANSFORMS
 
 
 def _unit_weight(g: str, dtype: np.dtype) -> np.ndarray:
@@ -81,7 +81,7 @@ class Add(_MultiInput):
 class StackedAddends:
     """y = sum_k w a_k with the unit weight w = 1 on addends stacked as (N, K, *shape).
 
-    A :class:`~lrp_num.operators.LinearOperator`: ``forward(a, g)`` = g(1) sum_k a[:, k],
+    A :class:`~lrp_num.layers.operators.LinearOperator`: ``forward(a, g)`` = g(1) sum_k a[:, k],
     ``transpose(s, g)`` = g(1) s repeated K times on axis 1, ``bias_like`` = zeros.
     """
 

@@ -4,7 +4,7 @@ A :class:`Profile` names, for one library version, the conventions it uses (bias
 denominator, stabiliser) and, for each rule the user asks for by our name, the library's class,
 the derivation that reproduces the library exactly (``reference_rule``) and the deep Taylor
 derivation it is compared with (``dtd_rule``). The engine and the mpmath reference evaluate the
-first under ``conventions`` and the second under :data:`lrp_num.conventions.DTD`.
+first under ``conventions`` and the second under :data:`lrp_num.engine.conventions.DTD`.
 
 Every entry was read off the installed library source (file and class cited per rule), not
 off its documentation:
@@ -29,6 +29,17 @@ captum 0.9.0 (``captum/attr/_utils/lrp_rules.py``, ``captum/attr/_core/lrp.py``;
     merged (its own epsilon rule), BatchNorm1d and Flatten have no rule (the audit gives Flatten
     a pass-through rule).
 
+Graphs (residual networks): zennit's users route a skip connection's sum through a
+``zennit.layer.Sum`` (its ResNet canonizer does this to torchvision's blocks), which its
+composites give the ``Norm`` rule, R_k = a_k / stab(sum_k a_k) R; captum's users write it as an
+``Addition_Module``, which gets captum's ``EpsilonRule``, the same split with captum's 1e-9.
+Both are the derived proportional split ``add_z`` under the library's conventions (stabiliser
+everywhere; ``Profile.add``).
+zennit merges each batch norm into the linear node it reads (``canonizers.NamedMergeBatchNorm``
+with explicit pairs: ``SequentialMergeBatchNorm`` only sees module order), captum merges none
+(``Profile.library_graph``). A functional ``+`` is invisible to both: every addend receives the
+sum's whole relevance.
+
 LRP-epsilon: both libraries have a single stabiliser, the rule's epsilon; the engine and the
 reference apply the rule's epsilon and then the convention's eps. The profile therefore passes
 epsilon_rule = epsilon_library - eps_convention, which adds up to the library's denominator.
@@ -39,7 +50,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
-from lrp_num.conventions import DTD, Conventions
+from lrp_num.engine.composites import ADD_RULE
+from lrp_num.engine.conventions import DTD, Conventions
 from lrp_num.errors import UnknownRuleError
 
 
@@ -87,6 +99,14 @@ class Profile:
     passes: str
     library_network: Callable | None = None
     """Network -> the network the library actually explains (None: the same)."""
+    add: RuleMapping | None = None
+    """What the library does at an Add node (graphs), routed as :attr:`addition` sets it up."""
+    addition: str = "functional"
+    """How the library's users write a residual sum (:data:`lrp_num.io.torch_twin.ADDITIONS`)."""
+    library_graph: Callable | None = None
+    """Graph -> the graph the library actually explains, node names kept (None: the same)."""
+    batch_norm_rule: str | None = None
+    """Our rule reproducing the library at a batch norm it does not merge (None: not modelled)."""
 
     def rule(self, name: str) -> RuleMapping:
         """The mapping of our rule ``name``; UnknownRuleError names what the library offers."""
@@ -117,7 +137,7 @@ def zennit_merged_network(network):
     import numpy as np
 
     from lrp_num.layers import BatchNorm
-    from lrp_num.network import Sequential
+    from lrp_num.engine.network import Sequential
 
     layers = []
     for layer in network.source_layers:
@@ -128,6 +148,55 @@ def zennit_merged_network(network):
     if len(layers) == len(network.source_layers):
         return network
     return Sequential(layers, input_shape=network.input_shape)
+
+
+def zennit_merged_graph(graph):
+    """The graph zennit 0.5.1 explains after merging its batch norms with
+    ``canonizers.NamedMergeBatchNorm`` (one (linear, batch norm) pair per BatchNorm that the
+    graph folds): as :func:`zennit_merged_network`, each merged batch norm still divides by
+    sqrt(1 + eps_bn), which this graph folds in by scaling that BatchNorm's gamma and beta."""
+    import numpy as np
+
+    from lrp_num.engine.graph import Graph, Node
+    from lrp_num.layers import BatchNorm
+
+    if not graph.folded:
+        return graph
+    nodes = []
+    for node in graph.source_nodes:
+        layer = node.operation
+        if node.name in graph.folded:
+            factor = 1.0 / np.sqrt(1.0 + layer.eps)
+            layer = BatchNorm(layer.gamma * factor, layer.beta * factor, layer.mean, layer.var, eps=layer.eps)
+        nodes.append(Node(node.name, layer, node.inputs))
+    return Graph(nodes, input_shape=graph.input_shape, output=graph.source_output, input_name=graph.input_name)
+
+
+def captum_unmerged_graph(graph):
+    """The graph captum 0.9 explains: it never merges a BatchNorm2d but gives it an EpsilonRule
+    of its own (captum/attr/_core/lrp.py, SUPPORTED_LAYERS_WITH_RULES), so every batch norm
+    (and per-channel affine node) becomes the 1x1 depthwise convolution it computes, w_c = s_c,
+    b_c = t_c, under the same node name, which the graph does not fold."""
+    import numpy as np
+
+    from lrp_num.layers.affine import affine_from_batchnorm
+    from lrp_num.engine.graph import Graph, Node
+    from lrp_num.layers import BatchNorm, ChannelAffine, Conv2d
+
+    shapes = dict(graph.shapes or {})
+    nodes, changed = [], False
+    for node in graph.source_nodes:
+        layer = node.operation
+        shapes.setdefault(node.name, shapes.get(node.inputs[0], ()))  # a folded batch norm
+        if isinstance(layer, (BatchNorm, ChannelAffine)) and len(shapes[node.inputs[0]]) == 3:
+            scale, shift = (affine_from_batchnorm(layer) if isinstance(layer, BatchNorm)
+                            else (layer.scale, layer.shift))
+            layer = Conv2d(np.asarray(scale).reshape(-1, 1, 1, 1), np.asarray(shift), groups=len(scale))
+            changed = True
+        nodes.append(Node(node.name, layer, node.inputs))
+    if not changed:
+        return graph
+    return Graph(nodes, input_shape=graph.input_shape, output=graph.source_output, input_name=graph.input_name)
 
 
 _ZENNIT_RULES = "zennit/rules.py"
@@ -158,6 +227,13 @@ ZENNIT = Profile(
              "zennit/composites.py (layer_map_base)", "zennit/canonizers.py (SequentialMergeBatchNorm)"),
     passes="ReLU: Pass; AvgPool: Norm (z-rule); MaxPool: gradient; BatchNorm: merged by canonizer",
     library_network=zennit_merged_network,
+    add=RuleMapping("add", "zennit.layer.Sum with zennit.rules.Norm", "add_z", ADD_RULE, {},
+                    "zennit/layer.py: Sum; zennit/rules.py: Norm; zennit/composites.py: layer_map_base; "
+                    "zennit/torchvision.py: ResNetBasicBlockCanonizer",
+                    "addends stacked on a new last axis and summed by a Sum module; Norm splits "
+                    "R_k = a_k / stab(sum_k a_k) R with stab(d) = d + 1e-6 sign(d): the z-rule with a stabiliser"),
+    addition="zennit",
+    library_graph=zennit_merged_graph,
 )
 
 _CAPTUM_RULES = "captum/attr/_utils/lrp_rules.py"
@@ -179,6 +255,15 @@ CAPTUM = Profile(
              "captum/attr/_core/lrp.py (LRP.attribute, SUPPORTED_LAYERS_WITH_RULES)"),
     passes=("ReLU: relevance passes unchanged; MaxPool/AvgPool: EpsilonRule; BatchNorm2d: its own "
             "EpsilonRule (not merged); top relevance f_c divided by the modified z'"),
+    add=RuleMapping("add", "captum Addition_Module with captum.attr._utils.lrp_rules.EpsilonRule", "add_z",
+                    ADD_RULE, {},
+                    "captum/attr/_utils/custom_modules.py: Addition_Module; captum/attr/_core/lrp.py: "
+                    "SUPPORTED_LAYERS_WITH_RULES; captum/attr/_utils/lrp_rules.py: PropagationRule",
+                    "two addends; the output hook divides R by (a_1 + a_2) + 1e-9 sign, the input hooks "
+                    "multiply by each addend: R_k = a_k / stab(a_1 + a_2) R"),
+    addition="captum",
+    library_graph=captum_unmerged_graph,
+    batch_norm_rule="lrp0",
 )
 
 PROFILES: dict[str, Profile] = {"zennit": ZENNIT, "captum": CAPTUM}

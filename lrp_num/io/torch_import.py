@@ -1,4 +1,4 @@
-"""Import a PyTorch ``nn.Module`` as a :class:`~lrp_num.graph.Graph`, through ``torch.fx``.
+"""Import a PyTorch ``nn.Module`` as a :class:`~lrp_num.engine.graph.Graph`, through ``torch.fx``.
 
 :func:`from_torch_module` traces the module symbolically (``torch.fx.symbolic_trace``): every
 call of a leaf module (the modules of ``torch.nn``) and every tensor function or method becomes
@@ -39,11 +39,11 @@ from typing import Any, Callable
 import numpy as np
 
 from lrp_num.errors import GraphError, LRPError, UnsupportedLayerError
-from lrp_num.graph import Graph
-from lrp_num.graph_builder import GraphBuilder, Tensor
+from lrp_num.engine.graph import Graph
+from lrp_num.io.graph_builder import GraphBuilder, Tensor
 from lrp_num.layers import (AdaptiveAvgPool2d, Add, AvgPool2d, BatchNorm, Concat, Conv2d, Dense,
                             Dropout, Flatten, Identity, MaxPool2d, ReLU, SumPool2d)
-from lrp_num.torch_bridge import require_torch
+from lrp_num.io.torch_bridge import require_torch
 
 
 class _Batch:

@@ -1,6 +1,6 @@
 """Between lrp-toolkit networks and PyTorch ``nn.Sequential`` models (torch imported lazily).
 
-* :func:`to_torch` builds the PyTorch twin of a :class:`~lrp_num.network.Sequential` from its
+* :func:`to_torch` builds the PyTorch twin of a :class:`~lrp_num.engine.network.Sequential` from its
   *source* layers: BatchNorm stays an ``nn.BatchNorm1d/2d`` in eval mode, so a library that
   merges batch norms itself (zennit's canonizer) is exercised rather than handed folded weights.
 * :func:`from_torch` converts an ``nn.Sequential`` of supported modules back.
@@ -23,7 +23,7 @@ import numpy as np
 
 from lrp_num.errors import MissingDependencyError, ModelFileError, UnsupportedLayerError
 from lrp_num.layers import AvgPool2d, BatchNorm, Conv2d, Dense, Flatten, Identity, MaxPool2d, ReLU, SumPool2d
-from lrp_num.network import Sequential
+from lrp_num.engine.network import Sequential
 
 INSTALL_HINT = ("pip install 'lrp-toolkit[audit]' && pip install --no-deps zennit==0.5.1 "
                 "(torch, captum, zennit)")
@@ -84,9 +84,9 @@ def _layer_to_module(layer: Any, dtype):
     raise UnsupportedLayerError(f"no PyTorch module for {layer!r}")
 
 
-def _batch_norm_module(layer: BatchNorm, after: Any, dtype):
+def _batch_norm_module(layer: BatchNorm, two_d: bool, dtype):
     torch = require_torch()
-    cls = torch.nn.BatchNorm2d if isinstance(after, Conv2d) else torch.nn.BatchNorm1d
+    cls = torch.nn.BatchNorm2d if two_d else torch.nn.BatchNorm1d
     module = cls(layer.n_features, eps=layer.eps, dtype=dtype)
     for name, value in (("weight", layer.gamma), ("bias", layer.beta)):
         getattr(module, name).data = torch.tensor(value, dtype=dtype)
@@ -95,23 +95,35 @@ def _batch_norm_module(layer: BatchNorm, after: Any, dtype):
     return module
 
 
-def to_torch(network: Sequential | Sequence, dtype=None):
-    """Return the ``torch.nn.Sequential`` (eval mode) computing the same function as ``network``.
+def to_torch(network: Sequential | Sequence | Any, dtype=None, addition: str = "functional"):
+    """Return the torch module (eval mode) computing the same function as ``network``.
 
     Parameters
     ----------
-    network : Sequential or sequence of layers
-        For a Sequential its ``source_layers`` are converted (BatchNorm kept, not folded).
+    network : Sequential, Graph or sequence of layers
+        For a Sequential its ``source_layers`` are converted (BatchNorm kept, not folded) into an
+        ``nn.Sequential``. A :class:`~lrp_num.engine.graph.Graph` becomes a
+        :class:`lrp_num.io.torch_twin.GraphTwin` whose forward follows the graph, with modules named
+        after the nodes (see :mod:`lrp_num.io.torch_twin`).
     dtype : torch.dtype, optional
         torch.float64 by default (an audit compares at float precision).
+    addition : {"functional", "zennit", "captum"}
+        Graphs only: how Add nodes are written: a plain ``+``, a ``zennit.layer.Sum`` over the
+        addends stacked on a new last axis (as zennit's ResNet canonizer does), or captum's
+        ``Addition_Module``.
     """
     torch = require_torch()
+    if hasattr(network, "source_nodes"):
+        from lrp_num.io.torch_twin import graph_to_torch
+
+        return graph_to_torch(network, dtype, addition)
     dtype = torch.float64 if dtype is None else dtype
     layers = network.source_layers if isinstance(network, Sequential) else list(network)
     modules = []
     for index, layer in enumerate(layers):
         if isinstance(layer, BatchNorm):
-            modules.append(_batch_norm_module(layer, layers[index - 1] if index else None, dtype))
+            modules.append(_batch_norm_module(layer, index > 0 and isinstance(layers[index - 1], Conv2d),
+                                              dtype))
         else:
             modules.append(_layer_to_module(layer, dtype))
     return torch.nn.Sequential(*modules).eval()

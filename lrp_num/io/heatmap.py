@@ -123,7 +123,7 @@ def save_heatmap(x: np.ndarray, relevance: np.ndarray, path: str | os.PathLike,
     The format comes from the extension (:func:`heatmap_format`). The picture is rendered in
     memory and written through a temporary file and a rename: no half-written picture.
     """
-    from lrp_num.files import check_output_path, write_bytes_atomic
+    from lrp_num.io.files import check_output_path, write_bytes_atomic
 
     format = heatmap_format(path)
     check_output_path(path, "the heatmap")

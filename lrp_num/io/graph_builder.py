@@ -1,4 +1,4 @@
-"""Build a :class:`~lrp_num.graph.Graph` node by node while reading a foreign model.
+"""Build a :class:`~lrp_num.engine.graph.Graph` node by node while reading a foreign model.
 
 The ONNX and PyTorch importers walk a model's operators in execution order and hand each
 translated operation to a :class:`GraphBuilder`, which names the node uniquely, infers its
@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from lrp_num.errors import GraphError, LRPError, ShapeError
-from lrp_num.graph import INPUT, Graph, Node
+from lrp_num.engine.graph import INPUT, Graph, Node
 from lrp_num.layers import BatchNorm, Conv2d, Dense
-from lrp_num.network import Sequential
+from lrp_num.engine.network import Sequential
 
 
 @dataclass(frozen=True)

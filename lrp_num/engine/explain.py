@@ -1,6 +1,6 @@
 """Relevance propagation over a whole network with the generated kernels.
 
-``explain`` walks a :class:`~lrp_num.graph.Graph` (a :class:`~lrp_num.network.Sequential` is
+``explain`` walks a :class:`~lrp_num.engine.graph.Graph` (a :class:`~lrp_num.engine.network.Sequential` is
 the chain of its layers) backwards from the chosen output, node by node in reverse topological
 order: every Dense and Conv2d node applies the kernel its composite assigns, pooling,
 per-channel affine and Add nodes their derived rule (an Add's rule acts on its addends stacked
@@ -30,16 +30,16 @@ import numpy as np
 
 from lrp_num.checks import (check_composite_parameters, check_orthant,
                             check_rule_parameters, check_target, explanation_input)
-from lrp_num.composites import Composite, LayerRule, get_composite
-from lrp_num.conventions import DTD, Conventions
+from lrp_num.engine.composites import Composite, LayerRule, get_composite
+from lrp_num.engine.conventions import DTD, Conventions
 from lrp_num.errors import (KernelArgumentError, LRPError, MissingBoundsError, NonFiniteError,
                             ShapeError, UnknownRuleError)
-from lrp_num.graph import SHAPE_ONLY, Graph, as_graph
-from lrp_num.kernels import LAYER_KERNEL_NAMES, has_kernel, known_rules, load_module
+from lrp_num.engine.graph import SHAPE_ONLY, Graph, as_graph
+from lrp_num.engine.kernels import LAYER_KERNEL_NAMES, has_kernel, known_rules, load_module
 from lrp_num.layers import (AdaptiveAvgPool2d, Add, AvgPool2d, ChannelAffine, Concat, Conv2d,
                             Dense, Flatten, MaxPool2d, SumPool2d)
-from lrp_num.model_io import InputDomain
-from lrp_num.network import Sequential
+from lrp_num.io.model_io import InputDomain
+from lrp_num.engine.network import Sequential
 
 __all__ = ["Explanation", "LayerReport", "MissingBoundsError", "explain", "explain_details",
            "top_relevance"]  # MissingBoundsError lives in lrp_num.errors; kept here for imports
@@ -145,7 +145,7 @@ def _kernel_of(module: ModuleType) -> _Kernel:
     """The module's kernel, the keywords it accepts, whether it needs box bounds, its number of
     terms, its root-point condition, its rule parameters and the input domain it is derived for
     (None for a module generated without DOMAIN; cached per module object, so a changed user file that
-    :mod:`lrp_num.kernels` reloads is never served stale)."""
+    :mod:`lrp_num.engine.kernels` reloads is never served stale)."""
     kernel = module.relevance
     condition = getattr(module, "root_point_in_domain", None)
     accepted = frozenset(inspect.signature(kernel).parameters)
@@ -327,11 +327,11 @@ def explain(
     rule : str, optional
         One rule for every Dense/Conv2d layer (``"zplus"``, ``"w2"``, ``"zbox"``, ``"lrp0"``,
         ``"gamma"``, ``"flat"``, ``"epsilon"``, ``"alphabeta"``, ``"bias_neuron"``,
-        ``"zplus_split"``, ``"gamma_split"``; :func:`lrp_num.kernels.known_rules`). Layer
+        ``"zplus_split"``, ``"gamma_split"``; :func:`lrp_num.engine.kernels.known_rules`). Layer
         kernels such as ``"maxpool"`` are not rules (UnknownRuleError).
     composite : str or Composite, optional
         A per-layer mapping (``"deep-taylor"``, ``"epsilon-plus"``, ``"epsilon-gamma-box"``,
-        ``"alpha2-beta1"`` or your own :class:`~lrp_num.composites.Composite`).
+        ``"alpha2-beta1"`` or your own :class:`~lrp_num.engine.composites.Composite`).
     target : None, int, sequence of int, or ndarray
         Output index per sample (default: the largest output) or an explicit output relevance.
     conventions : Conventions

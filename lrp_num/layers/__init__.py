@@ -5,7 +5,7 @@ Every layer is callable on a batch (first axis = samples), ``layer(x, check_fini
 input's dtype (float32 or float64; integers become float64). ``layer.output_shape(shape)`` maps
 per-sample shapes. The linear layers (:class:`Dense`, :class:`Conv2d`, :class:`SumPool2d`,
 :class:`AvgPool2d`, :class:`AdaptiveAvgPool2d`, :class:`GlobalAvgPool`, :class:`ChannelAffine`)
-also implement :class:`~lrp_num.operators.LinearOperator`, whose
+also implement :class:`~lrp_num.layers.operators.LinearOperator`, whose
 ``forward(a, g)`` excludes the bias.
 """
 
@@ -13,14 +13,14 @@ from __future__ import annotations
 
 from typing import Union
 
-from lrp_num.adaptive_pooling import AdaptiveAvgPool2d, GlobalAvgPool
-from lrp_num.affine import ChannelAffine
-from lrp_num.batchnorm import BatchNorm
-from lrp_num.branching import Add, Concat
-from lrp_num.conv import Conv2d
-from lrp_num.dense import Dense
-from lrp_num.elementwise import Dropout, Flatten, Identity, ReLU
-from lrp_num.pooling import AvgPool2d, MaxPool2d, SumPool2d
+from lrp_num.layers.adaptive_pooling import AdaptiveAvgPool2d, GlobalAvgPool
+from lrp_num.layers.affine import ChannelAffine
+from lrp_num.layers.batchnorm import BatchNorm
+from lrp_num.layers.branching import Add, Concat
+from lrp_num.layers.conv import Conv2d
+from lrp_num.layers.dense import Dense
+from lrp_num.layers.elementwise import Dropout, Flatten, Identity, ReLU
+from lrp_num.layers.pooling import AvgPool2d, MaxPool2d, SumPool2d
 
 Layer = Union[Dense, Conv2d, SumPool2d, AvgPool2d, MaxPool2d, AdaptiveAvgPool2d, GlobalAvgPool,
               ReLU, Flatten, Identity, Dropout, BatchNorm]
@@ -31,7 +31,7 @@ LAYER_TYPES: dict[str, type] = {
     for cls in (Dense, Conv2d, SumPool2d, AvgPool2d, MaxPool2d, AdaptiveAvgPool2d, GlobalAvgPool,
                 ReLU, Flatten, Identity, Dropout, BatchNorm)
 }
-#: operation class name -> class for the nodes of a :class:`~lrp_num.graph.Graph`: every layer,
+#: operation class name -> class for the nodes of a :class:`~lrp_num.engine.graph.Graph`: every layer,
 #: the per-channel affine layer, and the operations with several inputs
 OPERATION_TYPES: dict[str, type] = {
     **LAYER_TYPES, **{cls.__name__: cls for cls in (ChannelAffine, Add, Concat)}}

@@ -1,7 +1,7 @@
 """The per-channel affine layer y_c = s_c x_c + t_c: a batch norm that cannot be folded.
 
 A BatchNorm that follows a Dense or Conv2d node with no other consumer is folded into it
-(:mod:`lrp_num.batchnorm`). Anywhere else (after an Add in a pre-activation block, at the
+(:mod:`lrp_num.layers.batchnorm`). Anywhere else (after an Add in a pre-activation block, at the
 network input, after a linear node whose output is used twice) it becomes a
 :class:`ChannelAffine`: a linear layer with a diagonal weight, w_cc = s_c, and bias t_c. Each
 output neuron has exactly one input, so a root-point rule gives that input all of R_j whatever
@@ -15,10 +15,10 @@ from __future__ import annotations
 import numpy as np
 
 from lrp_num._generated.batchnorm_fold import fold_batchnorm
-from lrp_num.batchnorm import BatchNorm
+from lrp_num.layers.batchnorm import BatchNorm
 from lrp_num.checks import as_float_array, parameter, require_finite
 from lrp_num.errors import ShapeError
-from lrp_num.operators import TransformedWeights
+from lrp_num.layers.operators import TransformedWeights
 
 
 def affine_from_batchnorm(batchnorm: BatchNorm) -> tuple[np.ndarray, np.ndarray]:
@@ -37,7 +37,7 @@ def affine_from_batchnorm(batchnorm: BatchNorm) -> tuple[np.ndarray, np.ndarray]
 class ChannelAffine:
     """y[:, c, ...] = scale[c] x[:, c, ...] + shift[c]: a linear layer with diagonal weights.
 
-    A :class:`~lrp_num.operators.LinearOperator`: ``forward(a, g)`` = g(scale_c) a_c,
+    A :class:`~lrp_num.layers.operators.LinearOperator`: ``forward(a, g)`` = g(scale_c) a_c,
     ``transpose(s, g)`` = g(scale_c) s_c, ``bias_like(z, g)`` = g(shift_c) broadcast to z.
 
     Parameters

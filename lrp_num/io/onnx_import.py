@@ -1,5 +1,5 @@
-"""Import an ONNX model as a :class:`~lrp_num.network.Sequential` chain or a
-:class:`~lrp_num.graph.Graph`.
+"""Import an ONNX model as a :class:`~lrp_num.engine.network.Sequential` chain or a
+:class:`~lrp_num.engine.graph.Graph`.
 
 Supported operators (opsets 9 to 21), each node translated into a graph node named after the
 ONNX node:
@@ -39,11 +39,11 @@ from typing import Any, Callable
 import numpy as np
 
 from lrp_num.errors import LRPError, MissingDependencyError, ModelFileError, UnsupportedLayerError
-from lrp_num.graph import Graph
-from lrp_num.graph_builder import GraphBuilder, Tensor
+from lrp_num.engine.graph import Graph
+from lrp_num.io.graph_builder import GraphBuilder, Tensor
 from lrp_num.layers import (Add, AvgPool2d, BatchNorm, Concat, Conv2d, Dense, Dropout, Flatten,
                             GlobalAvgPool, Identity, MaxPool2d, ReLU)
-from lrp_num.network import Sequential
+from lrp_num.engine.network import Sequential
 
 SUPPORTED_OPS = (
     "Gemm", "MatMul", "Add", "Sum", "Conv", "Relu", "MaxPool", "AveragePool", "GlobalAveragePool",

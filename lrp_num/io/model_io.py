@@ -1,4 +1,4 @@
-"""Model files: a :class:`~lrp_num.network.Sequential` or :class:`~lrp_num.graph.Graph` network
+"""Model files: a :class:`~lrp_num.engine.network.Sequential` or :class:`~lrp_num.engine.graph.Graph` network
 in one NumPy ``.npz`` archive.
 
 Layout (format version 1). Every entry is a plain array, so files are read with
@@ -67,12 +67,12 @@ from typing import BinaryIO, Callable, Mapping
 import numpy as np
 
 from lrp_num.errors import DomainError, LRPError, ModelFileError, NonFiniteError, ShapeError
-from lrp_num.files import check_output_path, write_atomic
+from lrp_num.io.files import check_output_path, write_atomic
 from lrp_num.layers import (
     AdaptiveAvgPool2d, Add, AvgPool2d, BatchNorm, ChannelAffine, Concat, Conv2d, Dense, Dropout,
     Flatten, GlobalAvgPool, Identity, Layer, MaxPool2d, ReLU, SumPool2d,
 )
-from lrp_num.network import Sequential
+from lrp_num.engine.network import Sequential
 
 FORMAT = "lrp-toolkit/sequential"
 GRAPH_FORMAT = "lrp-toolkit/graph"
@@ -274,7 +274,7 @@ def save_npz(
     extra : mapping of str to array, optional
         Further arrays (e.g. ``test_images``, ``test_labels``), stored as ``extra.{name}``.
     """
-    from lrp_num.graph import Graph
+    from lrp_num.engine.graph import Graph
 
     if isinstance(network, Graph):
         arrays = _graph_arrays(network)
@@ -401,7 +401,7 @@ def _graph_header(arrays: dict[str, np.ndarray], source: str) -> dict:
 
 def _network_from_arrays(arrays: dict[str, np.ndarray], form: str, input_shape, source: str):
     if form == GRAPH_FORMAT:
-        from lrp_num.graph import Graph, Node
+        from lrp_num.engine.graph import Graph, Node
 
         header = _graph_header(arrays, source)
         nodes = [Node(entry["name"], _read_layer(arrays, entry["type"], f"node{index}",

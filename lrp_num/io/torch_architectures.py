@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from lrp_num.torch_bridge import require_torch
+from lrp_num.io.torch_bridge import require_torch
 
 #: VGG-11 ("A"): channels of each 3x3 convolution, "M" a 2x2 max pooling
 VGG11_LAYOUT: tuple[int | str, ...] = (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M")

@@ -2,7 +2,7 @@
 
 Sum and average pooling are linear, z_j = sum_{i in window j} c_j x_i with the weight c_j = 1
 resp. 1 / (window size) and no bias, so they implement the
-:class:`~lrp_num.operators.LinearOperator` methods and the generic z-rule kernel explains them
+:class:`~lrp_num.layers.operators.LinearOperator` methods and the generic z-rule kernel explains them
 (the constant cancels: R_i = x_i / sum_window x * R_j). Max pooling is not linear; it exposes
 its windows (:meth:`MaxPool2d.patches`) and their adjoint (:meth:`MaxPool2d.unpatch`) for the
 generated max-pool relevance kernel.
@@ -22,8 +22,8 @@ import numpy as np
 
 from lrp_num.checks import batch_input, pair
 from lrp_num.errors import ShapeError, UnknownRuleError
-from lrp_num.operators import WEIGHT_TRANSFORMS
-from lrp_num.windows import (WindowGeometry, crop_from_windows, pad_to_windows, padded_extent,
+from lrp_num.layers.operators import WEIGHT_TRANSFORMS
+from lrp_num.layers.windows import (WindowGeometry, crop_from_windows, pad_to_windows, padded_extent,
                              reduce_windows, scatter_windows)
 
 
@@ -115,7 +115,7 @@ class _Pool2d:
 class SumPool2d(_Pool2d):
     """Sum pooling z_j = sum_{i in window j} x_i, a linear layer with unit weights, no bias.
 
-    As a :class:`~lrp_num.operators.LinearOperator` the weight transform g applies to the
+    As a :class:`~lrp_num.layers.operators.LinearOperator` the weight transform g applies to the
     window weight c_j: ``forward(a, g)`` = g(c_j) sum_{i in window j} a_i, ``transpose(s, g)``
     adds g(c_j) s_j to every input of window j (overlapping windows accumulate).
 
@@ -289,7 +289,7 @@ class MaxPool2d(_Pool2d):
         input_shape : tuple, optional
             Shape (N, C, H, W) or (C, H, W) of the pooled input. When omitted, the (H, W) last
             seen in a forward pass with this output size is used (exact; see
-            :class:`~lrp_num.windows.WindowGeometry`).
+            :class:`~lrp_num.layers.windows.WindowGeometry`).
 
         Returns
         -------

@@ -11,13 +11,13 @@ import numpy as np
 
 from lrp_num.checks import batch_input, parameter
 from lrp_num.errors import ShapeError
-from lrp_num.operators import DenseOperator
+from lrp_num.layers.operators import DenseOperator
 
 
 class Dense(DenseOperator):
     """Fully connected layer z_j = sum_i x_i w_ij + b_j on a batch of vectors.
 
-    It is also the layer's :class:`~lrp_num.operators.LinearOperator`: ``forward(a, g)``
+    It is also the layer's :class:`~lrp_num.layers.operators.LinearOperator`: ``forward(a, g)``
     returns sum_i a_i g(w_ij) (no bias), ``transpose(s, g)`` returns sum_j g(w_ij) s_j and
     ``bias_like(z)`` returns b_j, all in the dtype of the array passed in.
 

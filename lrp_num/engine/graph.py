@@ -1,7 +1,7 @@
 """Graph models: a directed acyclic graph of named nodes, of which a chain is the special case.
 
 A :class:`Graph` holds nodes ``Node(name, operation, inputs)``: ``operation`` is a layer of
-:mod:`lrp_num.layers` (or :class:`~lrp_num.branching.Add` / :class:`~lrp_num.branching.Concat`
+:mod:`lrp_num.layers` (or :class:`~lrp_num.layers.branching.Add` / :class:`~lrp_num.layers.branching.Concat`
 with several inputs), ``inputs`` names the nodes it reads, or ``"input"`` for the graph's one
 input tensor. One node is the output. The graph is checked when built (a cycle, an input that
 no node produces, a duplicate name, a node that does not lead to the output, mismatched shapes
@@ -9,9 +9,9 @@ at an Add or a Concat are :class:`~lrp_num.errors.GraphError` naming the node; a
 the engine does not know is :class:`~lrp_num.errors.UnsupportedLayerError`), ordered
 topologically, and its batch norms resolved: a BatchNorm is folded into the Dense or Conv2d
 node it reads when that node has no other consumer, and becomes a per-channel
-:class:`~lrp_num.affine.ChannelAffine` node otherwise.
+:class:`~lrp_num.layers.affine.ChannelAffine` node otherwise.
 
-A :class:`~lrp_num.network.Sequential` is the chain ``layer0 -> layer1 -> ...``
+A :class:`~lrp_num.engine.network.Sequential` is the chain ``layer0 -> layer1 -> ...``
 (:func:`as_graph`), which is how :func:`lrp_num.explain` walks both.
 """
 
@@ -28,7 +28,7 @@ from lrp_num.errors import GraphError, LRPError, ShapeError, UnsupportedLayerErr
 from lrp_num.layers import (OPERATION_TYPES, AdaptiveAvgPool2d, Add, AvgPool2d, BatchNorm,
                             ChannelAffine, Concat, Conv2d, Dense, Dropout, Flatten, Identity,
                             MaxPool2d, SumPool2d)
-from lrp_num.network import Sequential
+from lrp_num.engine.network import Sequential
 
 #: the default name of the graph's input tensor
 INPUT = "input"

@@ -18,15 +18,15 @@ import numpy as np
 
 from lrp_num.checks import batch_input, pair, parameter
 from lrp_num.errors import ShapeError
-from lrp_num.operators import TransformedWeights
-from lrp_num.windows import WindowGeometry, receptive_fields, scatter_windows
+from lrp_num.layers.operators import TransformedWeights
+from lrp_num.layers.windows import WindowGeometry, receptive_fields, scatter_windows
 
 
 class Conv2d:
     """2-d convolution on NCHW batches, z_j = sum_i x_i w_ij + b_j with a shared kernel.
 
     z[n, o, p, q] = sum_{c, u, v} x_pad[n, c, p*sh + u, q*sw + v] K[o, c, u, v] + b[o].
-    It is its own :class:`~lrp_num.operators.LinearOperator` (``forward``, ``transpose``,
+    It is its own :class:`~lrp_num.layers.operators.LinearOperator` (``forward``, ``transpose``,
     ``bias_like``), with g applied to the kernel entries.
 
     Parameters
@@ -160,7 +160,7 @@ class Conv2d:
         The exact adjoint of :meth:`forward`: each output's s_j times g(K) is scattered back
         onto the padded input (col2im), then the padding is cropped. The input height and
         width are those of the last forward pass that gave (Ho, Wo) (see
-        :class:`~lrp_num.windows.WindowGeometry`); :meth:`transpose_to` takes them explicitly.
+        :class:`~lrp_num.layers.windows.WindowGeometry`); :meth:`transpose_to` takes them explicitly.
         """
         s = self._checked_output(s)
         return self.transpose_to(s, self.geometry.input_hw(s.shape[2:]), g)

@@ -13,7 +13,7 @@ import numpy as np
 
 from lrp_num.checks import batch_input, pair
 from lrp_num.errors import ShapeError, UnknownRuleError
-from lrp_num.operators import WEIGHT_TRANSFORMS
+from lrp_num.layers.operators import WEIGHT_TRANSFORMS
 
 
 def adaptive_bins(size: int, output: int) -> list[tuple[int, int]]:
@@ -24,7 +24,7 @@ def adaptive_bins(size: int, output: int) -> list[tuple[int, int]]:
 class AdaptiveAvgPool2d:
     """Average pooling of NCHW batches onto the spatial size ``output_size`` (Ho, Wo).
 
-    A :class:`~lrp_num.operators.LinearOperator`: ``forward(a, g)`` = g(c_pq) sum_{bin pq} a_i,
+    A :class:`~lrp_num.layers.operators.LinearOperator`: ``forward(a, g)`` = g(c_pq) sum_{bin pq} a_i,
     ``transpose(s, g)`` adds g(c_pq) s_pq to every input of bin pq, ``bias_like`` is zero.
 
     Parameters

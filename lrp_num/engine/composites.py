@@ -100,7 +100,7 @@ class Composite:
         return plan
 
     def plan_graph(self, graph, input_is_box: bool) -> dict[int, LayerRule]:
-        """The rule of every node index of a :class:`~lrp_num.graph.Graph` that needs one."""
+        """The rule of every node index of a :class:`~lrp_num.engine.graph.Graph` that needs one."""
         first = graph.first_linear()
         plan: dict[int, LayerRule] = {}
         for index, node in enumerate(graph.nodes):

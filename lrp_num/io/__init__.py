@@ -1,0 +1,27 @@
+"""Model files and model import: the ways a network gets into (and out of) the engine.
+
+* :mod:`~lrp_num.io.model_io`: the built-in models and the pickle-free ``.npz`` format;
+* :mod:`~lrp_num.io.files`: output paths checked first, written atomically, all or none;
+* :mod:`~lrp_num.io.heatmap`: relevance as a picture (extra ``heatmap``);
+* :mod:`~lrp_num.io.onnx_import` (extra ``onnx``) and :mod:`~lrp_num.io.torch_import`
+  (extra ``torch``, through ``torch.fx``), both building graphs with
+  :mod:`~lrp_num.io.graph_builder`;
+* :mod:`~lrp_num.io.torch_bridge` and :mod:`~lrp_num.io.torch_twin` (a network's PyTorch twin,
+  for the audit) and :mod:`~lrp_num.io.torch_architectures` (reference ResNet and VGG
+  definitions).
+
+The modules are attributes on first use (PEP 562), so the optional libraries are imported only
+by what needs them.
+"""
+
+import importlib as _importlib
+from types import ModuleType as _ModuleType
+
+SUBMODULES = ("files", "graph_builder", "heatmap", "model_io", "onnx_import", "torch_architectures",
+              "torch_bridge", "torch_import", "torch_twin")
+
+
+def __getattr__(name: str) -> _ModuleType:
+    if name in SUBMODULES:
+        return _importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
