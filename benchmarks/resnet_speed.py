@@ -2,9 +2,9 @@
 
     python benchmarks/resnet_speed.py [--repeats 5] [--batch 8] [--threads 2] [--no-zennit]
 
-ResNet-18 (``lrp_num.torch_architectures.resnet18``: torchvision's module structure, random
+ResNet-18 (``lrp_num.io.torch_architectures.resnet18``: torchvision's module structure, random
 weights and random batch-norm statistics, seed 0) on a batch of 3x224x224 inputs drawn
-uniformly from [0, 1), float32, imported with ``lrp_num.torch_import.from_torch_module`` (the
+uniformly from [0, 1), float32, imported with ``lrp_num.io.torch_import.from_torch_module`` (the
 batch norms are folded into the convolutions before them). One target per sample: the output
 relevance is f_c(x) at each sample's largest output, the same array for both libraries.
 
@@ -53,7 +53,7 @@ import numpy as np
 
 import lrp_num
 from lrp_num import Composite, Conventions, LayerRule
-from lrp_num.explain import top_relevance
+from lrp_num.engine.explain import top_relevance
 
 #: the epsilon of the dense layer, for both libraries (our epsilon-plus composite's value)
 EPSILON = 0.25
@@ -148,8 +148,8 @@ def main() -> None:
     args = parser.parse_args()
 
     import torch
-    from lrp_num.torch_architectures import BasicBlock, resnet18
-    from lrp_num.torch_import import from_torch_module
+    from lrp_num.io.torch_architectures import BasicBlock, resnet18
+    from lrp_num.io.torch_import import from_torch_module
 
     limit_threads(args.threads)
     print(f"load average before: {load()}; {args.threads} thread(s) for BLAS and torch")
@@ -234,7 +234,7 @@ def float64_agreement(model: Any, zennit: Any, block_type: type) -> float:
     """Ours (zennit conventions) against zennit in float64 with every batch norm's eps set to 0
     on both sides, so that zennit's merged batch norms are exactly the identity."""
     import torch
-    from lrp_num.torch_import import from_torch_module
+    from lrp_num.io.torch_import import from_torch_module
 
     model = copy.deepcopy(model).double()
     for module in model.modules():

@@ -163,7 +163,7 @@ def test_explain_reuses_forward_columns_and_releases_each_after_its_node(monkeyp
     layer's columns stay alive through the whole backward pass)."""
     import importlib
 
-    explain_module = importlib.import_module("lrp_num.explain")  # lrp_num.explain is the function
+    explain_module = importlib.import_module("lrp_num.engine.explain")  # lrp_num.explain is the function
     from lrp_num.layers import Conv2d
 
     rng = np.random.default_rng(5)

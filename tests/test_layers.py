@@ -336,7 +336,7 @@ def test_conv_reusing_columns_gives_the_same_results_and_forgets_after_the_block
 def test_transformed_weights_copy_only_when_needed():
     """g(W) is cached per (transform, dtype); the identity in the weight's dtype is the weight
     itself (parameters are float64 and read-only), other transforms and casts are new arrays."""
-    from lrp_num.operators import TransformedWeights
+    from lrp_num.layers.operators import TransformedWeights
 
     weight = Conv2d(np.arange(-4.0, 4.0).reshape(2, 1, 2, 2)).weight
     weights = TransformedWeights(weight)
