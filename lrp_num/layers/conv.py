@@ -3,8 +3,10 @@
 Inputs are NCHW batches, kernels (C_out, C_in, kh, kw) as in PyTorch and ONNX (this is
 cross-correlation, like both). The forward map gathers every receptive field with a
 ``sliding_window_view`` (an im2col view), copies it as (C kh kw, N Ho Wo) and contracts it with
-the kernel in one matrix product for the whole batch (much faster than one per sample); the transpose is the exact adjoint (col2im), a scatter-add over the kh*kw kernel
-offsets. Grouped convolutions (``groups`` G, depthwise when G = C_in) connect output channel o
+the kernel in one matrix product for the whole batch (with two BLAS threads on a busy machine,
+one product per sample ran several times slower); the transpose is the exact adjoint (col2im),
+a scatter-add over the kh*kw kernel offsets, or for stride 1 the correlation with the flipped
+kernel. Grouped convolutions (``groups`` G, depthwise when G = C_in) connect output channel o
 only to the C_in / G input channels of its group, as PyTorch's ``groups``; the kernel then has
 shape (C_out, C_in / G, kh, kw) and both maps run one matrix product per group.
 """
