@@ -16,7 +16,8 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from lrp_num import composites, explain_details
+from lrp_num import explain_details
+from lrp_num.engine import composites
 from lrp_num import reference as ref
 from lrp_num import testing
 from lrp_num.errors import MissingBoundsError

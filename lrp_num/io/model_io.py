@@ -62,7 +62,7 @@ import zlib
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import BinaryIO, Callable, Mapping
+from typing import TYPE_CHECKING, BinaryIO, Callable, Mapping
 
 import numpy as np
 
@@ -73,6 +73,9 @@ from lrp_num.layers import (
     Flatten, GlobalAvgPool, Identity, Layer, MaxPool2d, ReLU, SumPool2d,
 )
 from lrp_num.engine.network import Sequential
+
+if TYPE_CHECKING:  # a graph model, for annotations only (lrp_num.engine.graph imports this module)
+    from lrp_num.engine.graph import Graph
 
 FORMAT = "lrp-toolkit/sequential"
 GRAPH_FORMAT = "lrp-toolkit/graph"
