@@ -55,6 +55,8 @@ import lrp_num
 from lrp_num import Composite, Conventions, LayerRule
 from lrp_num.engine.explain import top_relevance
 
+from explain_speed import limit_threads  # the sibling benchmark (this folder is on sys.path)
+
 #: the epsilon of the dense layer, for both libraries (our epsilon-plus composite's value)
 EPSILON = 0.25
 
@@ -103,23 +105,6 @@ def basic_block_sum_canonizer(zennit: Any, block_type: type) -> Any:
         return {"forward": forward_through_sum.__get__(module), "residual_sum": zennit.layer.Sum()}
 
     return zennit.canonizers.AttributeCanonizer(attributes)
-
-
-def limit_threads(threads: int) -> None:
-    """Give NumPy's BLAS and torch the same number of threads (threadpoolctl for the BLAS; without
-    it, set OPENBLAS_NUM_THREADS before starting). On a loaded machine two busy-waiting BLAS
-    threads per product can run several times slower than one."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        print("threadpoolctl is not installed: NumPy's BLAS keeps its own thread count")
-    else:
-        threadpool_limits(limits=threads, user_api="blas")
-    try:
-        import torch
-    except ImportError:
-        return
-    torch.set_num_threads(threads)
 
 
 def peak_bytes(function: Callable[[], Any]) -> int:

@@ -23,12 +23,12 @@ from typing import Callable, Mapping
 
 import numpy as np
 
+from lrp_num.audit.graph_compare import chosen_composite
 from lrp_num.audit.library_run import LibraryRun
-from lrp_num.checks import (check_composite_parameters, check_dps, check_rule_parameters,
-                            require_finite)
-from lrp_num.engine.composites import Composite, LayerRule, get_composite
+from lrp_num.checks import check_dps, require_finite
+from lrp_num.engine.composites import Composite, LayerRule
 from lrp_num.engine.conventions import DTD, Conventions
-from lrp_num.errors import KernelArgumentError, LRPError, ShapeError, UnknownRuleError, UnsupportedLayerError
+from lrp_num.errors import KernelArgumentError, LRPError, ShapeError, UnsupportedLayerError
 from lrp_num.engine.explain import top_relevance
 from lrp_num.audit.profiles import PROFILES, Profile, get_profile
 from lrp_num.progress import progress
@@ -107,19 +107,7 @@ def layer_plan(network, rule: str | None, composite: str | Composite | None, par
     Rule parameters are checked as :func:`lrp_num.explain` checks them (the rule's own, finite,
     >= 0; none with a composite): KernelArgumentError otherwise.
     """
-    from lrp_num.reference import RULE_DEFAULTS, RULES
-
-    if (rule is None) == (composite is None):
-        raise LRPError("give exactly one of rule= or composite=")
-    if rule is not None:
-        if rule not in RULES:
-            raise UnknownRuleError(f"unknown rule {rule!r}; known: {', '.join(RULES)}")
-        parameters = check_rule_parameters(rule, parameters, RULE_DEFAULTS.get(rule, {}))
-        chosen = Composite.single(rule, **parameters)
-    else:
-        check_composite_parameters(parameters)
-        chosen = get_composite(composite) if isinstance(composite, str) else composite
-    return chosen.plan(list(network.layers), input_is_box)
+    return chosen_composite(rule, composite, parameters).plan(list(network.layers), input_is_box)
 
 
 def _check_zbox(network, plan: Mapping[int, LayerRule]) -> None:

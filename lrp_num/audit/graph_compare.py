@@ -90,10 +90,11 @@ def tensor_names(graph) -> dict[str, str]:
     return names
 
 
-def graph_plan(graph, rule: str | None, composite: str | Composite | None, parameters: Mapping,
-               input_is_box: bool) -> dict[int, LayerRule]:
-    """Node index -> our LayerRule on ``graph`` (one rule everywhere, or a composite); rule
-    parameters checked as :func:`lrp_num.explain` checks them."""
+def chosen_composite(rule: str | None, composite: str | Composite | None,
+                     parameters: Mapping) -> Composite:
+    """Our composite for an audit: one rule everywhere, or a composite by name or object; rule
+    parameters checked as :func:`lrp_num.explain` checks them (the rule's own, finite, >= 0;
+    none with a composite): KernelArgumentError otherwise."""
     from lrp_num.reference import RULE_DEFAULTS, RULES
 
     if (rule is None) == (composite is None):
@@ -101,12 +102,16 @@ def graph_plan(graph, rule: str | None, composite: str | Composite | None, param
     if rule is not None:
         if rule not in RULES:
             raise UnknownRuleError(f"unknown rule {rule!r}; known: {', '.join(RULES)}")
-        parameters = check_rule_parameters(rule, parameters, RULE_DEFAULTS.get(rule, {}))
-        chosen = Composite.single(rule, **parameters)
-    else:
-        check_composite_parameters(parameters)
-        chosen = get_composite(composite) if isinstance(composite, str) else composite
-    return chosen.plan_graph(graph, input_is_box)
+        return Composite.single(rule, **check_rule_parameters(rule, parameters,
+                                                              RULE_DEFAULTS.get(rule, {})))
+    check_composite_parameters(parameters)
+    return get_composite(composite) if isinstance(composite, str) else composite
+
+
+def graph_plan(graph, rule: str | None, composite: str | Composite | None, parameters: Mapping,
+               input_is_box: bool) -> dict[int, LayerRule]:
+    """Node index -> our LayerRule on ``graph`` (see :func:`chosen_composite`)."""
+    return chosen_composite(rule, composite, parameters).plan_graph(graph, input_is_box)
 
 
 def mapped_graph_plans(profile: Profile, graph, library_graph, plan: Mapping[int, LayerRule]
