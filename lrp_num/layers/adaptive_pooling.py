@@ -12,8 +12,8 @@ from __future__ import annotations
 import numpy as np
 
 from lrp_num.checks import batch_input, pair
-from lrp_num.errors import ShapeError, UnknownRuleError
-from lrp_num.layers.operators import WEIGHT_TRANSFORMS
+from lrp_num.errors import ShapeError
+from lrp_num.layers.operators import weight_transform
 
 
 def adaptive_bins(size: int, output: int) -> list[tuple[int, int]]:
@@ -66,12 +66,7 @@ class AdaptiveAvgPool2d:
         return self.forward(self._checked(x, check_finite))
 
     def _transformed(self, g: str, input_hw: tuple[int, int], dtype: np.dtype) -> np.ndarray:
-        try:
-            transform = WEIGHT_TRANSFORMS[g]
-        except KeyError:
-            raise UnknownRuleError(f"unknown weight transform {g!r}; known: "
-                                   f"{', '.join(sorted(WEIGHT_TRANSFORMS))}") from None
-        return transform(self.window_weights(input_hw)).astype(dtype)
+        return weight_transform(g)(self.window_weights(input_hw)).astype(dtype)
 
     def forward(self, a: np.ndarray, g: str = "identity") -> np.ndarray:
         """Return g(c_pq) sum_{i in bin pq} a_i, shape (N, C, Ho, Wo)."""

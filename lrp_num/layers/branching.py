@@ -11,16 +11,12 @@ from __future__ import annotations
 import numpy as np
 
 from lrp_num.checks import as_float_array, require_finite
-from lrp_num.errors import ShapeError, UnknownRuleError
-from lrp_num.layers.operators import WEIGHT_TRANSFORMS
+from lrp_num.errors import ShapeError
+from lrp_num.layers.operators import weight_transform
 
 
 def _unit_weight(g: str, dtype: np.dtype) -> np.ndarray:
-    try:
-        return WEIGHT_TRANSFORMS[g](np.ones((), dtype=np.float64)).astype(dtype)
-    except KeyError:
-        raise UnknownRuleError(f"unknown weight transform {g!r}; known: "
-                               f"{', '.join(sorted(WEIGHT_TRANSFORMS))}") from None
+    return weight_transform(g)(np.ones((), dtype=np.float64)).astype(dtype)
 
 
 class _MultiInput:

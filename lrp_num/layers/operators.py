@@ -33,6 +33,15 @@ WEIGHT_TRANSFORMS: dict[str, WeightTransform] = {
 }
 
 
+def weight_transform(g: str) -> WeightTransform:
+    """The elementwise weight transform named ``g``; UnknownRuleError names the known ones."""
+    try:
+        return WEIGHT_TRANSFORMS[g]
+    except KeyError:
+        raise UnknownRuleError(f"unknown weight transform {g!r}; known: "
+                               f"{', '.join(sorted(WEIGHT_TRANSFORMS))}") from None
+
+
 class LinearOperator(Protocol):
     """What a generated kernel needs from a layer's linear part."""
 
@@ -63,11 +72,7 @@ class TransformedWeights:
     def get(self, g: str, dtype: np.dtype) -> np.ndarray:
         key = (g, np.dtype(dtype))
         if key not in self._cache:
-            try:
-                transform = WEIGHT_TRANSFORMS[g]
-            except KeyError:
-                raise UnknownRuleError(f"unknown weight transform {g!r}; known: "
-                                       f"{', '.join(sorted(WEIGHT_TRANSFORMS))}") from None
+            transform = weight_transform(g)
             # one copy at most: none for the identity in the weight's own dtype, else the cast
             self._cache[key] = np.ascontiguousarray(transform(self.weight), dtype=dtype)
         return self._cache[key]

@@ -21,8 +21,8 @@ from __future__ import annotations
 import numpy as np
 
 from lrp_num.checks import batch_input, pair
-from lrp_num.errors import ShapeError, UnknownRuleError
-from lrp_num.layers.operators import WEIGHT_TRANSFORMS
+from lrp_num.errors import ShapeError
+from lrp_num.layers.operators import weight_transform
 from lrp_num.layers.windows import (WindowGeometry, crop_from_windows, pad_to_windows, padded_extent,
                              reduce_windows, scatter_windows)
 
@@ -149,12 +149,7 @@ class SumPool2d(_Pool2d):
         return self.forward(x)
 
     def _transformed(self, g: str, input_hw: tuple[int, int], dtype: np.dtype) -> np.ndarray:
-        try:
-            transform = WEIGHT_TRANSFORMS[g]
-        except KeyError:
-            raise UnknownRuleError(f"unknown weight transform {g!r}; known: "
-                                   f"{', '.join(sorted(WEIGHT_TRANSFORMS))}") from None
-        return transform(self.window_weights(input_hw)).astype(dtype)
+        return weight_transform(g)(self.window_weights(input_hw)).astype(dtype)
 
     def forward(self, a: np.ndarray, g: str = "identity") -> np.ndarray:
         """Return g(c_j) sum_{i in window j} a_i, shape (N, C, Ho, Wo)."""
