@@ -98,7 +98,8 @@ def run_captum(network, model, x: np.ndarray, plan: Mapping[int, LayerRule], tar
         rules[k] = rule
         for extra in group[1:]:  # an unmerged BatchNorm2d: captum's default EpsilonRule
             modules[extra].rule = EpsilonRule()
-    inputs = torch.tensor(np.asarray(x, dtype=np.float64), requires_grad=True)
+    inputs = torch.tensor(np.asarray(x, dtype=np.float64), requires_grad=True,
+                          dtype=next((p.dtype for p in model.parameters()), torch.float64))
     try:
         relevance = attr.LRP(model).attribute(inputs, target=[int(t) for t in target])
     finally:
@@ -162,7 +163,8 @@ def run_captum_graph(graph, twin, x: np.ndarray, plan: Mapping[int, LayerRule], 
     for name, module in twin.node_modules.items():
         if isinstance(module, Addition_Module):
             recorder.watch_addition(name, module)
-    inputs = torch.tensor(np.asarray(x, dtype=np.float64), requires_grad=True)
+    inputs = torch.tensor(np.asarray(x, dtype=np.float64), requires_grad=True,
+                          dtype=next((p.dtype for p in twin.parameters()), torch.float64))
     try:
         relevance = attr.LRP(twin).attribute(inputs, target=[int(t) for t in target])
     except TypeError as error:  # captum refuses a module type it has no rule for

@@ -59,6 +59,11 @@ def import_zennit():
                 del sys.modules[name]
 
 
+def _dtype(model, torch):
+    """The floating-point type the twin computes in (float64 unless the caller converted it)."""
+    return next((p.dtype for p in model.parameters()), torch.float64)
+
+
 def zennit_rule(choice: LayerRule, eps: float = ZENNIT.conventions.eps, low=None, high=None):
     """The zennit hook for our rule ``choice`` (see :data:`lrp_num.audit.profiles.ZENNIT`)."""
     zennit = import_zennit()
@@ -101,11 +106,12 @@ def run_zennit(network, model, x: np.ndarray, plan: Mapping[int, LayerRule], top
     zennit = import_zennit()
     groups = module_groups(network.source_layers)
     modules = list(model)
+    dtype = _dtype(model, torch)
     low = high = None
     if input_domain is not None:
         shape = (1,) + tuple(x.shape[1:])
-        low = torch.tensor(np.broadcast_to(input_domain.low, shape[1:])[None].copy(), dtype=torch.float64)
-        high = torch.tensor(np.broadcast_to(input_domain.high, shape[1:])[None].copy(), dtype=torch.float64)
+        low = torch.tensor(np.broadcast_to(input_domain.low, shape[1:])[None].copy(), dtype=dtype)
+        high = torch.tensor(np.broadcast_to(input_domain.high, shape[1:])[None].copy(), dtype=dtype)
     hooks = {}
     for k, choice in plan.items():
         if choice.rule in ("lrp0", "maxpool", "sumpool", "avgpool"):
@@ -126,7 +132,7 @@ def run_zennit(network, model, x: np.ndarray, plan: Mapping[int, LayerRule], top
     composite = zennit.core.Composite(module_map=module_map,
                                       canonizers=[zennit.canonizers.SequentialMergeBatchNorm()])
     captured: dict[int, object] = {}
-    inputs = torch.tensor(np.asarray(x, dtype=np.float64), requires_grad=True)
+    inputs = torch.tensor(np.asarray(x, dtype=np.float64), requires_grad=True, dtype=dtype)
     with zennit.attribution.Gradient(model, composite) as attributor:
         handles = []
         for k in range(1, len(groups)):  # the output of folded layer k-1 is the input of layer k
@@ -134,7 +140,7 @@ def run_zennit(network, model, x: np.ndarray, plan: Mapping[int, LayerRule], top
                 output.register_hook(lambda grad: captured.__setitem__(k, grad.detach().clone()))
             handles.append(modules[groups[k - 1][-1]].register_forward_hook(store))
         try:
-            output, relevance = attributor(inputs, torch.tensor(top, dtype=torch.float64))
+            output, relevance = attributor(inputs, torch.tensor(top, dtype=dtype))
         finally:
             for handle in handles:
                 handle.remove()
@@ -170,10 +176,11 @@ def run_zennit_graph(graph, twin, x: np.ndarray, plan: Mapping[int, LayerRule], 
 
     torch = require_torch()
     zennit = import_zennit()
+    dtype = _dtype(twin, torch)
     low = high = None
     if input_domain is not None:
-        low = torch.tensor(np.broadcast_to(input_domain.low, x.shape[1:])[None].copy(), dtype=torch.float64)
-        high = torch.tensor(np.broadcast_to(input_domain.high, x.shape[1:])[None].copy(), dtype=torch.float64)
+        low = torch.tensor(np.broadcast_to(input_domain.low, x.shape[1:])[None].copy(), dtype=dtype)
+        high = torch.tensor(np.broadcast_to(input_domain.high, x.shape[1:])[None].copy(), dtype=dtype)
     from lrp_num.layers import Conv2d, Dense
 
     hooks = {}
@@ -199,10 +206,10 @@ def run_zennit_graph(graph, twin, x: np.ndarray, plan: Mapping[int, LayerRule], 
     composite = zennit.core.Composite(module_map=module_map,
                                       canonizers=[zennit.canonizers.NamedMergeBatchNorm(pairs)])
     recorder = NodeRecorder(twin)
-    inputs = torch.tensor(np.asarray(x, dtype=np.float64), requires_grad=True)
+    inputs = torch.tensor(np.asarray(x, dtype=np.float64), requires_grad=True, dtype=dtype)
     try:
         with zennit.attribution.Gradient(twin, composite) as attributor:
-            output, relevance = attributor(inputs, torch.tensor(top, dtype=torch.float64))
+            output, relevance = attributor(inputs, torch.tensor(top, dtype=dtype))
     finally:
         recorder.close()
     nodes = dict(recorder.nodes)
