@@ -17,7 +17,7 @@ and the nodes reading it whose own output still matches.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Callable, Mapping
 
 import numpy as np
@@ -40,7 +40,10 @@ class NodeAudit:
 
     ``addend_sum_*``: sum_k R_k / R over the addends of an Add node (worst sample), for the
     library, its profile and DTD; None for other nodes. ``same_addends``: the library gives every
-    addend the same relevance where its profile does not.
+    addend the same relevance where its profile does not. ``bound``, ``own_over_bound``,
+    ``dtd_over_bound`` as in :class:`lrp_num.audit.compare.LayerAudit`, for the node's output;
+    ``addend_bound`` the rounding of the addends' ratio. ``domain`` ... ``causes`` as there,
+    for the node's own rule at its input.
     """
 
     node: str
@@ -56,6 +59,17 @@ class NodeAudit:
     addend_sum_profile: float | None = None
     addend_sum_dtd: float | None = None
     same_addends: bool = False
+    bound: float = 0.0
+    bound_relative: float = 0.0
+    own_over_bound: float = 0.0
+    dtd_over_bound: float = 0.0
+    addend_bound: float = 1e-12
+    domain: str = "R^n"
+    outside_domain: int = 0
+    outside_relevance: float = 0.0
+    generalisation: str | None = None
+    applied_outside_domain: bool = False
+    causes: list = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -63,10 +77,12 @@ class NodeAudit:
 
 @dataclass
 class NodeRelevance:
-    """Relevance at the output of every node (by torch tensor name), at the input, and per addend."""
+    """Relevance at the output of every node (by torch tensor name), at the input, and per
+    addend; ``results``: the reference's per-sample results with their traces."""
 
     nodes: dict[str, np.ndarray]
     addends: dict[str, list[np.ndarray]]
+    results: list = field(default_factory=list)
 
 
 class PlannedComposite(Composite):
@@ -176,7 +192,7 @@ def reference_nodes(graph, x: np.ndarray, plan: Mapping[int, LayerRule], top: np
                 stacked([r.traces[position].relevance_inputs[k] for r in results]).reshape(
                     (len(x), *shapes[node.inputs[k]]))
                 for k in range(len(node.inputs))]
-    return NodeRelevance(nodes, addends)
+    return NodeRelevance(nodes, addends, results)
 
 
 # -- comparing -----------------------------------------------------------------------------------
@@ -199,9 +215,10 @@ def _addend_ratio(addends: list[np.ndarray], relevance: np.ndarray) -> np.ndarra
         return np.where(total != 0, sum(_sums(a) for a in addends) / np.where(total != 0, total, 1.0), np.nan)
 
 
-def _negatives(relevance: np.ndarray, tolerance: float) -> int:
-    scale = float(np.max(np.abs(relevance))) if relevance.size else 0.0
-    return int(np.count_nonzero(relevance < -tolerance * scale))
+def _negatives(relevance: np.ndarray, bound: np.ndarray | float) -> int:
+    """Entries below -bound (a negative relevance beyond rounding)."""
+    return int(np.count_nonzero(np.asarray(relevance, dtype=np.float64).reshape(len(relevance), -1)
+                                < -np.asarray(bound)))
 
 
 def _same(addends: list[np.ndarray], tolerance: float) -> bool:
@@ -209,8 +226,40 @@ def _same(addends: list[np.ndarray], tolerance: float) -> bool:
     return scale > 0 and all(np.max(np.abs(a - addends[0])) <= max(tolerance, 1e-12) * scale for a in addends[1:])
 
 
+def _over_bound(a: np.ndarray, b: np.ndarray, bound: np.ndarray) -> float:
+    a = np.asarray(a, dtype=np.float64).reshape(len(a), -1)
+    gap = np.abs(a - np.asarray(b, dtype=np.float64).reshape(len(b), -1))
+    ratio = np.divide(gap, bound, out=np.where(gap > 0, np.inf, 0.0), where=bound > 0)
+    return float(ratio.max()) if ratio.size else 0.0
+
+
+def node_bounds(graph, relevance: NodeRelevance, dtype, tolerance: float | None,
+                model_error: float = 0.0) -> dict[str, np.ndarray]:
+    """Tensor name -> the deviation (batch, n) counted as equal there: the rounding bound of
+    ``dtype`` plus ``model_error`` x max |R_ref|, or ``tolerance`` x max |R_ref| when given
+    (as :func:`lrp_num.audit.compare.layer_bounds` does for chains)."""
+    from lrp_num.audit.tolerance import rounding_bounds, unit_roundoff
+
+    names = tensor_names(graph)
+    derived = {}
+    if tolerance is None:
+        derived = {names.get(name, name): value for name, value in
+                   rounding_bounds(graph, relevance.results, dtype).items()}
+    bounds = {}
+    for tensor, values in relevance.nodes.items():
+        flat = np.asarray(values, dtype=np.float64).reshape(len(values), -1)
+        scale = float(np.max(np.abs(flat))) if flat.size else 0.0
+        if tolerance is not None:
+            bounds[tensor] = np.full(flat.shape, tolerance * scale)
+            continue
+        bound = derived.get(tensor)
+        bound = np.zeros(flat.shape) if bound is None or bound.shape != flat.shape else bound
+        bounds[tensor] = np.maximum(bound + model_error * scale, unit_roundoff(dtype) * scale)
+    return bounds
+
+
 def _node_audits(graph, plan, profile: Profile, lib: LibraryRun, own: NodeRelevance, dtd: NodeRelevance,
-                 tolerance: float) -> list[NodeAudit]:
+                 own_bounds, dtd_bounds, tolerance: float) -> list[NodeAudit]:
     names = tensor_names(graph)
     audits = []
     rows = [(graph.input_name, None, "input")] + [(node.name, k, repr(node.operation))
@@ -231,8 +280,14 @@ def _node_audits(graph, plan, profile: Profile, lib: LibraryRun, own: NodeReleva
                 library_rule = f"({choice.rule})"
         own_abs, own_rel = _deviation(lib.nodes[tensor], own.nodes[tensor])
         dtd_abs, dtd_rel = _deviation(lib.nodes[tensor], dtd.nodes[tensor])
+        bound = own_bounds[tensor]
+        scale = float(np.max(np.abs(own.nodes[tensor]))) if own.nodes[tensor].size else 0.0
         audit = NodeAudit(name if name == tensor else f"{name} (+{tensor})", tensor, operation,
-                          choice.rule if choice else None, library_rule, own_abs, own_rel, dtd_abs, dtd_rel)
+                          choice.rule if choice else None, library_rule, own_abs, own_rel, dtd_abs, dtd_rel,
+                          bound=float(bound.max()) if bound.size else 0.0,
+                          bound_relative=float(bound.max()) / scale if scale > 0 and bound.size else 0.0,
+                          own_over_bound=_over_bound(lib.nodes[tensor], own.nodes[tensor], bound),
+                          dtd_over_bound=_over_bound(lib.nodes[tensor], dtd.nodes[tensor], dtd_bounds[tensor]))
         if k is not None and isinstance(graph.nodes[k].operation, Add) and name in lib.addends \
                 and all(a is not None for a in lib.addends[name]):
             shares = lib.addends[name]
@@ -244,67 +299,125 @@ def _node_audits(graph, plan, profile: Profile, lib: LibraryRun, own: NodeReleva
             audit.addend_sum_library = float(ratio_lib[s])
             audit.addend_sum_profile = float(ratio_own[s])
             audit.addend_sum_dtd = float(ratio_dtd[s])
+            total = np.abs(_sums(own.nodes[tensor]))
+            # the ratio's rounding: the node's bound and the addends' (about as large), over |sum R|
+            audit.addend_bound = float(np.max(np.divide(3 * bound.sum(axis=1), total, out=np.zeros_like(total),
+                                                        where=total > 0))) + 1e-12
             audit.same_addends = _same(shares, tolerance) and not _same(own.addends[name], tolerance)
         audits.append(audit)
     return audits
 
 
-def _suspects(graph, twin_consumers: Mapping[str, list[str]], audits: list[NodeAudit], tolerance: float
+def _domains_and_causes(graph, library_graph, x, plan, own_plan, dtd_plan, claimed_dtd, profile, lib, own, dtd,
+                        own_bounds, f_c, input_domain) -> dict[str, dict]:
+    """Per linear node (by name): its rule's domain, the inputs outside it and the relevance they
+    carry, the generalisation the DTD reference used, whether the library applies a rule outside
+    its domain, and the causes of its departure from DTD (:mod:`lrp_num.audit.findings`)."""
+    from lrp_num.audit import findings as found
+
+    activations = graph.forward_trace(np.asarray(x, dtype=np.float64))
+    names = tensor_names(graph)
+    own_rules = {library_graph.nodes[k].name: choice.rule for k, choice in own_plan.items()}
+    own_terms = found.trace_terms(own.results, lambda trace: trace.name)
+    dtd_terms = found.trace_terms(dtd.results, lambda trace: trace.name)
+    scale = np.where(f_c != 0, np.abs(f_c), 1.0)
+    linear = [k for k, node in enumerate(graph.nodes) if isinstance(node.operation, (Dense, Conv2d)) and k in plan]
+    first = min(linear, default=None)
+    result = {}
+    for k in linear:
+        node = graph.nodes[k]
+        a = activations[node.inputs[0]].reshape(len(x), -1)
+        claimed_rule = claimed_dtd[k].rule
+        mask = found.outside_domain(claimed_rule, a, input_domain, k == first)
+        own_rule = own_rules.get(node.name, claimed_rule)
+        applied = found.outside_domain(own_rule, a, input_domain, k == first)
+        relevance = np.asarray(lib.nodes.get(names[node.inputs[0]], np.zeros(a.shape)), dtype=np.float64)
+        relevance = relevance.reshape(len(x), -1)
+        carried = np.where(mask, np.abs(relevance), 0.0).sum(axis=1) / scale
+        mine, theirs = own_terms.get(node.name), dtd_terms.get(node.name)
+        output = names[node.name]
+        threshold = float(np.max(own_bounds[output].sum(axis=1) / scale)) + 1e-12 if output in own_bounds else 1e-12
+        causes = found.causes(profile.conventions, own_rule, dtd_plan[k].rule,
+                              (mine["bias"], mine["stabiliser"]) if mine else None,
+                              (theirs["bias"], theirs["stabiliser"]) if theirs else None,
+                              mine["absorbed"] / scale if mine else None, theirs["absorbed"] / scale if theirs else None,
+                              mask, mine["relevance_in"] if mine else None, theirs["relevance_in"] if theirs else None,
+                              f_c, threshold)
+        result[node.name] = dict(domain=found.domain_of(claimed_rule), outside_domain=int(mask.sum()),
+                                 outside_relevance=float(carried.max()) if carried.size else 0.0,
+                                 generalisation=dtd_plan[k].rule if dtd_plan[k].rule != claimed_rule else None,
+                                 applied_outside_domain=bool(applied.any()), causes=causes)
+    return result
+
+
+def _suspects(graph, twin_consumers: Mapping[str, list[str]], audits: list[NodeAudit]
               ) -> tuple[NodeAudit | None, list[str]]:
-    """The deviating node output nearest the graph output, and the nodes reading it whose own
-    output matches (where the deviation must start)."""
+    """The deviating node output with the largest deviation relative to its relevance, and the
+    nodes reading it whose own output matches (where the deviation must start)."""
     by_tensor = {a.tensor: a for a in audits}
     order = [graph.input_name] + [node.name for node in graph.nodes]
     names = tensor_names(graph)
     deviating = [by_tensor[names[n]] for n in order if names[n] in by_tensor
-                 and by_tensor[names[n]].own_relative > tolerance]
+                 and by_tensor[names[n]].own_over_bound > 1]
     if not deviating:
         return None, []
-    first = deviating[-1]
+    first = max(deviating, key=lambda a: a.own_relative)
     readers = []
     for reader in twin_consumers.get(first.tensor, []):
         audit = by_tensor.get(reader) or by_tensor.get(names.get(reader, reader))
-        if audit is None or audit.own_relative <= tolerance:
+        if audit is None or audit.own_over_bound <= 1:
             readers.append(reader)
     return first, readers
 
 
 def _verdicts(name: str, profile: Profile, graph, consumers, audits: list[NodeAudit], lib: LibraryRun,
-              own: NodeRelevance, dtd: NodeRelevance, f_c: np.ndarray, tolerance: float) -> tuple[list[str], bool]:
-    lines, ok = [], True
-    first, readers = _suspects(graph, consumers, audits, tolerance)
+              own: NodeRelevance, dtd: NodeRelevance, own_bounds, dtd_bounds, f_c: np.ndarray
+              ) -> tuple[list[str], list[str], bool]:
+    """(lines, failures, whether the library departs from DTD anywhere)."""
+    from lrp_num.audit.compare import _cause_lines, _domain_lines
+
+    lines, failures = [], []
+    first, readers = _suspects(graph, consumers, audits)
     if first is None:
         worst = max((a.own_relative for a in audits), default=0.0)
-        lines.append(f"{name} matches its own convention ({profile.name}) at every node: max relative "
-                     f"deviation {worst:.1e}")
+        lines.append(f"{name} agrees with its own convention ({profile.name}) at every node: max relative "
+                     f"deviation {worst:.1e}, within the bound")
     else:
-        ok = False
+        failures.append("deviates-from-convention")
         where = f" (read by {', '.join(readers)}, whose output matches)" if readers else ""
-        lines.append(f"{name} deviates from its own convention ({profile.name}) at the output of node "
-                     f"{first.node}{where}: relative deviation {first.own_relative:.3g} (max abs "
-                     f"{first.own_deviation:.3g}); nodes nearer the output match")
+        lines.append(f"{name} deviates from its own convention ({profile.name}) most at the output of node "
+                     f"{first.node}{where}: relative deviation {first.own_relative:.3g} of that node's relevance "
+                     f"(max abs {first.own_deviation:.3g}, bound {first.bound:.3g})")
+    at = lambda a: f"node {a.node}"  # noqa: E731
+    domain, outside = _domain_lines(name, list(reversed(audits)), at)
+    lines += domain
+    if outside:
+        failures.append("outside-domain")
     at_input = next((a for a in audits if a.tensor == graph.input_name), None)
-    dtd_bad = [a for a in audits if a.dtd_relative > tolerance]
+    dtd_bad = [a for a in audits if a.dtd_over_bound > 1]
     if not dtd_bad:
-        lines.append(f"{name} agrees with the DTD derivation within {tolerance:.0e} at every node")
-    elif at_input is not None:
-        lines.append(f"{name} deviates from DTD by {at_input.dtd_deviation:.3g} (relative "
-                     f"{at_input.dtd_relative:.3g}) at the input")
+        lines.append(f"{name} agrees with the DTD derivation at every node (within the bound)")
+    else:
+        worst = max(dtd_bad, key=lambda a: a.dtd_relative)
+        shown = at_input or worst
+        lines.append(f"{name} departs from DTD by {shown.dtd_deviation:.3g} (relative {shown.dtd_relative:.3g}) "
+                     f"at the input; most at the output of node {worst.node} (relative {worst.dtd_relative:.3g})")
+        lines += _cause_lines(list(reversed(audits)), at)
     # the additions: conservation through each Add node, and equal shares
     adds = [a for a in audits if a.addend_sum_library is not None]
     for a in adds:
-        if abs(a.addend_sum_library - a.addend_sum_profile) > max(tolerance, 1e-12) \
+        if abs(a.addend_sum_library - a.addend_sum_profile) > a.addend_bound \
                 or np.isnan(a.addend_sum_library) != np.isnan(a.addend_sum_profile):
-            ok = False
+            failures.append("conservation")
             lines.append(f"node {a.node}: sum of addend relevance {a.addend_sum_library:.2f} x the node's "
                          f"relevance (its convention {a.addend_sum_profile:.2f}, DTD {a.addend_sum_dtd:.2f})")
         if a.same_addends:
-            ok = False
+            failures.append("deviates-from-convention")
             lines.append(f"node {a.node}: every addend receives the same relevance, where its convention "
                          f"splits R_k = a_k / stab(sum a) R")
     missing = [node.name for node in graph.nodes if isinstance(node.operation, Add)
                and node.name not in {a.node for a in adds}]
-    if adds and all(abs(a.addend_sum_library - a.addend_sum_profile) <= max(tolerance, 1e-12)
+    if adds and all(abs(a.addend_sum_library - a.addend_sum_profile) <= a.addend_bound
                     and not a.same_addends for a in adds):
         worst = max(adds, key=lambda a: abs(a.addend_sum_library - 1.0))
         lines.append(f"Add nodes conserve as its convention implies: sum_k R_k / R = "
@@ -316,60 +429,56 @@ def _verdicts(name: str, profile: Profile, graph, consumers, audits: list[NodeAu
     absorbed = {key: (f_c - _sums(values.nodes[graph.input_name])) / scale
                 for key, values in (("library", lib), ("profile", own), ("dtd", dtd))}
     gap = np.abs(absorbed["library"] - absorbed["profile"])
-    s = int(np.argmax(gap))
-    if gap[s] > max(tolerance, 1e-12):
-        ok = False
+    allowed = own_bounds[graph.input_name].sum(axis=1) / scale + 1e-12
+    s = int(np.argmax(gap - allowed))
+    if gap[s] > allowed[s]:
+        failures.append("conservation")
         lines.append(f"conservation broken: {name} absorbs {absorbed['library'][s]:+.3g} f_c between output and "
                      f"input (sample {s}), its convention {absorbed['profile'][s]:+.3g}, DTD {absorbed['dtd'][s]:+.3g}")
     else:
         lines.append(f"conservation as its convention implies: absorbs {absorbed['library'][s]:+.3g} f_c "
                      f"(DTD {absorbed['dtd'][s]:+.3g})")
-    n_lib, n_dtd = _negatives(lib.relevance, tolerance), _negatives(dtd.nodes[graph.input_name], tolerance)
-    lines.append(f"positivity: {n_lib} negative input relevances (DTD {n_dtd})" if n_lib > n_dtd
-                 else "positivity: no more negative input relevances than DTD")
-    return lines, ok
-
-
-def _outside_domain_notes(graph, x: np.ndarray, plan: Mapping[int, LayerRule]) -> list[str]:
-    """A note for every node where a rule derived for the orthant (zplus, gamma: the
-    reference's table of domains) meets negative inputs: its reference values there evaluate
-    the definition outside the domain it is derived for, where lrp_num.explain refuses it."""
-    from lrp_num.reference import ROOT_POINT_RULES
-
-    activations = graph.forward_trace(np.asarray(x, dtype=np.float64))
-    notes = []
-    for k in sorted(plan):
-        node, rule = graph.nodes[k], plan[k].rule
-        if ROOT_POINT_RULES.get(rule) == "orthant":
-            n_negative = int(np.count_nonzero(activations[node.inputs[0]] < 0))
-            if n_negative:
-                notes.append(f"note: rule {rule} at node {node.name} is derived for x >= 0, but "
-                             f"{n_negative} of its input values are negative: its reference values "
-                             f"there evaluate the definition outside its domain (lrp_num.explain "
-                             f"raises DomainError)")
-    return notes
+    n_lib = _negatives(lib.relevance, own_bounds[graph.input_name])
+    n_own = _negatives(own.nodes[graph.input_name], own_bounds[graph.input_name])
+    n_dtd = _negatives(dtd.nodes[graph.input_name], dtd_bounds[graph.input_name])
+    if n_lib > n_own:
+        failures.append("positivity")
+        lines.append(f"positivity: {n_lib} negative input relevances, its convention {n_own} (DTD {n_dtd})")
+    else:
+        lines.append("positivity: no more negative input relevances than its convention")
+    return lines, failures, bool(dtd_bad)
 
 
 def audit_graph_library(graph, x: np.ndarray, library: str, profile: Profile, rule: str | None,
                         composite: str | Composite | None, targets: np.ndarray, parameters: Mapping,
-                        input_domain, dps: int, tolerance: float,
-                        overrides: Mapping[str, Callable] | None = None, addition: str | None = None):
+                        input_domain, dps: int, tolerance: float | None,
+                        overrides: Mapping[str, Callable] | None = None, addition: str | None = None,
+                        dtype: str = "float64", strict: bool = False):
     """The graph half of :func:`lrp_num.audit.compare.audit_library` (same arguments).
 
     ``overrides`` maps node names to library rule factories; ``addition`` writes the twin's Add
     nodes another way than the library's users do (``"functional"``: the plain ``+`` that a model
     has before conversion).
     """
-    from lrp_num.audit.compare import AuditReport
+    from lrp_num.audit.compare import AuditReport, bounded_tolerance, conclude, generalised_plan, pointers
+    from lrp_num.audit.findings import outside_domain
+    from lrp_num.audit.tolerance import dtype_name, unit_roundoff
     from lrp_num.io.torch_bridge import to_torch
 
     plan = graph_plan(graph, rule, composite, dict(parameters or {}), input_domain is not None)
     library_graph = profile.library_graph(graph) if profile.library_graph else graph
-    own_plan, dtd_plan = mapped_graph_plans(profile, graph, library_graph, plan)
+    own_plan, claimed_dtd = mapped_graph_plans(profile, graph, library_graph, plan)
+    activations = graph.forward_trace(np.asarray(x, dtype=np.float64))
+    linear = [k for k, node in enumerate(graph.nodes) if isinstance(node.operation, (Dense, Conv2d)) and k in plan]
+    masks = {k: outside_domain(claimed_dtd[k].rule, activations[graph.nodes[k].inputs[0]].reshape(len(x), -1),
+                               input_domain, k == min(linear)) for k in linear}
+    dtd_plan = generalised_plan(claimed_dtd, masks)
     top = top_relevance(graph.forward(x), targets)
     seconds = {}
     start = time.perf_counter()
     twin = to_torch(graph, addition=addition or profile.addition)
+    if dtype == "float32":
+        twin = twin.float()
     if library == "zennit":
         from lrp_num.audit.zennit_adapter import run_zennit_graph
 
@@ -379,6 +488,8 @@ def audit_graph_library(graph, x: np.ndarray, library: str, profile: Profile, ru
 
         lib = run_captum_graph(graph, twin, x, plan, targets, overrides)
     seconds["library"] = time.perf_counter() - start
+    run_dtype = np.asarray(lib.relevance).dtype
+    run_dtype = run_dtype if np.issubdtype(run_dtype, np.floating) else np.dtype(np.float64)
     start = time.perf_counter()
     own = reference_nodes(library_graph, x, own_plan, top, profile.conventions, input_domain, dps)
     seconds["reference_profile"] = time.perf_counter() - start
@@ -386,10 +497,22 @@ def audit_graph_library(graph, x: np.ndarray, library: str, profile: Profile, ru
     dtd = reference_nodes(graph, x, dtd_plan, top, DTD, input_domain, dps)
     seconds["reference_dtd"] = time.perf_counter() - start
     f_c = _sums(top)
-    audits = _node_audits(graph, plan, profile, lib, own, dtd, tolerance)
-    verdicts, ok = _verdicts(lib.library, profile, graph, twin.consumers, audits, lib, own, dtd, f_c, tolerance)
-    verdicts += list(dict.fromkeys(_outside_domain_notes(library_graph, x, own_plan)
-                                   + _outside_domain_notes(graph, x, dtd_plan)))
+    own_bounds = node_bounds(library_graph, own, run_dtype, tolerance, profile.model_error)
+    dtd_bounds = node_bounds(graph, dtd, run_dtype, tolerance)
+    same_tolerance = tolerance if tolerance is not None else 64 * unit_roundoff(run_dtype)
+    audits = _node_audits(graph, plan, profile, lib, own, dtd, own_bounds, dtd_bounds, same_tolerance)
+    extra = _domains_and_causes(graph, library_graph, x, plan, own_plan, dtd_plan, claimed_dtd, profile, lib, own,
+                                dtd, own_bounds, f_c, input_domain)
+    for audit in audits:
+        node_name = audit.node.split(" (+")[0]
+        for key, value in extra.get(node_name, {}).items():
+            setattr(audit, key, value)
+    verdicts, failures, departs = _verdicts(lib.library, profile, graph, twin.consumers, audits, lib, own, dtd,
+                                            own_bounds, dtd_bounds, f_c)
     method = f"rule {rule}" if rule else f"composite {composite if isinstance(composite, str) else composite.name}"
-    return AuditReport(lib.library, profile.name, method, len(x), [], verdicts, _sums(lib.relevance).tolist(),
-                       f_c.tolist(), seconds, ok, nodes=audits)
+    report = AuditReport(lib.library, profile.name, method, len(x), [], verdicts, _sums(lib.relevance).tolist(),
+                         f_c.tolist(), seconds, True, nodes=audits,
+                         tolerance=bounded_tolerance(run_dtype, tolerance, profile.model_error),
+                         dtype=dtype_name(run_dtype), strict=strict, departs_from_dtd=departs)
+    pointers(report, audits, lambda a: a.tensor)
+    return conclude(report, failures)

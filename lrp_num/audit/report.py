@@ -6,23 +6,29 @@ import json
 
 from lrp_num.audit.compare import AuditReport
 
-_COLUMNS = ("layer", "rule", "own dev (rel)", "DTD dev (rel)", "absorbed lib", "absorbed own",
-            "absorbed DTD", "neg lib/DTD")
+_COLUMNS = ("layer", "rule", "own dev (rel)", "bound (rel)", "DTD dev (rel)", "absorbed lib", "absorbed own",
+            "absorbed DTD", "neg lib/DTD", "outside domain")
+
+
+def _outside(a) -> str:
+    return f"{a.outside_domain} ({a.outside_relevance:.2g} f_c)" if a.outside_domain else ""
 
 
 def _row(a) -> tuple[str, ...]:
     return (f"{a.index:2d} {a.layer}", a.rule, f"{a.own_deviation:.2e} ({a.own_relative:.1e})",
+            f"{a.bound:.1e} ({a.bound_relative:.1e})",
             f"{a.dtd_deviation:.2e} ({a.dtd_relative:.1e})", f"{a.absorbed_library:+.3g}",
-            f"{a.absorbed_profile:+.3g}", f"{a.absorbed_dtd:+.3g}", f"{a.negatives_library}/{a.negatives_dtd}")
+            f"{a.absorbed_profile:+.3g}", f"{a.absorbed_dtd:+.3g}", f"{a.negatives_library}/{a.negatives_dtd}",
+            _outside(a))
 
 
 def _header(report: AuditReport) -> str:
     return (f"audit of {report.library} against profile {report.profile} and DTD: {report.method}, "
-            f"{report.n_samples} sample(s)")
+            f"{report.n_samples} sample(s), {report.dtype}; equal within {report.tolerance}")
 
 
-_NODE_COLUMNS = ("node", "rule", "own dev (rel)", "DTD dev (rel)", "addends/R lib", "addends/R own",
-                 "addends/R DTD")
+_NODE_COLUMNS = ("node", "rule", "own dev (rel)", "bound (rel)", "DTD dev (rel)", "addends/R lib", "addends/R own",
+                 "addends/R DTD", "outside domain")
 
 
 def _ratio(value) -> str:
@@ -31,8 +37,9 @@ def _ratio(value) -> str:
 
 def _node_row(a) -> tuple[str, ...]:
     return (a.node, a.rule or "", f"{a.own_deviation:.2e} ({a.own_relative:.1e})",
+            f"{a.bound:.1e} ({a.bound_relative:.1e})",
             f"{a.dtd_deviation:.2e} ({a.dtd_relative:.1e})", _ratio(a.addend_sum_library),
-            _ratio(a.addend_sum_profile), _ratio(a.addend_sum_dtd))
+            _ratio(a.addend_sum_profile), _ratio(a.addend_sum_dtd), _outside(a))
 
 
 def _columns(report: AuditReport) -> tuple[tuple[str, ...], list[tuple[str, ...]], str]:
@@ -42,8 +49,9 @@ def _columns(report: AuditReport) -> tuple[tuple[str, ...], list[tuple[str, ...]
                 "deviations: max |R_lib - R_ref| (relative to max |R_ref|) of the relevance arriving at the "
                 "node's output; addends/R: sum_k R_k / R at an Add node")
     return (_COLUMNS, [_row(a) for a in report.layers],
-            "deviations: max |R_lib - R_ref| (relative to max |R_ref|) at the layer's input; "
-            "absorbed: (sum R_out - sum R_in) / f_c")
+            "deviations: max |R_lib - R_ref| (relative to max |R_ref|) at the layer's input; bound: the "
+            "largest deviation counted as equal there; absorbed: (sum R_out - sum R_in) / f_c; outside "
+            "domain: inputs outside the claimed rule's domain (the |relevance| they carry)")
 
 
 def render_table(report: AuditReport) -> str:

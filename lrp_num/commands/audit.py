@@ -4,10 +4,17 @@
     lrp audit --library captum --model net.pt --architecture net.json --input x.npy --rule epsilon --json
     lrp audit --attribution R.npy --model digits-mlp --sample 0 --rule zplus --markdown
 
-The library runs on the PyTorch twin of the model (float64); the mpmath reference runs under the
-library's profile (:mod:`lrp_num.audit.profiles`) and under the deep Taylor derivation. Exit status:
-0 when every check passes, 1 when the audit flags something, 2 on errors (a missing torch,
-zennit or captum is one line saying what to install).
+The library runs on the PyTorch twin of the model (float64, or float32 with ``--dtype``); the
+mpmath reference runs under the library's profile (:mod:`lrp_num.audit.profiles`) and under the
+deep Taylor derivation. A deviation counts when it exceeds the rounding bound of the dtype the
+attribution was computed in (``--tolerance`` replaces it by a relative tolerance). Exit status:
+
+0  the attribution is what the claimed convention produces and every check holds
+   ("verdict: matches");
+1  it matches no known convention, deviates from its library's convention, applies a rule
+   outside its domain, or conservation or positivity fail beyond what the convention implies;
+   with ``--strict`` also any departure from DTD ("verdict: fails");
+2  an error (a missing torch, zennit or captum is one line saying what to install).
 """
 
 from __future__ import annotations
@@ -37,7 +44,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target", type=int, help="output index to explain (default: the prediction)")
     for name in ("epsilon", "gamma", "alpha", "beta"):
         parser.add_argument(f"--{name}", type=float, help=f"rule parameter {name} (default: the library's)")
-    parser.add_argument("--tolerance", type=float, default=1e-7, help="relative deviation counted as equal")
+    parser.add_argument("--tolerance", type=float, default=None,
+                        help="relative deviation counted as equal (default: the rounding bound of the "
+                             "attribution's dtype, per layer)")
+    parser.add_argument("--dtype", choices=("float64", "float32"), default="float64",
+                        help="with --library: the type the library computes in (default float64)")
+    parser.add_argument("--strict", action="store_true",
+                        help="fail (exit 1) also where the attribution departs from DTD")
     parser.add_argument("--dps", type=int, default=50,
                         help=f"digits of the mpmath reference, {MIN_DPS} to {MAX_DPS} (default 50)")
     output = parser.add_mutually_exclusive_group()
@@ -67,9 +80,9 @@ def run(args: argparse.Namespace) -> int:
     x = np.asarray(load_inputs(args, model), dtype=np.float64)
     parameters = {k: getattr(args, k) for k in ("epsilon", "gamma", "alpha", "beta") if getattr(args, k) is not None}
     common = dict(rule=args.rule, composite=args.composite, target=args.target, parameters=parameters,
-                  input_domain=model.input_domain, dps=args.dps, tolerance=args.tolerance)
+                  input_domain=model.input_domain, dps=args.dps, tolerance=args.tolerance, strict=args.strict)
     if args.library:
-        report = audit_library(model.network, x, args.library, **common)
+        report = audit_library(model.network, x, args.library, dtype=args.dtype, **common)
     else:
         attribution = read_array(args.attribution, "--attribution")
         report = audit_attribution(model.network, x, attribution, library=args.for_library, **common)
@@ -79,4 +92,4 @@ def run(args: argparse.Namespace) -> int:
         print(render_markdown(report), end="")
     else:
         print(render_table(report))
-    return 0 if report.ok else 1
+    return report.exit_status
