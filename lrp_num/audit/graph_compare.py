@@ -351,23 +351,24 @@ def _domains_and_causes(graph, library_graph, x, plan, own_plan, dtd_plan, claim
 
 
 def _suspects(graph, twin_consumers: Mapping[str, list[str]], audits: list[NodeAudit]
-              ) -> tuple[NodeAudit | None, list[str]]:
-    """The deviating node output with the largest deviation relative to its relevance, and the
-    nodes reading it whose own output matches (where the deviation must start)."""
+              ) -> tuple[NodeAudit | None, NodeAudit | None, list[str]]:
+    """(the deviating node output with the largest deviation relative to its relevance, the
+    deviating output nearest the graph output, the nodes reading that one whose own output
+    matches: where the deviation must start)."""
     by_tensor = {a.tensor: a for a in audits}
     order = [graph.input_name] + [node.name for node in graph.nodes]
     names = tensor_names(graph)
     deviating = [by_tensor[names[n]] for n in order if names[n] in by_tensor
                  and by_tensor[names[n]].own_over_bound > 1]
     if not deviating:
-        return None, []
-    first = max(deviating, key=lambda a: a.own_relative)
+        return None, None, []
+    worst, start = max(deviating, key=lambda a: a.own_relative), deviating[-1]
     readers = []
-    for reader in twin_consumers.get(first.tensor, []):
+    for reader in twin_consumers.get(start.tensor, []):
         audit = by_tensor.get(reader) or by_tensor.get(names.get(reader, reader))
         if audit is None or audit.own_over_bound <= 1:
             readers.append(reader)
-    return first, readers
+    return worst, start, readers
 
 
 def _verdicts(name: str, profile: Profile, graph, consumers, audits: list[NodeAudit], lib: LibraryRun,
@@ -377,7 +378,7 @@ def _verdicts(name: str, profile: Profile, graph, consumers, audits: list[NodeAu
     from lrp_num.audit.compare import _cause_lines, _domain_lines
 
     lines, failures = [], []
-    first, readers = _suspects(graph, consumers, audits)
+    first, start, readers = _suspects(graph, consumers, audits)
     if first is None:
         worst = max((a.own_relative for a in audits), default=0.0)
         lines.append(f"{name} agrees with its own convention ({profile.name}) at every node: max relative "
@@ -386,8 +387,9 @@ def _verdicts(name: str, profile: Profile, graph, consumers, audits: list[NodeAu
         failures.append("deviates-from-convention")
         where = f" (read by {', '.join(readers)}, whose output matches)" if readers else ""
         lines.append(f"{name} deviates from its own convention ({profile.name}) most at the output of node "
-                     f"{first.node}{where}: relative deviation {first.own_relative:.3g} of that node's relevance "
-                     f"(max abs {first.own_deviation:.3g}, bound {first.bound:.3g})")
+                     f"{first.node}: relative deviation {first.own_relative:.3g} of that node's relevance "
+                     f"(max abs {first.own_deviation:.3g}, bound {first.bound:.3g}); it starts at the output of "
+                     f"node {start.node}{where}, nodes nearer the output match")
     at = lambda a: f"node {a.node}"  # noqa: E731
     domain, outside = _domain_lines(name, list(reversed(audits)), at)
     lines += domain
