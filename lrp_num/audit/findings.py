@@ -36,16 +36,21 @@ GENERALISATIONS = {"zplus": "zplus_split", "gamma": "gamma_split"}
 #: how the report writes each domain
 DOMAIN_TEXT = {"orthant": "x >= 0", "box": "l <= x <= h", "R^n": "R^n"}
 _SPLIT_RULES = ("zplus_split", "gamma_split")
+#: the kinds of cause: the bias in the denominator, the stabiliser, an input split DTD does not
+#: have, a missing input split, and relevance absorbed otherwise (dropped neurons)
+CAUSES = ("bias", "stabiliser", "input-split", "missing-input-split", "dropped")
 
 
 @dataclass
 class Cause:
     """One term of a library's convention and what it does to the relevance at one layer.
 
-    ``effect`` is "absorbs" (the term keeps ``share`` f_c from the layer's inputs, signed) or
-    "moves" (it redistributes ``share`` f_c among them).
+    ``kind`` is one of :data:`CAUSES`; ``term`` says it in words; ``effect`` is "absorbs" (the
+    term keeps ``share`` f_c from the layer's inputs, signed) or "moves" (it redistributes
+    ``share`` f_c among them).
     """
 
+    kind: str
     term: str
     effect: str
     share: float
@@ -157,9 +162,9 @@ def causes(conventions, own_rule: str, dtd_rule: str, own_terms, dtd_terms, abso
     stabiliser = (own_stab - dtd_stab) / scale
     term = bias_term(conventions, own_rule)
     if term is not None and np.max(np.abs(bias)) > threshold:
-        found.append(Cause(term, "absorbs", _worst(bias)))
+        found.append(Cause("bias", term, "absorbs", _worst(bias)))
     if np.max(np.abs(stabiliser)) > threshold:
-        found.append(Cause(stabiliser_term(conventions), "absorbs", _worst(stabiliser)))
+        found.append(Cause("stabiliser", stabiliser_term(conventions), "absorbs", _worst(stabiliser)))
     if outside is not None and outside.any() and own_in is not None and dtd_in is not None \
             and (own_rule in _SPLIT_RULES) != (dtd_rule in _SPLIT_RULES):
         moved = np.where(outside, np.abs(own_in - dtd_in), 0.0).reshape(len(f_c), -1).sum(axis=1) / scale
@@ -167,11 +172,12 @@ def causes(conventions, own_rule: str, dtd_rule: str, own_terms, dtd_terms, abso
             what = ("the input split by sign (x^+ w^+ + x^- w^-), which DTD does not have"
                     if own_rule in _SPLIT_RULES else
                     "the input split by sign missing: x w^+ on negative inputs instead of x^- w^-")
-            found.append(Cause(what, "moves", float(np.max(moved))))
+            kind = "input-split" if own_rule in _SPLIT_RULES else "missing-input-split"
+            found.append(Cause(kind, what, "moves", float(np.max(moved))))
     if absorbed_own is not None and absorbed_dtd is not None:
         rest = np.nan_to_num(absorbed_own - absorbed_dtd) - bias - stabiliser
         if np.max(np.abs(rest)) > threshold:
-            found.append(Cause("relevance absorbed beyond the bias and stabiliser terms "
+            found.append(Cause("dropped", "relevance absorbed beyond the bias and stabiliser terms "
                                "(e.g. neurons with z_j = 0 whose relevance is dropped)", "absorbs", _worst(rest)))
     return found
 
@@ -182,5 +188,5 @@ def describe(causes_: list[Cause]) -> str:
                      else f"{c.term} {c.effect} {c.share:.3g} f_c" for c in causes_)
 
 
-__all__ = ["Cause", "DOMAIN_TEXT", "GENERALISATIONS", "absorbed_terms", "trace_terms", "bias_term", "causes", "describe",
+__all__ = ["CAUSES", "Cause", "DOMAIN_TEXT", "GENERALISATIONS", "absorbed_terms", "trace_terms", "bias_term", "causes", "describe",
            "domain_of", "generalisation", "outside_domain", "stabiliser_term"]
