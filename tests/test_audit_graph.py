@@ -312,3 +312,27 @@ def test_zplus_on_negative_graph_inputs_is_outside_its_domain(model, library):
     assert all(a.outside_domain == 0 for a in report.nodes if a is not stem)
     assert ("outside-domain" in report.findings) == (library == "captum")
     assert "deviates-from-convention" not in report.findings, report.verdicts
+
+
+# -- verdicts on graphs: dtype bounds, causes, the pointer, --strict -----------------------------
+
+@pytest.mark.parametrize("library, dtype", [("zennit", "float64"), ("zennit", "float32"), ("captum", "float32")])
+def test_correct_graph_runs_match_under_the_dtype_s_rounding_bound(model, library, dtype):
+    graph, x = model
+    report = audit_library(graph, x, library, rule="epsilon", dtype=dtype)
+    assert report.ok and report.verdict == "matches" and report.dtype == dtype, report.verdicts
+    assert all(a.own_over_bound <= 1 for a in report.nodes)
+    if dtype == "float32":  # float32 rounding shows and the bound covers it
+        assert max(a.own_relative for a in report.nodes) > 1e-10
+        assert not audit_library(graph, x, library, rule="epsilon", dtype=dtype, tolerance=1e-12).ok
+
+
+def test_graph_causes_name_zennit_s_bias_and_captum_s_missing_split(model):
+    graph, x = model
+    zennit_report = audit_library(graph, x, "zennit", rule="zplus", strict=True)
+    kinds = {c.kind for a in zennit_report.nodes for c in a.causes}
+    assert "bias" in kinds and zennit_report.findings == ["departs-from-dtd"], zennit_report.verdicts
+    mixed = x - 0.5 * np.abs(x).max()
+    captum_report = audit_library(graph, mixed, "captum", rule="zplus")
+    stem = next(a for a in captum_report.nodes if a.node.startswith("conv1"))
+    assert "missing-input-split" in {c.kind for c in stem.causes}, captum_report.verdicts
