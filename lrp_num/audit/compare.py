@@ -62,7 +62,8 @@ class LayerAudit:
     |relevance| on them (worst sample, fraction of f_c), ``generalisation`` the rule the DTD
     reference used there instead, ``applied_outside_domain`` whether the library evaluates a
     rule outside the domain it is derived for. ``causes``: the convention's terms that make the
-    layer depart from DTD (:class:`lrp_num.audit.findings.Cause`).
+    layer depart from DTD (:class:`lrp_num.audit.findings.Cause`). ``conservation_bound``: the
+    rounding of the absorbed fraction (a larger gap to the convention breaks conservation).
     """
 
     index: int
