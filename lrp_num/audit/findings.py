@@ -183,9 +183,12 @@ def causes(conventions, own_rule: str, dtd_rule: str, own_terms, dtd_terms, abso
 
 
 def describe(causes_: list[Cause]) -> str:
-    """'term absorbs +0.12 f_c; term moves 0.03 f_c'."""
-    return "; ".join(f"{c.term} {c.effect} {c.share:+.3g} f_c" if c.effect == "absorbs"
-                     else f"{c.term} {c.effect} {c.share:.3g} f_c" for c in causes_)
+    """'term absorbs 0.12 f_c more than under DTD; term moves 0.03 f_c'."""
+    def one(c: Cause) -> str:
+        if c.effect == "absorbs":
+            return f"{c.term} absorbs {abs(c.share):.3g} f_c {'more' if c.share > 0 else 'less'} than under DTD"
+        return f"{c.term} moves {c.share:.3g} f_c"
+    return "; ".join(one(c) for c in causes_)
 
 
 __all__ = ["CAUSES", "Cause", "DOMAIN_TEXT", "GENERALISATIONS", "absorbed_terms", "trace_terms", "bias_term", "causes", "describe",
