@@ -668,7 +668,8 @@ def audit_library(network, x: np.ndarray, library: str, rule: str | None = None,
     batch = len(x)
     lib = _pass_through(network, {k: _flat(v, batch) for k, v in lib_run.layers.items()})
     f_c = own[len(network.layers)].sum(axis=1)
-    own_bounds = layer_bounds(explained, own_results, run_dtype, tolerance, own, profile.model_error)
+    model_error = profile.model_error if explained is not network else 0.0
+    own_bounds = layer_bounds(explained, own_results, run_dtype, tolerance, own, model_error)
     dtd_bounds = layer_bounds(network, dtd_results, run_dtype, tolerance, dtd)
     causes = layer_causes(profile, own_plan, dtd_plan, own, dtd, own_results, dtd_results, f_c, claimed, own_bounds)
     audits = _layer_audits(network, plan, profile, own_plan, dtd_plan, lib, own, dtd, f_c, own_bounds, dtd_bounds,
@@ -678,7 +679,7 @@ def audit_library(network, x: np.ndarray, library: str, rule: str | None = None,
     method = f"rule {rule}" if rule else f"composite {composite if isinstance(composite, str) else composite.name}"
     report = AuditReport(lib_run.library, profile.name, method, batch, audits, verdicts,
                          lib[0].sum(axis=1).tolist(), f_c.tolist(), seconds, True,
-                         tolerance=bounded_tolerance(run_dtype, tolerance, profile.model_error),
+                         tolerance=bounded_tolerance(run_dtype, tolerance, model_error),
                          dtype=dtype_name(run_dtype),
                          strict=strict, departs_from_dtd=departs)
     pointers(report, audits, lambda a: a.index)
@@ -746,7 +747,7 @@ def audit_attribution(network, x: np.ndarray, attribution: np.ndarray, rule: str
     audits, matches, expected, negatives_allowed = [], [], [absorbed_dtd], [_negatives(dtd[0], dtd_bounds[0])]
     outside_matches, cause_lines = [], {}
     for profile, own_plan, own, own_results, applied in rows:
-        bounds = layer_bounds(network, own_results, given_dtype, tolerance, own, profile.model_error)
+        bounds = layer_bounds(network, own_results, given_dtype, tolerance, own)
         own_abs, own_rel = _deviation(given, own[0])
         absorbed_own = (f_c - own[0].sum(axis=1)) / scale
         expected.append(absorbed_own)

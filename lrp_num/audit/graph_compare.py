@@ -499,7 +499,8 @@ def audit_graph_library(graph, x: np.ndarray, library: str, profile: Profile, ru
     dtd = reference_nodes(graph, x, dtd_plan, top, DTD, input_domain, dps)
     seconds["reference_dtd"] = time.perf_counter() - start
     f_c = _sums(top)
-    own_bounds = node_bounds(library_graph, own, run_dtype, tolerance, profile.model_error)
+    model_error = profile.model_error if library_graph is not graph else 0.0
+    own_bounds = node_bounds(library_graph, own, run_dtype, tolerance, model_error)
     dtd_bounds = node_bounds(graph, dtd, run_dtype, tolerance)
     same_tolerance = tolerance if tolerance is not None else 64 * unit_roundoff(run_dtype)
     audits = _node_audits(graph, plan, profile, lib, own, dtd, own_bounds, dtd_bounds, same_tolerance)
@@ -514,7 +515,7 @@ def audit_graph_library(graph, x: np.ndarray, library: str, profile: Profile, ru
     method = f"rule {rule}" if rule else f"composite {composite if isinstance(composite, str) else composite.name}"
     report = AuditReport(lib.library, profile.name, method, len(x), [], verdicts, _sums(lib.relevance).tolist(),
                          f_c.tolist(), seconds, True, nodes=audits,
-                         tolerance=bounded_tolerance(run_dtype, tolerance, profile.model_error),
+                         tolerance=bounded_tolerance(run_dtype, tolerance, model_error),
                          dtype=dtype_name(run_dtype), strict=strict, departs_from_dtd=departs)
     pointers(report, audits, lambda a: a.tensor)
     return conclude(report, failures)
