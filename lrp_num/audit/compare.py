@@ -721,7 +721,7 @@ def audit_attribution(network, x: np.ndarray, attribution: np.ndarray, rule: str
     candidates = [get_profile(library)] if library else list(PROFILES.values())
     rows, lines, failures = [], [], []
     dtd = None
-    claimed = applied_any = None
+    claimed = None
     for profile in progress(candidates, "reference per convention"):
         try:
             own_plan, claimed_plan = mapped_plans(profile, plan)

@@ -27,7 +27,6 @@ that the profile names is measured per layer, as a fraction of f_c(x) (the worst
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping
 
 import numpy as np
 
@@ -191,5 +190,5 @@ def describe(causes_: list[Cause]) -> str:
     return "; ".join(one(c) for c in causes_)
 
 
-__all__ = ["CAUSES", "Cause", "DOMAIN_TEXT", "GENERALISATIONS", "absorbed_terms", "trace_terms", "bias_term", "causes", "describe",
-           "domain_of", "generalisation", "outside_domain", "stabiliser_term"]
+__all__ = ["CAUSES", "Cause", "DOMAIN_TEXT", "GENERALISATIONS", "absorbed_terms", "bias_term", "causes", "describe",
+           "domain_of", "generalisation", "outside_domain", "stabiliser_term", "trace_terms"]

@@ -340,7 +340,8 @@ def _domains_and_causes(graph, library_graph, x, plan, own_plan, dtd_plan, claim
         causes = found.causes(profile.conventions, own_rule, dtd_plan[k].rule,
                               (mine["bias"], mine["stabiliser"]) if mine else None,
                               (theirs["bias"], theirs["stabiliser"]) if theirs else None,
-                              mine["absorbed"] / scale if mine else None, theirs["absorbed"] / scale if theirs else None,
+                              mine["absorbed"] / scale if mine else None,
+                              theirs["absorbed"] / scale if theirs else None,
                               mask, mine["relevance_in"] if mine else None, theirs["relevance_in"] if theirs else None,
                               f_c, threshold)
         result[node.name] = dict(domain=found.domain_of(claimed_rule), outside_domain=int(mask.sum()),
