@@ -9,9 +9,12 @@ through the node, sum_k R_k against the node's relevance R, and whether every ad
 the same relevance where the convention splits R_k = a_k / stab(sum a) R. A library whose
 sum is invisible to its rules (a functional ``+``) copies R to each addend: the ratio is K.
 
-Deviations are max |R_lib - R_ref| and that divided by max |R_ref| at the node and over the batch.
-A node's rule shows at its inputs: the verdict names the deviating tensor nearest the output
-and the nodes reading it whose own output still matches.
+Deviations are max |R_lib - R_ref| and that divided by max |R_ref| at the node and over the batch,
+judged against the rounding bound of the library's dtype (:mod:`lrp_num.audit.tolerance`). A
+node's rule shows at its inputs: the verdict names the node output deviating most relative to
+its relevance, and the deviating tensor nearest the output with the nodes reading it whose own
+output still matches (where the deviation starts). Rules outside their domain and the causes of
+a departure from DTD are found per linear node as for chains (:mod:`lrp_num.audit.findings`).
 """
 
 from __future__ import annotations
