@@ -9,7 +9,7 @@ printed by ``sympy.latex``; the output depends only on the derivation (no timest
 
 from __future__ import annotations
 
-from sympy import Basic, Expr, S, Symbol, latex, sympify
+from sympy import Basic, Expr, S, latex, sympify
 
 from lrp_sym.derivation import Derivation
 from lrp_sym.proofs import Proof
@@ -21,7 +21,8 @@ _LAYER_SIGNATURES = {
     "maxpool": "relevance(pool, x, relevance_out) -> numpy.ndarray",
     "affine_channel": "affine_from_batchnorm(gamma, beta, mean, var, eps) -> (scale, shift)",
 }
-_STATUS_MARK = {"proved": "proved", "refuted": "refuted", "undecided": "undecided"}
+_STATUS_MARK = {"proved": "proved", "checked": "checked", "refuted": "refuted",
+                "assumed": "assumed", "undecided": "undecided"}
 
 
 def _cell(text: str) -> str:
@@ -75,21 +76,10 @@ def _proof_rows(proofs: list[Proof]) -> list[str]:
     if examples:
         lines += ["", "Counterexamples (values of the symbols, 6 digits):", ""]
         for proof in examples:
-            values = ", ".join(f"${latex(_symbolic_name(k))} = {v}$"
-                               for k, v in proof.counterexample.items())
+            # keys stay text: sympifying them would turn "Q" into SymPy's assumption object
+            values = ", ".join(f"`{key} = {value}`" for key, value in proof.counterexample.items())
             lines.append(f"- `{proof.name}`: {values}")
     return lines
-
-
-def _symbolic_name(name: str) -> Expr:
-    """A counterexample key (``"w[1, j]"``, ``"X"``) as a SymPy object for LaTeX."""
-    try:
-        from lrp_sym import symbols as lrp_symbols
-        namespace = {key: getattr(lrp_symbols, key) for key in dir(lrp_symbols)
-                     if not key.startswith("_")}
-        return sympify(name, locals=namespace)
-    except Exception:  # not parseable: show it as a symbol of that name
-        return Symbol(name)
 
 
 def kernel_section(derivation: Derivation, module: str | None,
