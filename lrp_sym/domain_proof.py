@@ -12,8 +12,8 @@ Sec. 4):
    every t > 0, or exactly when t <= U with U free of the coordinate.
 3. U* = min U (every other bound is >= U*, decided from the assumptions). Sufficiency: t* <= U*
    puts every coordinate inside. Necessity: D > 0 needs some i with v_ij w_ij > 0, and every sign
-   case where v_ij w_ij can be positive has a bound U* whose slope is -v_ij w_ij / w_ij < 0 there,
-   so that coordinate leaves the domain when t* > U*.
+   case where v_ij w_ij can be positive has a bound U* whose slope in t is a negative multiple of
+   v_ij w_ij, so that coordinate leaves the domain when t* > U*.
 4. t* <= U* with U* = N / M (M > 0) and D > 0 is z_j M - N D <= 0; this equals the derived
    condition's left side times a positive factor (the sums as symbols).
 
@@ -105,7 +105,7 @@ def prove_domain_condition(domain: Domain, direction: Expr, weights: Expr, z: Ex
             else:
                 return _undecided(name, statement, expected, steps,
                                   f"{label}: the sign of {value} is not decided")
-        cases.append((label, weight_case, product, bounds))
+        cases.append((label, product, bounds))
     all_bounds = [bound for *_, bounds in cases for bound, _ in bounds]
     if not all_bounds:
         if condition is S.true:
@@ -120,12 +120,12 @@ def prove_domain_condition(domain: Domain, direction: Expr, weights: Expr, z: Ex
         return _undecided(name, statement, expected, steps, "the least bound is not decided")
     steps.append(f"least bound U* = {least} (every other bound minus U* is >= 0): t* <= U* "
                  f"puts every coordinate inside")
-    for label, weight_case, product, bounds in cases:
+    for label, product, bounds in cases:
         if product.is_nonpositive:
             steps.append(f"{label}: v_ij w_ij = {product} <= 0, no positive term of D")
             continue
         binding = [slope for bound, slope in bounds if simplify(bound - least) == 0
-                   and simplify(slope * weight_case / product).is_negative]
+                   and simplify(slope / product).is_negative]
         if not binding:
             return _undecided(name, statement, expected, steps,
                               f"{label}: v_ij w_ij can be > 0 but no bound U* binds there")
