@@ -16,7 +16,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Callable
 
-from sympy import Expr, S, Symbol, simplify, solve
+from sympy import Expr, S, Symbol, simplify, solve, sympify
 
 from lrp_sym.derivation import Derivation, RatioTerm
 from lrp_sym.domains import Domain
@@ -166,9 +166,10 @@ class RatioRule:
 
     def _term_nonnegative(self, term: RatioTerm) -> bool:
         """a_k >= 0 with q_ij and the bias share of one sign (so the ratio is >= 0)."""
-        if not term.coefficient.is_nonnegative:
+        coefficient, bias_share = sympify(term.coefficient), sympify(term.bias_share)
+        if not coefficient.is_nonnegative:
             return False
         cases = [value for _, value in by_weight_sign(term.q.subs(self.domain.parameterization()))]
-        if all(value.is_nonnegative for value in cases) and term.bias_share.is_nonnegative:
+        if all(value.is_nonnegative for value in cases) and bias_share.is_nonnegative:
             return True
-        return all(value.is_nonpositive for value in cases) and term.bias_share.is_nonpositive
+        return all(value.is_nonpositive for value in cases) and bool(bias_share.is_nonpositive)
