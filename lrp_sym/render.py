@@ -71,7 +71,7 @@ def _proof_rows(proofs: list[Proof]) -> list[str]:
     for proof in proofs:
         mark = _STATUS_MARK[proof.status.value] + ("" if proof.as_expected else " (unexpected)")
         lines.append(f"| `{proof.name}` | {_cell(proof.statement)} | {mark} | "
-                     f"{proof.expected.value} | {_cell(proof.method)} |")
+                     f"{proof.expected.value} | {_cell(_method(proof))} |")
     examples = [p for p in proofs if p.counterexample]
     if examples:
         lines += ["", "Counterexamples (values of the symbols, 6 digits):", ""]
@@ -80,6 +80,13 @@ def _proof_rows(proofs: list[Proof]) -> list[str]:
             values = ", ".join(f"`{key} = {value}`" for key, value in proof.counterexample.items())
             lines.append(f"- `{proof.name}`: {values}")
     return lines
+
+
+def _method(proof: Proof) -> str:
+    """The proof's method, with its sampling (samples, seed, digits) where the method omits it."""
+    if proof.sampling is not None and "seed" not in proof.method:
+        return f"{proof.method} ({proof.sampling.describe()})"
+    return proof.method
 
 
 def kernel_section(derivation: Derivation, module: str | None,
@@ -189,7 +196,7 @@ def render_text(derivation: Derivation, latex: bool = False) -> str:
         mark = "" if proof.as_expected else f"  <-- expected {proof.expected.value}"
         lines.append(f"     [{proof.status.value:9s}] {proof.statement}{mark}")
         if proof.method:
-            lines.append(f"                 {proof.method}")
+            lines.append(f"                 {_method(proof)}")
         if proof.counterexample:
             witness = ", ".join(f"{k} = {v}" for k, v in proof.counterexample.items())
             lines.append(f"                 counterexample: {witness}")

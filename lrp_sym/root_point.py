@@ -103,7 +103,8 @@ class RootPointRule:
         Default value of each parameter (Symbol -> float) for generated kernels.
     expected : dict
         Expected status of proofs that the literature says do not hold (``{"positivity":
-        Status.REFUTED}``); all others are expected to be proved.
+        Status.REFUTED}``); all others are expected to be proved, except the sampling
+        cross-checks ``domain_check`` and ``domain_standard_check``, expected ``checked``.
     """
 
     name: str
