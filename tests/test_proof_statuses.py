@@ -5,6 +5,7 @@ assumed, undecided; an empty sampling check is an error; the symbolic domain-con
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 from sympy import Le, Max, Min, S
@@ -216,16 +217,41 @@ def test_summary_line_counts_every_status():
 
 # -- counterexample keys are text ----------------------------------------------------------------
 
+_BOX_WITNESS = {"L": "-0.5", "Q": "0.25", "S": "0.1", "w[1, j]": "1.0"}
+_RENDER_ZBOX = """
+import sys
+from lrp_sym.proofs import Proof, Status
+from lrp_sym.registry import load_declarations
+from lrp_sym.render import render_rule_page
+derivation = load_declarations()["zbox"].derive()
+derivation.proofs.append(Proof("witness", "a box counterexample", Status.REFUTED, Status.REFUTED,
+                               "made up for the page", %r))
+sys.stdout.write(render_rule_page(derivation, "derivations/z_box.py", "zbox"))
+""" % (_BOX_WITNESS,)
+
+
 def test_zbox_page_with_a_box_counterexample_is_reproducible(derived):
+    """The box's coordinate symbol Q once rendered as SymPy's assumption object, with a new
+    address in every process: the page rendered here and in another process must be equal."""
+    import os
+    import subprocess
+    import sys
+
     derivation = derived["zbox"]
     derivation.proofs.append(Proof("witness", "a box counterexample", Status.REFUTED,
-                                   Status.REFUTED, "made up for the page",
-                                   {"L": "-0.5", "Q": "0.25", "S": "0.1", "w[1, j]": "1.0"}))
+                                   Status.REFUTED, "made up for the page", dict(_BOX_WITNESS)))
     try:
-        first = render_rule_page(derivation, "derivations/z_box.py", "zbox")
-        second = render_rule_page(derivation, "derivations/z_box.py", "zbox")
+        here = render_rule_page(derivation, "derivations/z_box.py", "zbox")
     finally:
         derivation.proofs.pop()
-    assert "object at 0x" not in first and "AssumptionKeys" not in first
-    assert "`Q = 0.25`" in first
-    assert first == second
+    assert "object at 0x" not in here and "AssumptionKeys" not in here
+    assert "`Q = 0.25`" in here
+    other = subprocess.run([sys.executable, "-c", _RENDER_ZBOX], capture_output=True, text=True,
+                           check=True, env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}).stdout
+    assert other == here
+
+
+def test_committed_zbox_page_has_no_object_address():
+    from lrp_sym.registry import checkout_root
+    page = checkout_root() / "docs" / "rules" / "zbox.md"
+    assert "object at 0x" not in page.read_text()
