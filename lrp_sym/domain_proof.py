@@ -1,4 +1,4 @@
-"""Symbolic proofs that a root point lies in its input domain exactly when the derived condition holds.
+"""Symbolic proofs that a root point lies in its domain exactly when the derived condition holds.
 
 For a root-point rule the root point is x~_i = x_i - t* v_ij with t* = z_j / D, D = sum_i v_ij w_ij;
 the rule applies to active neurons, z_j > 0 and D > 0, so t* > 0. The argument, for a symbolic
@@ -157,6 +157,10 @@ def prove_domain_condition(domain: Domain, direction: Expr, weights: Expr, z: Ex
                  "least bound is the derived condition (SymPy, sums as symbols)", steps=steps)
 
 
+def _sign_text(symbol: Symbol) -> str:
+    return ">= 0" if symbol.is_nonnegative else "<= 0" if symbol.is_nonpositive else "real"
+
+
 def prove_domain_standard(domain: Domain, condition: Expr | None, domain_proof: Proof,
                           expected: Status = Status.PROVED) -> Proof | None:
     """Prove that the condition holds under b_j <= 0 (and l_i <= 0 <= h_i); None if not closed.
@@ -179,8 +183,7 @@ def prove_domain_standard(domain: Domain, condition: Expr | None, domain_proof: 
                 x[i]: Symbol("X", nonnegative=True) if domain.name == "orthant"
                 else Symbol("X", real=True)}
     lhs = simplify(sums_as_symbols(condition.lhs, signs=standard).subs(standard))
-    signs = ", ".join(f"{s} {'>= 0' if s.is_nonnegative else '<= 0' if s.is_nonpositive else 'real'}"
-                      for s in sorted(lhs.free_symbols, key=str))
+    signs = ", ".join(f"{s} {_sign_text(s)}" for s in sorted(lhs.free_symbols, key=str))
     steps.append(f"b_j = -B, l_i = -A, h_i = H (A, B, H >= 0); the basis sums take the sign of "
                  f"their terms: {signs}")
     if not lhs.is_nonpositive:

@@ -240,8 +240,12 @@ class MaxPooling:
         return derivation
 
 
+#: steps of an argument, each with whether SymPy confirmed it
+Steps = list[tuple[str, bool]]
+
+
 def _share_bounds(winner: Expr, loser: Expr, losers: Expr, rho: Expr
-                  ) -> tuple[list[tuple[str, bool]], list[tuple[str, bool]], list[tuple[str, bool]]]:
+                  ) -> tuple[Steps, Steps, Steps]:
     """The bounds on the max-pooling shares, each step with whether SymPy confirmed it.
 
     From 0 < r_k <= rho: y -> y^p is increasing on y > 0 (its derivative p y^(p-1) > 0), so
@@ -271,7 +275,7 @@ def _share_bounds(winner: Expr, loser: Expr, losers: Expr, rho: Expr
     return bound_steps, winner_steps, loser_steps
 
 
-def _limit_proof(name: str, statement: str, steps: list[tuple[str, bool]], limits_hold: bool,
+def _limit_proof(name: str, statement: str, steps: Steps, limits_hold: bool,
                  limit_step: str, method: str) -> Proof:
     """Proved when every step was confirmed by SymPy and the limits are the claimed ones."""
     lines = [text + ("" if confirmed else "  [not confirmed]") for text, confirmed in steps]

@@ -246,8 +246,9 @@ def test_zbox_page_with_a_box_counterexample_is_reproducible(derived):
         derivation.proofs.pop()
     assert "object at 0x" not in here and "AssumptionKeys" not in here
     assert "`Q = 0.25`" in here
+    root = str(Path(__file__).resolve().parents[1])
     other = subprocess.run([sys.executable, "-c", _RENDER_ZBOX], capture_output=True, text=True,
-                           check=True, env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}).stdout
+                           check=True, env={**os.environ, "PYTHONPATH": root}).stdout
     assert other == here
 
 
