@@ -11,7 +11,8 @@ Sec. 4):
    in t = t*: with a point of the domain written through sign-constrained symbols, it holds for
    every t > 0, or exactly when t <= U with U free of the coordinate.
 3. U* = min U (every other bound is >= U*, decided from the assumptions). Sufficiency: t* <= U*
-   puts every coordinate inside. Necessity: D > 0 needs some i with v_ij w_ij > 0, and every sign
+   puts every coordinate inside (on the domain's boundary too: the inequalities are polynomial
+   in the coordinate symbols, so their signs carry over to symbols = 0). Necessity: D > 0 needs some i with v_ij w_ij > 0, and every sign
    case where v_ij w_ij can be positive has a bound U* whose slope in t is a negative multiple of
    v_ij w_ij, so that coordinate leaves the domain when t* > U*.
 4. t* <= U* with U* = N / M (M > 0) and D > 0 is z_j M - N D <= 0; this equals the derived

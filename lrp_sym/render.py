@@ -158,6 +158,11 @@ def render_index(pages: list[tuple[Derivation, str, str | None]], header: str = 
     """The index ``docs/rules/README.md``: one row per derivation."""
     lines = [header.rstrip("\n"), "# Rules and layer analyses", "",
              "Each page is generated from a file in `derivations/` by `lrp regenerate`.", "",
+             "Proof statuses: `proved` (a symbolic argument, valid for any number n of inputs "
+             "and symbolic parameters), `checked` (no counterexample on random layers; the "
+             "samples, seed and digits are given), `refuted` (with a counterexample), `assumed` "
+             "(taken from the literature, not checked), `undecided`. `lrp derive RULE --proof "
+             "NAME` prints a proof's argument step by step.", "",
              "| rule | title | domain | proofs as expected | kernel |", "|---|---|---|---|---|"]
     for derivation, _source, module in sorted(pages, key=lambda page: page[0].name):
         expected = sum(p.as_expected for p in derivation.proofs)
