@@ -17,7 +17,7 @@ _EXPORTS = {
     "lrp_sym.directions": ("h_i", "indicator_negative", "indicator_positive", "l_i", "negative_part",
                            "positive_part", "w_ij", "w_ij_minus", "w_ij_plus", "x_i"),
     "lrp_sym.domains": ("BOX", "DOMAINS", "ORTHANT", "REAL_SPACE", "Box", "Domain", "Orthant", "RealSpace"),
-    "lrp_sym.proofs": ("Proof", "Status"),
+    "lrp_sym.proofs": ("EmptyCheckError", "Proof", "Sampling", "Status"),
     "lrp_sym.ratio_rules": ("RatioRule",),
     "lrp_sym.root_point": ("RootPointRule",),
     "lrp_sym.sums": ("over_inputs",),

@@ -21,7 +21,8 @@ import random
 from dataclasses import dataclass
 
 from sympy import (Eq, Expr, Indexed, IndexedBase, Piecewise, Rational, S, Sum, Symbol, diff,
-                   expand_power_base, factor_terms, limit, oo, powsimp, simplify, sqrt)
+                   expand_power_base, factor, factor_terms, limit, oo, powsimp, simplify, sqrt,
+                   together)
 
 from lrp_sym.derivation import Derivation, RatioTerm
 from lrp_sym.domains import ORTHANT, REAL_SPACE
@@ -199,6 +200,8 @@ class MaxPooling:
         winner_limits = [limit(bound, p, oo) for bound in winner_bounds]
         loser_limit = limit(loser_bound, p, oo)
         winner_share, loser_share = winner_limits[0], loser_limit
+        bound_steps, winner_steps, loser_steps = _share_bounds(winner_closed, loser_closed,
+                                                               losers, rho)
 
         derivation = Derivation(self.name, self.title, self.paper, domain=ORTHANT)
         derivation.rows = [
@@ -218,16 +221,69 @@ class MaxPooling:
                        "r_k^p) (winner) and r_k^p/(m + sum_k r_k^p) (loser)",
                        simplify(winner - winner_closed) == 0 and simplify(loser - loser_closed) == 0,
                        "substituted into x_i^p / sum x^p and simplified (M, r_k > 0)"),
-            _proved_if("winner_share", "a tied maximum receives 1/m of R_j as p -> infinity",
-                       winner_limits == [1 / m, 1 / m],
-                       "squeezed between 1/(m + u rho^p) and 1/m, both -> 1/m (SymPy limit)"),
-            _proved_if("loser_share", "every other input receives 0 as p -> infinity",
-                       loser_limit == 0,
-                       "squeezed between 0 and rho^p/m with rho = 1/(1+s) < 1 (SymPy limit)"),
+            _limit_proof("winner_share", "a tied maximum receives 1/m of R_j as p -> infinity",
+                         bound_steps + winner_steps, winner_limits == [1 / m, 1 / m],
+                         f"lower bound {winner_bounds[0]} -> {winner_limits[0]}, upper bound "
+                         f"{winner_bounds[1]} -> {winner_limits[1]} (SymPy limit, rho = 1/(1+s) "
+                         f"< 1); squeeze theorem: the share -> 1/m",
+                         "squeezed between 1/(m + u rho^p) and 1/m, both -> 1/m (SymPy limit); "
+                         "the bounds derived from r_k <= rho"),
+            _limit_proof("loser_share", "every other input receives 0 as p -> infinity",
+                         bound_steps + loser_steps, loser_limit == 0,
+                         f"upper bound {loser_bound} -> {loser_limit} (SymPy limit); squeeze "
+                         f"theorem with the lower bound 0: the share -> 0",
+                         "squeezed between 0 and rho^p/m with rho = 1/(1+s) < 1 (SymPy limit); "
+                         "the bound derived from r_k <= rho"),
             _proved_if("conservation", "conservation in the limit: m * winner + u * loser = 1",
                        simplify(m * winner_share + u * loser_share - 1) == 0, "by simplification"),
         ]
         return derivation
+
+
+#: steps of an argument, each with whether SymPy confirmed it
+Steps = list[tuple[str, bool]]
+
+
+def _share_bounds(winner: Expr, loser: Expr, losers: Expr, rho: Expr
+                  ) -> tuple[Steps, Steps, Steps]:
+    """The bounds on the max-pooling shares, each step with whether SymPy confirmed it.
+
+    From 0 < r_k <= rho: y -> y^p is increasing on y > 0 (its derivative p y^(p-1) > 0), so
+    0 < r_k^p <= rho^p; a sum of u such terms lies in [0, u rho^p]. The winner share
+    1/(m + S) decreases in S >= 0; the loser share r^p/(m + S) is at most rho^p/m.
+    """
+    base, power_sum, slack = (Symbol("y", positive=True), Symbol("S", nonnegative=True),
+                              Symbol("d", nonnegative=True))
+    top = Symbol("P", positive=True)  # rho^p
+    ratio = IndexedBase("r", positive=True)
+    derivative = diff(base ** p, base)
+    bound_steps = [
+        (f"d/dy y^p = {derivative} > 0 for y, p > 0: y^p is increasing, so r_k <= rho gives "
+         f"r_k^p <= rho^p", bool(derivative.is_positive)),
+        ("r_k^p > 0 and rho^p - r_k^p >= 0 termwise, so 0 <= S = "
+         f"{losers} <= u rho^p (sums of u non-negative terms)",
+         bool((ratio[k] ** p).is_positive)),
+    ]
+    slope = diff(winner.subs(losers, power_sum), power_sum)
+    winner_steps = [(f"the winner share {winner} has d/dS = {slope} < 0: between its values at "
+                     f"S = u rho^p and S = 0", bool(slope.is_negative))]
+    # r^p = P - d with P = rho^p, d >= 0: rho^p/m - r^p/(m + S) >= 0
+    gap = factor(together(top / m - (top - slack) / (m + power_sum)))
+    loser_steps = [(f"the loser share {loser} <= rho^p/m: with r^p = rho^p - d (d >= 0), "
+                    f"rho^p/m - r^p/(m + S) = {gap} >= 0", bool(gap.is_nonnegative)),
+                   (f"rho = {rho} < 1 for s > 0", bool((1 - rho).is_positive))]
+    return bound_steps, winner_steps, loser_steps
+
+
+def _limit_proof(name: str, statement: str, steps: Steps, limits_hold: bool,
+                 limit_step: str, method: str) -> Proof:
+    """Proved when every step was confirmed by SymPy and the limits are the claimed ones."""
+    lines = [text + ("" if confirmed else "  [not confirmed]") for text, confirmed in steps]
+    lines.append(limit_step)
+    if all(confirmed for _, confirmed in steps) and limits_hold:
+        return Proof(name, statement, Status.PROVED, Status.PROVED, method, steps=lines)
+    return Proof(name, statement, Status.UNDECIDED, Status.PROVED,
+                 "a step of the bound or the limit did not close", steps=lines)
 
 
 def _proved_if(name: str, statement: str, holds: bool, method: str,

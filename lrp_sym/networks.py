@@ -30,7 +30,8 @@ from lrp_sym.derivation import Derivation
 from lrp_sym.domains import REAL_SPACE
 from lrp_sym.layers import partial_derivative
 from lrp_sym.numeric import DIGITS, LayerInstance
-from lrp_sym.proofs import NUMERIC_SLACK, SEARCH_TRIALS, Proof, Status, prove_zero
+from lrp_sym.proofs import (NUMERIC_SLACK, SEARCH_TRIALS, Proof, Sampling, Status, prove_zero,
+                            require_samples)
 from lrp_sym.sums import expand_sums, over_inputs
 from lrp_sym.symbols import b, i, j, t, w, x
 
@@ -140,8 +141,7 @@ class SensitivityAnalysis:
             prove_affine_region(),
             prove_zero("gradient", "df/dx_p = W_p = sum_{j in A} w_pj",
                        gradient - in_network_terms(W[i]), _affine_sampler),
-            prove_zero("gradient_norm", "sum_p R_p = ||grad f(x)||^2 (symbolic n)",
-                       expand_sums(over_inputs(relevance) - squared_norm), _affine_sampler),
+            _prove_gradient_norm(network, affine_relevance),
             Proof("positivity", "R_p >= 0", Status.PROVED if relevance.is_nonnegative
                   else Status.UNDECIDED, Status.PROVED, "a square of a real number"),
             prove_zero("decomposition", "sum_p R_p = f(x): the relevances decompose f",
@@ -149,6 +149,30 @@ class SensitivityAnalysis:
                        expected=Status.REFUTED),
         ]
         return derivation
+
+
+def _prove_gradient_norm(network: Expr, affine_relevance: Expr) -> Proof:
+    """sum_p R_p with R_p = W_p^2 (the active-set form) against ||grad f||^2 of the layer function.
+
+    The gradient on the right is differentiated from f = sum_j a_j z_j itself, not from the
+    affine form, so the identity checks that the active-set sums W_p = sum_j a_j w_pj carry the
+    layer's gradient (for symbolic n and H).
+    """
+    statement = ("sum_p R_p = ||grad f(x)||^2, R_p = W_p^2 in the active-set sums and the "
+                 "gradient differentiated from f = sum_j a_j z_j (symbolic n, H)")
+    layer_gradient = partial_derivative(network)
+    squared_norm = over_inputs(layer_gradient ** 2)
+    total = in_network_terms(over_inputs(affine_relevance))
+    holds = simplify(total - squared_norm) == 0
+    steps = [f"df/dx_p of the layer function: {layer_gradient}",
+             f"||grad f||^2 = {squared_norm}",
+             f"sum_p R_p with W_p = sum_j a_j w_pj written out: {total}",
+             "SymPy simplifies the difference to 0" if holds else "the difference did not "
+             "simplify to 0"]
+    return Proof("gradient_norm", statement, Status.PROVED if holds else Status.UNDECIDED,
+                 Status.PROVED, "the gradient differentiated from the layer function; the "
+                 "active-set form squared and summed; SymPy simplifies the difference to 0"
+                 if holds else "the symbolic check did not close", steps=steps)
 
 
 # -- Taylor decomposition of the whole function ---------------------------------------------------
@@ -225,6 +249,7 @@ def _refute_changing_active_set(step: Expr, relevance: Expr, size: int = 2,
     statement = ("the residual eps is 0 for the true network even when the active set changes "
                  "between x and x~")
     rng = random.Random(5)
+    examined = 0
     for _ in range(SEARCH_TRIALS):
         weights = [[Rational(rng.uniform(-1.5, 1.5)) for _ in range(neurons)] for _ in range(size)]
         biases = [Rational(rng.uniform(-1, 1)) for _ in range(neurons)]
@@ -237,6 +262,7 @@ def _refute_changing_active_set(step: Expr, relevance: Expr, size: int = 2,
         on = [h for h, z in enumerate(outputs(point)) if z > 0]
         if not on:
             continue
+        examined += 1
         values = {x[m + 1]: point[m] for m in range(size)}
         values.update({W[m + 1]: sum(weights[m][h] for h in on) for m in range(size)})
         values[B] = sum(biases[h] for h in on)
@@ -256,9 +282,12 @@ def _refute_changing_active_set(step: Expr, relevance: Expr, size: int = 2,
             witness.update({f"x[{m + 1}]": str(point[m].evalf(6)) for m in range(size)})
             return Proof("residual_active_set_changes", statement, Status.REFUTED,
                          Status.REFUTED, f"a neuron switches on at x~: eps = "
-                         f"{mpmath.nstr(residual, 6)} at 50 digits", witness)
-    return Proof("residual_active_set_changes", statement, Status.UNDECIDED, Status.REFUTED,
-                 f"no witness in {SEARCH_TRIALS} random networks")
+                         f"{mpmath.nstr(residual, 6)} at 50 digits", witness,
+                         sampling=Sampling(examined, 5))
+    sampling = require_samples("residual_active_set_changes", Sampling(examined, 5),
+                               "networks with an active neuron")
+    return Proof("residual_active_set_changes", statement, Status.CHECKED, Status.REFUTED,
+                 f"no witness in {sampling.describe()}", sampling=sampling)
 
 
 def _mp(value: Rational) -> mpmath.mpf:

@@ -16,14 +16,20 @@ import random
 from dataclasses import dataclass, field
 from typing import Callable
 
-from sympy import Expr, S, Symbol, simplify, solve
+from sympy import Expr, S, Symbol, simplify, solve, sympify
 
 from lrp_sym.derivation import Derivation, RatioTerm
 from lrp_sym.domains import Domain
 from lrp_sym.numeric import sample_instance
-from lrp_sym.proofs import Proof, Status, prove_zero
+from lrp_sym.proofs import (NUMERIC_SLACK, Proof, Sampling, Status, prove_zero,
+                            require_samples)
 from lrp_sym.sums import by_weight_sign, expand_sums, over_inputs
 from lrp_sym.symbols import R, b, eps, i, j, w, x
+
+#: the positivity search: random neurons drawn at most, active ones examined, seed
+POSITIVITY_TRIALS = 400
+POSITIVITY_SAMPLES = 100
+POSITIVITY_SEED = 3
 
 
 @dataclass
@@ -121,38 +127,49 @@ class RatioRule:
                      f"SymPy found {len(solutions)} solutions")
 
     def _prove_positivity(self, relevance: Expr) -> Proof:
+        """Proved when every term is >= 0 in each sign case (symbolic); else a search of random
+        active neurons refutes it or leaves it ``checked``."""
         statement = f"positivity: R_ij >= 0 on {self.domain.name} for active neurons"
         expected = self.expected.get("positivity", Status.PROVED)
-        rng = random.Random(3)
+        if all(self._term_nonnegative(term) for term in self.terms):
+            return Proof("positivity", statement, Status.PROVED, expected,
+                         "every term a_k q_ij / (sum_i q_ij + s_k) is >= 0 in each sign case",
+                         steps=["a_k >= 0, and q_ij and the bias share s_k have one sign in each "
+                                "sign case of w_ij (so do their sums over i): every ratio >= 0"])
+        rng = random.Random(POSITIVITY_SEED)
         # only active neurons (z_j > 0) where every term is defined (denominator non-zero)
         z = self.neuron()
         stabiliser = eps if self.stabilised else S.Zero
         denominators = [over_inputs(term.q) + term.bias_share + stabiliser for term in self.terms]
         checked = 0
-        for _ in range(400):
-            if checked == 100:
+        for _ in range(POSITIVITY_TRIALS):
+            if checked == POSITIVITY_SAMPLES:
                 break
             instance = sample_instance(self.domain, rng, size=3)
             if instance.evaluate(z) <= 0 or any(instance.evaluate(d) == 0 for d in denominators):
                 continue
             checked += 1
             for m in range(1, instance.size + 1):
-                if instance.evaluate(relevance, m) < -1e-40:
+                if instance.evaluate(relevance, m) < -NUMERIC_SLACK:
                     return Proof("positivity", statement, Status.REFUTED, expected,
                                  f"R_ij < 0 for i = {m} at an active neuron (z_j > 0)",
-                                 instance.describe(relevance, z))
-        if all(self._term_nonnegative(term) for term in self.terms):
-            return Proof("positivity", statement, Status.PROVED, expected,
-                         "every term a_k q_ij / (sum_i q_ij + s_k) is >= 0 in each sign case")
-        return Proof("positivity", statement, Status.UNDECIDED, expected,
-                     f"no counterexample in {checked} random active neurons (z_j > 0); "
-                     f"not proved symbolically")
+                                 instance.describe(relevance, z),
+                                 steps=["not every term is >= 0 by the assumptions",
+                                        f"random active neuron {checked} (seed {POSITIVITY_SEED},"
+                                        f" 50 digits) has R_ij < 0 at i = {m}"],
+                                 sampling=Sampling(checked, POSITIVITY_SEED))
+        sampling = require_samples("positivity", Sampling(checked, POSITIVITY_SEED),
+                                   "active neurons")
+        return Proof("positivity", statement, Status.CHECKED, expected,
+                     f"not proved symbolically; no R_ij < 0 on {sampling.describe()} "
+                     f"(active neurons, z_j > 0)", sampling=sampling)
 
     def _term_nonnegative(self, term: RatioTerm) -> bool:
         """a_k >= 0 with q_ij and the bias share of one sign (so the ratio is >= 0)."""
-        if not term.coefficient.is_nonnegative:
+        coefficient, bias_share = sympify(term.coefficient), sympify(term.bias_share)
+        if not coefficient.is_nonnegative:
             return False
         cases = [value for _, value in by_weight_sign(term.q.subs(self.domain.parameterization()))]
-        if all(value.is_nonnegative for value in cases) and term.bias_share.is_nonnegative:
+        if all(value.is_nonnegative for value in cases) and bias_share.is_nonnegative:
             return True
-        return all(value.is_nonpositive for value in cases) and term.bias_share.is_nonpositive
+        return all(value.is_nonpositive for value in cases) and bool(bias_share.is_nonpositive)

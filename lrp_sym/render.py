@@ -9,7 +9,7 @@ printed by ``sympy.latex``; the output depends only on the derivation (no timest
 
 from __future__ import annotations
 
-from sympy import Basic, Expr, S, Symbol, latex, sympify
+from sympy import Basic, Expr, S, latex, sympify
 
 from lrp_sym.derivation import Derivation
 from lrp_sym.proofs import Proof
@@ -21,7 +21,8 @@ _LAYER_SIGNATURES = {
     "maxpool": "relevance(pool, x, relevance_out) -> numpy.ndarray",
     "affine_channel": "affine_from_batchnorm(gamma, beta, mean, var, eps) -> (scale, shift)",
 }
-_STATUS_MARK = {"proved": "proved", "refuted": "refuted", "undecided": "undecided"}
+_STATUS_MARK = {"proved": "proved", "checked": "checked", "refuted": "refuted",
+                "assumed": "assumed", "undecided": "undecided"}
 
 
 def _cell(text: str) -> str:
@@ -70,26 +71,22 @@ def _proof_rows(proofs: list[Proof]) -> list[str]:
     for proof in proofs:
         mark = _STATUS_MARK[proof.status.value] + ("" if proof.as_expected else " (unexpected)")
         lines.append(f"| `{proof.name}` | {_cell(proof.statement)} | {mark} | "
-                     f"{proof.expected.value} | {_cell(proof.method)} |")
+                     f"{proof.expected.value} | {_cell(_method(proof))} |")
     examples = [p for p in proofs if p.counterexample]
     if examples:
         lines += ["", "Counterexamples (values of the symbols, 6 digits):", ""]
         for proof in examples:
-            values = ", ".join(f"${latex(_symbolic_name(k))} = {v}$"
-                               for k, v in proof.counterexample.items())
+            # keys stay text: sympifying them would turn "Q" into SymPy's assumption object
+            values = ", ".join(f"`{key} = {value}`" for key, value in proof.counterexample.items())
             lines.append(f"- `{proof.name}`: {values}")
     return lines
 
 
-def _symbolic_name(name: str) -> Expr:
-    """A counterexample key (``"w[1, j]"``, ``"X"``) as a SymPy object for LaTeX."""
-    try:
-        from lrp_sym import symbols as lrp_symbols
-        namespace = {key: getattr(lrp_symbols, key) for key in dir(lrp_symbols)
-                     if not key.startswith("_")}
-        return sympify(name, locals=namespace)
-    except Exception:  # not parseable: show it as a symbol of that name
-        return Symbol(name)
+def _method(proof: Proof) -> str:
+    """The proof's method, with its sampling (samples, seed, digits) where the method omits it."""
+    if proof.sampling is not None and "seed" not in proof.method:
+        return f"{proof.method} ({proof.sampling.describe()})"
+    return proof.method
 
 
 def kernel_section(derivation: Derivation, module: str | None,
@@ -161,6 +158,11 @@ def render_index(pages: list[tuple[Derivation, str, str | None]], header: str = 
     """The index ``docs/rules/README.md``: one row per derivation."""
     lines = [header.rstrip("\n"), "# Rules and layer analyses", "",
              "Each page is generated from a file in `derivations/` by `lrp regenerate`.", "",
+             "Proof statuses: `proved` (a symbolic argument, valid for any number n of inputs "
+             "and symbolic parameters), `checked` (no counterexample on random layers; the "
+             "samples, seed and digits are given), `refuted` (with a counterexample), `assumed` "
+             "(taken from the literature, not checked), `undecided`. `lrp derive RULE --proof "
+             "NAME` prints a proof's argument step by step.", "",
              "| rule | title | domain | proofs as expected | kernel |", "|---|---|---|---|---|"]
     for derivation, _source, module in sorted(pages, key=lambda page: page[0].name):
         expected = sum(p.as_expected for p in derivation.proofs)
@@ -199,7 +201,7 @@ def render_text(derivation: Derivation, latex: bool = False) -> str:
         mark = "" if proof.as_expected else f"  <-- expected {proof.expected.value}"
         lines.append(f"     [{proof.status.value:9s}] {proof.statement}{mark}")
         if proof.method:
-            lines.append(f"                 {proof.method}")
+            lines.append(f"                 {_method(proof)}")
         if proof.counterexample:
             witness = ", ".join(f"{k} = {v}" for k, v in proof.counterexample.items())
             lines.append(f"                 counterexample: {witness}")

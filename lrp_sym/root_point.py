@@ -28,13 +28,21 @@ from lrp_sym.derivation import Derivation, DerivationError, RatioTerm
 from lrp_sym.directions import negative_part, positive_part
 from lrp_sym.domains import Domain
 from lrp_sym.numeric import sample_instance
-from lrp_sym.proofs import Proof, Status, prove_nonnegative_cases, prove_zero
+from lrp_sym.domain_proof import (STANDARD_STATEMENT, prove_domain_condition,
+                                  prove_domain_standard)
+from lrp_sym.proofs import (NUMERIC_SLACK, Proof, Sampling, Status, prove_nonnegative_cases,
+                            prove_zero, require_samples)
 from lrp_sym.sums import (SIGN_CASES, WEIGHT, by_weight_sign, combine_sums, expand_sums, over_inputs,
                           split_positive_negative)
-from lrp_sym.symbols import R, b, c, i, j, k, l, h, t, w, x
+from lrp_sym.symbols import R, b, c, i, j, k, t, w, x
 
 #: coordinate symbols introduced by domain parameterizations and sign cases
 _STEP = Symbol("T", positive=True)
+#: the sampling cross-checks of the domain proofs: random layers drawn, and their seeds
+DOMAIN_CHECK_TRIALS = 200
+DOMAIN_CHECK_SEED = 1
+STANDARD_CHECK_TRIALS = 150
+STANDARD_CHECK_SEED = 2
 #: the relevance models: R_j = c_j max(0, z_j), c_j >= 0 (ReLU), or R_j = c_j z_j, c_j real
 ACTIVATIONS = ("relu", "identity")
 _SIGNED_C = IndexedBase("c", real=True)
@@ -95,7 +103,8 @@ class RootPointRule:
         Default value of each parameter (Symbol -> float) for generated kernels.
     expected : dict
         Expected status of proofs that the literature says do not hold (``{"positivity":
-        Status.REFUTED}``); all others are expected to be proved.
+        Status.REFUTED}``); all others are expected to be proved, except the sampling
+        cross-checks ``domain_check`` and ``domain_standard_check``, expected ``checked``.
     """
 
     name: str
@@ -175,7 +184,8 @@ class RootPointRule:
             ("root point in domain when", condition if condition is not None else "no closed form"),
         ]
         derivation.results.update(step=step, root_point=root_point, relevance=relevance, q=q,
-                                  preactivation=z, activation=self.activation)
+                                  preactivation=z, activation=self.activation,
+                                  direction=direction)
         if condition is not None:
             derivation.results["domain_condition"] = condition
         derivation.proofs = self._prove(derivation, condition)
@@ -243,6 +253,10 @@ class RootPointRule:
     def _prove(self, derivation: Derivation, condition: Expr | None) -> list[Proof]:
         results = derivation.results
         expected = self.expected.get
+        domain = prove_domain_condition(
+            self.domain, results["direction"], self._weights(), results["preactivation"],
+            results["step"], condition, expected("domain", Status.PROVED))
+        standard_sample = self._sample_domain_standard(derivation)
         proofs = [
             prove_zero(
                 "hinge", "the root point lies on the hinge: sum_i x~_i w_ij + b_j = 0",
@@ -252,8 +266,10 @@ class RootPointRule:
                 "conservation", "conservation: sum_i R_ij = R_j",
                 expand_sums(over_inputs(results["relevance"])) - R[j],
                 self._sampler(), expected("conservation", Status.PROVED)),
-            self._prove_condition(derivation, condition),
-            self._prove_domain_standard(derivation),
+            domain,
+            *([self._check_condition(derivation, condition)] if condition is not None else []),
+            self._prove_domain_standard(condition, domain, standard_sample),
+            self._check_domain_standard(standard_sample),
             prove_nonnegative_cases(
                 "positivity", f"positivity: R_ij >= 0 on {self.domain.name} (q_ij >= 0)"
                 if self.activation == "relu" else
@@ -275,19 +291,18 @@ class RootPointRule:
 
     def _root_point_inside(self, instance, derivation) -> bool:
         point = derivation.results["root_point"]
-        return all(instance.evaluate(e, m) >= -1e-40
+        return all(instance.evaluate(e, m) >= -NUMERIC_SLACK
                    for m in range(1, instance.size + 1)
                    for e in self.domain.membership(point))
 
-    def _prove_condition(self, derivation: Derivation, condition: Expr | None) -> Proof:
-        statement = "the root point lies in the domain exactly when the derived condition holds"
-        expected = self.expected.get("domain", Status.PROVED)
-        if condition is None:
-            return Proof("domain", statement, Status.UNDECIDED, expected,
-                         "no closed-form condition on the layer's quantities")
-        rng = random.Random(1)
+    def _check_condition(self, derivation: Derivation, condition: Expr) -> Proof:
+        """Sampling cross-check of the domain proof: condition against a direct check of x~."""
+        statement = ("the derived condition agrees with a direct check of x~ on random active "
+                     "neurons")
+        expected = self.expected.get("domain_check", Status.CHECKED)
+        rng = random.Random(DOMAIN_CHECK_SEED)
         checked = 0
-        for _ in range(200):
+        for _ in range(DOMAIN_CHECK_TRIALS):
             instance = self._sampler()(rng)
             if not self._applies(instance, derivation):
                 continue
@@ -295,40 +310,67 @@ class RootPointRule:
             holds = bool(condition) if condition in (S.true, S.false) else bool(
                 instance.evaluate(condition.lhs) <= 0)
             if holds != self._root_point_inside(instance, derivation):
-                return Proof("domain", statement, Status.REFUTED, expected,
+                return Proof("domain_check", statement, Status.REFUTED, expected,
                              "the condition and a direct check of x~ disagree",
-                             instance.describe(derivation.results["root_point"], derivation.results["preactivation"]))
-        return Proof("domain", statement, Status.PROVED, expected,
-                     f"bounds on t* solved per sign case of w_ij; agrees with a direct check of x~ "
-                     f"on {checked} random active neurons at 50 digits")
+                             instance.describe(derivation.results["root_point"],
+                                               derivation.results["preactivation"]),
+                             sampling=Sampling(checked, DOMAIN_CHECK_SEED))
+        sampling = require_samples("domain_check", Sampling(checked, DOMAIN_CHECK_SEED),
+                                   "active neurons")
+        return Proof("domain_check", statement, Status.CHECKED, expected,
+                     f"condition and direct check of x~ agree: {sampling.describe()}",
+                     steps=[f"{DOMAIN_CHECK_TRIALS} random layers of n = 3 drawn in the domain; "
+                            f"the {checked} with z_j > 0 and sum_i q_ij > 0 kept",
+                            "on each, the condition's truth equals x~ lying in the domain"],
+                     sampling=sampling)
 
-    def _prove_domain_standard(self, derivation: Derivation) -> Proof:
-        statement = ("with b_j <= 0 (and l_i <= 0 <= h_i on a box) the root point lies in the "
-                     "domain for every active neuron")
-        expected = self.expected.get("domain_standard", Status.PROVED)
-        rng = random.Random(2)
+    def _sample_domain_standard(self, derivation: Derivation) -> tuple[int, object]:
+        """Random active neurons under the standard assumptions: (how many, first one whose
+        root point leaves the domain or None)."""
+        rng = random.Random(STANDARD_CHECK_SEED)
         checked = 0
-        for _ in range(150):
+        for _ in range(STANDARD_CHECK_TRIALS):
             instance = self._sampler(standard=True)(rng)
             if not self._applies(instance, derivation):
                 continue
             checked += 1
             if not self._root_point_inside(instance, derivation):
-                return Proof("domain_standard", statement, Status.REFUTED, expected,
-                             "x~ leaves the domain",
-                             instance.describe(derivation.results["root_point"], derivation.results["preactivation"]))
-        condition = derivation.results.get("domain_condition")
-        if condition is S.true:
-            return Proof("domain_standard", statement, Status.PROVED, expected,
-                         "the condition is always true")
-        if condition is not None:
-            summand, rest = combine_sums(condition.lhs)
-            standard = {b[j]: -Symbol("B", nonnegative=True), l[i]: -Symbol("A", nonnegative=True),
-                        h[i]: Symbol("H", nonnegative=True),
-                        x[i]: Symbol("X", nonnegative=self.domain.name == "orthant", real=True)}
-            signs = [value.is_nonpositive for _, value in by_weight_sign(summand.subs(standard))]
-            if all(signs) and simplify(rest.subs(standard)).is_nonpositive:
-                return Proof("domain_standard", statement, Status.PROVED, expected,
-                             "every term of the condition's left side is <= 0 under the assumptions")
+                return checked, instance.describe(derivation.results["root_point"],
+                                                  derivation.results["preactivation"])
+        return checked, None
+
+    def _prove_domain_standard(self, condition: Expr | None, domain: Proof,
+                               sample: tuple[int, object]) -> Proof:
+        expected = self.expected.get("domain_standard", Status.PROVED)
+        proof = prove_domain_standard(self.domain, condition, domain, expected)
+        if proof is not None:
+            return proof
+        checked, witness = sample
+        statement = STANDARD_STATEMENT
+        if witness is not None:
+            return Proof("domain_standard", statement, Status.REFUTED, expected,
+                         "x~ leaves the domain", witness,
+                         steps=["not proved symbolically", "a random active neuron with b_j <= 0 "
+                                "whose root point leaves the domain (seed "
+                                f"{STANDARD_CHECK_SEED})"],
+                         sampling=Sampling(checked, STANDARD_CHECK_SEED))
         return Proof("domain_standard", statement, Status.UNDECIDED, expected,
-                     f"not proved symbolically; no counterexample in {checked} random active neurons")
+                     "not proved symbolically (see domain_standard_check for the sampling)")
+
+    def _check_domain_standard(self, sample: tuple[int, object]) -> Proof:
+        statement = ("x~ lies in the domain on random active neurons with b_j <= 0 (and "
+                     "l_i <= 0 <= h_i on a box)")
+        expected = self.expected.get("domain_standard_check", Status.CHECKED)
+        checked, witness = sample
+        if witness is not None:
+            return Proof("domain_standard_check", statement, Status.REFUTED, expected,
+                         "x~ leaves the domain", witness,
+                         sampling=Sampling(checked, STANDARD_CHECK_SEED))
+        sampling = require_samples("domain_standard_check",
+                                   Sampling(checked, STANDARD_CHECK_SEED), "active neurons")
+        return Proof("domain_standard_check", statement, Status.CHECKED, expected,
+                     f"x~ inside on every sampled neuron: {sampling.describe()}",
+                     steps=[f"{STANDARD_CHECK_TRIALS} random layers of n = 3 with b_j <= 0 (and "
+                            f"l_i <= 0 <= h_i); the {checked} active ones kept",
+                            "on each, every coordinate of x~ satisfies the domain's inequalities "
+                            "at 50 digits"], sampling=sampling)

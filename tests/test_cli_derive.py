@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 
 from lrp_num.cli import main
 
@@ -38,6 +39,12 @@ def test_derive_all_passes_and_reports_identities(capsys):
     out = capsys.readouterr().out
     assert "cross-rule identities" in out and "all proofs of" in out
     assert "[refuted  ] zbox_l0_h_infinity_is_zplus" in out
+    summary = re.search(r"^(\d+) statements: (\d+) proved, (\d+) checked, (\d+) refuted "
+                        r"\(as expected\), (\d+) assumed, (\d+) undecided$", out, re.M)
+    assert summary, out[-400:]
+    total, *counts = map(int, summary.groups())
+    assert total == sum(counts) == out.count("\n     [") + out.count("\n  [")
+    assert counts[1] > 0 and counts[4] == 0  # the sampling cross-checks; nothing undecided
 
 
 def test_derive_all_fails_when_a_proof_is_not_as_expected(tmp_path, capsys):

@@ -1,10 +1,12 @@
 """``lrp derive``: print a rule's derivation and the status of each proof.
 
-    lrp derive zplus          readable derivation of one rule
-    lrp derive zplus --latex  the same as LaTeX
-    lrp derive --all          every rule (and the cross-rule identities); exit 1 if any proof
-                              is not what the literature says it is
-    lrp derive --list         the rule names
+    lrp derive zplus                 readable derivation of one rule
+    lrp derive zplus --latex         the same as LaTeX
+    lrp derive zplus --proof domain  the argument of one proof, step by step
+    lrp derive --all                 every rule (and the cross-rule identities), then a summary
+                                     line of the statuses; exit 1 if any proof is not what the
+                                     literature (or, for a sampling check, its method) says
+    lrp derive --list                the rule names
 """
 
 from __future__ import annotations
@@ -26,18 +28,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     which.add_argument("--all", action="store_true", help="derive every rule and check every proof")
     which.add_argument("--list", action="store_true", help="list the rule names and exit")
     parser.add_argument("--latex", action="store_true", help="print expressions as LaTeX")
+    parser.add_argument("--proof", metavar="NAME", help="print the argument of the rule's proof "
+                        "NAME step by step (with a rule)")
     parser.add_argument("--derivations", metavar="DIR", help="folder of derivation files "
                         "(default: the toolkit's derivations/)")
 
 
 def run(args: argparse.Namespace) -> int:
     from lrp_num.errors import UnknownRuleError
-    from lrp_sym.registry import DerivationFileError, derive_declaration, load_declarations
+    from lrp_sym.registry import DerivationFileError, load_declarations
     from lrp_sym.render import render_text
 
     if args.rule and (args.all or args.list):
         raise DeriveError(f"name a rule ({args.rule!r}) or use --{'all' if args.all else 'list'}, "
                           f"not both")
+    if args.proof is not None and not args.rule:
+        raise DeriveError("--proof NAME needs a rule: lrp derive RULE --proof NAME")
     try:
         declarations = load_declarations(args.derivations)
     except DerivationFileError as error:
@@ -59,12 +65,14 @@ def run(args: argparse.Namespace) -> int:
 
     from lrp_num.progress import print_above, progress
 
+    if args.proof is not None:
+        return _print_proof(_derive(names[0], declarations), args.proof)
+
     unexpected = []
+    statements = []
     for name in progress(names, "deriving"):
-        try:
-            derivation = derive_declaration(name, declarations[name])
-        except DerivationFileError as error:
-            raise DeriveError(str(error)) from None
+        derivation = _derive(name, declarations)
+        statements += derivation.proofs
         print_above(render_text(_latex_rule_row(derivation) if args.latex else derivation,
                                 latex=args.latex))
         unexpected += [f"{name}: {p.name} is {p.status.value}, expected {p.expected.value}"
@@ -81,6 +89,8 @@ def run(args: argparse.Namespace) -> int:
                     print(f"               {proof.method}")
             unexpected += [f"identity {p.name} is {p.status.value}, expected {p.expected.value}"
                            for p in identities if not p.as_expected]
+        statements += identities
+        print(f"\n{summary_line(statements)}")
     if unexpected:
         print("\nproofs that are not as expected:", file=sys.stderr)
         for line in unexpected:
@@ -89,6 +99,49 @@ def run(args: argparse.Namespace) -> int:
     if args.all:
         print(f"\nall proofs of {len(names)} rules as expected")
     return 0
+
+
+def _derive(name, declarations):
+    from lrp_sym.registry import DerivationFileError, derive_declaration
+
+    try:
+        return derive_declaration(name, declarations[name])
+    except DerivationFileError as error:
+        raise DeriveError(str(error)) from None
+
+
+def _print_proof(derivation, name: str) -> int:
+    """The named proof's statement, status and argument, one step a line."""
+    names = [proof.name for proof in derivation.proofs]
+    if name not in names:
+        raise DeriveError(f"{derivation.name} has no proof {name!r}; its proofs: "
+                          f"{', '.join(names)}")
+    proof = derivation.proof(name)
+    print(f"== {derivation.name}: proof {proof.name}")
+    print(f"   statement: {proof.statement}")
+    expected = "" if proof.as_expected else f" (expected {proof.expected.value})"
+    print(f"   status:    {proof.status.value}{expected}")
+    for number, step in enumerate(proof.argument(), 1):
+        print(f"   {number:2d}. {step}")
+    if proof.counterexample:
+        witness = ", ".join(f"{k} = {v}" for k, v in proof.counterexample.items())
+        print(f"   counterexample: {witness}")
+    return 0
+
+
+def summary_line(proofs) -> str:
+    """``N statements: a proved, b checked, c refuted (as expected), d assumed, e undecided``.
+
+    Refuted statements that were expected to hold are counted apart: ``(k not expected)``.
+    """
+    from lrp_sym.proofs import Status
+
+    counts = {status: sum(proof.status is status for proof in proofs) for status in Status}
+    wrong = sum(proof.status is Status.REFUTED and not proof.as_expected for proof in proofs)
+    refuted = "as expected" if wrong == 0 else f"{wrong} not expected"
+    return (f"{len(proofs)} statements: {counts[Status.PROVED]} proved, "
+            f"{counts[Status.CHECKED]} checked, {counts[Status.REFUTED]} refuted ({refuted}), "
+            f"{counts[Status.ASSUMED]} assumed, {counts[Status.UNDECIDED]} undecided")
 
 
 def _latex_rule_row(derivation):
