@@ -28,7 +28,7 @@ import mpmath
 import numpy as np
 
 from lrp_num import reference
-from lrp_num.layers import Add, Concat
+from lrp_num.layers import Add, Concat, ReLU
 from lrp_num.reference.node_rules import AMBIGUOUS_MARGIN
 
 U = 2.0 ** -53
@@ -47,76 +47,82 @@ def _stacked(prepared: reference.ReferenceNetwork, node, values: dict) -> np.nda
     return np.concatenate([np.asarray(values[name], dtype=np.float64) for name in node.inputs])
 
 
-def _absolute_forward(prepared: reference.ReferenceNetwork, x: np.ndarray) -> dict[str, np.ndarray]:
-    """|W| |a| + |b| through the network, per node (ReLU and max keep the absolute values;
-    an Add sums them; a folded batch norm's bias counts with the magnitudes it is made of)."""
-    values = {prepared.input_name: np.abs(np.asarray(x, dtype=np.float64).ravel())}
+def forward_error(prepared: reference.ReferenceNetwork, activations: dict) -> dict[str, np.ndarray]:
+    """First-order bound on |a(float64 engine) - a(exact)| of every node's output, per neuron.
+
+    From the exact input (e = 0) through the nodes, with the exact activations ``activations``
+    (float64, flattened) and u = 2^-53: a linear node adds to the propagated error its own
+    rounding of the sum of its n_j terms and bias, and the rounding P of float64 parameters
+    derived from the layer's (a folded batch norm),
+
+        e_j = sum_i |w_ij| e_i + u (n_j + 2 + P) (sum_i |w_ij a_i| + |b_j|);
+
+    a ReLU passes e where z > 0 and gives 0 where z < 0 (a float64 z of the other sign is a
+    change of the active set, not a rounding error, as for max-pool ties); max pooling passes the
+    largest error of its window; an Add adds its addends' errors and u |sum_k a_k|.
+    """
+    errors = {prepared.input_name: np.zeros(len(activations[prepared.input_name]))}
     for node in prepared.nodes:
-        a = values[node.inputs[0]]
+        e, a = errors[node.inputs[0]], activations[node.inputs[0]]
         if node.index in prepared.matrices:
             m = prepared.matrices[node.index]
-            out = (np.append(a, 0.0)[m.index] * np.abs(m.weight)).sum(axis=1) + m.bias_scale
+            weight = np.abs(m.weight)
+            terms = (np.append(np.abs(a), 0.0)[m.index] * weight).sum(axis=1) + m.bias_scale
+            n_terms = m.connected.sum(axis=1)
+            out = (np.append(e, 0.0)[m.index] * weight).sum(axis=1) \
+                + U * (n_terms + 2 + m.parameter_error) * terms
         elif node.index in prepared.windows:
             rows, connected = prepared.windows[node.index]
-            out = np.where(connected, np.append(a, 0.0)[rows], 0.0).max(axis=1)
+            out = np.where(connected, np.append(e, 0.0)[rows], 0.0).max(axis=1)
+        elif isinstance(node.operation, ReLU):
+            out = np.where(a > 0, e, 0.0)
         elif isinstance(node.operation, Add):
-            out = sum(values[name] for name in node.inputs)
+            out = sum(errors[name] for name in node.inputs) + U * np.abs(activations[node.name])
         elif isinstance(node.operation, Concat):
-            out = prepared.concatenate(node, [values[name] for name in node.inputs])
+            out = prepared.concatenate(node, [errors[name] for name in node.inputs])
         else:
-            out = a
-        values[node.name] = out
-    return values
-
-
-def _depths(prepared: reference.ReferenceNetwork) -> dict[str, float]:
-    """The number of roundings on the longest path to every node's output: a linear node adds
-    its fan-in + 2 (and the roundings of parameters derived from a batch norm), an Add its
-    number of addends."""
-    depth = {prepared.input_name: 0.0}
-    for node in prepared.nodes:
-        before = max(depth[name] for name in node.inputs)
-        if node.index in prepared.matrices:
-            m = prepared.matrices[node.index]
-            before += m.index.shape[1] + 2 + m.parameter_error
-        elif isinstance(node.operation, Add):
-            before += len(node.inputs)
-        depth[node.name] = before
-    return depth
+            out = e
+        errors[node.name] = out
+    return errors
 
 
 def rounding_bound(result: reference.ReferenceResult, prepared: reference.ReferenceNetwork,
-                   x: np.ndarray, explicit_top: bool = False) -> np.ndarray:
+                   x: np.ndarray, explicit_top: bool = False, top_error: np.ndarray | None = None) -> np.ndarray:
     """First-order bound on |R_p(float64 engine) - R_p(exact)| per input (flattened), with safety 2.
 
     Propagates, from the output down through the nodes, the engine's error in R_j through the
     absolute flows |R_ij| / |R_j| of the reference, and adds at every node with a rule (linear,
-    Add, max pooling) the rounding of its own step,
+    Add, max pooling) the rounding of its own step and the effect of its inputs' forward error,
 
-        u (n_j + m + 6) sum_j |R_ij| (1 + K_j) + sum_j |R_ij| (rho_i + K_j max_i' rho_i'),
+        u (n_j + m + 6) |R_ij| (1 + K_j) + |R_ij| (rho_i + sum_i' rho_i' |R_i'j| / |R_j|),
 
     where n_j is neuron j's fan-in (the number of addends of an Add), m the layer's fan-out,
-    K_j = sum_i |R_ij| / |R_j| the cancellation in its denominator, and rho_i = u N_l |a|_i / |a_i|
-    the relative error of the engine's activation a_i (N_l: the number of roundings on the way
-    to the node, |a| the forward pass in absolute values). Errors arriving at a tensor from
-    several consumers add, and so does u |R| for each of those sums. The top relevance f_c(x)
-    carries u N_L |f|_c.
+    K_j = sum_i |R_ij| / |R_j| the cancellation in its denominator, and rho_i = e_i / |a_i| the
+    relative forward error of the activation a_i (:func:`forward_error`): a relative error rho_i
+    of x_i moves q_ij by rho_i |q_ij| and the denominator sum_i q_ij by sum_i rho_i |q_ij|.
+    Errors arriving at a tensor from several consumers add, and so does u |R| for each of those
+    sums. The top relevance f_c(x) carries the forward error of the output c, or ``top_error``
+    where the caller measured it (|f_c(x) in float64 - f_c(x)|, checked against that forward
+    bound by :func:`verify_method`), or none with ``explicit_top`` (a relevance given as such).
     """
-    absolute = _absolute_forward(prepared, x)
-    depth = _depths(prepared)
     activations = {name: reference.to_float(a) for name, a in result.activations.items()}
+    forward = forward_error(prepared, activations)
     top = reference.to_float(result.top)
     output = prepared.output
-    error = {output: np.zeros_like(top) if explicit_top
-             else U * depth[output] * np.where(top != 0, absolute[output], 0.0)}
+    if explicit_top:
+        start = np.zeros_like(top)
+    elif top_error is not None:
+        start = np.asarray(top_error, dtype=np.float64).ravel()
+    else:
+        start = np.where(top != 0, forward[output], 0.0)
+    error = {output: start}
     traces = {trace.index: trace for trace in result.traces}
     for node in reversed(prepared.nodes):
         e = error.pop(node.name)
         trace = traces.get(node.index)
         if trace is not None:
             e_in = _step_bound(trace, e, _stacked(prepared, node, activations),
-                               _stacked(prepared, node, absolute), max(depth[n] for n in node.inputs),
-                               node.index in prepared.windows)
+                               _stacked(prepared, node, forward), node.index in prepared.windows)
             lower = np.split(e_in, len(node.inputs)) if len(node.inputs) > 1 else [e_in]
             contributions = trace.relevance_inputs
         elif isinstance(node.operation, Concat):
@@ -133,10 +139,10 @@ def rounding_bound(result: reference.ReferenceResult, prepared: reference.Refere
     return 2 * error[prepared.input_name]
 
 
-def _step_bound(trace, error: np.ndarray, a: np.ndarray, abs_a: np.ndarray, depth: float,
+def _step_bound(trace, error: np.ndarray, a: np.ndarray, forward: np.ndarray,
                 winner_take_all: bool) -> np.ndarray:
     """The error below one node: the error above passed on through the flows, plus the node's
-    own rounding (see :func:`rounding_bound`), on its (stacked) input."""
+    own rounding and its inputs' forward error (see :func:`rounding_bound`), on its (stacked) input."""
     n_in = len(a)
     propagated = np.zeros(n_in + 1)
     rounding = np.zeros(n_in + 1)
@@ -148,14 +154,15 @@ def _step_bound(trace, error: np.ndarray, a: np.ndarray, abs_a: np.ndarray, dept
         if winner_take_all:
             np.add.at(rounding, rows_index, U * flow)
         else:
-            a, abs_a = np.append(a, 0.0), np.append(abs_a, 0.0)
-            rho = np.divide(U * depth * abs_a, np.abs(a), out=np.zeros_like(a), where=a != 0)
+            a, forward = np.append(a, 0.0), np.append(forward, 0.0)
+            rho = np.divide(forward, np.abs(a), out=np.zeros_like(a), where=a != 0)
             k = np.divide(flow.sum(axis=1), upper, out=np.ones_like(upper), where=upper != 0)
             fan_in = rows_index.shape[1]
             fan_out = np.bincount(rows_index.ravel(), minlength=n_in + 1).max()
             rho_rows = rho[rows_index]
+            denominator = (share * rho_rows).sum(axis=1, keepdims=True)  # sum_i' rho_i' |R_i'j| / |R_j|
             step = U * (fan_in + fan_out + 6) * flow * (1 + k)[:, None]
-            step += flow * (rho_rows + k[:, None] * rho_rows.max(axis=1, keepdims=True))
+            step += flow * (rho_rows + denominator)
             np.add.at(rounding, rows_index, step)
     return (propagated + rounding)[:n_in]
 
@@ -213,6 +220,7 @@ class RuleReport:
     root_point_mismatches: int = 0
     root_point_ambiguous: int = 0
     conservation_threshold: float = 0.0
+    forward_over_bound: float = 0.0
     time_engine: float = 0.0
     time_reference: float = 0.0
     checks: list[Check] = field(default_factory=list)
@@ -322,7 +330,18 @@ def verify_method(network, x: np.ndarray, name: str, kind: str, *, targets=None,
             scale = float(np.abs(exact).max()) or 1.0
             row.max_ulps = max(row.max_ulps, float(error.max() / np.spacing(scale)))
             row.max_relative = max(row.max_relative, float(error.max() / scale))
-            bound = rounding_bound(result, prepared, x[k]) + 2 * U * np.abs(exact) + 1e-300
+            # the float64 top relevance f_c(x): its error measured (and checked below against its bound)
+            top_exact = reference.to_float(result.top)
+            top_engine = np.asarray(explanation.relevance_top[k], dtype=np.float64).ravel()
+            top_error = np.abs(top_engine - top_exact) + U * np.abs(top_exact)  # to_float rounds by <= u
+            output_bound = forward_error(prepared, {name: reference.to_float(a) for name, a
+                                                    in result.activations.items()})[prepared.output]
+            explicit = np.asarray(targets).dtype.kind == "f"
+            forward_over = 0.0 if explicit else float(np.max(np.divide(
+                np.abs(top_engine - top_exact), 2 * output_bound + U * np.abs(top_exact),
+                out=np.zeros_like(top_exact), where=top_exact != 0)))
+            row.forward_over_bound = max(row.forward_over_bound, forward_over)
+            bound = rounding_bound(result, prepared, x[k], top_error=top_error) + 2 * U * np.abs(exact) + 1e-300
             ties = near_max_pool_ties(prepared, result)
             row.near_ties += ties
             if not ties:
@@ -348,6 +367,9 @@ def verify_method(network, x: np.ndarray, name: str, kind: str, *, targets=None,
     row.checks = [
         Check("agreement", worst_bound <= 1.0, True, f"max error / bound = {worst_bound:.3g} (must be <= 1)"
               + (f"; {row.near_ties} near-tie max-pool window(s) excluded" if row.near_ties else "")),
+        Check("forward", row.forward_over_bound <= 1.0, True,
+              f"|f_c(x) in float64 - f_c(x)| over its forward rounding bound = {row.forward_over_bound:.3g} "
+              "(must be <= 1)"),
         Check("balance", row.balance_reference <= 10.0 ** (-(dps - 10)), True,
               f"sum R + kept by biases and stabilisers = f_c(x) at high precision, to 1e-{dps - 10} "
               f"(worst {row.balance_reference:.2g})"),
@@ -495,6 +517,7 @@ def format_table(report: VerifyReport) -> str:
     lines.append("")
     lines.append("required checks (a row fails when one does not hold):")
     lines.append("  agreement: err/bnd, the engine's error over its first-order rounding bound, <= 1 for every input;")
+    lines.append("  forward: the float64 f_c(x) within its first-order forward rounding bound (the bound's top);")
     lines.append("  conservation: cons f64 = |sum R - f_c(x)| in float64 <= |what biases and stabilisers keep| "
                  "+ the rounding bound (per sample);")
     lines.append(f"  balance: at high precision sum R + what biases and stabilisers keep = f_c(x) to 1e-{report.dps - 10};")
