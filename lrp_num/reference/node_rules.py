@@ -170,20 +170,22 @@ def _membership(rule, matrix, x_all, w_all, v_all, v0_all, z_all, z_model, bound
             continue  # the direction increases z_j: x~ is behind x, every R_ij flips sign
         root_point = x_all[j] - t * v_all[j]
         connected = matrix.connected[j]
+        moved = [c and step != 0 for c, step in zip(connected, v_all[j])]  # coordinates the search moves
         size = 1 + max(abs(value) for value in x_all[j])
         scale = tolerance * size
-        if domain == "orthant":  # the signed distance to the orthant's boundary, per coordinate
-            margin = min((p for p, c in zip(root_point, connected) if c), default=mpmath.inf)
+        if domain == "orthant":  # signed distances of the coordinates to the orthant's boundary
+            distances = list(root_point)
         elif domain == "box":
             low, high = bounds[0][matrix.index[j]], bounds[1][matrix.index[j]]
-            margin = min((min(p - lo, hi - p) for p, lo, hi, c in zip(root_point, low, high, connected) if c),
-                         default=mpmath.inf)
+            distances = [min(p - lo, hi - p) for p, lo, hi in zip(root_point, low, high)]
         else:
-            margin = mpmath.inf
-        inside = margin >= -scale
+            distances = [mpmath.inf] * len(root_point)
+        inside = all(d >= -scale for d, c in zip(distances, connected) if c)
         trace.n_inside += int(inside)
-        # within AMBIGUOUS_MARGIN of the boundary, float64 (the engine's derived condition) cannot decide
-        trace.n_ambiguous += int(abs(margin) <= AMBIGUOUS_MARGIN * size)
+        # a moved coordinate within AMBIGUOUS_MARGIN of the boundary: float64 (the engine's derived
+        # condition) may decide either way
+        margin = min((abs(d) for d, m in zip(distances, moved) if m), default=mpmath.inf)
+        trace.n_ambiguous += int(margin <= AMBIGUOUS_MARGIN * size)
 
 
 def formula_layer(rule, matrix: LinearMatrix, x_ext, relevance, parameters, conventions,
