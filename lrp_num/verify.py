@@ -538,3 +538,27 @@ def format_table(report: VerifyReport) -> str:
                  "roots ok (the fraction of active neurons whose root point lies in the domain), times per sample.")
     lines.append("verification " + ("passed" if report.ok else "FAILED"))
     return "\n".join(lines)
+
+
+def format_markdown(report: VerifyReport) -> str:
+    """The report as a Markdown table: required checks by name with their status, the
+    informational measurements in columns marked "(info)"."""
+    lines = [f"### lrp verify: {report.model}, {report.samples} sample(s), reference at {report.dps} digits", "",
+             "| rule / composite | status | required checks | ulps (info) | rel err (info) | cons ref (info) "
+             "| roots ok (info) |",
+             "|---|---|---|---|---|---|---|"]
+    for row in report.rows:
+        if row.error is not None:
+            lines.append(f"| {row.name} | error | {row.error} | | | | |")
+            continue
+        failed = [c.name for c in row.checks if c.required and not c.holds]
+        status = "ok" if row.ok else "FAIL: " + ", ".join(failed)
+        checks = "; ".join(f"{c.name} {check_status(c)}" for c in row.checks)
+        roots = "-" if row.root_points_reference is None else f"{row.root_points_reference:.3f}"
+        lines.append(f"| {row.name} | {status} | {checks} | {row.max_ulps:.3g} | {row.max_relative:.2e} "
+                     f"| {row.conservation_reference:.2e} | {roots} |")
+    lines += ["", "Required checks and their thresholds: agreement (error / rounding bound <= 1), forward, "
+              "conservation (float64 |sum R - f_c(x)| <= what the rule absorbs + the rounding bound), balance, "
+              "positivity where promised (else info), root points (engine and direct check agree).", "",
+              "verification " + ("passed" if report.ok else "FAILED")]
+    return "\n".join(lines) + "\n"
