@@ -123,3 +123,28 @@ def test_a_relative_bias_of_1e_12_in_every_ratio_fails_verify(monkeypatch, name)
     report = _verify(load_builtin(name))
     failed = _failed(report)
     assert "agreement" in failed["zplus"] and "agreement" in failed["deep-taylor"], failed
+
+
+def test_a_wrong_batch_norm_placement_fails_verify(monkeypatch):
+    """The engine keeps every BatchNorm as a ChannelAffine node instead of folding it; the
+    reference decides where each batch norm folds from the nodes as given and refuses."""
+    from lrp_num.engine import graph as graph_module
+    from lrp_num.layers import BatchNorm, ChannelAffine
+
+    def never_fold(nodes, output):
+        return ([graph_module.Node(n.name, ChannelAffine.from_batchnorm(n.operation), n.inputs)
+                 if isinstance(n.operation, BatchNorm) else n for n in nodes], {}, output)
+
+    monkeypatch.setattr(graph_module, "_resolve_batch_norms", never_fold)
+    model = load_builtin("digits-resnet")
+    report = verify(model.network, model.test_images[:1], rules=("zplus",), composites=(),
+                    targets=model.test_labels[:1].astype(int), input_domain=model.input_domain)
+    assert not report.ok and "the engine folds batch norms as {}" in report.rows[0].error
+
+
+def test_the_reference_folds_batch_norms_where_the_engine_does():
+    from lrp_num.reference.backward import folds_by_definition
+
+    network = load_builtin("digits-resnet").network
+    assert folds_by_definition(network.source_nodes, network.input_name, network.source_output) \
+        == dict(network.folded) != {}
