@@ -405,8 +405,8 @@ def verify_method(network, x: np.ndarray, name: str, kind: str, *, targets=None,
     if compared:
         nodes = sorted({node for node, _ in mismatched})
         row.checks.append(Check("root points", not mismatched, True,
-                                f"{len(mismatched)} of {compared} (node, sample) fractions differ between the "
-                                "engine's derived condition and the direct check by more than the "
+                                f"{len(mismatched)} of {compared} (node, sample) fractions are missing or differ "
+                                "between the engine's derived condition and the direct check by more than the "
                                 f"{ambiguous} neuron(s) within {AMBIGUOUS_MARGIN:g} of the domain's boundary"
                                 + (f" (nodes {', '.join(map(repr, nodes))})" if nodes else "")))
     return row
@@ -442,24 +442,27 @@ def _outside_domain(row: RuleReport, error: Exception, network, x, method, targe
 
 
 def _compare_root_points(explanation, results) -> tuple[int, list[tuple[str, int]], int]:
-    """How many (node, sample) pairs the engine reports a valid fraction for, those whose
-    fraction differs from the direct check by more than the neurons float64 cannot decide
-    (root points within AMBIGUOUS_MARGIN of the boundary), and how many such neurons there are."""
+    """How many (node, sample) pairs of root-point rules there are, those whose engine fraction
+    (derived condition) differs from the direct check by more than the neurons float64 cannot
+    decide (root points within AMBIGUOUS_MARGIN of the boundary) or that the engine does not
+    report at all, and how many such undecidable neurons there are."""
+    reported = {report.index: getattr(report, "root_point_valid", None) for report in explanation.layers}
     compared, mismatches, ambiguous = 0, [], 0
-    for report in explanation.layers:
-        valid = getattr(report, "root_point_valid", None)
-        if valid is None:
-            continue
-        for k, result in enumerate(results):
-            trace = next((t for t in result.traces if t.index == report.index), None)
-            if trace is None or trace.rule not in reference.ROOT_POINT_RULES:
+    for k, result in enumerate(results):
+        for trace in result.traces:
+            if trace.rule not in reference.ROOT_POINT_RULES or not trace.n_active:
                 continue
-            direct = trace.n_inside / trace.n_active if trace.n_active else 1.0
-            allowed = trace.n_ambiguous / trace.n_active if trace.n_active else 0.0
+            name = trace.name or f"layer{trace.index}"
+            valid = reported.get(trace.index)
             compared += 1
             ambiguous += trace.n_ambiguous
+            if valid is None:  # the engine reports no fraction where the rule has root points
+                mismatches.append((name, k))
+                continue
+            direct = trace.n_inside / trace.n_active
+            allowed = trace.n_ambiguous / trace.n_active
             if abs(direct - float(valid[k])) > allowed + 1e-12:
-                mismatches.append((trace.name or f"layer{trace.index}", k))
+                mismatches.append((name, k))
     return compared, mismatches, ambiguous
 
 

@@ -148,3 +148,15 @@ def test_the_reference_folds_batch_norms_where_the_engine_does():
     network = load_builtin("digits-resnet").network
     assert folds_by_definition(network.source_nodes, network.input_name, network.source_output) \
         == dict(network.folded) != {}
+
+
+@pytest.mark.parametrize("mutation", [
+    lambda condition, layer, a, keywords: None,  # no fraction reported
+    lambda condition, layer, a, keywords: np.ones(a.shape[0]),  # every root point "in the domain"
+], ids=["not-reported", "always-inside"])
+def test_a_wrong_root_point_report_fails_verify(monkeypatch, mutation):
+    """The root-point comparison is required: a missing or wrong derived-condition fraction fails
+    (z+ on the CNN has root points outside the orthant: the direct fraction is below 1)."""
+    monkeypatch.setattr(engine_explain, "_root_point_validity", mutation)
+    report = _verify(load_builtin("digits-cnn"), composites_=())
+    assert _failed(report)["zplus"] == ["root points"]
