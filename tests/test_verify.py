@@ -133,5 +133,27 @@ def test_engine_root_point_fractions_match_the_direct_check(name):
     for rule in ["w2", "zplus", "lrp0", "gamma"]:
         explanation = explain_details(model.network, x, rule=rule, target=labels, diagnostics=True)
         results = ref.explain_trace(model.network, x, rule=rule, target=labels)
-        compared, mismatches = _compare_root_points(explanation, results)
+        compared, mismatches, _ = _compare_root_points(explanation, results)
         assert compared > 0 and mismatches == [], (rule, compared, mismatches)
+
+
+def test_verify_labels_every_check_required_or_informational(capsys):
+    """JSON: each check has status pass/FAIL/info; positivity is informational for lrp0 and
+    required for deep-taylor; the other checks are required and pass on the digits MLP."""
+    assert main(["verify", "--model", "digits-mlp", "--rules", "lrp0", "deep-taylor", "--json",
+                 "--samples", "1", "--dps", "30"]) == 0
+    (report,) = json.loads(capsys.readouterr().out)
+    status = {row["name"]: {check["name"]: check["status"] for check in row["checks"]} for row in report["rows"]}
+    assert status["lrp0"]["positivity"] == "info" and status["deep-taylor"]["positivity"] == "pass"
+    for row in status.values():
+        assert all(row[name] == "pass" for name in ("agreement", "forward", "conservation", "balance", "root points"))
+
+
+def test_verify_markdown_and_text_mark_informational_checks(capsys):
+    assert main(["verify", "--model", "digits-mlp", "--rules", "lrp0", "--markdown", "--samples", "1",
+                 "--dps", "30"]) == 0
+    out = capsys.readouterr().out
+    assert "| lrp0 | ok |" in out and "positivity info" in out and "(info)" in out
+    assert main(["verify", "--model", "digits-mlp", "--rules", "lrp0", "--samples", "1", "--dps", "30"]) == 0
+    line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("lrp0 "))
+    assert line.split()[6].endswith("i")  # the neg column: informational for lrp0

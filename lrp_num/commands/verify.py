@@ -3,8 +3,8 @@
     lrp verify                                  # every built-in model, every rule and composite
     lrp verify --model net.npz --rules zplus deep-taylor --samples 4 --dps 60 --json
 
-Prints a table per model (or JSON with ``--json``) and exits 0 when every check that should hold
-does, 1 when one fails, 2 on bad input.
+Prints a table per model (or JSON with ``--json``, Markdown with ``--markdown``) and exits 0
+when every required check holds, 1 when one fails, 2 on bad input.
 """
 
 from __future__ import annotations
@@ -26,7 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="stored test images to explain per model (default 2)")
     parser.add_argument("--dps", type=int, default=50, metavar="D",
                         help=f"reference precision in decimal digits, {MIN_DPS} to {MAX_DPS} (default 50)")
-    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    output = parser.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="print the report as JSON")
+    output.add_argument("--markdown", action="store_true", help="print the report as Markdown tables")
 
 
 def _split_methods(names: list[str] | None) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -69,7 +71,7 @@ def default_models() -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     from lrp_num.commands.common import load_model
-    from lrp_num.verify import format_table, verify
+    from lrp_num.verify import format_markdown, format_table, verify
 
     check_dps(args.dps, "--dps")
     if args.samples < 1:
@@ -78,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
 
     rules, composites = _split_methods(args.rules)
     specs = args.model or default_models()
-    if not args.json:  # the header at once: the reference takes a while (minutes: about 4 of them for digits-resnet)
+    if not args.json and not args.markdown:  # the header at once: the reference takes a while (minutes: about 4 of them for digits-resnet)
         print(f"lrp verify: {len(specs)} model(s), {len(rules) + len(composites)} rules and "
               f"composites, {args.samples} sample(s) each, reference at {args.dps} digits\n",
               flush=True)
@@ -96,7 +98,9 @@ def run(args: argparse.Namespace) -> int:
         reports.append(verify(model.network, x, rules=rules, composites=composites,
                               targets=targets, input_domain=model.input_domain, dps=args.dps,
                               model_name=spec))
-        if not args.json:  # each model's table as soon as it is done
+        if args.markdown:
+            print_above(format_markdown(reports[-1]))
+        elif not args.json:  # each model's table as soon as it is done
             print_above(format_table(reports[-1]) + ("\n" if len(reports) < len(specs) else ""))
     if args.json:
         print(json.dumps([report.as_dict() for report in reports], indent=2, default=float))

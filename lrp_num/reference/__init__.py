@@ -12,6 +12,8 @@ along a code path that shares nothing with the engine's kernels:
 * :mod:`~lrp_num.reference.roots`: the root condition
   g_j(t) = sum_i (x_i - t v_ij) w_ij + (1 - t v_0j) b_j - t a_j = 0 solved numerically
   (Montavon et al. 2017, Pattern Recognition 65, Sec. 3-4), the stabiliser, the precision;
+* :mod:`~lrp_num.reference.composites`: which rule each node gets, planned by the reference
+  from each composite's written definition, never by the engine's planner;
 * :mod:`~lrp_num.reference.node_rules`: the relevance one node passes to its inputs under its
   rule (root-point rules, formula rules after Bach et al. 2015, max pooling, Add nodes);
 * :mod:`~lrp_num.reference.backward`: the network in mpmath, the forward pass, the gradient and
@@ -29,6 +31,7 @@ from types import ModuleType as _ModuleType
 from lrp_num.reference.api import (LayerMembership, ReferenceResult, explain, explain_trace, forward, gradient,
                                    layer_plan, root_point_membership)
 from lrp_num.reference.backward import ReferenceNetwork, ReferenceNode, prepare
+from lrp_num.reference.composites import COMPOSITE_DEFINITIONS, CompositeDefinition
 from lrp_num.reference.directions import (ADD_RULES, FORMULA_RULES, ROOT_POINT_RULES, RULE_DEFAULTS, RULES,
                                           bias_direction)
 from lrp_num.reference.linear import LinearMatrix, linear_matrix, to_float
@@ -37,7 +40,7 @@ from lrp_num.reference.roots import GUARD_DIGITS
 from lrp_num.reference.taylor import TaylorDecomposition, sensitivity, whole_function_taylor
 
 __all__ = [
-    "ADD_RULES", "FORMULA_RULES", "GUARD_DIGITS", "RULES", "ROOT_POINT_RULES", "RULE_DEFAULTS",
+    "ADD_RULES", "COMPOSITE_DEFINITIONS", "CompositeDefinition", "FORMULA_RULES", "GUARD_DIGITS", "RULES", "ROOT_POINT_RULES", "RULE_DEFAULTS",
     "LayerMembership", "LayerTrace", "LinearMatrix", "ReferenceNetwork", "ReferenceNode",
     "ReferenceResult", "TaylorDecomposition", "bias_direction", "explain", "explain_trace",
     "forward", "gradient", "layer_plan", "linear_matrix", "prepare", "root_point_membership",

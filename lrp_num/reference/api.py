@@ -33,6 +33,7 @@ from lrp_num.errors import KernelArgumentError, LRPError, MissingBoundsError, Sh
 from lrp_num.layers import Add
 from lrp_num.progress import progress
 from lrp_num.reference.backward import ReferenceNetwork, prepare
+from lrp_num.reference.composites import CompositeDefinition, _own_plan, definition_of, plan_nodes
 from lrp_num.reference.directions import (ADD_ALIASES, ADD_RULES, BIAS_CONVENTIONS, ROOT_POINT_RULES, RULE_DEFAULTS,
                                           RULES)
 from lrp_num.reference.linear import LINEAR_LAYERS
@@ -63,52 +64,66 @@ def _conventions(conventions) -> dict[str, Any]:
 
 def layer_plan(network, rule: str | None = None, composite=None, input_is_box: bool = False,
                **parameters) -> dict[int, tuple[str, dict[str, Any]]]:
-    """The rule and parameters of every node index that needs one, as the engine plans it.
+    """The rule and parameters of every node index that needs one, planned by the reference.
 
-    ``rule``: that rule on every Dense and Conv2d node; ``composite``: a name or object of
-    :mod:`lrp_num.engine.composites`, which decides per node (:meth:`Composite.plan_graph`); neither:
-    the ``"deep-taylor"`` composite. Either way sum, average, adaptive and global pooling and
-    ChannelAffine nodes use the z-rule (lrp0), Add nodes the composites' Add rule (``"lrp0"``
+    ``rule``: that rule on every Dense and Conv2d node; ``composite``: a registered name, read
+    from the reference's own restatement of its definition
+    (:data:`lrp_num.reference.composites.COMPOSITE_DEFINITIONS`), or an object, read through its
+    ``choose`` and ``add``; neither: ``"deep-taylor"``. The engine's planner is never asked
+    (:mod:`lrp_num.reference.composites`). Sum, average, adaptive and global pooling and
+    ChannelAffine nodes use the z-rule (lrp0), Add nodes the composite's Add rule (``"lrp0"``
     on the stacked addends is ``"add_z"``), and max pooling winner-take-all (no entry).
     """
-    from lrp_num.engine.composites import Composite, get_composite  # which rule where, no numerics
-    from lrp_num.engine.graph import as_graph  # the node order the engine's plan indexes
+    from lrp_num.reference.backward import _reference_nodes  # the nodes the reference walks
 
     parameters = {k: v for k, v in parameters.items() if k not in ("lower", "upper")}
     if rule is not None and composite is not None:
         raise LRPError("pass either rule= or composite=, not both")
+    nodes, input_name, _ = _reference_nodes(network)
     if rule is not None:
         if rule not in RULES:
             raise UnknownRuleError(f"unknown rule {rule!r}; known: {', '.join(RULES)}")
-        composite = Composite.single(rule, **check_rule_parameters(rule, parameters, RULE_DEFAULTS.get(rule, {})))
+        choice = (rule, check_rule_parameters(rule, parameters, RULE_DEFAULTS.get(rule, {})))
+        definition = CompositeDefinition(rule, dense=choice, conv=choice)
+        choices = plan_nodes(nodes, input_name, definition, input_is_box)
     else:
         check_composite_parameters(parameters)
-        if not hasattr(composite, "plan_graph") and not hasattr(composite, "plan"):
-            composite = get_composite(composite or "deep-taylor")
+        composite = "deep-taylor" if composite is None else composite
+        if not isinstance(composite, str) and _own_plan(composite):
+            choices = _object_plan(network, composite, input_is_box)
+        else:
+            choices = plan_nodes(nodes, input_name, definition_of(composite), input_is_box)
+    plan: dict[int, tuple[str, dict[str, Any]]] = {}
+    for node in nodes:
+        if isinstance(node.operation, (Add, *LINEAR_LAYERS)) and node.index not in choices:
+            raise UnknownRuleError(f"node {node.name!r}: the composite chooses no rule for {node.operation!r}")
+    for index, (chosen, chosen_parameters) in choices.items():
+        if chosen == "maxpool":
+            continue
+        node = nodes[index]
+        if isinstance(node.operation, Add):
+            original = chosen
+            chosen = ADD_ALIASES.get(chosen, chosen)
+            if chosen not in ADD_RULES:
+                raise UnknownRuleError(f"node {node.name!r}: {original!r} is no rule of an Add node; "
+                                       f"known: {', '.join(ADD_RULES)}")
+        elif chosen not in RULES:
+            raise UnknownRuleError(f"node {node.name!r}: unknown rule {chosen!r}; known: {', '.join(RULES)}")
+        own = check_rule_parameters(chosen, chosen_parameters, RULE_DEFAULTS.get(chosen, {}))
+        plan[index] = (chosen, {**RULE_DEFAULTS.get(chosen, {}), **own})
+    return plan
+
+
+def _object_plan(network, composite, input_is_box: bool) -> dict[int, tuple[str, Mapping[str, float]]]:
+    """The plan of a composite object that defines it outright (a fixed plan, as the audit's)."""
+    from lrp_num.engine.graph import as_graph  # the node order such a plan indexes
+
     graph = as_graph(network)
     if hasattr(composite, "plan_graph"):
         choices = composite.plan_graph(graph, input_is_box)
     else:  # an object with only the list-based plan(layers, input_is_box)
         choices = composite.plan(list(graph.layers), input_is_box)
-    plan: dict[int, tuple[str, dict[str, Any]]] = {}
-    for index, node in enumerate(graph.nodes):
-        if isinstance(node.operation, (Add, *LINEAR_LAYERS)) and index not in choices:
-            raise UnknownRuleError(f"node {node.name!r}: the composite chooses no rule for {node.operation!r}")
-    for index, choice in choices.items():
-        if choice.rule == "maxpool":
-            continue
-        name = graph.nodes[index].name
-        chosen = choice.rule
-        if isinstance(graph.nodes[index].operation, Add):
-            chosen = ADD_ALIASES.get(chosen, chosen)
-            if chosen not in ADD_RULES:
-                raise UnknownRuleError(f"node {name!r}: {choice.rule!r} is no rule of an Add node; "
-                                       f"known: {', '.join(ADD_RULES)}")
-        elif chosen not in RULES:
-            raise UnknownRuleError(f"node {name!r}: unknown rule {chosen!r}; known: {', '.join(RULES)}")
-        own = check_rule_parameters(chosen, choice.parameters, RULE_DEFAULTS.get(chosen, {}))
-        plan[index] = (chosen, {**RULE_DEFAULTS.get(chosen, {}), **own})
-    return plan
+    return {index: (choice.rule, dict(choice.parameters)) for index, choice in choices.items()}
 
 
 def _as_batch(network, x) -> tuple[np.ndarray, bool]:

@@ -25,7 +25,7 @@ import mpmath
 import numpy as np
 
 from lrp_num.checks import check_orthant
-from lrp_num.errors import MissingBoundsError, ShapeError, UnsupportedLayerError
+from lrp_num.errors import GraphError, MissingBoundsError, ShapeError, UnsupportedLayerError
 from lrp_num.layers import (Add, BatchNorm, ChannelAffine, Concat, Conv2d, Dense, Dropout, Flatten,
                             Identity, MaxPool2d, ReLU)
 from lrp_num.reference.directions import ROOT_POINT_RULES
@@ -71,10 +71,15 @@ def _reference_nodes(network) -> tuple[list[ReferenceNode], str, str]:
 
     if isinstance(network, Graph):
         source = {node.name: node.operation for node in network.source_nodes}
+        folds = folds_by_definition(network.source_nodes, network.input_name, network.source_output)
+        if folds != dict(network.folded):
+            raise GraphError(f"the engine folds batch norms as {dict(network.folded)}, their definition "
+                             f"as {folds}: a BatchNorm folds into the Dense or Conv2d node it reads when "
+                             "nothing else reads that node and it is not the output")
         nodes = [ReferenceNode(index, node.name, node.operation, tuple(node.inputs), source[node.name],
-                               tuple(source[bn] for bn, linear in network.folded.items() if linear == node.name))
+                               tuple(source[bn] for bn, linear in folds.items() if linear == node.name))
                  for index, node in enumerate(network.nodes)]
-        return nodes, network.input_name, network.output
+        return nodes, network.input_name, folds.get(network.source_output, network.source_output)
     if isinstance(network, Sequential):
         groups: list[list] = []
         for layer in network.source_layers:
@@ -88,6 +93,42 @@ def _reference_nodes(network) -> tuple[list[ReferenceNode], str, str]:
                                group[0], tuple(group[1:])) for k, group in enumerate(groups)]
         return nodes, "input", nodes[-1].name
     raise UnsupportedLayerError(f"the reference follows Graph and Sequential networks, got {type(network).__name__}")
+
+
+def folds_by_definition(source_nodes, input_name: str, output: str) -> dict[str, str]:
+    """BatchNorm node -> the Dense or Conv2d node it folds into, decided from the nodes as given.
+
+    A BatchNorm folds when the node it reads is a Dense or Conv2d node (or a BatchNorm already
+    folded into one) that nothing else reads and that is not the output; any other BatchNorm
+    stays a per-channel affine node. In topological order, so a chain of batch norms folds in turn.
+    """
+    by_name = {node.name: node for node in source_nodes}
+    readers: dict[str, list[str]] = {}
+    for node in source_nodes:
+        for name in node.inputs:
+            readers.setdefault(name, []).append(node.name)
+    order, seen = [], set()
+
+    def visit(name: str) -> None:  # depth first: a node after everything it reads
+        if name == input_name or name in seen or name not in by_name:
+            return
+        seen.add(name)
+        for before in by_name[name].inputs:
+            visit(before)
+        order.append(by_name[name])
+
+    for node in source_nodes:
+        visit(node.name)
+    folds: dict[str, str] = {}
+    for node in order:
+        if not isinstance(node.operation, BatchNorm):
+            continue
+        read = node.inputs[0]
+        linear = folds.get(read, read)
+        if read != output and readers.get(read) == [node.name] and linear in by_name \
+                and isinstance(by_name[linear].operation, (Dense, Conv2d)):
+            folds[node.name] = linear
+    return folds
 
 
 def _concat_axis(operation: Concat, ndim: int) -> int:

@@ -32,6 +32,10 @@ from lrp_num.reference.linear import LinearMatrix, to_float
 from lrp_num.reference.roots import (GUARD_DIGITS, cancellation_digits, displacement_digits, lrp_sign,
                                      solve_root_condition, stabiliser)
 
+#: relative distance of a root point to its domain's boundary below which float64 cannot decide
+#: membership (the derived condition is a sum of n terms rounded to ~n 2^-53 of their magnitudes)
+AMBIGUOUS_MARGIN = 1e-9
+
 
 @dataclass
 class LayerTrace:
@@ -47,7 +51,9 @@ class LayerTrace:
     consumers), ``relevance_inputs`` the relevance it passes to each input and ``relevance_in``
     their concatenation (the stacked addends of an Add node). ``mixed_signs`` counts the
     neurons of an Add node under add_z with relevance and an addend of the other sign than their
-    sum, where the z-rule's positivity does not hold.
+    sum, where the z-rule's positivity does not hold. ``n_ambiguous`` counts the active neurons
+    whose root point lies within :data:`AMBIGUOUS_MARGIN` (relative to 1 + max_i |x_i|) of the
+    domain's boundary, where a float64 evaluation of the derived condition may decide either way.
     """
 
     index: int
@@ -68,6 +74,7 @@ class LayerTrace:
     name: str | None = None
     relevance_inputs: Any = None
     mixed_signs: int = 0
+    n_ambiguous: int = 0
 
     def record_flow(self, rows: np.ndarray, index: np.ndarray, relevance_ij: np.ndarray,
                     upper: np.ndarray) -> None:
@@ -163,16 +170,22 @@ def _membership(rule, matrix, x_all, w_all, v_all, v0_all, z_all, z_model, bound
             continue  # the direction increases z_j: x~ is behind x, every R_ij flips sign
         root_point = x_all[j] - t * v_all[j]
         connected = matrix.connected[j]
-        scale = tolerance * (1 + max(abs(value) for value in x_all[j]))
-        if domain == "orthant":
-            inside = all(p >= -scale for p, c in zip(root_point, connected) if c)
+        moved = [c and step != 0 for c, step in zip(connected, v_all[j])]  # coordinates the search moves
+        size = 1 + max(abs(value) for value in x_all[j])
+        scale = tolerance * size
+        if domain == "orthant":  # signed distances of the coordinates to the orthant's boundary
+            distances = list(root_point)
         elif domain == "box":
             low, high = bounds[0][matrix.index[j]], bounds[1][matrix.index[j]]
-            inside = all(lo - scale <= p <= hi + scale
-                         for p, lo, hi, c in zip(root_point, low, high, connected) if c)
+            distances = [min(p - lo, hi - p) for p, lo, hi in zip(root_point, low, high)]
         else:
-            inside = True
+            distances = [mpmath.inf] * len(root_point)
+        inside = all(d >= -scale for d, c in zip(distances, connected) if c)
         trace.n_inside += int(inside)
+        # a moved coordinate within AMBIGUOUS_MARGIN of the boundary: float64 (the engine's derived
+        # condition) may decide either way
+        margin = min((abs(d) for d, m in zip(distances, moved) if m), default=mpmath.inf)
+        trace.n_ambiguous += int(margin <= AMBIGUOUS_MARGIN * size)
 
 
 def formula_layer(rule, matrix: LinearMatrix, x_ext, relevance, parameters, conventions,
