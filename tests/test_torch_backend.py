@@ -201,3 +201,23 @@ def test_cuda_tensor_stays_on_the_gpu_and_equals_cpu():
         assert on_gpu.device.type == "cuda" and on_gpu.dtype == torch.float64
         np.testing.assert_allclose(on_gpu.cpu().numpy(), on_cpu.numpy(), rtol=1e-9,
                                    atol=1e-12 * float(on_cpu.abs().max()))
+
+
+def test_dlpack_bridge_runs_a_torch_operator_on_another_librarys_arrays():
+    """The bridge the CuPy backend puts in front of torch's convolutions, here NumPy <-> torch:
+    the kernel sees only the outer library's arrays and gives what the layer gives."""
+    from lrp_num.backends.common import DLPackBridge
+    layer = LINEAR_LAYERS[2]  # a grouped, strided, padded convolution
+    bridge = DLPackBridge(CPU.operator(layer), torch.from_dlpack, np.from_dlpack)
+    x = np.random.default_rng(9).uniform(size=(2, 3, 7, 8))
+    relevance_out = np.random.default_rng(10).uniform(size=layer(x).shape)
+    zplus = lrp_num.engine.kernels.load_module("zplus")
+    result = zplus.relevance(bridge, x, relevance_out)
+    assert isinstance(result, np.ndarray)
+    np.testing.assert_allclose(result, zplus.relevance(layer, x, relevance_out), rtol=1e-12)
+    pool = MaxPool2d(3, 2, padding=1)
+    maxpool = lrp_num.engine.kernels.load_module("maxpool")
+    relevance_out = np.ones(pool(x).shape)
+    pooled = DLPackBridge(CPU.operator(pool), torch.from_dlpack, np.from_dlpack)
+    np.testing.assert_allclose(maxpool.relevance(pooled, x, relevance_out),
+                               maxpool.relevance(pool, x, relevance_out), atol=1e-15)

@@ -153,6 +153,46 @@ class ArrayElementwise:
         return inputs[0]  # Identity, Dropout (the identity at inference)
 
 
+class DLPackBridge:
+    """Another library's operator applied to this backend's arrays: each array crosses by
+    DLPack, without a copy (the CuPy backend runs torch's convolutions on CuPy arrays so).
+
+    Parameters
+    ----------
+    operator : object
+        The operator of the other library (forward, transpose, bias_like, patches, unpatch).
+    into, back : callable
+        ``from_dlpack`` of the other library and of this backend's.
+    """
+
+    def __init__(self, operator: object, into, back) -> None:
+        self.operator, self.into, self.back = operator, into, back
+
+    def __repr__(self) -> str:
+        return repr(self.operator)
+
+    def _call(self, method: str, a: Array, *rest: object) -> Array:
+        return self.back(getattr(self.operator, method)(self.into(a), *rest))
+
+    def __call__(self, x: Array) -> Array:
+        return self._call("__call__", x)
+
+    def forward(self, a: Array, g: str = "identity") -> Array:
+        return self._call("forward", a, g)
+
+    def transpose(self, s: Array, g: str = "identity") -> Array:
+        return self._call("transpose", s, g)
+
+    def bias_like(self, z: Array, g: str = "identity") -> Array:
+        return self._call("bias_like", z, g)
+
+    def patches(self, x: Array) -> Array:
+        return self._call("patches", x)
+
+    def unpatch(self, r: Array) -> Array:
+        return self._call("unpatch", r)
+
+
 class ArrayBackend:
     """A device backend: array namespace ``xp``, one device, one floating dtype.
 
@@ -240,4 +280,4 @@ _ADDENDS: dict[int, StackedAddends] = {}
 
 
 __all__ = ["ArrayAddends", "ArrayAffine", "ArrayBackend", "ArrayDense", "ArrayElementwise",
-           "DeviceWeights"]
+           "DLPackBridge", "DeviceWeights"]
