@@ -208,6 +208,8 @@ def stabilised_ratio(numerator: Array, d: Array, eps: float, stabilise: str,
         d = sign_stabilised(d, eps)
     else:
         d = xp.where(d == 0, like(eps, d), d)
+    if eps > 0:  # both modes give |stab(d)| >= eps: no denominator is 0, nothing to check
+        return numerator / d
     zero = d == 0
     if bool(xp.any(zero)):
         lost = int(xp.sum(xp.astype(zero & (numerator != 0), xp.int64)))
