@@ -14,10 +14,12 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Any
 
+import array_api_compat
 import numpy as np
 
 from lrp_num.backends import operator_of
-from lrp_num.errors import ShapeError, UnsupportedLayerError
+from lrp_num.checks import check_target
+from lrp_num.errors import NonFiniteError, ShapeError, UnsupportedLayerError
 from lrp_num.layers import (Add, ChannelAffine, Concat, Dense, Dropout, Flatten, Identity, ReLU)
 from lrp_num.layers.branching import StackedAddends
 from lrp_num.layers.operators import weight_transform
@@ -223,6 +225,29 @@ class ArrayBackend:
         """The layer's operator on this device and dtype, built once and cached with the layer."""
         return operator_of(layer, self.key, self._build)
 
+    def stack_addends(self, inputs: list[Array]) -> Array:
+        """An Add node's addends stacked on axis 1, (N, K, ...): the input of the Add rules."""
+        return self.xp.stack(inputs, axis=1)
+
+    def top_relevance(self, output: Array, target: object) -> Array:
+        """:func:`lrp_num.engine.explain.top_relevance` on the output's device (the same
+        values): f_c(x) at the target index of each sample and zeros elsewhere, or the
+        explicit output relevance moved there."""
+        xp = self.xp
+        batch = output.shape[0]
+        checked = check_target(target, tuple(output.shape))
+        flat = xp.reshape(output, (batch, -1))
+        device = array_api_compat.device(flat)
+        if checked is None:
+            indices = xp.argmax(flat, axis=1)
+        elif checked.dtype.kind == "f":
+            return self.from_host(checked, like=output)
+        else:
+            indices = xp.asarray(checked, device=device)
+        columns = xp.arange(flat.shape[1], device=device)
+        chosen = xp.expand_dims(columns, axis=0) == xp.expand_dims(indices, axis=1)
+        return xp.reshape(xp.where(chosen, flat, xp.zeros_like(flat)), output.shape)
+
     def addends(self, n_addends: int) -> ArrayAddends:
         return operator_of(_ADDENDS.setdefault(n_addends, StackedAddends(n_addends)), self.key,
                            lambda op: ArrayAddends(op.n_addends, self))
@@ -259,7 +284,6 @@ class ArrayBackend:
     def checked_input(self, x: Array) -> Array:
         """The batch to explain: float32/float64 (other numbers become float64), finite, a
         non-empty batch; ShapeError or NonFiniteError as for NumPy input."""
-        from lrp_num.errors import NonFiniteError
         xp = self.xp
         if not xp.isdtype(x.dtype, "real floating") or x.dtype not in (xp.float32, xp.float64):
             if not xp.isdtype(x.dtype, ("bool", "integral", "real floating")):

@@ -12,6 +12,9 @@ import functools
 
 import numpy as np
 
+from lrp_num.checks import explanation_input
+from lrp_num.layers import Add
+
 
 class NumpyBackend:
     """Arrays in host memory, computed by the layers' own NumPy code."""
@@ -22,6 +25,21 @@ class NumpyBackend:
     def operator(self, layer: object) -> object:
         """The layer itself."""
         return layer
+
+    def addends(self, n_addends: int) -> object:
+        """The linear operator of an Add node's ``n_addends`` addends stacked on axis 1."""
+        return Add.operator(n_addends)
+
+    def stack_addends(self, inputs: list[np.ndarray]) -> np.ndarray:
+        return Add.stack(inputs)
+
+    def checked_input(self, x: object) -> np.ndarray:
+        """The batch to explain as float32/float64, finite, not empty (see checks)."""
+        return explanation_input(x)
+
+    def top_relevance(self, output: np.ndarray, target: object) -> np.ndarray:
+        from lrp_num.engine.explain import top_relevance
+        return top_relevance(output, target)
 
     def forward_trace(self, graph, x: np.ndarray) -> dict[str, np.ndarray]:
         return graph.forward_trace(x)

@@ -35,7 +35,7 @@ import numpy as np
 
 from lrp_num import backends
 from lrp_num.checks import (check_composite_parameters, check_orthant,
-                            check_rule_parameters, check_target, explanation_input)
+                            check_rule_parameters, check_target)
 from lrp_num.engine.composites import Composite, LayerRule, get_composite
 from lrp_num.engine.conventions import DTD, Conventions
 from lrp_num.errors import (KernelArgumentError, LRPError, MissingBoundsError, NonFiniteError,
@@ -229,12 +229,8 @@ def explain_details(
     arriving at every layer's output, ``kernel_folder`` loads kernels generated into a folder;
     ``layer_reports=False`` skips the per-layer reports altogether (what :func:`explain` does).
     """
-    backend = backends.backend_of(x)
-    if backend.name == "numpy":
-        x = explanation_input(x)
-    else:
-        x = backend.checked_input(x)
-        backend = backends.backend_of(x)  # the backend of the checked (float) dtype
+    x = backends.backend_of(x).checked_input(x)
+    backend = backends.backend_of(x)  # the backend of the checked (float) dtype
     if input_domain is not None:
         input_domain = InputDomain.of(input_domain)
     graph = as_graph(network)
@@ -261,8 +257,7 @@ def _backward(graph: Graph, x, plan, target, conventions, input_domain, diagnost
                              "overflow in the forward pass); use float64 inputs")
     if input_domain is not None:
         input_domain.check_fits(x.shape[1:])
-    top = top_relevance(output, target) if backend.name == "numpy" else \
-        _device_top_relevance(output, target, backend)
+    top = backend.top_relevance(output, target)
     arriving = {graph.output: top}
     reports: list[LayerReport] = []
     box = _Box(input_domain, x, graph, backend)
@@ -312,11 +307,7 @@ def _apply_node_rule(layer, inputs: list[np.ndarray], above: np.ndarray, choice:
     """A node's rule, with the layer's operator on the input's backend; an Add node's acts on
     its addends stacked on axis 1."""
     if isinstance(layer, Add):
-        if backend.name == "numpy":
-            stacked, operator = Add.stack(inputs), Add.operator(len(inputs))
-        else:
-            stacked = backend.xp.stack(inputs, axis=1)
-            operator = backend.addends(len(inputs))
+        stacked, operator = backend.stack_addends(inputs), backend.addends(len(inputs))
         relevance, valid = _apply_rule(layer, operator, stacked, above, choice, conventions, box,
                                        index, diagnostics, kernel_folder)
         return [relevance[:, k, ...] for k in range(len(inputs))], valid
@@ -423,25 +414,6 @@ def _split_concat(layer: Concat, relevance, input_shapes: list[tuple[int, ...]])
         pieces.append(relevance[tuple(index)])
         start += shape[axis - 1]
     return pieces
-
-
-def _device_top_relevance(output, target: object, backend):
-    """:func:`top_relevance` on the output's device (the same values): f_c(x) at the target
-    index of each sample and zeros elsewhere, or the explicit output relevance moved there."""
-    xp = backend.xp
-    batch = output.shape[0]
-    checked = check_target(target, tuple(output.shape))
-    flat = xp.reshape(output, (batch, -1))
-    device = array_api_compat.device(flat)
-    if checked is None:
-        indices = xp.argmax(flat, axis=1)
-    elif checked.dtype.kind == "f":
-        return backend.from_host(checked, like=output)
-    else:
-        indices = xp.asarray(checked, device=device)
-    columns = xp.arange(flat.shape[1], device=device)
-    chosen = xp.expand_dims(columns, axis=0) == xp.expand_dims(indices, axis=1)
-    return xp.reshape(xp.where(chosen, flat, xp.zeros_like(flat)), output.shape)
 
 
 class _Box:
