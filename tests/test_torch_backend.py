@@ -183,6 +183,15 @@ def test_integer_tensor_is_explained_in_float64_and_mistakes_are_lrp_errors():
         lrp_num.explain(loaded.network, torch.zeros((0, 64), dtype=torch.float64), rule="zplus")
 
 
+def test_a_tensor_that_requires_grad_gives_relevance_without_an_autograd_graph():
+    loaded = lrp_num.load_builtin("digits-mlp")
+    x = _tensor(loaded.test_images[:2].copy()).requires_grad_(True)
+    relevance = lrp_num.explain(loaded.network, x, rule="zplus")
+    assert not relevance.requires_grad and relevance.grad_fn is None
+    np.testing.assert_allclose(relevance.numpy(), lrp_num.explain(loaded.network, loaded.test_images[:2],
+                                                                  rule="zplus"), rtol=1e-13)
+
+
 def test_torch_input_outside_the_orthant_is_a_domain_error():
     from lrp_num.errors import DomainError
     loaded = lrp_num.load_builtin("digits-mlp")

@@ -193,6 +193,11 @@ class TorchBackend(ArrayBackend):
     def to_host(self, array: torch.Tensor) -> np.ndarray:
         return array.detach().cpu().numpy()
 
+    def checked_input(self, x: torch.Tensor) -> torch.Tensor:
+        """As for every backend, on the tensor detached from autograd: relevance is computed
+        by the derived rules, never by differentiating, and comes back without a graph."""
+        return super().checked_input(x.detach())
+
     def build_spatial(self, layer: object) -> object | None:
         if isinstance(layer, Conv2d):
             return TorchConv2d(layer, self)
