@@ -230,3 +230,34 @@ def test_dlpack_bridge_runs_a_torch_operator_on_another_librarys_arrays():
     pooled = DLPackBridge(CPU.operator(pool), torch.from_dlpack, np.from_dlpack)
     np.testing.assert_allclose(maxpool.relevance(pooled, x, relevance_out),
                                maxpool.relevance(pool, x, relevance_out), atol=1e-15)
+
+
+def test_graph_with_concat_add_affine_and_pools_on_torch_equals_numpy():
+    """The graph operations the built-in models lack: Concat (and its routing back), a
+    ChannelAffine from an unfolded batch norm, sum and adaptive pooling, three addends."""
+    from lrp_num import Graph, Node
+    from lrp_num.layers import Add, BatchNorm, Concat, Flatten, ReLU
+    rng = np.random.default_rng(11)
+    graph = Graph([
+        Node("a", Conv2d(rng.normal(size=(3, 2, 3, 3)), -rng.random(3), padding=1), "input"),
+        Node("ra", ReLU(), "a"),
+        Node("b", Conv2d(rng.normal(size=(2, 2, 1, 1)), -rng.random(2)), "input"),
+        Node("rb", ReLU(), "b"),
+        Node("cat", Concat(axis=1), ("ra", "rb")),
+        Node("bn", BatchNorm(rng.random(5) + 0.5, rng.normal(size=5), rng.normal(size=5),
+                             rng.random(5) + 0.5), "cat"),
+        Node("sum", Add(), ("bn", "cat", "cat")),
+        Node("r", ReLU(), "sum"),
+        Node("pool", SumPool2d(2), "r"),
+        Node("adapt", AdaptiveAvgPool2d((2, 3)), "pool"),
+        Node("flat", Flatten(), "adapt"),
+        Node("fc", Dense(rng.normal(size=(30, 4)), np.zeros(4)), "flat"),
+    ], input_shape=(2, 8, 9))
+    x = rng.random((3, 2, 8, 9))
+    for method in ({"rule": "epsilon"}, {"composite": "epsilon-plus"}, {"rule": "w2"}):
+        expected = lrp_num.explain_details(graph, x, **method)
+        result = lrp_num.explain_details(graph, _tensor(x), **method)
+        np.testing.assert_allclose(result.relevance.numpy(), expected.relevance,
+                                   rtol=0, atol=1e-12 * np.abs(expected.relevance).max())
+        for mine, theirs in zip(result.layers, expected.layers):
+            np.testing.assert_allclose(mine.relevance_in.numpy(), theirs.relevance_in, rtol=1e-10)
