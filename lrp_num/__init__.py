@@ -1,4 +1,5 @@
-"""lrp_num: the numeric LRP engine (NumPy only at run time).
+"""lrp_num: the numeric LRP engine (NumPy only at run time; torch and CuPy arrays through
+:mod:`lrp_num.backends`, imported when such an array arrives).
 
 Its folders follow the pipeline: :mod:`lrp_num.layers` (the layer types), :mod:`lrp_num.engine`
 (networks, chains :class:`Sequential` or graphs :class:`Graph`, and relevance propagation with
@@ -27,7 +28,7 @@ __all__ = [
 #: submodules reachable as attributes after ``import lrp_num`` (``lrp_num.reference.explain``),
 #: imported on first use (PEP 562) so that ``import lrp_num`` stays NumPy-only and quick
 LAZY_SUBMODULES = (
-    "audit", "checks", "commands", "engine", "errors", "io", "layers", "progress", "reference",
+    "audit", "backends", "checks", "commands", "engine", "errors", "io", "layers", "progress", "reference",
     "testing", "verify",
 )
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from typing import Iterable, Mapping, Sequence
 
+import array_api_compat
 import numpy as np
 
 from lrp_num.errors import (DomainError, KernelArgumentError, NonFiniteError, PrecisionError,
@@ -227,8 +228,14 @@ def check_orthant(x: np.ndarray, index: int, layer: object, rule: str) -> None:
     a layer after a linear one without ReLU may not. ``x`` is the layer's input batch (float
     or mpmath values).
     """
-    negative = np.asarray(x) < 0
-    n_negative = int(np.count_nonzero(negative))
+    if array_api_compat.is_array_api_obj(x) and not isinstance(x, np.ndarray):
+        xp = array_api_compat.array_namespace(x)  # a device array (torch, CuPy): count there
+        negative = x < 0
+        n_negative = int(xp.sum(xp.astype(negative, xp.int64)))
+        negative = np.empty(math.prod(x.shape), dtype=bool)  # only its size is reported
+    else:
+        negative = np.asarray(x) < 0
+        n_negative = int(np.count_nonzero(negative))
     if n_negative:
         raise DomainError(
             f"layer {index} ({layer!r}): rule {rule} is derived for the orthant x >= 0, but "

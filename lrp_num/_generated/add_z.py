@@ -17,8 +17,6 @@ convention): stabilise="zero" (default, exact) replaces only d == 0 by +eps,
 stabilise="everywhere" uses d + eps sign(d) with sign(0) = +1.
 """
 
-import numpy
-
 from lrp_num.engine import kernel_runtime
 from lrp_num.errors import ShapeError
 
@@ -37,9 +35,10 @@ def relevance(op, x, relevance_out, *, lower=None, upper=None, eps=1e-06, stabil
     ----------
     op : LinearOperator
         The layer's linear part: forward(a, g), transpose(s, g), bias_like(z[, g]).
-    x : ndarray
-        Layer input batch.
-    relevance_out : ndarray
+    x : array
+        Layer input batch: a NumPy, PyTorch or CuPy array (any array-API array whose namespace
+        array_api_compat knows); ``op`` must be an operator of the same backend.
+    relevance_out : array
         Upper relevance R_j, the shape of the layer output.
     lower, upper : ndarray, optional
         Box bounds l <= x <= h, broadcastable to x. Not used by this rule.
@@ -51,8 +50,8 @@ def relevance(op, x, relevance_out, *, lower=None, upper=None, eps=1e-06, stabil
 
     Returns
     -------
-    ndarray
-        Relevance R_i of the layer input, the shape of x.
+    array
+        Relevance R_i of the layer input, the shape, type, device and dtype of x.
 
     Raises
     ------
@@ -61,7 +60,7 @@ def relevance(op, x, relevance_out, *, lower=None, upper=None, eps=1e-06, stabil
         missing box bounds, an unknown stabilise mode, or malformed bias_shares.
     """
     x = kernel_runtime.as_float(x)
-    relevance_out = numpy.asarray(relevance_out, dtype=x.dtype)
+    relevance_out = kernel_runtime.like(relevance_out, x)
     shares = kernel_runtime.bias_shares(bias_shares, RULE, N_TERMS)
     # term 1: q = x[i]
     z_1 = op.forward(x, 'ones')

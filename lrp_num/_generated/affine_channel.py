@@ -14,13 +14,15 @@ The rules apply to it as to any linear layer, through a diagonal operator (w_cc 
 b_c = t_c); see docs/rules/affine_channel.md for what each rule gives on one input.
 """
 
-import numpy
+from lrp_num.engine import kernel_runtime
 
 
 def affine_from_batchnorm(gamma, beta, mean, var, eps):
     """Return (scale, shift) of batch normalisation as the affine map y = scale x + shift.
 
-    Elementwise with NumPy broadcasting over the per-channel arrays gamma, beta, mean, var.
+    Elementwise with broadcasting over the per-channel arrays gamma, beta, mean, var, in
+    their array namespace (array API).
     """
-    _c1 = gamma/numpy.sqrt(eps + var)
+    xp = kernel_runtime.namespace(gamma, beta, mean, var)
+    _c1 = gamma/xp.sqrt(eps + var)
     return _c1, -_c1*mean + beta

@@ -19,8 +19,6 @@ convention): stabilise="zero" (default, exact) replaces only d == 0 by +eps,
 stabilise="everywhere" uses d + eps sign(d) with sign(0) = +1.
 """
 
-import numpy
-
 from lrp_num.engine import kernel_runtime
 from lrp_num.errors import ShapeError
 
@@ -39,9 +37,10 @@ def relevance(op, x, relevance_out, *, alpha=2.0, beta=1.0, lower=None, upper=No
     ----------
     op : LinearOperator
         The layer's linear part: forward(a, g), transpose(s, g), bias_like(z[, g]).
-    x : ndarray
-        Layer input batch.
-    relevance_out : ndarray
+    x : array
+        Layer input batch: a NumPy, PyTorch or CuPy array (any array-API array whose namespace
+        array_api_compat knows); ``op`` must be an operator of the same backend.
+    relevance_out : array
         Upper relevance R_j, the shape of the layer output.
     alpha : float, default 2.0
         The rule parameter alpha.
@@ -57,8 +56,8 @@ def relevance(op, x, relevance_out, *, alpha=2.0, beta=1.0, lower=None, upper=No
 
     Returns
     -------
-    ndarray
-        Relevance R_i of the layer input, the shape of x.
+    array
+        Relevance R_i of the layer input, the shape, type, device and dtype of x.
 
     Raises
     ------
@@ -67,11 +66,12 @@ def relevance(op, x, relevance_out, *, alpha=2.0, beta=1.0, lower=None, upper=No
         missing box bounds, an unknown stabilise mode, or malformed bias_shares.
     """
     x = kernel_runtime.as_float(x)
-    relevance_out = numpy.asarray(relevance_out, dtype=x.dtype)
+    xp = kernel_runtime.namespace(x)
+    relevance_out = kernel_runtime.like(relevance_out, x)
     shares = kernel_runtime.bias_shares(bias_shares, RULE, N_TERMS)
     # input factors a_m(x, l, h) of the separated q
-    a_1 = numpy.maximum(0, x)
-    a_2 = numpy.minimum(0, x)
+    a_1 = xp.clip(x, min=0)
+    a_2 = xp.clip(x, max=0)
     # term 1: q = Max(0, w[i, j]*x[i])
     z_1 = op.forward(a_1, 'positive')
     if z_1.shape != relevance_out.shape:

@@ -9,14 +9,16 @@ Ioffe & Szegedy 2015, ICML; Montavon et al. 2019, LNCS 11700, Sec. 10.3
     b'_j  = beta_bn + gamma_bn*(-mu_bn + b[j])/sqrt(epsilon_bn + sigma2_bn)
 """
 
-import numpy
+from lrp_num.engine import kernel_runtime
 
 
 def fold_batchnorm(weight, bias, gamma, beta, mean, var, eps):
     """Return the folded (weight, bias) of a linear layer followed by batch normalisation.
 
-    Elementwise with NumPy broadcasting: the caller reshapes the per-channel arrays
-    gamma, beta, mean, var so that they broadcast against weight (output axis) and bias.
+    Elementwise with broadcasting, in the array namespace of the arguments (array API):
+    the caller reshapes the per-channel arrays gamma, beta, mean, var so that they
+    broadcast against weight (output axis) and bias.
     """
-    _c1 = gamma/numpy.sqrt(eps + var)
+    xp = kernel_runtime.namespace(weight, bias, gamma, beta, mean, var)
+    _c1 = gamma/xp.sqrt(eps + var)
     return _c1*weight, _c1*(-mean + bias) + beta

@@ -17,8 +17,6 @@ convention): stabilise="zero" (default, exact) replaces only d == 0 by +eps,
 stabilise="everywhere" uses d + eps sign(d) with sign(0) = +1.
 """
 
-import numpy
-
 from lrp_num.engine import kernel_runtime
 from lrp_num.errors import ShapeError
 
@@ -37,9 +35,10 @@ def relevance(op, x, relevance_out, *, gamma=0.25, lower=None, upper=None, eps=1
     ----------
     op : LinearOperator
         The layer's linear part: forward(a, g), transpose(s, g), bias_like(z[, g]).
-    x : ndarray
-        Layer input batch.
-    relevance_out : ndarray
+    x : array
+        Layer input batch: a NumPy, PyTorch or CuPy array (any array-API array whose namespace
+        array_api_compat knows); ``op`` must be an operator of the same backend.
+    relevance_out : array
         Upper relevance R_j, the shape of the layer output.
     gamma : float, default 0.25
         The rule parameter gamma.
@@ -53,8 +52,8 @@ def relevance(op, x, relevance_out, *, gamma=0.25, lower=None, upper=None, eps=1
 
     Returns
     -------
-    ndarray
-        Relevance R_i of the layer input, the shape of x.
+    array
+        Relevance R_i of the layer input, the shape, type, device and dtype of x.
 
     Raises
     ------
@@ -63,7 +62,7 @@ def relevance(op, x, relevance_out, *, gamma=0.25, lower=None, upper=None, eps=1
         missing box bounds, an unknown stabilise mode, or malformed bias_shares.
     """
     x = kernel_runtime.as_float(x)
-    relevance_out = numpy.asarray(relevance_out, dtype=x.dtype)
+    relevance_out = kernel_runtime.like(relevance_out, x)
     shares = kernel_runtime.bias_shares(bias_shares, RULE, N_TERMS)
     # term 1: q = (gamma + 1)*x[i]*Max(0, w[i, j]) + x[i]*Min(0, w[i, j])
     z_1 = op.forward(x, 'positive')
@@ -114,6 +113,7 @@ def root_point_in_domain(op, x, *, gamma=0.25, lower=None, upper=None):
         point along the direction and counts as outside.
     """
     x = kernel_runtime.as_float(x)
+    xp = kernel_runtime.namespace(x)
     # active: z_j > 0; a root point along the direction needs sum_i q_ij > 0 (t* > 0)
     z_1 = op.forward(x, 'identity')
     bias = op.bias_like(z_1)
@@ -124,5 +124,5 @@ def root_point_in_domain(op, x, *, gamma=0.25, lower=None, upper=None):
     active = z > 0
     # the derived condition: (gamma + 1)*b[j] + Sum(gamma*x[i]*Min(0, w[i, j]), (i, 1, n)) <= 0
     condition = bias*(gamma + 1) + gamma*z_3
-    inside = numpy.broadcast_to((denominator > 0) & (condition <= 0), z.shape).copy()
+    inside = xp.asarray(xp.broadcast_to((denominator > 0) & (condition <= 0), z.shape), copy=True)
     return inside, active

@@ -17,8 +17,6 @@ convention): stabilise="zero" (default, exact) replaces only d == 0 by +eps,
 stabilise="everywhere" uses d + eps sign(d) with sign(0) = +1.
 """
 
-import numpy
-
 from lrp_num.engine import kernel_runtime
 from lrp_num.errors import ShapeError
 
@@ -37,9 +35,10 @@ def relevance(op, x, relevance_out, *, gamma=0.25, lower=None, upper=None, eps=1
     ----------
     op : LinearOperator
         The layer's linear part: forward(a, g), transpose(s, g), bias_like(z[, g]).
-    x : ndarray
-        Layer input batch.
-    relevance_out : ndarray
+    x : array
+        Layer input batch: a NumPy, PyTorch or CuPy array (any array-API array whose namespace
+        array_api_compat knows); ``op`` must be an operator of the same backend.
+    relevance_out : array
         Upper relevance R_j, the shape of the layer output.
     gamma : float, default 0.25
         The rule parameter gamma.
@@ -53,8 +52,8 @@ def relevance(op, x, relevance_out, *, gamma=0.25, lower=None, upper=None, eps=1
 
     Returns
     -------
-    ndarray
-        Relevance R_i of the layer input, the shape of x.
+    array
+        Relevance R_i of the layer input, the shape, type, device and dtype of x.
 
     Raises
     ------
@@ -63,11 +62,12 @@ def relevance(op, x, relevance_out, *, gamma=0.25, lower=None, upper=None, eps=1
         missing box bounds, an unknown stabilise mode, or malformed bias_shares.
     """
     x = kernel_runtime.as_float(x)
-    relevance_out = numpy.asarray(relevance_out, dtype=x.dtype)
+    xp = kernel_runtime.namespace(x)
+    relevance_out = kernel_runtime.like(relevance_out, x)
     shares = kernel_runtime.bias_shares(bias_shares, RULE, N_TERMS)
     # input factors a_m(x, l, h) of the separated q
-    _c1 = numpy.maximum(0, x)
-    _c2 = numpy.minimum(0, x)
+    _c1 = xp.clip(x, min=0)
+    _c2 = xp.clip(x, max=0)
     _c3 = _c1 + _c2
     a_1 = _c1*gamma + _c3
     a_2 = _c2*gamma + _c3
@@ -77,7 +77,7 @@ def relevance(op, x, relevance_out, *, gamma=0.25, lower=None, upper=None, eps=1
         raise ShapeError(f"relevance_out has shape {relevance_out.shape}, the layer output {z_1.shape}")
     z_2 = op.forward(a_2, 'negative')
     bias = op.bias_like(z_1)
-    d_1 = bias + gamma*numpy.maximum(0, bias) + z_1 + z_2
+    d_1 = bias + gamma*xp.clip(bias, min=0) + z_1 + z_2
     if shares[0] is not None:
         d_1 = d_1 + op.bias_like(d_1, shares[0])
     s_1 = kernel_runtime.stabilised_ratio(relevance_out, d_1, eps, stabilise, RULE, 1)

@@ -9,8 +9,6 @@ Each window j passes R_j to its maxima; with m tied maxima each receives
 1/m of R_j, every other entry 0.
 """
 
-import numpy
-
 from lrp_num.engine import kernel_runtime
 
 
@@ -18,15 +16,18 @@ def relevance(pool, x, relevance_out):
     """Relevance R_i of the pooled input x, shape (N, C, H, W).
 
     pool provides patches(x) -> (N, C, Ho, Wo, K) and unpatch(r) -> (N, C, H, W)
-    (scatter-add); relevance_out has shape (N, C, Ho, Wo).
+    (scatter-add); relevance_out has shape (N, C, Ho, Wo). Array-API code: x may be a
+    NumPy, PyTorch or CuPy array, and the pool an operator of its backend.
     """
     x = kernel_runtime.as_float(x)
+    xp = kernel_runtime.namespace(x)
     patches = pool.patches(x)
-    winners = patches == patches.max(axis=-1, keepdims=True)
+    winners = patches == xp.max(patches, axis=-1, keepdims=True)
     # m >= 1 for finite input; the floor only keeps a NaN window from dividing by 0
-    m = numpy.maximum(numpy.count_nonzero(winners, axis=-1, keepdims=True), 1).astype(x.dtype)
+    m = xp.clip(xp.sum(xp.astype(winners, x.dtype), axis=-1, keepdims=True), min=1)
     winner_share = 1/m
     loser_share = 0
-    share = numpy.where(winners, winner_share, loser_share).astype(x.dtype, copy=False)
-    upper = numpy.asarray(relevance_out, dtype=x.dtype)[..., None]
+    share = xp.where(winners, kernel_runtime.like(winner_share, x),
+                     kernel_runtime.like(loser_share, x))
+    upper = xp.expand_dims(kernel_runtime.like(relevance_out, x), axis=-1)
     return pool.unpatch(share * upper)

@@ -17,8 +17,6 @@ convention): stabilise="zero" (default, exact) replaces only d == 0 by +eps,
 stabilise="everywhere" uses d + eps sign(d) with sign(0) = +1.
 """
 
-import numpy
-
 from lrp_num.engine import kernel_runtime
 from lrp_num.errors import ShapeError
 
@@ -37,9 +35,10 @@ def relevance(op, x, relevance_out, *, lower=None, upper=None, eps=1e-06, stabil
     ----------
     op : LinearOperator
         The layer's linear part: forward(a, g), transpose(s, g), bias_like(z[, g]).
-    x : ndarray
-        Layer input batch.
-    relevance_out : ndarray
+    x : array
+        Layer input batch: a NumPy, PyTorch or CuPy array (any array-API array whose namespace
+        array_api_compat knows); ``op`` must be an operator of the same backend.
+    relevance_out : array
         Upper relevance R_j, the shape of the layer output.
     lower, upper : ndarray, optional
         Box bounds l <= x <= h, broadcastable to x. Not used by this rule.
@@ -51,8 +50,8 @@ def relevance(op, x, relevance_out, *, lower=None, upper=None, eps=1e-06, stabil
 
     Returns
     -------
-    ndarray
-        Relevance R_i of the layer input, the shape of x.
+    array
+        Relevance R_i of the layer input, the shape, type, device and dtype of x.
 
     Raises
     ------
@@ -61,9 +60,10 @@ def relevance(op, x, relevance_out, *, lower=None, upper=None, eps=1e-06, stabil
         missing box bounds, an unknown stabilise mode, or malformed bias_shares.
     """
     x = kernel_runtime.as_float(x)
-    relevance_out = numpy.asarray(relevance_out, dtype=x.dtype)
+    xp = kernel_runtime.namespace(x)
+    relevance_out = kernel_runtime.like(relevance_out, x)
     shares = kernel_runtime.bias_shares(bias_shares, RULE, N_TERMS)
-    ones = numpy.ones_like(x[:1])
+    ones = xp.ones_like(x[:1, ...])
     # term 1: q = w[i, j]**2
     z_1 = op.forward(ones, 'square')
     if z_1.shape[1:] != relevance_out.shape[1:]:
@@ -110,7 +110,8 @@ def root_point_in_domain(op, x, *, lower=None, upper=None):
         point along the direction and counts as outside.
     """
     x = kernel_runtime.as_float(x)
-    ones = numpy.ones_like(x[:1])
+    xp = kernel_runtime.namespace(x)
+    ones = xp.ones_like(x[:1, ...])
     # active: z_j > 0; a root point along the direction needs sum_i q_ij > 0 (t* > 0)
     z_1 = op.forward(x, 'identity')
     bias = op.bias_like(z_1)
@@ -119,5 +120,5 @@ def root_point_in_domain(op, x, *, lower=None, upper=None):
     denominator = z_2
     active = z > 0
     # the derived condition: True
-    inside = numpy.broadcast_to((denominator > 0), z.shape).copy()
+    inside = xp.asarray(xp.broadcast_to((denominator > 0), z.shape), copy=True)
     return inside, active

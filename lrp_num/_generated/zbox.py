@@ -17,8 +17,6 @@ convention): stabilise="zero" (default, exact) replaces only d == 0 by +eps,
 stabilise="everywhere" uses d + eps sign(d) with sign(0) = +1.
 """
 
-import numpy
-
 from lrp_num.engine import kernel_runtime
 from lrp_num.errors import ShapeError
 
@@ -37,9 +35,10 @@ def relevance(op, x, relevance_out, *, lower=None, upper=None, eps=1e-06, stabil
     ----------
     op : LinearOperator
         The layer's linear part: forward(a, g), transpose(s, g), bias_like(z[, g]).
-    x : ndarray
-        Layer input batch.
-    relevance_out : ndarray
+    x : array
+        Layer input batch: a NumPy, PyTorch or CuPy array (any array-API array whose namespace
+        array_api_compat knows); ``op`` must be an operator of the same backend.
+    relevance_out : array
         Upper relevance R_j, the shape of the layer output.
     lower, upper : ndarray, optional
         Box bounds l <= x <= h, broadcastable to x. Required by this rule.
@@ -51,8 +50,8 @@ def relevance(op, x, relevance_out, *, lower=None, upper=None, eps=1e-06, stabil
 
     Returns
     -------
-    ndarray
-        Relevance R_i of the layer input, the shape of x.
+    array
+        Relevance R_i of the layer input, the shape, type, device and dtype of x.
 
     Raises
     ------
@@ -61,7 +60,7 @@ def relevance(op, x, relevance_out, *, lower=None, upper=None, eps=1e-06, stabil
         missing box bounds, an unknown stabilise mode, or malformed bias_shares.
     """
     x = kernel_runtime.as_float(x)
-    relevance_out = numpy.asarray(relevance_out, dtype=x.dtype)
+    relevance_out = kernel_runtime.like(relevance_out, x)
     shares = kernel_runtime.bias_shares(bias_shares, RULE, N_TERMS)
     lower = kernel_runtime.batch_shaped(kernel_runtime.box_bound(lower, 'lower', x, RULE), x)
     upper = kernel_runtime.batch_shaped(kernel_runtime.box_bound(upper, 'upper', x, RULE), x)
@@ -115,6 +114,7 @@ def root_point_in_domain(op, x, *, lower=None, upper=None):
         point along the direction and counts as outside.
     """
     x = kernel_runtime.as_float(x)
+    xp = kernel_runtime.namespace(x)
     lower = kernel_runtime.batch_shaped(kernel_runtime.box_bound(lower, 'lower', x, RULE), x)
     upper = kernel_runtime.batch_shaped(kernel_runtime.box_bound(upper, 'upper', x, RULE), x)
     # input factors a_m(x, l, h) of the separated q
@@ -132,5 +132,5 @@ def root_point_in_domain(op, x, *, lower=None, upper=None):
     z_4 = op.forward(lower, 'positive')
     z_5 = op.forward(upper, 'negative')
     condition = bias + z_4 + z_5
-    inside = numpy.broadcast_to((denominator > 0) & (condition <= 0), z.shape).copy()
+    inside = xp.asarray(xp.broadcast_to((denominator > 0) & (condition <= 0), z.shape), copy=True)
     return inside, active

@@ -15,6 +15,10 @@ Dropout), checks that the inputs lie in it, and raises
 :class:`~lrp_num.errors.MissingBoundsError` anywhere else. Every layer's
 relevance is checked to be finite (a NaN or Inf, e.g. from float32 overflow at a tiny
 denominator, raises :class:`~lrp_num.errors.NonFiniteError` naming the layer).
+
+Arrays stay where the input lives: a NumPy input runs on the layers' NumPy code, a torch tensor
+(CPU or CUDA) or a CuPy array on the operators of its backend (:mod:`lrp_num.backends`), with
+the same generated kernels, and the relevance comes back in the input's type, device and dtype.
 """
 
 from __future__ import annotations
@@ -26,10 +30,12 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Callable, NamedTuple, Sequence
 
+import array_api_compat
 import numpy as np
 
+from lrp_num import backends
 from lrp_num.checks import (check_composite_parameters, check_orthant,
-                            check_rule_parameters, check_target, explanation_input)
+                            check_rule_parameters, check_target)
 from lrp_num.engine.composites import Composite, LayerRule, get_composite
 from lrp_num.engine.conventions import DTD, Conventions
 from lrp_num.errors import (KernelArgumentError, LRPError, MissingBoundsError, NonFiniteError,
@@ -223,7 +229,8 @@ def explain_details(
     arriving at every layer's output, ``kernel_folder`` loads kernels generated into a folder;
     ``layer_reports=False`` skips the per-layer reports altogether (what :func:`explain` does).
     """
-    x = explanation_input(x)
+    x = backends.backend_of(x).checked_input(x)
+    backend = backends.backend_of(x)  # the backend of the checked (float) dtype
     if input_domain is not None:
         input_domain = InputDomain.of(input_domain)
     graph = as_graph(network)
@@ -235,24 +242,25 @@ def explain_details(
             if hasattr(layer, "reusing_columns"):
                 stack.enter_context(layer.reusing_columns())
         return _backward(graph, x, plan, target, conventions, input_domain,
-                         diagnostics and layer_reports, kernel_folder, keep_layers, layer_reports)
+                         diagnostics and layer_reports, kernel_folder, keep_layers, layer_reports,
+                         backend)
 
 
 def _backward(graph: Graph, x, plan, target, conventions, input_domain, diagnostics, kernel_folder,
-              keep_layers, layer_reports) -> Explanation:
+              keep_layers, layer_reports, backend) -> Explanation:
     """The forward trace, then every node's rule from the output down to the input; relevance
     reaching a tensor from several consumers is summed."""
-    activations = graph.forward_trace(x)
+    activations = backend.forward_trace(graph, x)
     output = activations[graph.output]
-    if not np.isfinite(output).all():
+    if not _all_finite(output):
         raise NonFiniteError(f"the network output holds NaN or Inf for finite input ({output.dtype} "
                              "overflow in the forward pass); use float64 inputs")
     if input_domain is not None:
         input_domain.check_fits(x.shape[1:])
-    top = top_relevance(output, target)
+    top = backend.top_relevance(output, target)
     arriving = {graph.output: top}
     reports: list[LayerReport] = []
-    box = _Box(input_domain, x, graph)
+    box = _Box(input_domain, x, graph, backend)
     for index in reversed(range(len(graph.nodes))):
         node = graph.nodes[index]
         layer, inputs = node.operation, [activations[name] for name in node.inputs]
@@ -261,9 +269,9 @@ def _backward(graph: Graph, x, plan, target, conventions, input_domain, diagnost
         valid = None
         if choice is not None:
             lower, valid = _apply_node_rule(layer, inputs, above, choice, conventions, box, index,
-                                            diagnostics, kernel_folder)
+                                            diagnostics, kernel_folder, backend)
             for relevance in lower:
-                if not np.isfinite(relevance).all():
+                if not _all_finite(relevance):
                     raise NonFiniteError(_non_finite_message(index, layer, choice.rule, relevance))
         else:
             lower = _route(layer, inputs, above)
@@ -285,7 +293,9 @@ def _route(layer, inputs: list[np.ndarray], above: np.ndarray) -> list[np.ndarra
     """Relevance below a node without a rule: Concat slices it back, Flatten reshapes it, and
     ReLU, Identity and Dropout pass it on."""
     if isinstance(layer, Concat):
-        return layer.split(above, [a.shape[1:] for a in inputs])
+        if isinstance(above, np.ndarray):
+            return layer.split(above, [a.shape[1:] for a in inputs])
+        return _split_concat(layer, above, [tuple(a.shape[1:]) for a in inputs])
     if isinstance(layer, Flatten):
         return [above.reshape(inputs[0].shape)]
     return [above]
@@ -293,15 +303,16 @@ def _route(layer, inputs: list[np.ndarray], above: np.ndarray) -> list[np.ndarra
 
 def _apply_node_rule(layer, inputs: list[np.ndarray], above: np.ndarray, choice: LayerRule,
                      conventions: Conventions, box: "_Box", index: int, diagnostics: bool,
-                     kernel_folder: str | None) -> tuple[list[np.ndarray], np.ndarray | None]:
-    """A node's rule; an Add node's acts on its addends stacked on axis 1."""
+                     kernel_folder: str | None, backend) -> tuple[list[np.ndarray], np.ndarray | None]:
+    """A node's rule, with the layer's operator on the input's backend; an Add node's acts on
+    its addends stacked on axis 1."""
     if isinstance(layer, Add):
-        stacked = Add.stack(inputs)
-        relevance, valid = _apply_rule(Add.operator(len(inputs)), stacked, above, choice,
-                                       conventions, box, index, diagnostics, kernel_folder)
-        return [relevance[:, k] for k in range(len(inputs))], valid
-    relevance, valid = _apply_rule(layer, inputs[0], above, choice, conventions, box, index,
-                                   diagnostics, kernel_folder)
+        stacked, operator = backend.stack_addends(inputs), backend.addends(len(inputs))
+        relevance, valid = _apply_rule(layer, operator, stacked, above, choice, conventions, box,
+                                       index, diagnostics, kernel_folder)
+        return [relevance[:, k, ...] for k in range(len(inputs))], valid
+    relevance, valid = _apply_rule(layer, backend.operator(layer), inputs[0], above, choice,
+                                   conventions, box, index, diagnostics, kernel_folder)
     return [relevance], valid
 
 
@@ -369,14 +380,47 @@ def explain(
 
 
 def _per_sample_sum(r: np.ndarray) -> np.ndarray:
-    return r.reshape(r.shape[0], -1).sum(axis=1, dtype=np.float64)
+    if isinstance(r, np.ndarray):
+        return r.reshape(r.shape[0], -1).sum(axis=1, dtype=np.float64)
+    xp = array_api_compat.array_namespace(r)
+    return xp.sum(xp.reshape(r, (r.shape[0], -1)), axis=1, dtype=xp.float64)
+
+
+def _all_finite(a) -> bool:
+    """No NaN or Inf in ``a`` (any array library)."""
+    if isinstance(a, np.ndarray):
+        return bool(np.isfinite(a).all())
+    xp = array_api_compat.array_namespace(a)
+    # a finite sum proves every entry finite (a NaN or Inf makes it NaN or Inf); one reduction
+    # and one device sync instead of a boolean copy of the array, and the full check only when
+    # the sum is not finite (an overflow of the sum alone is not an error)
+    return bool(xp.isfinite(xp.sum(a))) or bool(xp.all(xp.isfinite(a)))
+
+
+def _count_nonzero(mask) -> int:
+    if isinstance(mask, np.ndarray):
+        return int(np.count_nonzero(mask))
+    xp = array_api_compat.array_namespace(mask)
+    return int(xp.sum(xp.astype(mask, xp.int64)))
+
+
+def _split_concat(layer: Concat, relevance, input_shapes: list[tuple[int, ...]]) -> list:
+    """Slice the relevance of a Concat back onto its inputs, for any array library."""
+    axis = layer.sample_axis(len(input_shapes[0])) + 1
+    pieces, start = [], 0
+    for shape in input_shapes:
+        index = [slice(None)] * relevance.ndim
+        index[axis] = slice(start, start + shape[axis - 1])
+        pieces.append(relevance[tuple(index)])
+        start += shape[axis - 1]
+    return pieces
 
 
 class _Box:
     """Where the input box may be used: a first linear node, if only reshaping precedes it."""
 
-    def __init__(self, domain: InputDomain | None, x: np.ndarray, graph: Graph) -> None:
-        self.domain, self.x, self.graph = domain, x, graph
+    def __init__(self, domain: InputDomain | None, x: np.ndarray, graph: Graph, backend) -> None:
+        self.domain, self.x, self.graph, self.backend = domain, x, graph, backend
         self.first_linear = graph.first_linear()
 
     def _in_between(self, index: int) -> list[tuple[int, object]]:
@@ -400,24 +444,34 @@ class _Box:
                 "before it change the values, so the input box does not bound them; use a rule "
                 "without bounds there (e.g. w2 or zplus), or pass no input_domain to deep-taylor "
                 "(w2 at the input)")
-        self.domain.check_contains(self.x)
-        sample = self.x.shape[1:]
-        return {name: np.broadcast_to(bound.astype(a.dtype), sample).reshape(a.shape[1:])[None]
+        if isinstance(a, np.ndarray):
+            self.domain.check_contains(self.x)
+            sample = self.x.shape[1:]
+            return {name: np.broadcast_to(bound.astype(a.dtype), sample).reshape(a.shape[1:])[None]
+                    for name, bound in (("lower", self.domain.low), ("upper", self.domain.high))}
+        # a device backend: the check reads a host copy of the input (z^B at the input only)
+        host = self.backend.to_host(self.x)
+        self.domain.check_contains(host)
+        return {name: self.backend.from_host(
+                    np.broadcast_to(bound, host.shape[1:]).reshape(tuple(a.shape[1:]))[None], like=a)
                 for name, bound in (("lower", self.domain.low), ("upper", self.domain.high))}
 
 
 def _non_finite_message(index: int, layer, rule: str, relevance: np.ndarray) -> str:
-    n_bad = int(relevance.size - np.count_nonzero(np.isfinite(relevance)))
+    xp = array_api_compat.array_namespace(relevance)
+    n_bad = _count_nonzero(~xp.isfinite(relevance))
     cause = ("likely float32 overflow at a tiny non-zero denominator; use float64 inputs, or "
-             "Conventions(eps=..., stabilise='everywhere')" if relevance.dtype == np.float32 else
+             "Conventions(eps=..., stabilise='everywhere')" if relevance.dtype == xp.float32 else
              "likely overflow at a tiny non-zero denominator; use Conventions(eps=..., "
              "stabilise='everywhere')")
     return (f"relevance below layer {index} ({layer!r}, rule {rule}) holds {n_bad} NaN or Inf "
             f"value(s): {cause}")
 
 
-def _apply_rule(layer, a, relevance, choice: LayerRule, conventions: Conventions, box: _Box,
-                index: int, diagnostics: bool, kernel_folder: str | None):
+def _apply_rule(layer, operator, a, relevance, choice: LayerRule, conventions: Conventions,
+                box: _Box, index: int, diagnostics: bool, kernel_folder: str | None):
+    """Apply the node's kernel to ``operator``, the layer's linear part on the input's backend
+    (the layer itself for NumPy)."""
     kernel = _kernel(choice.rule, kernel_folder, layer)
     if kernel.domain == "orthant":
         check_orthant(a, index, layer, choice.rule)
@@ -435,10 +489,10 @@ def _apply_rule(layer, a, relevance, choice: LayerRule, conventions: Conventions
     unknown = set(keywords) - accepted
     if unknown:
         raise KernelArgumentError(f"rule {choice.rule} takes no parameter(s) {', '.join(sorted(unknown))}")
-    lower_relevance = kernel.relevance(layer, a, relevance, **keywords)
+    lower_relevance = kernel.relevance(operator, a, relevance, **keywords)
     valid = None
     if diagnostics:
-        valid = _root_point_validity(kernel.condition, layer, a, keywords)
+        valid = _root_point_validity(kernel.condition, operator, a, keywords)
     return lower_relevance, valid
 
 
@@ -450,6 +504,12 @@ def _root_point_validity(condition: Callable | None, layer, a: np.ndarray, keywo
     arguments = {k: v for k, v in keywords.items() if k in accepted}
     inside, active = condition(layer, a, **arguments)
     batch = a.shape[0]
+    if not isinstance(inside, np.ndarray):  # a device backend: the fraction per sample
+        xp = array_api_compat.array_namespace(inside)
+        inside, active = xp.reshape(inside, (batch, -1)), xp.reshape(active, (batch, -1))
+        n_active = xp.sum(xp.astype(active, xp.float64), axis=1)
+        n_inside = xp.sum(xp.astype(inside & active, xp.float64), axis=1)
+        return xp.where(n_active > 0, n_inside / xp.clip(n_active, min=1), xp.ones_like(n_active))
     inside = inside.reshape(batch, -1)
     active = active.reshape(batch, -1)
     n_active = active.sum(axis=1)

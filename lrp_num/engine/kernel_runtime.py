@@ -2,7 +2,10 @@
 
 Generated kernels (``lrp_num/_generated``) hold only what is specific to their rule, the
 products and sums printed from its derivation; everything rule-independent lives here, written
-once by hand, NumPy only.
+once by hand. Like the kernels, it is array-API code (https://data-apis.org/array-api/): every
+array function is taken from the namespace of the arrays passed in (``array_api_compat``), so
+the same kernels run on NumPy, PyTorch (CPU or CUDA) and CuPy arrays, and the result lives
+where the input lives. Only input that is no array at all (a list) becomes a NumPy array.
 
 Stabiliser convention
 ---------------------
@@ -21,8 +24,10 @@ and no NaN is produced.
 
 from __future__ import annotations
 
-from typing import Sequence
+from types import ModuleType
+from typing import Any, Sequence
 
+import array_api_compat
 import numpy
 
 from lrp_num.errors import KernelArgumentError, ZeroDenominatorError
@@ -30,14 +35,45 @@ from lrp_num.errors import KernelArgumentError, ZeroDenominatorError
 #: the stabilisation modes of :func:`stabilised_ratio`
 STABILISE_MODES = ("zero", "everywhere")
 
-
-def as_float(x: object) -> numpy.ndarray:
-    """``x`` as an array, converted to float64 unless it is floating point already."""
-    x = numpy.asarray(x)
-    return x if x.dtype.kind == "f" else x.astype(numpy.float64)
+#: an array of any array-API library (numpy.ndarray, torch.Tensor, cupy.ndarray, ...)
+Array = Any
 
 
-def box_bound(value: object, name: str, x: numpy.ndarray, rule: str) -> numpy.ndarray:
+def namespace(*arrays: Array) -> ModuleType:
+    """The array-API namespace of ``arrays`` (array_api_compat's wrapper for NumPy, PyTorch
+    and CuPy, the library itself where it follows the standard); Python scalars are skipped."""
+    return array_api_compat.array_namespace(*(a for a in arrays
+                                              if not isinstance(a, (int, float, bool))))
+
+
+def as_float(x: object) -> Array:
+    """``x`` as an array, converted to float64 unless it is floating point already.
+
+    An array keeps its library and device; anything else becomes a NumPy array.
+    """
+    if not array_api_compat.is_array_api_obj(x):
+        x = numpy.asarray(x)
+    xp = namespace(x)
+    return x if xp.isdtype(x.dtype, "real floating") else xp.astype(x, xp.float64)
+
+
+def like(value: object, x: Array) -> Array:
+    """``value`` as an array of the library, device and dtype of ``x`` (no copy if it is one)."""
+    xp = namespace(x)
+    return xp.asarray(value, dtype=x.dtype, device=array_api_compat.device(x))
+
+
+def heaviside(a: Array, value_at_zero: float) -> Array:
+    """The step function 1[a > 0], ``value_at_zero`` at a = 0, in the dtype of ``a``.
+
+    The array API standard has no heaviside; the printer spells SymPy's Heaviside(a, H0) so.
+    """
+    xp = namespace(a)
+    one, zero, at_zero = (like(v, a) for v in (1, 0, value_at_zero))
+    return xp.where(a > 0, one, xp.where(a == 0, at_zero, zero))
+
+
+def box_bound(value: object, name: str, x: Array, rule: str) -> Array:
     """A box bound (``lower`` l or ``upper`` h, l <= x <= h) in the dtype of ``x``.
 
     Parameters
@@ -61,13 +97,13 @@ def box_bound(value: object, name: str, x: numpy.ndarray, rule: str) -> numpy.nd
             f"rule {rule!r} needs the box bounds: pass lower= and upper= (l <= x <= h, "
             f"broadcastable to x); {name} is missing")
     try:
-        return numpy.asarray(value, dtype=x.dtype)
-    except (TypeError, ValueError):
+        return like(value, x)
+    except (TypeError, ValueError, RuntimeError):
         raise KernelArgumentError(f"rule {rule!r}: the box bound {name} must be numeric, "
                                   f"got {value!r}") from None
 
 
-def batch_shaped(bound: numpy.ndarray, x: numpy.ndarray) -> numpy.ndarray:
+def batch_shaped(bound: Array, x: Array) -> Array:
     """A bound broadcast to the sample shape of ``x``, with a batch axis of 1 or len(x).
 
     A layer operator maps only arrays shaped like a batch of inputs; a bound given per sample
@@ -78,8 +114,8 @@ def batch_shaped(bound: numpy.ndarray, x: numpy.ndarray) -> numpy.ndarray:
     else:
         batch = 1
     try:
-        return numpy.broadcast_to(bound, (batch,) + x.shape[1:])
-    except ValueError:
+        return namespace(x).broadcast_to(bound, (batch,) + tuple(x.shape[1:]))
+    except (ValueError, RuntimeError):
         raise KernelArgumentError(f"a box bound of shape {bound.shape} does not broadcast to "
                                   f"the input shape {x.shape}") from None
 
@@ -122,18 +158,18 @@ def bias_shares(value: Sequence[str | None] | None, rule: str,
     return shares
 
 
-def sign_stabilised(d: numpy.ndarray, epsilon: float) -> numpy.ndarray:
+def sign_stabilised(d: Array, epsilon: float) -> Array:
     """d + epsilon sign(d) with sign(0) = +1, in the dtype of ``d``.
 
     The stabiliser of LRP-epsilon (Bach et al. 2015, PLoS ONE 10(7), e0130140) and of
     ``stabilise="everywhere"``.
     """
-    e = numpy.asarray(epsilon, dtype=d.dtype)
-    return d + numpy.where(d >= 0, e, -e)
+    e = like(epsilon, d)
+    return d + namespace(d).where(d >= 0, e, -e)
 
 
-def stabilised_ratio(numerator: numpy.ndarray, d: numpy.ndarray, eps: float, stabilise: str,
-                     rule: str, term: int) -> numpy.ndarray:
+def stabilised_ratio(numerator: Array, d: Array, eps: float, stabilise: str,
+                     rule: str, term: int) -> Array:
     """numerator / stab(d): the one place where denominators are stabilised.
 
     Parameters
@@ -167,20 +203,23 @@ def stabilised_ratio(numerator: numpy.ndarray, d: numpy.ndarray, eps: float, sta
         raise KernelArgumentError(f"stabilise must be 'zero' or 'everywhere', not {stabilise!r}")
     if not eps >= 0:
         raise KernelArgumentError(f"eps must be >= 0, not {eps!r}")
+    xp = namespace(d)
     if stabilise == "everywhere":
         d = sign_stabilised(d, eps)
     else:
-        d = numpy.where(d == 0, numpy.asarray(eps, dtype=d.dtype), d)
+        d = xp.where(d == 0, like(eps, d), d)
+    if eps > 0:  # both modes give |stab(d)| >= eps: no denominator is 0, nothing to check
+        return numerator / d
     zero = d == 0
-    if zero.any():
-        lost = numpy.count_nonzero(zero & (numerator != 0))
+    if bool(xp.any(zero)):
+        lost = int(xp.sum(xp.astype(zero & (numerator != 0), xp.int64)))
         if lost:
             raise ZeroDenominatorError(
                 f"rule {rule!r}, term {term}: {lost} denominator(s) are 0 where the upper "
                 f"relevance is not, and eps = 0; pass eps > 0 to stabilise them")
-        d = numpy.where(zero, 1, d)  # the numerator is 0 there: contribute 0, not NaN
+        d = xp.where(zero, like(1, d), d)  # the numerator is 0 there: contribute 0, not NaN
     return numerator / d
 
 
 __all__ = ["STABILISE_MODES", "as_float", "batch_shaped", "bias_shares", "box_bound",
-           "sign_stabilised", "stabilised_ratio"]
+           "heaviside", "like", "namespace", "sign_stabilised", "stabilised_ratio"]

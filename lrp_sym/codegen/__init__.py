@@ -15,7 +15,7 @@ from lrp_sym.codegen.layer_kernels import LAYER_KERNELS, emit_layer_kernel
 from lrp_sym.codegen.package import (DEFAULT_COMMAND, MARKER, Outputs, Source, build_outputs,
                                      check_sympy_version, derive_folder, diff_outputs,
                                      owned_files, write_outputs)
-from lrp_sym.codegen.printer import KernelPrinter, print_numpy
+from lrp_sym.codegen.printer import KernelPrinter, print_array_api
 from lrp_sym.codegen.ratio_kernel import emit_ratio_kernel, kernel_signature
 from lrp_sym.codegen.root_point_condition import (condition_signature,
                                                   emit_root_point_condition)
@@ -26,5 +26,5 @@ __all__ = [
     "SeparableTerm", "Source", "TRANSFORMS", "build_outputs", "check_sympy_version",
     "condition_signature", "derive_folder", "diff_outputs", "emit_layer_kernel",
     "emit_ratio_kernel", "emit_root_point_condition", "kernel_signature", "owned_files",
-    "print_numpy", "separate", "write_outputs",
+    "print_array_api", "separate", "write_outputs",
 ]

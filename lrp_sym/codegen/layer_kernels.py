@@ -15,7 +15,7 @@ from __future__ import annotations
 from sympy import Expr, Indexed, Symbol, cse, numbered_symbols, sstr, sympify
 
 from lrp_sym.codegen.errors import CodegenError
-from lrp_sym.codegen.printer import print_numpy
+from lrp_sym.codegen.printer import print_array_api
 from lrp_sym.derivation import Derivation
 from lrp_sym.symbols import b, bn_beta, bn_eps, bn_gamma, bn_mean, bn_var, i, j, w
 
@@ -58,7 +58,7 @@ def emit_batchnorm_fold(derivation: Derivation, header: str) -> str:
                                                  order="canonical")
     lines = []
     for symbol, value in replacements:
-        lines.append(f"    {symbol} = {print_numpy(value, names)}")
+        lines.append(f"    {symbol} = {print_array_api(value, names)}")
         names[symbol] = str(symbol)
     return "\n".join([
         header.rstrip("\n"),
@@ -70,17 +70,19 @@ def emit_batchnorm_fold(derivation: Derivation, header: str) -> str:
         f"    b'_j  = {sstr(bias)}",
         '"""',
         "",
-        "import numpy",
+        "from lrp_num.engine import kernel_runtime",
         "",
         "",
         "def fold_batchnorm(weight, bias, gamma, beta, mean, var, eps):",
         '    """Return the folded (weight, bias) of a linear layer followed by batch normalisation.',
         "",
-        "    Elementwise with NumPy broadcasting: the caller reshapes the per-channel arrays",
-        "    gamma, beta, mean, var so that they broadcast against weight (output axis) and bias.",
+        "    Elementwise with broadcasting, in the array namespace of the arguments (array API):",
+        "    the caller reshapes the per-channel arrays gamma, beta, mean, var so that they",
+        "    broadcast against weight (output axis) and bias.",
         '    """',
+        "    xp = kernel_runtime.namespace(weight, bias, gamma, beta, mean, var)",
         *lines,
-        f"    return {print_numpy(weight_code, names)}, {print_numpy(bias_code, names)}",
+        f"    return {print_array_api(weight_code, names)}, {print_array_api(bias_code, names)}",
     ]) + "\n"
 
 
@@ -103,8 +105,6 @@ def emit_maxpool(derivation: Derivation, header: str) -> str:
         f"{sstr(winner)} of R_j, every other entry {sstr(loser)}.",
         '"""',
         "",
-        "import numpy",
-        "",
         "from lrp_num.engine import kernel_runtime",
         "",
         "",
@@ -112,17 +112,20 @@ def emit_maxpool(derivation: Derivation, header: str) -> str:
         '    """Relevance R_i of the pooled input x, shape (N, C, H, W).',
         "",
         "    pool provides patches(x) -> (N, C, Ho, Wo, K) and unpatch(r) -> (N, C, H, W)",
-        "    (scatter-add); relevance_out has shape (N, C, Ho, Wo).",
+        "    (scatter-add); relevance_out has shape (N, C, Ho, Wo). Array-API code: x may be a",
+        "    NumPy, PyTorch or CuPy array, and the pool an operator of its backend.",
         '    """',
         "    x = kernel_runtime.as_float(x)",
+        "    xp = kernel_runtime.namespace(x)",
         "    patches = pool.patches(x)",
-        "    winners = patches == patches.max(axis=-1, keepdims=True)",
+        "    winners = patches == xp.max(patches, axis=-1, keepdims=True)",
         "    # m >= 1 for finite input; the floor only keeps a NaN window from dividing by 0",
-        "    m = numpy.maximum(numpy.count_nonzero(winners, axis=-1, keepdims=True), 1).astype(x.dtype)",
-        f"    winner_share = {print_numpy(winner, names)}",
-        f"    loser_share = {print_numpy(loser, names)}",
-        "    share = numpy.where(winners, winner_share, loser_share).astype(x.dtype, copy=False)",
-        "    upper = numpy.asarray(relevance_out, dtype=x.dtype)[..., None]",
+        "    m = xp.clip(xp.sum(xp.astype(winners, x.dtype), axis=-1, keepdims=True), min=1)",
+        f"    winner_share = {print_array_api(winner, names)}",
+        f"    loser_share = {print_array_api(loser, names)}",
+        "    share = xp.where(winners, kernel_runtime.like(winner_share, x),",
+        "                     kernel_runtime.like(loser_share, x))",
+        "    upper = xp.expand_dims(kernel_runtime.like(relevance_out, x), axis=-1)",
         "    return pool.unpatch(share * upper)",
     ]) + "\n"
 
@@ -139,7 +142,7 @@ def emit_affine_channel(derivation: Derivation, header: str) -> str:
                                                  order="canonical")
     lines = []
     for symbol, value in replacements:
-        lines.append(f"    {symbol} = {print_numpy(value, names)}")
+        lines.append(f"    {symbol} = {print_array_api(value, names)}")
         names[symbol] = str(symbol)
     return "\n".join([
         header.rstrip("\n"),
@@ -156,16 +159,18 @@ def emit_affine_channel(derivation: Derivation, header: str) -> str:
         "b_c = t_c); see docs/rules/affine_channel.md for what each rule gives on one input.",
         '"""',
         "",
-        "import numpy",
+        "from lrp_num.engine import kernel_runtime",
         "",
         "",
         "def affine_from_batchnorm(gamma, beta, mean, var, eps):",
         '    """Return (scale, shift) of batch normalisation as the affine map y = scale x + shift.',
         "",
-        "    Elementwise with NumPy broadcasting over the per-channel arrays gamma, beta, mean, var.",
+        "    Elementwise with broadcasting over the per-channel arrays gamma, beta, mean, var, in",
+        "    their array namespace (array API).",
         '    """',
+        "    xp = kernel_runtime.namespace(gamma, beta, mean, var)",
         *lines,
-        f"    return {print_numpy(scale_code, names)}, {print_numpy(shift_code, names)}",
+        f"    return {print_array_api(scale_code, names)}, {print_array_api(shift_code, names)}",
     ]) + "\n"
 
 

@@ -21,7 +21,7 @@ from sympy import (Expr, Indexed, S, Symbol, cse, default_sort_key, numbered_sym
                    sstr, sympify)
 
 from lrp_sym.codegen.errors import CodegenError
-from lrp_sym.codegen.printer import print_numpy
+from lrp_sym.codegen.printer import print_array_api
 from lrp_sym.codegen.separation import INPUT_BASES, separate
 from lrp_sym.derivation import Derivation, RatioTerm
 from lrp_sym.symbols import b, h, j, l, x
@@ -30,12 +30,14 @@ from lrp_sym.symbols import b, h, j, l, x
 ARRAY_NAMES = {x: "x", l: "lower", h: "upper"}
 #: names a rule parameter must not take (the kernel's own arguments and locals)
 RESERVED = frozenset({"op", "x", "relevance_out", "lower", "upper", "eps", "stabilise",
-                      "bias_shares", "numpy", "bias", "ones", "shares", "relevance_in",
+                      "bias_shares", "numpy", "xp", "bias", "ones", "shares", "relevance_in",
                       "kernel_runtime", "z", "active", "inside", "denominator", "condition"})
 
 _RELEVANCE_OUT = Symbol("relevance_out")
 _BIAS = Symbol("bias")
 
+#: the statement that takes the array-API namespace from the layer input
+NAMESPACE_LINE = "xp = kernel_runtime.namespace(x)"
 #: the hand-written run time every generated kernel imports (as ``kernel_runtime``)
 RUNTIME_IMPORT = "from lrp_num.engine import kernel_runtime"
 
@@ -82,7 +84,12 @@ class KernelBody:
         self.lines.append(line)
 
     def code(self, expr: Expr) -> str:
-        return print_numpy(expr, self.names)
+        return print_array_api(expr, self.names)
+
+    def drop_unused_namespace(self) -> None:
+        """Remove the ``xp = ...`` line when no statement calls the namespace."""
+        if not any("xp." in line for line in self.lines):
+            self.lines = [line for line in self.lines if line != NAMESPACE_LINE]
 
 
 def _separated_terms(derivation: Derivation) -> list[list[tuple[Expr, Expr, str]]]:
@@ -128,7 +135,7 @@ def emit_input_factors(body: KernelBody, separated) -> dict[Expr, str]:
     for factor in factors:
         if factor == 1:
             # a batch-independent factor: one row suffices, the result broadcasts
-            body.emit("ones = numpy.ones_like(x[:1])")
+            body.emit("ones = xp.ones_like(x[:1, ...])")
             names[factor] = "ones"
         elif isinstance(factor, Indexed):
             names[factor] = body.code(factor)
@@ -180,7 +187,7 @@ def _emit_backward(body: KernelBody, separated, factor_names) -> None:
     for (factor, transform), signal in upper.items():
         names = {s: str(s) for s in signal.free_symbols}
         names.update(body.names)
-        call = f"op.transpose({print_numpy(simplify(signal), names)}, {transform!r})"
+        call = f"op.transpose({print_array_api(simplify(signal), names)}, {transform!r})"
         by_factor.setdefault(factor, []).append(call)
     body.emit("# one backward pass, transposes grouped by (input factor, weight transform)")
     pieces = []
@@ -247,9 +254,10 @@ Parameters
 ----------
 op : LinearOperator
     The layer's linear part: forward(a, g), transpose(s, g), bias_like(z[, g]).
-x : ndarray
-    Layer input batch.
-relevance_out : ndarray
+x : array
+    Layer input batch: a NumPy, PyTorch or CuPy array (any array-API array whose namespace
+    array_api_compat knows); ``op`` must be an operator of the same backend.
+relevance_out : array
     Upper relevance R_j, the shape of the layer output.
 {parameters}lower, upper : ndarray, optional
     Box bounds l <= x <= h, broadcastable to x.{bounds_note}
@@ -261,8 +269,8 @@ bias_shares : sequence of (str or None), optional
 
 Returns
 -------
-ndarray
-    Relevance R_i of the layer input, the shape of x.
+array
+    Relevance R_i of the layer input, the shape, type, device and dtype of x.
 
 Raises
 ------
@@ -296,7 +304,8 @@ def emit_ratio_kernel(derivation: Derivation, header: str) -> str:
 
     body = KernelBody(derivation)
     body.emit("x = kernel_runtime.as_float(x)")
-    body.emit("relevance_out = numpy.asarray(relevance_out, dtype=x.dtype)")
+    body.emit(NAMESPACE_LINE)
+    body.emit("relevance_out = kernel_runtime.like(relevance_out, x)")
     body.emit("shares = kernel_runtime.bias_shares(bias_shares, RULE, N_TERMS)")
     bounds = _uses_bounds(derivation)
     for name in bounds:
@@ -306,6 +315,7 @@ def emit_ratio_kernel(derivation: Derivation, header: str) -> str:
     for k, (term, parts) in enumerate(zip(derivation.terms, separated), 1):
         _emit_term(body, k, term, parts, factor_names)
     _emit_backward(body, separated, factor_names)
+    body.drop_unused_namespace()
 
     bounds_note = (" Required by this rule." if bounds else " Not used by this rule.")
     doc = _KERNEL_DOC.format(parameters=parameter_doc(derivation) + "\n"
@@ -342,8 +352,6 @@ def emit_ratio_kernel(derivation: Derivation, header: str) -> str:
     return "\n".join([
         header.rstrip("\n"),
         module_doc,
-        "",
-        "import numpy",
         "",
         RUNTIME_IMPORT,
         "from lrp_num.errors import ShapeError",

@@ -18,7 +18,7 @@ from __future__ import annotations
 from sympy import Add, Expr, Indexed, Le, S, Sum, Symbol, sstr, sympify
 
 from lrp_sym.codegen.errors import CodegenError
-from lrp_sym.codegen.ratio_kernel import (ARRAY_NAMES, KernelBody, check_scalar,
+from lrp_sym.codegen.ratio_kernel import (ARRAY_NAMES, NAMESPACE_LINE, KernelBody, check_scalar,
                                           emit_input_factors, parameter_doc, split_scalar)
 from lrp_sym.codegen.separation import separate
 from lrp_sym.derivation import Derivation
@@ -147,6 +147,7 @@ def emit_root_point_condition(derivation: Derivation) -> list[str]:
     body = KernelBody(derivation)
     body.names[_BIAS] = "bias"
     body.emit("x = kernel_runtime.as_float(x)")
+    body.emit(NAMESPACE_LINE)
     bounds = _bounds_in(q, S.Zero if constant else condition.lhs)
     for name in bounds:
         body.emit(f"{name} = kernel_runtime.batch_shaped("
@@ -165,14 +166,16 @@ def emit_root_point_condition(derivation: Derivation) -> list[str]:
         root_exists = "(denominator > 0) & (z_model > 0)"
     if constant:
         body.emit(f"# the derived condition: {condition}")
-        body.emit(f"inside = numpy.broadcast_to({root_exists}, z.shape).copy()" if bool(condition)
-                  else "inside = numpy.zeros(z.shape, bool)")
+        body.emit(f"inside = xp.asarray(xp.broadcast_to({root_exists}, z.shape), copy=True)"
+                  if bool(condition) else "inside = xp.zeros_like(z, dtype=xp.bool)")
     else:
         body.emit(f"# the derived condition: {sstr(condition)}")
         lhs = _linear_combination(body, condition_parts, factor_names) + rest
         body.emit(f"condition = {body.code(lhs)}")
-        body.emit(f"inside = numpy.broadcast_to({root_exists} & (condition <= 0), z.shape).copy()")
+        body.emit(f"inside = xp.asarray(xp.broadcast_to({root_exists} & (condition <= 0), z.shape), "
+                  "copy=True)")
     body.emit("return inside, active")
+    body.drop_unused_namespace()
 
     uses_bounds = " Required by this rule." if bounds else " Not used by this rule."
     doc = _DOC.format(step=sstr(derivation.results.get("step", "z_j / sum_i v_ij w_ij")),
