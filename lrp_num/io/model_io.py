@@ -86,6 +86,7 @@ BUILTIN_MODELS: dict[str, str] = {
     "digits-mlp": "digits_mlp.npz",
     "digits-cnn": "digits_cnn.npz",
     "digits-resnet": "digits_resnet.npz",
+    "digits-paths": "digits_paths.npz",
 }
 
 
