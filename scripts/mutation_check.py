@@ -168,7 +168,8 @@ def _run(command: list[str], copy: Path, timeout: float) -> tuple[int | None, st
     except subprocess.TimeoutExpired:
         return None, f"timeout after {timeout:.0f} s"
     lines = (done.stdout + done.stderr).strip().splitlines()
-    return done.returncode, " | ".join(lines[-2:])
+    failed = [line.split()[0] + " " + line.split("FAIL", 1)[1] for line in lines if "  FAIL" in line]
+    return done.returncode, "; ".join(failed) if failed else " | ".join(lines[-2:])
 
 
 def run_tests(copy: Path, tests: tuple[str, ...], timeout: float) -> tuple[int | None, str]:
