@@ -297,7 +297,7 @@ def graph_backward(nodes: list[Node], values: dict, caches: dict, delta_output: 
 # neuron can sit exactly on its z+ domain boundary), then a narrowing one (C_out < C_in: the
 # transpose's flipped-kernel path) followed by a BatchNorm
 PATHS_CONVS = {"conv0": (1, 8, 3, 2, 1), "conv1": (8, 4, 3, 1, 1)}
-PATHS_LOGIT_MARGIN = 0.25 # the stored sample's target logit is at most -margin: clearly <= 0
+PATHS_LOGIT_MARGIN = 0.25  # the stored sample's target logit is at most -margin: clearly <= 0
 
 
 def paths_parameters(rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -401,11 +401,11 @@ def paths_samples(network: Sequential, x_test: np.ndarray, y_test: np.ndarray) -
     """The 8 stored images of digits-paths and their labels, the first two chosen for ``lrp verify``
     (2 samples by default): 0, the first held-out image with a true-class logit <= -margin;
     1, the first other held-out image with the pixels under one conv0 neuron's negative kernel
-    entries set to 0 (:func:`boundary_image`); then the first held-out images of the digits
-    0..5 not taken already."""
+    entries set to 0 (:func:`boundary_image`); then six of the first held-out images of the
+    digits 0..7 (:func:`stored_test_indices`), those not taken already."""
     first = non_positive_logit_index(network, x_test, y_test)
     second = 0 if first != 0 else 1
-    rest = [i for i in stored_test_indices(y_test)[:6 + 2] if i not in (first, second)][:6]
+    rest = [i for i in stored_test_indices(y_test) if i not in (first, second)][:6]
     images = np.concatenate([x_test[[first]], boundary_image(network.layers[0], x_test[second])[None],
                              x_test[rest]])
     return images, y_test[[first, second, *rest]]

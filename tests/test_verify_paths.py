@@ -64,8 +64,9 @@ def _boundary_neurons(network, x: np.ndarray) -> tuple[int, int]:
         if not isinstance(layer, (Dense, Conv2d)):
             continue
         a = values[node.inputs[0]]
-        z = layer.forward(a) + layer.bias_like(layer.forward(a))
-        condition = layer.bias_like(z) + layer.forward(a, "negative")
+        linear = layer.forward(a)
+        z = linear + layer.bias_like(linear)
+        condition = layer.bias_like(linear) + layer.forward(a, "negative")
         on = (z > 0) & (condition == 0)
         on_boundary += int(np.count_nonzero(on))
         active += int(np.count_nonzero(z > 0))
