@@ -5,6 +5,7 @@ The mutants themselves are run by hand (see README, Mutation check)."""
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,8 +17,12 @@ ROOT = Path(__file__).resolve().parents[1]
 def mutation_check():
     spec = importlib.util.spec_from_file_location("mutation_check", ROOT / "scripts" / "mutation_check.py")
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    sys.modules["mutation_check"] = module  # dataclasses look their module up there
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        del sys.modules["mutation_check"]
 
 
 def test_every_semantic_mutant_applies_to_this_checkout(mutation_check):
