@@ -168,7 +168,8 @@ def _run(command: list[str], copy: Path, timeout: float) -> tuple[int | None, st
     except subprocess.TimeoutExpired:
         return None, f"timeout after {timeout:.0f} s"
     lines = (done.stdout + done.stderr).strip().splitlines()
-    failed = [line.split()[0] + " " + line.split("FAIL", 1)[1] for line in lines if "  FAIL" in line]
+    failed = [line.split()[0] + line.split("FAIL", 1)[1] for line in lines if "  FAIL" in line]  # verify rows
+    failed += [line.split(" - ")[0] for line in lines if line.startswith(("FAILED ", "ERROR "))]  # pytest
     return done.returncode, "; ".join(failed) if failed else " | ".join(lines[-2:])
 
 
