@@ -18,6 +18,13 @@ Models:
   with batch statistics and stored unfolded, and each folds into its convolution on loading.
   Training walks the nodes with one forward and one backward function per node type: a tensor
   read by several nodes sums their gradients, an Add copies its gradient to every addend.
+* ``digits-paths``: Conv 1->8 3x3 stride 2 pad 1 without bias - ReLU - Conv 8->4 3x3 pad 1 -
+  BatchNorm - ReLU - AvgPool 2 - Flatten - Dense 16-10, for the layer paths the others leave
+  out (a padded stride-2 convolution, a narrowing one, average pooling). Its first two stored
+  images are chosen for ``lrp verify``'s default 2 samples (:func:`paths_samples`): a held-out
+  image whose true class has a logit <= -0.25, and a held-out image with the pixels under the
+  negative kernel entries of one conv0 window set to 0, which puts that neuron exactly on the
+  boundary of its z+ domain condition (:func:`boundary_image`).
 
 Training is mini-batch Adam on the softmax cross-entropy, with gradients backpropagated by hand
 through the layers' own ``transpose`` (the adjoint of their linear part); float64, fixed seeds,
@@ -28,7 +35,7 @@ Each file also stores 8 held-out test images and labels (``extra.test_images``,
 
 Regenerate (needs scikit-learn)::
 
-    python scripts/train_digits.py                  # writes lrp_num/models/digits_{mlp,cnn,resnet}.npz
+    python scripts/train_digits.py                  # writes lrp_num/models/digits_{mlp,cnn,resnet,paths}.npz
     python scripts/train_digits.py --models resnet  # only digits_resnet.npz
 """
 
@@ -44,13 +51,13 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout's lrp_num, not an installed one
 from lrp_num.engine.graph import INPUT, Graph, Node
-from lrp_num.layers import Add, BatchNorm, Conv2d, Dense, Flatten, GlobalAvgPool, MaxPool2d, ReLU
+from lrp_num.layers import Add, AvgPool2d, BatchNorm, Conv2d, Dense, Flatten, GlobalAvgPool, MaxPool2d, ReLU
 from lrp_num.io.model_io import save_npz
 from lrp_num.engine.network import Sequential
 
 MODELS_DIR = Path(__file__).resolve().parents[1] / "lrp_num" / "models"
 N_STORED_TEST_IMAGES = 8
-MODEL_SHAPES = {"mlp": (64,), "cnn": (1, 8, 8), "resnet": (1, 8, 8)}  # per-sample input shapes
+MODEL_SHAPES = {"mlp": (64,), "cnn": (1, 8, 8), "resnet": (1, 8, 8), "paths": (1, 8, 8)}  # per-sample input shapes
 BN_MOMENTUM = 0.1
 
 
@@ -272,6 +279,8 @@ def graph_backward(nodes: list[Node], values: dict, caches: dict, delta_output: 
             backward = [delta] * len(inputs)
         elif isinstance(layer, GlobalAvgPool):
             backward = [layer.transpose(delta, input_hw=inputs[0].shape[2:])]
+        elif isinstance(layer, AvgPool2d):
+            backward = [layer.transpose(delta)]
         elif isinstance(layer, Flatten):
             backward = [delta.reshape(inputs[0].shape)]
         else:
@@ -280,6 +289,126 @@ def graph_backward(nodes: list[Node], values: dict, caches: dict, delta_output: 
             if source != INPUT:
                 deltas[source] = deltas[source] + gradient if source in deltas else gradient
     return grads
+
+
+# ---- digits-paths: a tiny chain that reaches the engine's other layer paths -------------------
+
+# (C_in, C_out, kernel, stride, padding): a padded stride-2 convolution without bias (so that a
+# neuron can sit exactly on its z+ domain boundary), then a narrowing one (C_out < C_in: the
+# transpose's flipped-kernel path) followed by a BatchNorm
+PATHS_CONVS = {"conv0": (1, 8, 3, 2, 1), "conv1": (8, 4, 3, 1, 1)}
+PATHS_LOGIT_MARGIN = 0.25  # the stored sample's target logit is at most -margin: clearly <= 0
+
+
+def paths_parameters(rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """He-normal kernels (no conv bias), BatchNorm gamma = 1 and beta = 0, a He-normal classifier."""
+    params = {f"{name}.weight": he_normal(rng, (c_out, c_in, k, k), c_in * k * k)
+              for name, (c_in, c_out, k, _, _) in PATHS_CONVS.items()}
+    params["bn1.gamma"], params["bn1.beta"] = np.ones(4), np.zeros(4)
+    params["fc.weight"] = he_normal(rng, (16, 10), 16)
+    params["fc.bias"] = np.zeros(10)
+    return params
+
+
+def paths_nodes(params: dict[str, np.ndarray], statistics: dict[str, tuple[np.ndarray, np.ndarray]],
+                bn_eps: float) -> list[Node]:
+    """digits-paths as a chain of nodes: conv0 (stride 2, pad 1) - ReLU - conv1 (8 -> 4, pad 1) -
+    BatchNorm - ReLU - AvgPool 2 - Flatten - Dense 16-10."""
+    def conv(name: str, source: str) -> Node:
+        _, c_out, _, stride, padding = PATHS_CONVS[name]
+        return Node(name, Conv2d(params[f"{name}.weight"], np.zeros(c_out), stride, padding), source)
+
+    bn = BatchNorm(params["bn1.gamma"], params["bn1.beta"], *statistics["bn1"], bn_eps)
+    return [
+        conv("conv0", INPUT), Node("relu0", ReLU(), "conv0"), conv("conv1", "relu0"),
+        Node("bn1", bn, "conv1"), Node("relu1", ReLU(), "bn1"), Node("pool", AvgPool2d(2), "relu1"),
+        Node("flatten", Flatten(), "pool"), Node("fc", Dense(params["fc.weight"], params["fc.bias"]), "flatten"),
+    ]
+
+
+def train_paths(x: np.ndarray, y: np.ndarray, epochs: int, seed: int) -> Sequential:
+    """digits-paths, trained as digits-resnet (Adam, batches of 32, batch statistics with running
+    statistics kept), stored as a Sequential whose BatchNorm folds into conv1 on loading."""
+    rng = np.random.default_rng(seed)
+    bn_eps = 1e-5
+    params = paths_parameters(rng)
+    running = {"bn1": (np.zeros(4), np.ones(4))}
+    optimiser = Adam(params, lr=3e-3)
+    batch = 32
+    for epoch in range(epochs):
+        order = rng.permutation(len(y))
+        losses = []
+        for start in range(0, len(y), batch):
+            idx = order[start : start + batch]
+            nodes = paths_nodes(params, running, bn_eps)
+            values, caches, statistics = graph_forward_train(nodes, x[idx], bn_eps)
+            loss, delta = softmax_cross_entropy(values[nodes[-1].name], y[idx])
+            grads = graph_backward(nodes, values, caches, delta, bn_eps)
+            mean, var = statistics["bn1"]
+            running_mean, running_var = running["bn1"]
+            running["bn1"] = ((1 - BN_MOMENTUM) * running_mean + BN_MOMENTUM * mean,
+                              (1 - BN_MOMENTUM) * running_var + BN_MOMENTUM * var)
+            optimiser.step(params, grads)
+            losses.append(loss)
+        if epoch % 10 == 9 or epoch == epochs - 1:
+            print(f"  paths epoch {epoch + 1:3d}: mean loss {np.mean(losses):.4f}")
+    return Sequential([node.operation for node in paths_nodes(params, running, bn_eps)], input_shape=(1, 8, 8))
+
+
+def non_positive_logit_index(network: Sequential, x_test: np.ndarray, y_test: np.ndarray) -> int:
+    """The first held-out image whose true class has a logit f_c(x) <= -PATHS_LOGIT_MARGIN and
+    whose logit without the bias, f_c(x) - b_c, is too: explaining it, the top relevance is
+    negative and every denominator of the top layer (with or without the bias) is negative."""
+    logits = network.forward(x_test)[np.arange(len(y_test)), y_test]
+    bias = network.layers[-1].bias[y_test]
+    hits = np.flatnonzero((logits <= -PATHS_LOGIT_MARGIN) & (logits - bias <= -PATHS_LOGIT_MARGIN))
+    if not len(hits):
+        raise RuntimeError("no held-out image has a true-class logit <= -margin; change the seed")
+    return int(hits[0])
+
+
+def boundary_image(conv0: Conv2d, image: np.ndarray) -> np.ndarray:
+    """``image`` (1, 8, 8) with the fewest pixels set to 0 such that one neuron of conv0 lies
+    exactly on the boundary of its z+ domain condition, b_j + sum_i x_i w_ij^- <= 0.
+
+    conv0 has no bias, so the condition reads sum_i x_i w_ij^- <= 0 and holds with equality
+    (exactly, in every precision) when every pixel under a negative kernel entry is 0; the neuron
+    stays active (z_j = sum_i x_i w_ij^+ > 0) when some pixel under a positive entry is not.
+    The root point then has t* = 1 and lies on the orthant's boundary (x~_i = 0 where w_ij > 0).
+    Among all channels and positions, the one that needs the fewest pixels zeroed and keeps
+    z_j >= 0.5 is taken (first in (channel, row, column) order on ties).
+    """
+    (kh, kw), (sh, sw), (ph, pw) = conv0.kernel_size, conv0.stride, conv0.padding
+    padded = np.pad(image[0], ((ph, ph), (pw, pw)))
+    best = None
+    for o in range(conv0.out_channels):
+        kernel = conv0.weight[o, 0]
+        for p in range(conv0.output_shape(image.shape)[1]):
+            for q in range(conv0.output_shape(image.shape)[2]):
+                window = padded[p * sh : p * sh + kh, q * sw : q * sw + kw]
+                zeroed = int(np.count_nonzero((kernel < 0) & (window != 0)))
+                active = float((np.where(kernel > 0, kernel, 0) * window).sum())
+                if active >= 0.5 and (best is None or zeroed < best[0]):
+                    best = (zeroed, p, q, kernel)
+    if best is None:
+        raise RuntimeError("no conv0 neuron can be put on its boundary for this image")
+    _, p, q, kernel = best
+    padded[p * sh : p * sh + kh, q * sw : q * sw + kw][kernel < 0] = 0.0
+    return padded[ph : ph + image.shape[1], pw : pw + image.shape[2]][None].copy()
+
+
+def paths_samples(network: Sequential, x_test: np.ndarray, y_test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The 8 stored images of digits-paths and their labels, the first two chosen for ``lrp verify``
+    (2 samples by default): 0, the first held-out image with a true-class logit <= -margin;
+    1, the first other held-out image with the pixels under one conv0 neuron's negative kernel
+    entries set to 0 (:func:`boundary_image`); then six of the first held-out images of the
+    digits 0..7 (:func:`stored_test_indices`), those not taken already."""
+    first = non_positive_logit_index(network, x_test, y_test)
+    second = 0 if first != 0 else 1
+    rest = [i for i in stored_test_indices(y_test) if i not in (first, second)][:6]
+    images = np.concatenate([x_test[[first]], boundary_image(network.layers[0], x_test[second])[None],
+                             x_test[rest]])
+    return images, y_test[[first, second, *rest]]
 
 
 # ---- optimiser and training loop ---------------------------------------------------------------
@@ -387,16 +516,21 @@ def main() -> None:
         started = time.perf_counter()
         if kind == "resnet":
             network = train_resnet(x_train.reshape(-1, *shape), y_train, args.epochs, seed=1)
+        elif kind == "paths":
+            network = train_paths(x_train.reshape(-1, *shape), y_train, args.epochs, seed=1)
         else:
             network = train(kind, x_train.reshape(-1, *shape), y_train, args.epochs, seed=1)
         accuracy = float((network.forward(x_test.reshape(-1, *shape)).argmax(axis=1) == y_test).mean())
         print(f"digits-{kind}: held-out accuracy {accuracy:.4f} on {len(y_test)} images, "
               f"trained in {time.perf_counter() - started:.1f} s")
         path = args.out / f"digits_{kind}.npz"
+        images, labels = x_test[keep].reshape(-1, *shape), y_test[keep]
+        if kind == "paths":
+            images, labels = paths_samples(network, x_test.reshape(-1, *shape), y_test)
         save_npz(
             network, path,
             input_domain=(np.zeros(shape), np.ones(shape)),
-            extra={"test_images": x_test[keep].reshape(-1, *shape), "test_labels": y_test[keep],
+            extra={"test_images": images, "test_labels": labels,
                    "test_accuracy": np.float64(accuracy)},
         )
         print(f"  wrote {path} ({path.stat().st_size} bytes)")

@@ -69,6 +69,25 @@ def default_models() -> list[str]:
     return list(BUILTIN_MODELS)
 
 
+def verify_batch(spec: str, model, samples: int):
+    """The inputs and targets ``lrp verify`` checks on a model: its first ``samples`` stored test
+    images, each explained for its stored label (the largest output where it stores none).
+
+    Returns
+    -------
+    x : ndarray
+        The first ``samples`` of ``model.test_images``.
+    targets : ndarray of int or None
+        The matching ``model.test_labels``, or None.
+    """
+    images = model.test_images
+    if images is None:
+        raise LRPError(f"{spec}: the model stores no test images to verify on")
+    x = images[:samples]
+    labels = model.test_labels
+    return x, None if labels is None else labels[: len(x)].astype(int)
+
+
 def run(args: argparse.Namespace) -> int:
     from lrp_num.commands.common import load_model
     from lrp_num.verify import format_markdown, format_table, verify
@@ -87,12 +106,7 @@ def run(args: argparse.Namespace) -> int:
     reports = []
     for spec in progress(specs, "models"):
         model = load_model(spec)
-        images = model.test_images
-        if images is None:
-            raise LRPError(f"{spec}: the model stores no test images to verify on")
-        x = images[: args.samples]
-        labels = model.test_labels
-        targets = None if labels is None else labels[: len(x)].astype(int)
+        x, targets = verify_batch(spec, model, args.samples)
         if "zbox" in rules:
             _check_box_rule(spec, model)
         reports.append(verify(model.network, x, rules=rules, composites=composites,

@@ -86,6 +86,7 @@ BUILTIN_MODELS: dict[str, str] = {
     "digits-mlp": "digits_mlp.npz",
     "digits-cnn": "digits_cnn.npz",
     "digits-resnet": "digits_resnet.npz",
+    "digits-paths": "digits_paths.npz",
 }
 
 
@@ -476,8 +477,9 @@ def _check_test_data(extra: dict[str, np.ndarray], input_shape: tuple[int, ...] 
 def load_builtin(name: str) -> ModelFile:
     """Load a model shipped with the package: one of :data:`BUILTIN_MODELS`.
 
-    ``"digits-mlp"``, ``"digits-cnn"`` (Sequential) and ``"digits-resnet"`` (a Graph with two
-    residual blocks) are ReLU networks trained on scikit-learn's 8x8 digits (inputs scaled to
+    ``"digits-mlp"``, ``"digits-cnn"``, ``"digits-paths"`` (Sequential; the last reaches a padded
+    stride-2 and a narrowing convolution) and ``"digits-resnet"`` (a Graph with two residual
+    blocks) are ReLU networks trained on scikit-learn's 8x8 digits (inputs scaled to
     [0, 1], input domain l = 0, h = 1) by ``scripts/train_digits.py``; each holds 8 held-out test
     images and labels as ``extra``.
     """
