@@ -81,8 +81,10 @@ MUTANTS: tuple[Mutant, ...] = (
            ("tests/test_derivations.py",), regenerate=True),
     Mutant("swapped-box-bounds", "z^B receives l and h swapped (the engine's input box)",
            "lrp_num/engine/explain.py",
-           '(("lower", self.domain.low), ("upper", self.domain.high))',
-           '(("lower", self.domain.high), ("upper", self.domain.low))', EXPLAIN_TESTS),
+           'reshape(a.shape[1:])[None]\n                    for name, bound in (("lower", self.domain.low), '
+           '("upper", self.domain.high))}',
+           'reshape(a.shape[1:])[None]\n                    for name, bound in (("lower", self.domain.high), '
+           '("upper", self.domain.low))}', EXPLAIN_TESTS),
     Mutant("missing-bias-share", "LRP-epsilon's denominator without the bias b_j (its bias term "
            "dropped)", "lrp_num/_generated/epsilon.py",
            "    d_1 = bias + z_1\n", "    d_1 = z_1\n", KERNEL_TESTS + CODEGEN_TESTS),
@@ -92,7 +94,7 @@ MUTANTS: tuple[Mutant, ...] = (
            ("tests/test_network.py", "tests/test_layers.py")),
     Mutant("fold-variance-squared", "batch-norm fold with sigma = sqrt(var**2 + eps)",
            "lrp_num/_generated/batchnorm_fold.py",
-           "_c1 = gamma/numpy.sqrt(eps + var)", "_c1 = gamma/numpy.sqrt(eps + var**2)",
+           "_c1 = gamma/xp.sqrt(eps + var)", "_c1 = gamma/xp.sqrt(eps + var**2)",
            ("tests/test_network.py", "tests/test_layers.py")),
     Mutant("wrong-composite-choice", "deep-taylor takes z+ instead of z^B at a box input",
            "lrp_num/engine/composites.py",
@@ -100,7 +102,8 @@ MUTANTS: tuple[Mutant, ...] = (
            'return LayerRule("zplus" if input_is_box else "w2")', EXPLAIN_TESTS),
     Mutant("ratio-biased", "every stabilised ratio biased by a factor 1 + 1e-12",
            "lrp_num/engine/kernel_runtime.py",
-           "    return numerator / d\n", "    return numerator / d * (1 + 1e-12)\n", KERNEL_TESTS),
+           "    xp = namespace(d)\n    if stabilise ==",
+           "    numerator = numerator * (1 + 1e-12)\n    xp = namespace(d)\n    if stabilise ==", KERNEL_TESTS),
     Mutant("boundary-strict", "z+ domain condition tested with < 0 instead of <= 0 (a neuron on "
            "the boundary counts as outside)", "lrp_num/_generated/zplus.py",
            "(denominator > 0) & (condition <= 0)", "(denominator > 0) & (condition < 0)",
