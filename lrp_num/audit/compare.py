@@ -30,7 +30,7 @@ from lrp_num.engine.composites import Composite, LayerRule
 from lrp_num.engine.conventions import DTD, Conventions
 from lrp_num.errors import KernelArgumentError, LRPError, ShapeError, UnsupportedLayerError
 from lrp_num.engine.explain import top_relevance
-from lrp_num.audit.profiles import PROFILES, Profile, get_profile
+from lrp_num.audit.profiles import ATTRIBUTION_PROFILES, Profile, get_profile
 from lrp_num.progress import progress
 
 #: relative deviation below which two float64 relevances count as equal
@@ -376,7 +376,7 @@ def audit_library(network, x: np.ndarray, library: str, rule: str | None = None,
     (:mod:`lrp_num.audit.graph_compare`): ``AuditReport.nodes`` instead of ``layers``.
     """
     dps, tolerance = check_dps(dps), check_tolerance(tolerance)
-    profile = get_profile(library)
+    profile = get_profile(library, runnable=True)
     x = np.asarray(x, dtype=np.float64)
     if hasattr(network, "nodes"):
         from lrp_num.audit.graph_compare import audit_graph_library
@@ -440,7 +440,7 @@ def audit_attribution(network, x: np.ndarray, attribution: np.ndarray, rule: str
     targets = _targets(network, x, target)
     batch = len(x)
     given = _flat(attribution, batch)
-    candidates = [get_profile(library)] if library else list(PROFILES.values())
+    candidates = [get_profile(library)] if library else list(ATTRIBUTION_PROFILES.values())
     rows, lines, ok = [], [], True
     dtd_layers = None
     for profile in progress(candidates, "reference per convention"):

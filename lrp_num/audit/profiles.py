@@ -119,7 +119,9 @@ class Profile:
     def reference_parameters(self, mapping: RuleMapping, parameters: Mapping[str, float]) -> dict:
         """Parameters for ``mapping.reference_rule`` that reproduce the library's run."""
         chosen = {**mapping.defaults, **parameters}
-        if mapping.rule == "epsilon":  # one library stabiliser = rule epsilon + convention eps
+        if mapping.rule == "epsilon" and self.conventions.stabilise == "everywhere":
+            # one library stabiliser = rule epsilon + convention eps (under "zero" the
+            # convention's eps only replaces an exactly zero denominator: nothing to subtract)
             chosen["epsilon"] = chosen["epsilon"] - self.conventions.eps
         return chosen
 
@@ -266,15 +268,54 @@ CAPTUM = Profile(
     batch_norm_rule="lrp0",
 )
 
+_BACH = "Bach et al. 2015, PLOS ONE 10(7) e0130140"
+BIAS_NEURON = Profile(
+    name="bias-neuron (Bach et al. 2015)",
+    library="bias-neuron",
+    version="2015",
+    conventions=Conventions(bias="neuron", eps=1e-12, stabilise="zero"),
+    rules={m.rule: m for m in (
+        RuleMapping("epsilon", "LRP-epsilon, Eq. (58)", "epsilon", "epsilon", {"epsilon": 0.01},
+                    f"{_BACH}, Sec. 4.1, Eq. (58)",
+                    "z_ij = x_i w_ij, z_j = sum_i z_ij + b_j: the bias neuron keeps b_j / (z_j + eps) R_j"),
+        RuleMapping("alphabeta", "LRP-alpha-beta, Eq. (60)", "alphabeta", "alphabeta",
+                    {"alpha": 2.0, "beta": 1.0}, f"{_BACH}, Sec. 4.1, Eq. (60)",
+                    "the bias neuron joins z_j^+ as b_j^+ and z_j^- as b_j^-; no stabiliser"),
+        RuleMapping("zplus", "LRP-alpha-beta with alpha = 1, beta = 0, Eq. (60)", "alphabeta", "zplus",
+                    {"alpha": 1.0, "beta": 0.0}, f"{_BACH}, Sec. 4.1, Eq. (60)",
+                    "(x w)^+ over sum_i (x w)^+ + b_j^+: z+ with the bias neuron's b_j^+"),
+    )},
+    sources=(f"{_BACH}, Sec. 4.1 (Eqs. 56, 58, 60)",
+             "Montavon et al. 2019, LNCS 11700, Sec. 10.2.1 (the bias as a neuron)"),
+    passes="ReLU: relevance passes unchanged; pooling: the z-rule; a zero denominator (0 / 0) passes nothing",
+)
+"""The "bias as a neuron" convention of Bach et al. (2015): the bias is an extra input neuron with
+activation 1 and weight b_j, so it takes its share of every denominator (b_j^+ and b_j^- in the
+two groups of alpha-beta, b_j in z_j for epsilon) and keeps its relevance. Only exact zero
+denominators are stabilised (the paper's alpha-beta has no stabiliser; LRP-epsilon has its own).
+It is a convention, not a library: ``lrp audit --attribution`` compares with it, ``--library``
+cannot run it."""
+
+#: libraries whose own LRP the audit runs (``--library``)
 PROFILES: dict[str, Profile] = {"zennit": ZENNIT, "captum": CAPTUM}
+#: conventions a saved attribution is also compared with (no library to run)
+CONVENTION_PROFILES: dict[str, Profile] = {"bias-neuron": BIAS_NEURON}
+#: everything ``lrp audit --attribution`` compares with by default
+ATTRIBUTION_PROFILES: dict[str, Profile] = {**PROFILES, **CONVENTION_PROFILES}
 
 
-def get_profile(library: str) -> Profile:
-    """The profile of ``library`` (``"zennit"`` or ``"captum"``)."""
+def get_profile(library: str, runnable: bool = False) -> Profile:
+    """The profile named ``library`` (``"zennit"``, ``"captum"``, ``"bias-neuron"``).
+
+    With ``runnable=True`` only libraries the audit can run (:data:`PROFILES`).
+    """
+    known = PROFILES if runnable else ATTRIBUTION_PROFILES
     try:
-        return PROFILES[library]
+        return known[library]
     except KeyError:
-        raise UnknownRuleError(f"no profile for library {library!r}; known: {', '.join(PROFILES)}") from None
+        raise UnknownRuleError(f"no {'library' if runnable else 'profile'} {library!r}; "
+                               f"known: {', '.join(known)}") from None
 
 
-__all__ = ["CAPTUM", "DTD", "PROFILES", "Profile", "RuleMapping", "ZENNIT", "get_profile"]
+__all__ = ["ATTRIBUTION_PROFILES", "BIAS_NEURON", "CAPTUM", "CONVENTION_PROFILES", "DTD", "PROFILES", "Profile",
+           "RuleMapping", "ZENNIT", "get_profile"]
