@@ -105,3 +105,141 @@ def test_alpha_beta_with_the_bias_neuron_in_the_wrong_group_is_flagged():
                                parameters={"alpha": 1.0, "beta": 0.0})
     assert not report.ok
     assert min(a.own_relative for a in report.layers) > 1e-3 and report.layers[0].dtd_relative > 1e-3
+
+
+# -- a user's convention file ----------------------------------------------------------------
+
+from lrp_num.audit.convention_file import load_convention  # noqa: E402
+from lrp_num.errors import ConventionFileError  # noqa: E402
+
+NEURON_TOML = """
+name = "textbook alpha-beta"
+bias = "neuron"
+
+[stabiliser]
+epsilon = 1e-12
+where = "zero"
+
+[rules]
+alphabeta = { variant = "alphabeta", alpha = 2, beta = 1 }
+"""
+
+
+def captum_like_zplus(a, w, b, upper):
+    """x w^+ over sum_i x_i w_ij^+ + b_j + 1e-9 sign: z+ with the full bias, stabilised everywhere."""
+    wp = np.maximum(w, 0)
+    d = a @ wp + b
+    d = d + 1e-9 * np.where(d >= 0, 1.0, -1.0)
+    return a * ((upper / d) @ wp.T)
+
+
+def split_zplus(bias_in_denominator):
+    """zennit-like z+ with the input split by sign: max(0, x w), b^+ or nothing, no stabiliser."""
+    def rule(a, w, b, upper):
+        z = np.maximum(a[:, :, None] * w[None], 0)
+        d = z.sum(axis=1) + (np.maximum(b, 0) if bias_in_denominator else 0.0)
+        return (z * ratio(upper, d)[:, None]).sum(axis=2)
+    return rule
+
+
+def test_a_toml_convention_file_is_the_same_mechanism_as_the_built_in_profile(tmp_path):
+    path = tmp_path / "mine.toml"
+    path.write_text(NEURON_TOML)
+    profile = load_convention(path)
+    assert profile.name == "textbook alpha-beta"
+    assert profile.conventions.bias == "neuron" and profile.conventions.stabilise == "zero"
+    network, x = dense_model(seed=1)
+    targets = targets_of(network, x)
+    relevance = textbook_lrp(network, x, targets, bach_alpha_beta(2.0, 1.0))
+    report = audit_attribution(network, x, relevance, rule="alphabeta", target=targets, dps=DPS, tolerance=TOL,
+                               profiles=[profile])
+    assert report.ok, report.verdicts
+    assert report.profile == "textbook alpha-beta" and report.layers[0].own_relative < TOL
+    faulty = textbook_lrp(network, x, targets, bach_alpha_beta(2.0, 1.0, swapped_bias=True))
+    assert not audit_attribution(network, x, faulty, rule="alphabeta", target=targets, dps=DPS, tolerance=TOL,
+                                 profiles=[profile]).ok
+
+
+@pytest.mark.parametrize("bias,where,variant,make", [
+    ("denominator", "everywhere", "zplus", lambda: captum_like_zplus),
+    ("zennit", "zero", "zplus_split", lambda: split_zplus(True)),
+    ("none", "zero", "zplus_split", lambda: split_zplus(False)),
+])
+def test_json_convention_files_describe_each_variant(tmp_path, bias, where, variant, make):
+    import json
+
+    network, x = dense_model(seed=3)
+    x = np.abs(x)
+    targets = targets_of(network, x)
+    relevance = textbook_lrp(network, x, targets, make())
+    path = tmp_path / "mine.json"
+    path.write_text(json.dumps({"name": "mine", "bias": bias, "rules": {"zplus": variant},
+                                "stabiliser": {"epsilon": 1e-9 if where == "everywhere" else 1e-12,
+                                               "where": where}}))
+    report = audit_attribution(network, x, relevance, rule="zplus", target=targets, dps=DPS, tolerance=TOL,
+                               profiles=[load_convention(path)])
+    assert report.ok, report.verdicts
+    # the same attribution is flagged against a file describing another bias placement
+    other = {"denominator": "none", "zennit": "denominator", "none": "denominator"}[bias]
+    path.write_text(json.dumps({"name": "other", "bias": other, "rules": {"zplus": variant}}))
+    flagged = audit_attribution(network, x, relevance, rule="zplus", target=targets, dps=DPS, tolerance=TOL,
+                                profiles=[load_convention(path)])
+    assert flagged.layers[0].own_relative > 1e-3  # (it may still match DTD, which the audit reports as such)
+    assert flagged.ok == (bias == "none")
+
+
+@pytest.mark.parametrize("text", [
+    'name = "x"\ncolour = "red"\n',                             # unknown top-level key
+    'name = "x"\nbias = "sometimes"\n',                         # bias placement outside its choices
+    'name = "x"\n[stabiliser]\nepsilon = -1\n',                  # negative stabiliser
+    'name = "x"\n[stabiliser]\nepsilon = nan\n',                 # not finite
+    'name = "x"\n[stabiliser]\nwhere = "often"\n',               # placement outside its choices
+    'name = "x"\n[stabiliser]\nsign_of_zero = -1\n',             # sign(0) = -1 is not modelled
+    'name = "x"\n[stabiliser]\nepsilom = 1e-6\n',                # misspelt key
+    'name = "x"\n[rules]\nzplus = "zplus_fast"\n',               # unknown variant
+    'name = "x"\n[rules]\nlrp9 = "lrp0"\n',                      # unknown rule
+    'name = "x"\n[rules]\nzplus = { variant = "zplus", gamma = 1 }\n',  # parameter the variant lacks
+    'name = "x"\n[rules]\ngamma = { variant = "gamma", gamma = true }\n',
+    'bias = "neuron"\n',                                         # no name
+    'name = "x"\nbias = \n',                                     # not TOML
+])
+def test_bad_convention_files_are_one_clear_error(tmp_path, text):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ConventionFileError):
+        load_convention(path)
+
+
+def test_bad_json_and_missing_files(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"name": "x", ')
+    for path in (bad, tmp_path / "missing.toml", tmp_path):
+        with pytest.raises(ConventionFileError):
+            load_convention(path)
+    bad.write_text('["name"]')
+    with pytest.raises(ConventionFileError):
+        load_convention(bad)
+
+
+def test_cli_convention_file_and_its_errors(tmp_path, capsys):
+    from lrp_num.cli import main
+
+    network_file, attribution = tmp_path / "net.npz", tmp_path / "r.npy"
+    from lrp_num.io.model_io import save_npz
+    network, x = dense_model(seed=1)
+    save_npz(network, network_file)
+    np.save(tmp_path / "x.npy", x[:1])
+    targets = targets_of(network, x[:1])
+    np.save(attribution, textbook_lrp(network, x[:1], targets, bach_alpha_beta(2.0, 1.0)))
+    good, bad = tmp_path / "good.toml", tmp_path / "bad.toml"
+    good.write_text(NEURON_TOML)
+    bad.write_text(NEURON_TOML.replace('where = "zero"', 'where = "zero"\nclip = true'))
+    common = ["audit", "--attribution", str(attribution), "--model", str(network_file), "--input",
+              str(tmp_path / "x.npy"), "--rule", "alphabeta", "--dps", "30", "--tolerance", "1e-9"]
+    assert main(common + ["--convention", str(good)]) == 0
+    assert "textbook alpha-beta" in capsys.readouterr().out
+    assert main(common + ["--convention", str(bad)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "clip" in err[0]
+    assert main(common + ["--convention", ""]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1

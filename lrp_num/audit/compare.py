@@ -418,13 +418,15 @@ def audit_library(network, x: np.ndarray, library: str, rule: str | None = None,
 def audit_attribution(network, x: np.ndarray, attribution: np.ndarray, rule: str | None = None,
                       composite: str | Composite | None = None, target=None, *, library: str | None = None,
                       parameters: Mapping | None = None, input_domain=None, dps: int = 50,
-                      tolerance: float = DEFAULT_TOLERANCE) -> AuditReport:
+                      tolerance: float = DEFAULT_TOLERANCE, profiles: list[Profile] | None = None) -> AuditReport:
     """Audit a saved input relevance from any tool (nothing of that tool is imported).
 
     It is compared with the reference under DTD and under every profile offering the rules (or
     only ``library``'s), at the input: deviation, conservation sum_p R_p against f_c(x) and what
     each convention absorbs, and positivity. The verdict names the convention it matches.
     ``dps`` (20 to 10000) and ``tolerance`` (0 <= tolerance < 1) as in :func:`audit_library`.
+    ``profiles``: compare with these profiles only (e.g. one from
+    :func:`lrp_num.audit.convention_file.load_convention`) instead of the built-in ones.
     """
     if hasattr(network, "nodes"):
         raise UnsupportedLayerError("the audit of a saved attribution covers Sequential networks only; "
@@ -440,7 +442,7 @@ def audit_attribution(network, x: np.ndarray, attribution: np.ndarray, rule: str
     targets = _targets(network, x, target)
     batch = len(x)
     given = _flat(attribution, batch)
-    candidates = [get_profile(library)] if library else list(ATTRIBUTION_PROFILES.values())
+    candidates = list(profiles or ([get_profile(library)] if library else ATTRIBUTION_PROFILES.values()))
     rows, lines, ok = [], [], True
     dtd_layers = None
     for profile in progress(candidates, "reference per convention"):

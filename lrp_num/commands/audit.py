@@ -32,8 +32,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     how.add_argument("--rule", help="one of our rule names on every linear layer (zplus, epsilon, gamma, "
                                     "alphabeta, w2, flat)")
     how.add_argument("--composite", help="deep-taylor, epsilon-plus, epsilon-gamma-box, alpha2-beta1")
-    parser.add_argument("--for-library", choices=("zennit", "captum"), dest="for_library",
-                        help="with --attribution: compare with this library's profile only")
+    parser.add_argument("--for-library", choices=("zennit", "captum", "bias-neuron"), dest="for_library",
+                        help="with --attribution: compare with this library's (or convention's) profile only")
+    parser.add_argument("--convention", metavar="FILE",
+                        help="with --attribution: compare with the convention this JSON or TOML file describes "
+                             "(bias placement, stabiliser, rule variants; see lrp_num.audit.convention_file)")
     parser.add_argument("--target", type=int, help="output index to explain (default: the prediction)")
     for name in ("epsilon", "gamma", "alpha", "beta"):
         parser.add_argument(f"--{name}", type=float, help=f"rule parameter {name} (default: the library's)")
@@ -63,6 +66,15 @@ def run(args: argparse.Namespace) -> int:
     from lrp_num.audit.report import render_json, render_markdown, render_table
 
     check_dps(args.dps, "--dps")  # before loading anything (audit_library checks it again)
+    profiles = None
+    if args.convention is not None:
+        from lrp_num.audit.convention_file import load_convention
+        from lrp_num.errors import LRPError
+
+        if not args.attribution or args.for_library:
+            raise LRPError("--convention describes the implementation that made --attribution R.npy; "
+                           "use it with --attribution and without --for-library")
+        profiles = [load_convention(args.convention)]
     model = _model(args)
     x = np.asarray(load_inputs(args, model), dtype=np.float64)
     parameters = {k: getattr(args, k) for k in ("epsilon", "gamma", "alpha", "beta") if getattr(args, k) is not None}
@@ -72,7 +84,8 @@ def run(args: argparse.Namespace) -> int:
         report = audit_library(model.network, x, args.library, **common)
     else:
         attribution = read_array(args.attribution, "--attribution")
-        report = audit_attribution(model.network, x, attribution, library=args.for_library, **common)
+        report = audit_attribution(model.network, x, attribution, library=args.for_library, profiles=profiles,
+                                   **common)
     if args.json:
         print(render_json(report))
     elif args.markdown:
