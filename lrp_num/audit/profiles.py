@@ -107,6 +107,18 @@ class Profile:
     """Graph -> the graph the library actually explains, node names kept (None: the same)."""
     batch_norm_rule: str | None = None
     """Our rule reproducing the library at a batch norm it does not merge (None: not modelled)."""
+    library_layers: Callable | None = None
+    """(Sequential, plan, profile) -> (the Sequential the library explains, its plan, our folded
+    layer index -> its layer index), where the library explains other layers than ours (captum:
+    batch norms as layers of their own). None: :attr:`library_network` (or the network) with the
+    same plan and indices."""
+
+    def explained(self, network, plan: Mapping) -> tuple:
+        """(network, plan, index map) of what the library explains; see :attr:`library_layers`."""
+        if self.library_layers is not None:
+            return self.library_layers(network, plan, self)
+        explained = self.library_network(network) if self.library_network else network
+        return explained, plan, {k: k for k in range(len(network.layers) + 1)}
 
     def rule(self, name: str) -> RuleMapping:
         """The mapping of our rule ``name``; UnknownRuleError names what the library offers."""
@@ -201,6 +213,41 @@ def captum_unmerged_graph(graph):
     return Graph(nodes, input_shape=graph.input_shape, output=graph.source_output, input_name=graph.input_name)
 
 
+def captum_unmerged_network(network, plan: Mapping, profile: "Profile") -> tuple:
+    """The Sequential captum 0.9 explains: it never merges a batch norm but gives it an
+    EpsilonRule of its own (captum/attr/_core/lrp.py, SUPPORTED_LAYERS_WITH_RULES), so each
+    BatchNorm becomes the linear layer it computes, y_c = s_c x_c + t_c (a 1x1 depthwise
+    Conv2d on images, a diagonal Dense on vectors), with ``profile.batch_norm_rule`` (lrp0: with
+    captum's bias and stabiliser conventions, its EpsilonRule at 1e-9). Returns that network,
+    the plan on it and our folded layer index -> its layer index."""
+    import numpy as np
+
+    from lrp_num.engine.composites import LayerRule
+    from lrp_num.engine.network import Sequential
+    from lrp_num.layers import BatchNorm, Conv2d, Dense
+    from lrp_num.layers.affine import affine_from_batchnorm
+
+    if not any(isinstance(layer, BatchNorm) for layer in network.source_layers):
+        return network, plan, {k: k for k in range(len(network.layers) + 1)}
+    layers, explained_plan, index_of = [], {}, {}
+    for layer in network.source_layers:
+        if isinstance(layer, BatchNorm):
+            scale, shift = affine_from_batchnorm(layer)
+            if isinstance(layers[-1], Conv2d):
+                layer = Conv2d(scale.reshape(-1, 1, 1, 1), shift, groups=len(scale))
+            else:
+                layer = Dense(np.diag(scale), shift)
+            explained_plan[len(layers)] = LayerRule(profile.batch_norm_rule or "lrp0", {})
+        else:
+            folded = len(index_of)
+            index_of[folded] = len(layers)
+            if folded in plan:
+                explained_plan[len(layers)] = plan[folded]
+        layers.append(layer)
+    index_of[len(index_of)] = len(layers)
+    return Sequential(layers, input_shape=network.input_shape), explained_plan, index_of
+
+
 _ZENNIT_RULES = "zennit/rules.py"
 ZENNIT = Profile(
     name="zennit-0.5.1",
@@ -256,7 +303,7 @@ CAPTUM = Profile(
     sources=("captum/attr/_utils/lrp_rules.py (PropagationRule, EpsilonRule, GammaRule, Alpha1_Beta0_Rule)",
              "captum/attr/_core/lrp.py (LRP.attribute, SUPPORTED_LAYERS_WITH_RULES)"),
     passes=("ReLU: relevance passes unchanged; MaxPool/AvgPool: EpsilonRule; BatchNorm2d: its own "
-            "EpsilonRule (not merged); top relevance f_c divided by the modified z'"),
+            "EpsilonRule (not merged, modelled as a layer of its own); top relevance f_c divided by the modified z'"),
     add=RuleMapping("add", "captum Addition_Module with captum.attr._utils.lrp_rules.EpsilonRule", "add_z",
                     ADD_RULE, {},
                     "captum/attr/_utils/custom_modules.py: Addition_Module; captum/attr/_core/lrp.py: "
@@ -266,6 +313,7 @@ CAPTUM = Profile(
     addition="captum",
     library_graph=captum_unmerged_graph,
     batch_norm_rule="lrp0",
+    library_layers=captum_unmerged_network,
 )
 
 _BACH = "Bach et al. 2015, PLOS ONE 10(7) e0130140"
