@@ -243,3 +243,105 @@ def test_cli_convention_file_and_its_errors(tmp_path, capsys):
     assert len(err) == 1 and "clip" in err[0]
     assert main(common + ["--convention", ""]) == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+# -- per-layer relevance files (--layers) ------------------------------------------------------
+
+def textbook_trace(network, x, targets, layer_rule, faulty_layer=None, factor=1.0):
+    """As :func:`textbook_lrp`, recording the relevance at every layer's input; the Dense layer
+    ``faulty_layer`` multiplies what it passes down by ``factor`` (a defect at one layer)."""
+    activations = network.forward_trace(np.asarray(x, dtype=np.float64))
+    relevance = np.zeros_like(activations[-1])
+    rows = np.arange(len(x))
+    relevance[rows, targets] = activations[-1][rows, targets]
+    trace = {len(network.layers): relevance}
+    for k in reversed(range(len(network.layers))):
+        layer = network.layers[k]
+        if isinstance(layer, Dense):
+            relevance = layer_rule(activations[k], layer.weight, layer.bias, relevance)
+            if k == faulty_layer:
+                relevance = factor * relevance
+        trace[k] = relevance
+    return trace
+
+
+def save_layers(folder, trace, keep=lambda k: True):
+    folder.mkdir()
+    for k, value in trace.items():
+        if k > 0 and keep(k):
+            np.save(folder / f"layer_{k}.npy", value)
+
+
+def test_layer_files_localise_a_deviation_to_its_layer(tmp_path):
+    from lrp_num.audit.layer_files import read_layer_relevance
+
+    network, x = dense_model(seed=1)
+    targets = targets_of(network, x)
+    trace = textbook_trace(network, x, targets, bach_alpha_beta(2.0, 1.0), faulty_layer=2, factor=1.5)
+    save_layers(tmp_path / "layers", trace)
+    layers = read_layer_relevance(tmp_path / "layers", network, x)
+    assert sorted(layers) == [1, 2, 3, 4, 5]
+    report = audit_attribution(network, x, trace[0], rule="alphabeta", target=targets, dps=DPS, tolerance=TOL,
+                               layers=layers)
+    assert not report.ok
+    per_layer = {a.index: a for a in report.layers if not a.layer.startswith("input")}
+    assert per_layer[4].own_relative < TOL and per_layer[2].own_relative > 0.1  # the fault is at layer 2
+    assert max(k for k, a in per_layer.items() if a.own_relative > TOL) == 2
+    good = textbook_trace(network, x, targets, bach_alpha_beta(2.0, 1.0))
+    report = audit_attribution(network, x, good[0], rule="alphabeta", target=targets, dps=DPS, tolerance=TOL,
+                               layers={k: v for k, v in good.items() if k > 0})
+    assert report.ok, report.verdicts
+    assert max(a.own_relative for a in report.layers if not a.layer.startswith("input")) < TOL
+
+
+@pytest.mark.parametrize("problem", ["nan", "inf", "shape", "name", "index", "empty", "file"])
+def test_bad_layer_files_are_one_line_errors(tmp_path, capsys, problem):
+    from lrp_num.cli import main
+    from lrp_num.io.model_io import save_npz
+
+    network, x = dense_model(seed=1)
+    x = x[:1]
+    save_npz(network, tmp_path / "net.npz")
+    np.save(tmp_path / "x.npy", x)
+    targets = targets_of(network, x)
+    trace = textbook_trace(network, x, targets, bach_alpha_beta(2.0, 1.0))
+    np.save(tmp_path / "r.npy", trace[0])
+    folder = tmp_path / "layers"
+    save_layers(folder, trace, keep=lambda k: problem != "empty")
+    if problem in ("nan", "inf"):
+        bad = trace[2].copy()
+        bad[0, 1] = np.nan if problem == "nan" else np.inf
+        np.save(folder / "layer_2.npy", bad)
+    elif problem == "shape":
+        np.save(folder / "layer_2.npy", np.ones(7))
+    elif problem == "name":
+        np.save(folder / "layer-2.npy", trace[2])
+    elif problem == "index":
+        np.save(folder / "layer_9.npy", trace[2])
+    common = ["audit", "--attribution", str(tmp_path / "r.npy"), "--model", str(tmp_path / "net.npz"), "--input",
+              str(tmp_path / "x.npy"), "--rule", "alphabeta", "--dps", "30", "--tolerance", "1e-9", "--layers",
+              str(tmp_path / "r.npy" if problem == "file" else folder)]
+    assert main(common) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+
+
+def test_cli_layers_localise(tmp_path, capsys):
+    import json
+
+    from lrp_num.cli import main
+    from lrp_num.io.model_io import save_npz
+
+    network, x = dense_model(seed=1)
+    save_npz(network, tmp_path / "net.npz")
+    np.save(tmp_path / "x.npy", x)
+    targets = targets_of(network, x)
+    trace = textbook_trace(network, x, targets, bach_alpha_beta(2.0, 1.0), faulty_layer=4, factor=0.5)
+    np.save(tmp_path / "r.npy", trace[0])
+    save_layers(tmp_path / "layers", trace)
+    assert main(["audit", "--attribution", str(tmp_path / "r.npy"), "--model", str(tmp_path / "net.npz"),
+                 "--input", str(tmp_path / "x.npy"), "--rule", "alphabeta", "--dps", "30", "--tolerance", "1e-9",
+                 "--layers", str(tmp_path / "layers"), "--json"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    rows = {row["index"]: row for row in report["layers"] if not row["layer"].startswith("input")}
+    assert rows[4]["own_relative"] > 0.1 and 2 in rows and 0 in rows

@@ -416,10 +416,30 @@ def audit_library(network, x: np.ndarray, library: str, rule: str | None = None,
                        lib[0].sum(axis=1).tolist(), f_c.tolist(), seconds, ok)
 
 
+def _localise(network, plan, rows, dtd, given, layers, f_c, tolerance) -> tuple[list[LayerAudit], list[str], bool]:
+    """A saved attribution's per-layer relevance against the profile closest at the input (rows:
+    (profile, its reference layers)), with library mode's per-layer audits and verdicts."""
+    for k, value in layers.items():
+        if not 1 <= k <= len(network.layers):
+            raise ShapeError(f"per-layer relevance for layer {k}: the network has layers 1 to {len(network.layers)} "
+                             "above the input")
+        value = require_finite(np.asarray(value, dtype=np.float64), f"the relevance at layer {k}")
+        if value.size != dtd[k].size:
+            raise ShapeError(f"the relevance at layer {k} has {value.size} values; the layer's input has "
+                             f"{dtd[k].size} for this batch")
+    batch = len(given)
+    lib = _pass_through(network, {0: given, **{k: _flat(v, batch) for k, v in layers.items()}})
+    profile, own = min(rows, key=lambda row: _deviation(given, row[1][0])[1])
+    audits = _layer_audits(network, plan, profile.rules, lib, own, dtd, f_c, tolerance)
+    lines, ok = _verdicts("the saved relevance", profile, audits, tolerance)
+    return audits, [f"per layer (closest convention {profile.name}): {line}" for line in lines], ok
+
+
 def audit_attribution(network, x: np.ndarray, attribution: np.ndarray, rule: str | None = None,
                       composite: str | Composite | None = None, target=None, *, library: str | None = None,
                       parameters: Mapping | None = None, input_domain=None, dps: int = 50,
-                      tolerance: float = DEFAULT_TOLERANCE, profiles: list[Profile] | None = None) -> AuditReport:
+                      tolerance: float = DEFAULT_TOLERANCE, profiles: list[Profile] | None = None,
+                      layers: Mapping[int, np.ndarray] | None = None) -> AuditReport:
     """Audit a saved input relevance from any tool (nothing of that tool is imported).
 
     It is compared with the reference under DTD and under every profile offering the rules (or
@@ -428,6 +448,9 @@ def audit_attribution(network, x: np.ndarray, attribution: np.ndarray, rule: str
     ``dps`` (20 to 10000) and ``tolerance`` (0 <= tolerance < 1) as in :func:`audit_library`.
     ``profiles``: compare with these profiles only (e.g. one from
     :func:`lrp_num.audit.convention_file.load_convention`) instead of the built-in ones.
+    ``layers``: the tool's relevance at the input of folded layers k >= 1 (as
+    :func:`lrp_num.audit.layer_files.read_layer_relevance` reads them), compared layer by layer
+    with the profile closest at the input, which localises a deviation as library mode does.
     """
     if hasattr(network, "nodes"):
         raise UnsupportedLayerError("the audit of a saved attribution covers Sequential networks only; "
@@ -495,6 +518,12 @@ def audit_attribution(network, x: np.ndarray, attribution: np.ndarray, rule: str
     else:
         lines.append(f"conservation at the input as a known convention implies (absorbs up to "
                      f"{worst(absorbed_given):+.3g} f_c)")
+    if layers:
+        layer_audits, layer_lines, layers_ok = _localise(network, plan, rows, dtd_layers, given, layers, f_c,
+                                                         tolerance)
+        audits += layer_audits
+        lines += layer_lines
+        ok = ok and layers_ok
     lines += _outside_domain_notes(network, x, plan)
     negatives = _negatives(given, tolerance)
     lines.append(f"positivity: {negatives} negative input relevances (DTD: {_negatives(dtd_layers[0], tolerance)})")

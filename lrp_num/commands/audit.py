@@ -37,6 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--convention", metavar="FILE",
                         help="with --attribution: compare with the convention this JSON or TOML file describes "
                              "(bias placement, stabiliser, rule variants; see lrp_num.audit.convention_file)")
+    parser.add_argument("--layers", metavar="DIR",
+                        help="with --attribution: a folder of layer_<k>.npy files, the tool's relevance at the input "
+                             "of folded layer k, to localise a deviation (see lrp_num.audit.layer_files)")
     parser.add_argument("--target", type=int, help="output index to explain (default: the prediction)")
     for name in ("epsilon", "gamma", "alpha", "beta"):
         parser.add_argument(f"--{name}", type=float, help=f"rule parameter {name} (default: the library's)")
@@ -80,10 +83,18 @@ def run(args: argparse.Namespace) -> int:
     parameters = {k: getattr(args, k) for k in ("epsilon", "gamma", "alpha", "beta") if getattr(args, k) is not None}
     common = dict(rule=args.rule, composite=args.composite, target=args.target, parameters=parameters,
                   input_domain=model.input_domain, dps=args.dps, tolerance=args.tolerance)
+    if args.library and args.layers is not None:
+        from lrp_num.errors import LRPError
+
+        raise LRPError("--layers is for --attribution: with --library the audit records every layer itself")
     if args.library:
         report = audit_library(model.network, x, args.library, **common)
     else:
         attribution = read_array(args.attribution, "--attribution")
+        if args.layers is not None:
+            from lrp_num.audit.layer_files import read_layer_relevance
+
+            common["layers"] = read_layer_relevance(args.layers, model.network, x)
         report = audit_attribution(model.network, x, attribution, library=args.for_library, profiles=profiles,
                                    **common)
     if args.json:
