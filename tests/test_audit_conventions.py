@@ -345,3 +345,77 @@ def test_cli_layers_localise(tmp_path, capsys):
     report = json.loads(capsys.readouterr().out)
     rows = {row["index"]: row for row in report["layers"] if not row["layer"].startswith("input")}
     assert rows[4]["own_relative"] > 0.1 and 2 in rows and 0 in rows
+
+
+# -- --plot ------------------------------------------------------------------------------------
+
+def _digits_attribution(tmp_path, corrupt=False):
+    from lrp_num import explain, load_builtin
+    from lrp_num.audit.profiles import ZENNIT
+
+    model = load_builtin("digits-mlp")
+    x = model.test_images[:1]
+    relevance = explain(model.network, x, rule="zplus_split", conventions=ZENNIT.conventions)
+    if corrupt:
+        relevance = relevance.copy()
+        relevance[0, 20:28] *= -2.0
+    np.save(tmp_path / "r.npy", relevance)
+    return tmp_path / "r.npy"
+
+
+@pytest.mark.parametrize("corrupt", [False, True])
+def test_cli_plot_writes_a_png(tmp_path, capsys, corrupt):
+    pytest.importorskip("matplotlib")
+    from lrp_num.cli import main
+
+    attribution = _digits_attribution(tmp_path, corrupt)
+    picture = tmp_path / "audit.png"
+    status = main(["audit", "--attribution", str(attribution), "--model", "digits-mlp", "--sample", "0",
+                   "--rule", "zplus", "--dps", "30", "--plot", str(picture)])
+    assert status == (1 if corrupt else 0), capsys.readouterr()
+    data = picture.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no staged leftovers
+
+
+def test_plot_of_a_library_audit_per_layer(tmp_path):
+    pytest.importorskip("matplotlib")
+    from lrp_num.audit.plot import save_audit_plot
+
+    network, x = dense_model(seed=1)
+    targets = targets_of(network, x)
+    trace = textbook_trace(network, x, targets, bach_alpha_beta(2.0, 1.0), faulty_layer=2, factor=1.5)
+    report = audit_attribution(network, x, trace[0], rule="alphabeta", target=targets, dps=DPS, tolerance=TOL,
+                               layers={k: v for k, v in trace.items() if k > 0})
+    path = save_audit_plot(report, tmp_path / "layers.png", tolerance=TOL)
+    assert path.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_plot_without_matplotlib_is_one_line_naming_the_extra(tmp_path, capsys, monkeypatch):
+    import sys
+
+    from lrp_num.cli import main
+
+    attribution = _digits_attribution(tmp_path)
+    for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now raises ImportError
+    picture = tmp_path / "audit.png"
+    assert main(["audit", "--attribution", str(attribution), "--model", "digits-mlp", "--sample", "0",
+                 "--rule", "zplus", "--dps", "30", "--plot", str(picture)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "heatmap" in err[0]
+    assert not picture.exists()
+
+
+@pytest.mark.parametrize("name", ["audit.xyz", "missing/audit.png", "r.npy"])
+def test_bad_plot_paths_are_refused_before_the_audit(tmp_path, capsys, name):
+    pytest.importorskip("matplotlib")
+    from lrp_num.cli import main
+
+    attribution = _digits_attribution(tmp_path)
+    before = attribution.read_bytes()
+    assert main(["audit", "--attribution", str(attribution), "--model", "digits-mlp", "--sample", "0",
+                 "--rule", "zplus", "--dps", "30", "--plot", str(tmp_path / name)]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    assert attribution.read_bytes() == before

@@ -73,9 +73,14 @@ class AuditReport:
     ok: bool = True
     nodes: list = field(default_factory=list)
     """Graphs: one :class:`~lrp_num.audit.graph_compare.NodeAudit` per node (``layers`` is empty)."""
+    inputs: dict = field(default_factory=dict, repr=False)
+    """Input relevance for pictures (:mod:`lrp_num.audit.plot`), not in :meth:`to_dict`:
+    ``"x"``, ``"library"``, ``"reference"`` (arrays of the input's shape) and ``"reference_name"``."""
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        values = asdict(self)
+        del values["inputs"]
+        return values
 
 
 # -- plans: our rules -> the library's profile and the derivation ---------------------------
@@ -412,8 +417,10 @@ def audit_library(network, x: np.ndarray, library: str, rule: str | None = None,
     verdicts += list(dict.fromkeys(_outside_domain_notes(network, x, own_plan)
                                    + _outside_domain_notes(network, x, dtd_plan)))
     method = f"rule {rule}" if rule else f"composite {composite if isinstance(composite, str) else composite.name}"
+    inputs = {"x": x, "library": lib[0].reshape(x.shape), "reference": own[0].reshape(x.shape),
+              "reference_name": profile.name}
     return AuditReport(lib_run.library, profile.name, method, batch, audits, verdicts,
-                       lib[0].sum(axis=1).tolist(), f_c.tolist(), seconds, ok)
+                       lib[0].sum(axis=1).tolist(), f_c.tolist(), seconds, ok, inputs=inputs)
 
 
 def _localise(network, plan, rows, dtd, given, layers, f_c, tolerance) -> tuple[list[LayerAudit], list[str], bool]:
@@ -528,5 +535,8 @@ def audit_attribution(network, x: np.ndarray, attribution: np.ndarray, rule: str
     negatives = _negatives(given, tolerance)
     lines.append(f"positivity: {negatives} negative input relevances (DTD: {_negatives(dtd_layers[0], tolerance)})")
     method = f"rule {rule}" if rule else f"composite {composite}"
+    closest, closest_layers = min(rows, key=lambda row: _deviation(given, row[1][0])[1])
+    inputs = {"x": x, "library": given.reshape(x.shape), "reference": closest_layers[0].reshape(x.shape),
+              "reference_name": closest.name}
     return AuditReport("saved attribution", ", ".join(p.name for p, _ in rows), method, batch, audits, lines,
-                       given.sum(axis=1).tolist(), f_c.tolist(), {}, ok)
+                       given.sum(axis=1).tolist(), f_c.tolist(), {}, ok, inputs=inputs)

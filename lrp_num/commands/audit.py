@@ -46,6 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tolerance", type=float, default=1e-7, help="relative deviation counted as equal")
     parser.add_argument("--dps", type=int, default=50,
                         help=f"digits of the mpmath reference, {MIN_DPS} to {MAX_DPS} (default 50)")
+    parser.add_argument("--plot", metavar="FILE.png",
+                        help="also draw per-layer deviation and absorption bars and the library / reference / "
+                             "difference input heatmaps of the first sample (needs matplotlib: the heatmap extra)")
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="print the report as JSON")
     output.add_argument("--markdown", action="store_true", help="print the report as Markdown")
@@ -69,6 +72,14 @@ def run(args: argparse.Namespace) -> int:
     from lrp_num.audit.report import render_json, render_markdown, render_table
 
     check_dps(args.dps, "--dps")  # before loading anything (audit_library checks it again)
+    if args.plot is not None:  # before the audit runs: a missing matplotlib or a bad path costs nothing
+        from lrp_num.audit.plot import check_plot_path
+        from lrp_num.io.files import check_distinct
+
+        check_plot_path(args.plot)
+        check_distinct({"--plot": args.plot}, {"--model": args.model, "--input": args.input,
+                                               "--attribution": args.attribution, "--convention": args.convention,
+                                               "--architecture": args.architecture})
     profiles = None
     if args.convention is not None:
         from lrp_num.audit.convention_file import load_convention
@@ -97,6 +108,10 @@ def run(args: argparse.Namespace) -> int:
             common["layers"] = read_layer_relevance(args.layers, model.network, x)
         report = audit_attribution(model.network, x, attribution, library=args.for_library, profiles=profiles,
                                    **common)
+    if args.plot is not None:
+        from lrp_num.audit.plot import save_audit_plot
+
+        save_audit_plot(report, args.plot, tolerance=args.tolerance)
     if args.json:
         print(render_json(report))
     elif args.markdown:
