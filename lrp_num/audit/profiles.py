@@ -253,7 +253,7 @@ ZENNIT = Profile(
     name="zennit-0.5.1",
     library="zennit",
     version="0.5.1",
-    conventions=Conventions(bias="zennit", eps=1e-6, stabilise="everywhere"),
+    conventions=Conventions(bias="zennit", eps=1e-6, stabilise="everywhere", by_sign=True),
     rules={m.rule: m for m in (
         RuleMapping("zplus", "zennit.rules.ZPlus", "zplus_split", "zplus", {}, f"{_ZENNIT_RULES}: ZPlus",
                     "inputs split by sign (x^+ w^+ + x^- w^-); bias b^+ in the denominator"),
@@ -261,7 +261,8 @@ ZENNIT = Profile(
                     f"{_ZENNIT_RULES}: Epsilon", "the paper's rule: x w with b, eps sign(z)"),
         RuleMapping("gamma", "zennit.rules.Gamma", "gamma_split", "gamma", {"gamma": 0.25},
                     f"{_ZENNIT_RULES}: Gamma",
-                    "inputs split by sign; b + gamma b^+ in the denominator; z_j = 0 drops R_j"),
+                    "inputs split by sign; for z_j > 0 b + gamma b^+ in the denominator, for z_j < 0 the "
+                    "weight parts swap (gamma_split_negative, b + gamma b^-); z_j = 0 drops R_j (by_sign)"),
         RuleMapping("alphabeta", "zennit.rules.AlphaBeta", "alphabeta", "alphabeta",
                     {"alpha": 2.0, "beta": 1.0}, f"{_ZENNIT_RULES}: AlphaBeta",
                     "b^+ and b^- in the positive and negative denominators"),

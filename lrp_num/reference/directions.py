@@ -38,12 +38,12 @@ ROOT_POINT_RULES: dict[str, str] = {
     "w2": "R^n", "zplus": "orthant", "zbox": "box", "lrp0": "R^n", "gamma": "orthant", "flat": "R^n",
 }
 #: rules defined by their propagation formula (Bach et al. 2015)
-FORMULA_RULES = ("epsilon", "alphabeta", "bias_neuron", "zplus_split", "gamma_split")
+FORMULA_RULES = ("epsilon", "alphabeta", "bias_neuron", "zplus_split", "gamma_split", "gamma_split_negative")
 RULES = tuple(ROOT_POINT_RULES) + FORMULA_RULES
 #: parameters of each rule and their defaults (those of the derivations in ``derivations/``)
 RULE_DEFAULTS: dict[str, dict[str, float]] = {
     "gamma": {"gamma": 0.25}, "epsilon": {"epsilon": 0.25}, "alphabeta": {"alpha": 2.0, "beta": 1.0},
-    "gamma_split": {"gamma": 0.25}, "add_epsilon": {"epsilon": 0.25},
+    "gamma_split": {"gamma": 0.25}, "gamma_split_negative": {"gamma": 0.25}, "add_epsilon": {"epsilon": 0.25},
 }
 BIAS_CONVENTIONS = ("dtd", "neuron", "zennit", "captum")
 
