@@ -14,6 +14,10 @@ parameter here, with the deep Taylor decomposition (DTD) derivation as the defau
   rule (only Alpha1_Beta0, a weight modification): for ``alphabeta`` the unmodified b_j goes to
   the first (positive) term and nothing to the second, i.e. the bias joins the one modified z'.
   A rule a convention does not list gets b_j in its first term and nothing in any further term.
+  ``"magnitude"``: what autoLRP 0.2.0 does (``autolrp/backward/lrp_utils.py``,
+  ``apply_bias_split``): before the rule runs, the bias keeps the share
+  |b_j| / (|z_j - b_j| + |b_j| + eps) of R_j, and the rule then sees the layer without its bias
+  (nothing added to any denominator, as under ``"dtd"``).
 * ``eps`` and ``stabilise``: a denominator d becomes d + eps sign(d) with sign(0) = +1, either
   only where d == 0 (``"zero"``, default: the exact rule everywhere else) or everywhere
   (``"everywhere"``, as zennit and captum do). With eps = 0 a zero denominator that carries
@@ -55,7 +59,7 @@ BIAS_SHARES: dict[str, dict[str, tuple[str | None, ...]]] = {
         "epsilon": (None,), "bias_neuron": (None,), "gamma_split_negative": (None,),
     },
 }
-BIAS_CONVENTIONS = ("dtd", "neuron", "zennit", "captum")
+BIAS_CONVENTIONS = ("dtd", "neuron", "zennit", "captum", "magnitude")
 STABILISERS = ("zero", "everywhere")
 #: rule derived for z_j > 0 -> its counterpart derived for z_j < 0 (used under ``by_sign``)
 SIGN_COUNTERPARTS: dict[str, str] = {"gamma_split": "gamma_split_negative"}
@@ -67,7 +71,7 @@ class Conventions:
 
     Parameters
     ----------
-    bias : {"dtd", "neuron", "zennit", "captum"}
+    bias : {"dtd", "neuron", "zennit", "captum", "magnitude"}
     eps : float
         Stabiliser magnitude, finite and >= 0 (else KernelArgumentError).
     stabilise : {"zero", "everywhere"}
@@ -101,7 +105,7 @@ class Conventions:
         A rule the convention does not list gets the full bias (``"identity"``) in its first
         term and nothing in the other ``n_terms - 1``.
         """
-        if self.bias == "dtd":
+        if self.bias in ("dtd", "magnitude"):  # "magnitude" splits the bias off before the rule
             return None
         return BIAS_SHARES[self.bias].get(rule, ("identity",) + (None,) * (n_terms - 1))
 

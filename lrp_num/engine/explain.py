@@ -417,6 +417,16 @@ def _non_finite_message(index: int, layer, rule: str, relevance: np.ndarray) -> 
             f"value(s): {cause}")
 
 
+def _magnitude_bias_split(layer, a, relevance, eps: float):
+    """The "magnitude" bias convention (lrp_num.engine.conventions): R_j scaled by
+    |z_j - b_j| / (|z_j - b_j| + |b_j| + eps), the share the bias does not keep (0 where that
+    denominator is 0)."""
+    linear = np.abs(layer.forward(a, "identity"))
+    denominator = linear + np.abs(layer.bias_like(linear)) + eps
+    share = np.divide(linear, denominator, out=np.zeros_like(linear), where=denominator != 0)
+    return relevance * share
+
+
 def _apply_by_sign(layer, a, relevance, choice: LayerRule, counterpart: str, conventions: Conventions,
                    box: _Box, index: int, diagnostics: bool, kernel_folder: str | None):
     """Conventions.by_sign: the rule's derivation on neurons with z_j > 0, its counterpart's on
@@ -434,6 +444,9 @@ def _apply_by_sign(layer, a, relevance, choice: LayerRule, counterpart: str, con
 
 def _apply_rule(layer, a, relevance, choice: LayerRule, conventions: Conventions, box: _Box,
                 index: int, diagnostics: bool, kernel_folder: str | None):
+    if conventions.bias == "magnitude" and isinstance(layer, (Dense, Conv2d)):
+        relevance = _magnitude_bias_split(layer, a, relevance, conventions.eps)
+        conventions = dataclasses.replace(conventions, bias="dtd")
     counterpart = SIGN_COUNTERPARTS.get(choice.rule) if conventions.by_sign else None
     if counterpart is not None and isinstance(layer, (Dense, Conv2d)):
         return _apply_by_sign(layer, a, relevance, choice, counterpart, conventions, box, index, diagnostics,

@@ -201,8 +201,9 @@ def formula_layer(rule, matrix: LinearMatrix, x_ext, relevance, parameters, conv
             share_plus = np.array(list(b), dtype=object)
             share_minus = np.array([zero] * len(b), dtype=object)
         else:  # "neuron", "zennit": b^+ and b^- join their groups; "dtd": no bias
-            share_plus = np.array([(bv if bv > 0 else zero) if bias != "dtd" else zero for bv in b], dtype=object)
-            share_minus = np.array([(bv if bv < 0 else zero) if bias != "dtd" else zero for bv in b], dtype=object)
+            kept = bias not in ("dtd", "magnitude")
+            share_plus = np.array([(bv if bv > 0 else zero) if kept else zero for bv in b], dtype=object)
+            share_minus = np.array([(bv if bv < 0 else zero) if kept else zero for bv in b], dtype=object)
         groups = [(mpmath.mpf(parameters["alpha"]), positive, share_plus),
                   (-mpmath.mpf(parameters["beta"]), negative, share_minus)]
     relevance_in = np.zeros(matrix.n_in + 1, dtype=object)
@@ -230,6 +231,19 @@ def formula_layer(rule, matrix: LinearMatrix, x_ext, relevance, parameters, conv
     return relevance_in[: matrix.n_in]
 
 
+def magnitude_bias_split(matrix: LinearMatrix, x_ext, relevance, eps):
+    """R_j times |z_j - b_j| / (|z_j - b_j| + |b_j| + eps): the share of R_j the bias does not keep
+    under the "magnitude" convention (autoLRP 0.2.0, ``apply_bias_split``); 0 where the
+    denominator is 0."""
+    linear = (x_ext[matrix.index] * matrix.weight_mp).sum(axis=1)
+    e = mpmath.mpf(eps)
+    scaled = np.empty(len(relevance), dtype=object)
+    for j, (r, z, bv) in enumerate(zip(relevance, linear, matrix.bias_mp)):
+        denominator = abs(z) + abs(bv) + e
+        scaled[j] = r * abs(z) / denominator if denominator != 0 else mpmath.mpf(0)
+    return scaled
+
+
 def _split_group(rule, x, matrix: LinearMatrix, parameters, bias: str):
     """(1, q, bias share) of zennit's input-split rules, by their definition (zennit/rules.py).
 
@@ -249,7 +263,7 @@ def _split_group(rule, x, matrix: LinearMatrix, parameters, bias: str):
     b = matrix.bias_mp
     if rule == "zplus_split":
         q = x_plus * w_plus + x_minus * w_minus
-        if bias == "dtd":
+        if bias in ("dtd", "magnitude"):
             share = np.array([zero] * len(b), dtype=object)
         elif bias == "zennit":
             share = np.array([bv if bv > 0 else zero for bv in b], dtype=object)
@@ -362,4 +376,4 @@ def add_node(rule: str, addends: list[np.ndarray], relevance: np.ndarray, parame
     return [lower[:, k] for k in range(k_addends)]
 
 
-__all__ = ["LayerTrace", "add_node", "formula_layer", "maxpool_layer", "root_point_layer"]
+__all__ = ["LayerTrace", "add_node", "formula_layer", "magnitude_bias_split", "maxpool_layer", "root_point_layer"]
