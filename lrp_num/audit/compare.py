@@ -342,6 +342,10 @@ def run_library(library: str, network, x: np.ndarray, plan, targets: np.ndarray,
         output = network.forward(np.asarray(x, dtype=np.float64))
         top = top_relevance(output, targets)
         return run_zennit(network, model, x, plan, top, input_domain, overrides)
+    if library == "autolrp":
+        from lrp_num.audit.autolrp_adapter import run_autolrp
+
+        return run_autolrp(network, model, x, plan, targets, overrides)
     from lrp_num.audit.captum_adapter import run_captum
 
     return run_captum(network, model, x, plan, targets, overrides)
@@ -385,6 +389,9 @@ def audit_library(network, x: np.ndarray, library: str, rule: str | None = None,
     x = np.asarray(x, dtype=np.float64)
     if hasattr(network, "nodes"):
         from lrp_num.audit.graph_compare import audit_graph_library
+
+        if library == "autolrp":
+            raise UnsupportedLayerError("the audit runs autoLRP on Sequential models only")
 
         if library_run is not None:
             raise UnsupportedLayerError("library_run= is for Sequential networks; on a graph the audit "

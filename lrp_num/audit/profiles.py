@@ -107,6 +107,9 @@ class Profile:
     """Graph -> the graph the library actually explains, node names kept (None: the same)."""
     batch_norm_rule: str | None = None
     """Our rule reproducing the library at a batch norm it does not merge (None: not modelled)."""
+    single_eps: bool = False
+    """The library has one eps for every stabiliser and its epsilon rule (autoLRP): the rule's
+    epsilon must be the conventions' eps, and the reference rule takes no epsilon of its own."""
     library_layers: Callable | None = None
     """(Sequential, plan, profile) -> (the Sequential the library explains, its plan, our folded
     layer index -> its layer index), where the library explains other layers than ours (captum:
@@ -131,6 +134,12 @@ class Profile:
     def reference_parameters(self, mapping: RuleMapping, parameters: Mapping[str, float]) -> dict:
         """Parameters for ``mapping.reference_rule`` that reproduce the library's run."""
         chosen = {**mapping.defaults, **parameters}
+        if mapping.rule == "epsilon" and self.single_eps:
+            if chosen.get("epsilon", self.conventions.eps) != self.conventions.eps:
+                raise UnknownRuleError(f"{self.library} {self.version} uses one eps ({self.conventions.eps:g}) for "
+                                       "every stabiliser and its epsilon rule; the audit runs it at that value: "
+                                       "omit --epsilon")
+            return {}
         if mapping.rule == "epsilon" and self.conventions.stabilise == "everywhere":
             # one library stabiliser = rule epsilon + convention eps (under "zero" the
             # convention's eps only replaces an exactly zero denominator: nothing to subtract)
@@ -317,6 +326,40 @@ CAPTUM = Profile(
     library_layers=captum_unmerged_network,
 )
 
+_AUTOLRP_RULES = "autolrp/backward/rules.py"
+AUTOLRP = Profile(
+    name="autoLRP-0.2.0",
+    library="autoLRP",
+    version="0.2.0",
+    conventions=Conventions(bias="magnitude", eps=1e-11, stabilise="everywhere"),
+    rules={m.rule: m for m in (
+        RuleMapping("epsilon", "autolrp.backward.rules.epsilon", "lrp0", "epsilon", {"epsilon": 1e-11},
+                    f"{_AUTOLRP_RULES}: epsilon; autolrp/backward/install.py: install_matmul, install_conv",
+                    "x w over z without its bias, + eps sign, eps = LRPConfig.eps (1e-11) for every stabiliser; "
+                    "the bias first keeps |b| / (|z - b| + |b| + eps) of R_j (apply_bias_split)"),
+        RuleMapping("zplus", "autolrp.backward.rules.zplus", "zplus_split", "zplus", {},
+                    f"{_AUTOLRP_RULES}: zplus",
+                    "x^+ w^+ + x^- w^- without bias, stabilised by eps everywhere, after the bias's magnitude share"),
+        RuleMapping("alphabeta", "autolrp.backward.rules.alpha_beta", "alphabeta", "alphabeta",
+                    {"alpha": 2.0, "beta": 1.0}, f"{_AUTOLRP_RULES}: alpha_beta",
+                    "(x w)^+ and (x w)^- groups without bias, after the bias's magnitude share"),
+    )},
+    sources=("autolrp/backward/rules.py (PRODUCT_RULES)", "autolrp/backward/lrp_utils.py (stabilize, apply_bias_split)",
+             "autolrp/backward/install.py (install_matmul, install_conv)", "autolrp/nodes.py (ROUTING_NODES, "
+             "PASSTHROUGH_NODES)", "autolrp/backward/engine.py (_backward: unit seed)"),
+    passes=("ReLU: passthrough; max pooling: the plain gradient (winner-take-all); average and sum pooling: the "
+            "plain gradient, R / k to each input (the reference keeps the z-rule at pooling layers: not modelled, "
+            "flagged at the pooling layer); BatchNorm: passthrough (not modelled, flagged); unit seed at the output "
+            "(the adapter scales by f_c)"),
+    single_eps=True,
+)
+"""autoLRP 0.2.0 (LRP on the PyTorch autograd graph). Its linear-layer hooks split the bias off
+by magnitude first (``apply_bias_split``: the bias keeps |b_j| / (|z_j - b_j| + |b_j| + eps) of
+R_j) and then run the rule on the layer without its bias, every denominator stabilised by
+d + eps sign(d), sign(0) = +1, with the one ``LRPConfig.eps`` (1e-11). Its ``gamma`` selects the
+group by the sign of z_j *without* the bias and adds no bias to either group, which no derived
+rule here reproduces, so the profile does not offer gamma."""
+
 _BACH = "Bach et al. 2015, PLOS ONE 10(7) e0130140"
 BIAS_NEURON = Profile(
     name="bias-neuron (Bach et al. 2015)",
@@ -346,7 +389,7 @@ It is a convention, not a library: ``lrp audit --attribution`` compares with it,
 cannot run it."""
 
 #: libraries whose own LRP the audit runs (``--library``)
-PROFILES: dict[str, Profile] = {"zennit": ZENNIT, "captum": CAPTUM}
+PROFILES: dict[str, Profile] = {"zennit": ZENNIT, "captum": CAPTUM, "autolrp": AUTOLRP}
 #: conventions a saved attribution is also compared with (no library to run)
 CONVENTION_PROFILES: dict[str, Profile] = {"bias-neuron": BIAS_NEURON}
 #: everything ``lrp audit --attribution`` compares with by default
@@ -366,5 +409,5 @@ def get_profile(library: str, runnable: bool = False) -> Profile:
                                f"known: {', '.join(known)}") from None
 
 
-__all__ = ["ATTRIBUTION_PROFILES", "BIAS_NEURON", "CAPTUM", "CONVENTION_PROFILES", "DTD", "PROFILES", "Profile",
+__all__ = ["ATTRIBUTION_PROFILES", "AUTOLRP", "BIAS_NEURON", "CAPTUM", "CONVENTION_PROFILES", "DTD", "PROFILES", "Profile",
            "RuleMapping", "ZENNIT", "get_profile"]

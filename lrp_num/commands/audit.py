@@ -26,13 +26,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with --model WEIGHTS.pt (a torch state dict): the module list (see "
                              "lrp_num.io.torch_bridge.ARCHITECTURE_HELP)")
     what = parser.add_mutually_exclusive_group(required=True)
-    what.add_argument("--library", choices=("zennit", "captum"), help="run this library's LRP and audit it")
+    what.add_argument("--library", choices=("zennit", "captum", "autolrp"), help="run this library's LRP and audit it")
     what.add_argument("--attribution", metavar="R.npy", help="audit a saved input relevance from any tool")
     how = parser.add_mutually_exclusive_group(required=True)
     how.add_argument("--rule", help="one of our rule names on every linear layer (zplus, epsilon, gamma, "
                                     "alphabeta, w2, flat)")
     how.add_argument("--composite", help="deep-taylor, epsilon-plus, epsilon-gamma-box, alpha2-beta1")
-    parser.add_argument("--for-library", choices=("zennit", "captum", "bias-neuron"), dest="for_library",
+    parser.add_argument("--for-library", choices=("zennit", "captum", "autolrp", "bias-neuron"), dest="for_library",
                         help="with --attribution: compare with this library's (or convention's) profile only")
     parser.add_argument("--convention", metavar="FILE",
                         help="with --attribution: compare with the convention this JSON or TOML file describes "

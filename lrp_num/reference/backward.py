@@ -285,7 +285,8 @@ class ReferenceNetwork:
                 trace = LayerTrace(index, repr(layer), rule, relevance_out=relevance, name=node.name)
                 x_ext = np.append(a, mpmath.mpf(0))
                 layer_conventions = conventions
-                if conventions["bias"] == "magnitude":  # the bias keeps its share, then the rule without it
+                if conventions["bias"] == "magnitude" and isinstance(layer, (Dense, Conv2d)):
+                    # the bias keeps its share, then the rule sees the layer without it
                     relevance = magnitude_bias_split(self.matrices[index], x_ext, relevance, conventions["eps"])
                     layer_conventions = {**conventions, "bias": "dtd"}
                 if rule in ROOT_POINT_RULES:
