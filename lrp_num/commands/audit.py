@@ -3,11 +3,14 @@
     lrp audit --library zennit --model digits-cnn --rule zplus --sample 3
     lrp audit --library captum --model net.pt --architecture net.json --input x.npy --rule epsilon --json
     lrp audit --attribution R.npy --model digits-mlp --sample 0 --rule zplus --markdown
+    lrp audit --attribution R.npy --model net.npz --input x.npy --rule alphabeta --convention mine.toml
+    lrp audit --attribution R.npy --model net.npz --input x.npy --rule zplus --layers relevance/ --plot audit.png
+    lrp audit --library autolrp --model digits-mlp --rule epsilon --sample 0
 
 The library runs on the PyTorch twin of the model (float64); the mpmath reference runs under the
 library's profile (:mod:`lrp_num.audit.profiles`) and under the deep Taylor derivation. Exit status:
 0 when every check passes, 1 when the audit flags something, 2 on errors (a missing torch,
-zennit or captum is one line saying what to install).
+zennit, captum, autoLRP or matplotlib is one line saying what to install).
 """
 
 from __future__ import annotations
