@@ -419,3 +419,43 @@ def test_bad_plot_paths_are_refused_before_the_audit(tmp_path, capsys, name):
                  "--rule", "zplus", "--dps", "30", "--plot", str(tmp_path / name)]) == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
     assert attribution.read_bytes() == before
+
+
+# -- the conventions the profiles added, engine against the mpmath reference ---------------------
+
+@pytest.mark.parametrize("layer_kind", ["dense", "conv"])
+@pytest.mark.parametrize("conventions,rule", [
+    (dict(bias="zennit", eps=1e-6, stabilise="everywhere", by_sign=True), "gamma_split"),
+    (dict(bias="magnitude", eps=1e-11, stabilise="everywhere"), "lrp0"),
+    (dict(bias="magnitude", eps=1e-11, stabilise="everywhere"), "zplus_split"),
+    (dict(bias="magnitude", eps=1e-3, stabilise="zero"), "alphabeta"),
+])
+def test_engine_follows_the_reference_under_by_sign_and_magnitude(layer_kind, conventions, rule):
+    """Upper relevance on every neuron (z_j > 0, < 0 and = 0): the engine's derived kernels under
+    the convention equal the mpmath reference, which shares no code with them."""
+    from lrp_num import explain, reference
+    from lrp_num.engine.conventions import Conventions
+    from lrp_num.layers import Conv2d, Flatten
+
+    rng = np.random.default_rng(11)
+    if layer_kind == "dense":
+        weight, bias = rng.normal(size=(5, 4)), rng.normal(size=4)
+        weight[:, 2], bias[2] = 0.0, 0.0  # z_2 = 0
+        network, x = Sequential([Dense(weight, bias)], input_shape=(5,)), rng.normal(size=(2, 5))
+    else:
+        weight, bias = rng.normal(size=(3, 2, 2, 2)), rng.normal(size=3)
+        weight[1], bias[1] = 0.0, 0.0
+        network = Sequential([Conv2d(weight, bias), Flatten()], input_shape=(2, 3, 3))
+        x = rng.normal(size=(2, 2, 3, 3))
+    x = np.abs(x) if rule == "lrp0" else x
+    n_out = network.forward(x).shape[1]
+    top = rng.normal(size=(len(x), n_out))
+    chosen = Conventions(**conventions)
+    engine = explain(network, x, rule=rule, target=top, conventions=chosen)
+    exact = np.asarray(reference.explain(network, x, rule=rule, target=top, conventions=chosen, dps=30),
+                       dtype=np.float64).reshape(engine.shape)
+    assert np.abs(engine - exact).max() <= 1e-12 * max(1.0, np.abs(exact).max())
+    plain = explain(network, x, rule=rule, target=top,
+                    conventions=Conventions(**{**conventions, "bias": "dtd" if conventions["bias"] == "magnitude"
+                                               else conventions["bias"], "by_sign": False}))
+    assert np.abs(engine - plain).max() > 1e-3  # the convention changes the result here
