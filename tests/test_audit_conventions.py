@@ -243,6 +243,8 @@ def test_cli_convention_file_and_its_errors(tmp_path, capsys):
     assert len(err) == 1 and "clip" in err[0]
     assert main(common + ["--convention", ""]) == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    assert main(common + ["--convention", str(good), "--for-library", "zennit"]) == 2  # one or the other
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
 
 
 # -- per-layer relevance files (--layers) ------------------------------------------------------

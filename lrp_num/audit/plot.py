@@ -62,7 +62,7 @@ def render_audit_plot(report, format: str = "png", sample: int = 0, tolerance: f
     deviation = figure.add_subplot(grid[0, :3] if report.layers else grid[0, :])
     _bars(deviation, labels, {"vs its own profile": [a.own_relative for a in rows],
                               "vs DTD": [a.dtd_relative for a in rows]},
-          "relative deviation per layer (log scale)", log=True)
+          f"relative deviation per {'node' if report.nodes else 'layer'} (log scale)", log=True)
     if tolerance is not None and tolerance > 0:
         deviation.axhline(tolerance, color="gray", linestyle="--", linewidth=0.8)
     if report.layers:
