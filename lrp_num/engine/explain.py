@@ -20,6 +20,7 @@ denominator, raises :class:`~lrp_num.errors.NonFiniteError` naming the layer).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import inspect
 from dataclasses import dataclass, field
@@ -31,7 +32,7 @@ import numpy as np
 from lrp_num.checks import (check_composite_parameters, check_orthant,
                             check_rule_parameters, check_target, explanation_input)
 from lrp_num.engine.composites import Composite, LayerRule, get_composite
-from lrp_num.engine.conventions import DTD, Conventions
+from lrp_num.engine.conventions import DTD, SIGN_COUNTERPARTS, Conventions
 from lrp_num.errors import (KernelArgumentError, LRPError, MissingBoundsError, NonFiniteError,
                             ShapeError, UnknownRuleError)
 from lrp_num.engine.graph import SHAPE_ONLY, Graph, as_graph
@@ -416,8 +417,40 @@ def _non_finite_message(index: int, layer, rule: str, relevance: np.ndarray) -> 
             f"value(s): {cause}")
 
 
+def _magnitude_bias_split(layer, a, relevance, eps: float):
+    """The "magnitude" bias convention (lrp_num.engine.conventions): R_j scaled by
+    |z_j - b_j| / (|z_j - b_j| + |b_j| + eps), the share the bias does not keep (0 where that
+    denominator is 0)."""
+    linear = np.abs(layer.forward(a, "identity"))
+    denominator = linear + np.abs(layer.bias_like(linear)) + eps
+    share = np.divide(linear, denominator, out=np.zeros_like(linear), where=denominator != 0)
+    return relevance * share
+
+
+def _apply_by_sign(layer, a, relevance, choice: LayerRule, counterpart: str, conventions: Conventions,
+                   box: _Box, index: int, diagnostics: bool, kernel_folder: str | None):
+    """Conventions.by_sign: the rule's derivation on neurons with z_j > 0, its counterpart's on
+    z_j < 0, nothing through z_j = 0 (z_j the layer output with its bias)."""
+    z = layer.forward(a, "identity")
+    z = z + layer.bias_like(z)
+    plain = dataclasses.replace(conventions, by_sign=False)
+    zero = np.zeros_like(relevance)
+    positive, valid = _apply_rule(layer, a, np.where(z > 0, relevance, zero), choice, plain, box, index,
+                                  diagnostics, kernel_folder)
+    negative, _ = _apply_rule(layer, a, np.where(z < 0, relevance, zero), LayerRule(counterpart, choice.parameters),
+                              plain, box, index, False, kernel_folder)
+    return positive + negative, valid
+
+
 def _apply_rule(layer, a, relevance, choice: LayerRule, conventions: Conventions, box: _Box,
                 index: int, diagnostics: bool, kernel_folder: str | None):
+    if conventions.bias == "magnitude" and isinstance(layer, (Dense, Conv2d)):
+        relevance = _magnitude_bias_split(layer, a, relevance, conventions.eps)
+        conventions = dataclasses.replace(conventions, bias="dtd")
+    counterpart = SIGN_COUNTERPARTS.get(choice.rule) if conventions.by_sign else None
+    if counterpart is not None and isinstance(layer, (Dense, Conv2d)):
+        return _apply_by_sign(layer, a, relevance, choice, counterpart, conventions, box, index, diagnostics,
+                              kernel_folder)
     kernel = _kernel(choice.rule, kernel_folder, layer)
     if kernel.domain == "orthant":
         check_orthant(a, index, layer, choice.rule)
