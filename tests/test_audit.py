@@ -108,6 +108,20 @@ def test_captum_batch_norm_is_modelled_as_a_layer_of_its_own(rule, monkeypatch):
     assert next(a for a in folded.layers if a.index == 0).own_relative > TOL
 
 
+def test_captum_batch_norm_terms_count_at_the_layer_it_is_folded_into():
+    """captum's batch norm is a layer of its own in the network its profile explains: the causes
+    read from that network's traces belong to our folded layers (the batch norm's bias to the conv
+    before it), so each layer's causes account for what it absorbs beyond DTD, nothing "dropped"."""
+    network, x = conv_model(batch_norm=True, pool="avg")
+    report = audit_library(network, x, "captum", rule="zplus", dps=DPS, tolerance=TOL)
+    assert report.findings == ["outside-domain"], report.verdicts
+    for audit in report.layers:
+        assert "dropped" not in [c.kind for c in audit.causes], (audit.index, audit.causes)
+        bias = sum(c.share for c in audit.causes if c.kind == "bias")
+        assert bias == pytest.approx(audit.absorbed_profile - audit.absorbed_dtd, abs=1e-9)
+    assert any(c.kind == "bias" for c in report.layers[0].causes)
+
+
 @pytest.mark.parametrize("library,profile", [("zennit", ZENNIT), ("captum", CAPTUM)])
 def test_reported_dtd_difference_equals_the_engine_under_each_convention(library, profile):
     network, x = dense_model(seed=3)

@@ -461,3 +461,49 @@ def test_engine_follows_the_reference_under_by_sign_and_magnitude(layer_kind, co
                     conventions=Conventions(**{**conventions, "bias": "dtd" if conventions["bias"] == "magnitude"
                                                else conventions["bias"], "by_sign": False}))
     assert np.abs(engine - plain).max() > 1e-3  # the convention changes the result here
+
+
+# -- --layers after the merge with the verdicts (issue 12) ----------------------------------------
+
+def dtd_alpha_beta(alpha, beta):
+    """alpha-beta as derived (DTD conventions): z_ij^+- over sum_i z_ij^+-, no bias, 0 / 0 = 0."""
+    def rule(a, w, b, upper):
+        z = a[:, :, None] * w[None]
+        zp, zn = np.maximum(z, 0), np.minimum(z, 0)
+        return (alpha * zp * ratio(upper, zp.sum(axis=1))[:, None]
+                - beta * zn * ratio(upper, zn.sum(axis=1))[:, None]).sum(axis=2)
+    return rule
+
+
+def test_a_deviating_layer_file_fails_the_audit_and_is_pointed_at(tmp_path):
+    """The input relevance is right, one layer file is not: the per-layer comparison alone finds
+    the deviation, fails the verdict and points at that layer."""
+    network, x = dense_model(seed=1)
+    targets = targets_of(network, x)
+    good = textbook_trace(network, x, targets, bach_alpha_beta(2.0, 1.0))
+    layers = {k: v for k, v in good.items() if k > 0}
+    layers[2] = 1.5 * layers[2]
+    report = audit_attribution(network, x, good[0], rule="alphabeta", target=targets, dps=DPS, tolerance=TOL,
+                               layers=layers)
+    assert "bias-neuron (Bach et al. 2015)" in report.matched  # at the input it matches
+    assert not report.ok and report.exit_status == 1 and report.verdict == "fails"
+    assert "deviates-from-convention" in report.findings
+    assert report.deviation_at == 2
+    values = report.to_dict()  # the JSON report: the exit status, not the arrays kept for --plot
+    assert values["exit_status"] == 1 and "inputs" not in values
+    assert report.inputs["library"].shape == x.shape and report.inputs["reference"].shape == x.shape
+
+
+def test_layer_files_of_a_dtd_attribution_compare_with_dtd(tmp_path):
+    """An attribution computed as derived (no library's bias convention) is closest to DTD; its
+    layer files are compared with the DTD reference and match it."""
+    network, x = dense_model(seed=1)
+    targets = targets_of(network, x)
+    trace = textbook_trace(network, x, targets, dtd_alpha_beta(2.0, 1.0))
+    report = audit_attribution(network, x, trace[0], rule="alphabeta", target=targets, dps=DPS, tolerance=TOL,
+                               layers={k: v for k, v in trace.items() if k > 0})
+    assert report.matched == ["DTD"]
+    assert report.ok, report.verdicts
+    assert any(line.startswith("per layer (closest convention DTD)") for line in report.verdicts)
+    per_layer = [a for a in report.layers if not a.layer.startswith("input")]
+    assert per_layer and max(a.own_relative for a in per_layer) < TOL
