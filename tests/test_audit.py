@@ -108,6 +108,26 @@ def test_captum_batch_norm_is_modelled_as_a_layer_of_its_own(rule, monkeypatch):
     assert next(a for a in folded.layers if a.index == 0).own_relative > TOL
 
 
+def test_batch_norms_within_the_rounding_bound(monkeypatch):
+    """Under the float64 rounding bound (no --tolerance): captum's batch norm, modelled as a layer
+    of its own, needs no allowance; zennit's merged batch norm leaves 1 / sqrt(1 + eps_bn) behind
+    its stabiliser, which the profile's model error covers, and without it the audit would flag
+    a correct zennit run."""
+    import dataclasses
+
+    from lrp_num.audit import profiles
+
+    network, x = conv_model(batch_norm=True, pool="avg")
+    assert CAPTUM.model_error == 0.0
+    captum = audit_library(network, x, "captum", rule="epsilon", dps=DPS)
+    assert captum.ok, captum.verdicts
+    zennit = audit_library(network, x, "zennit", rule="zplus", dps=DPS)
+    assert zennit.ok, zennit.verdicts
+    monkeypatch.setitem(profiles.PROFILES, "zennit", dataclasses.replace(ZENNIT, model_error=0.0))
+    exact = audit_library(network, x, "zennit", rule="zplus", dps=DPS)
+    assert "deviates-from-convention" in exact.findings
+
+
 def test_captum_batch_norm_terms_count_at_the_layer_it_is_folded_into():
     """captum's batch norm is a layer of its own in the network its profile explains: the causes
     read from that network's traces belong to our folded layers (the batch norm's bias to the conv
