@@ -30,7 +30,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 
 
 #: flags that name a file or folder; an empty string there is a mistake, never "no value"
-PATH_FLAGS = ("input", "out", "model", "heatmap", "attribution", "architecture", "derivations", "docs")
+PATH_FLAGS = ("input", "out", "model", "heatmap", "attribution", "architecture", "derivations", "docs", "convention",
+              "layers", "plot")
 
 #: exit status after a broken pipe: 128 + SIGPIPE, what the shell reports for a killed writer
 BROKEN_PIPE_STATUS = 141
@@ -43,7 +44,7 @@ def check_path_flags(args: argparse.Namespace) -> None:
         values = value if isinstance(value, list) else [value]
         if any(isinstance(v, str) and not v for v in values):
             raise LRPError(f"--{flag} is empty: name a file" + (" or folder" if flag in
-                                                                ("derivations", "docs") else ""))
+                                                                ("derivations", "docs", "layers") else ""))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -51,6 +51,11 @@ class ModelFileError(LRPError, ValueError):
     """A model file that is missing, corrupt, foreign or of an unknown layout."""
 
 
+class ConventionFileError(LRPError, ValueError):
+    """A convention file (``lrp audit --convention``) that cannot be read, is neither JSON nor
+    TOML, or holds an unknown key or a value outside its documented choices."""
+
+
 class ZeroDenominatorError(LRPError, ZeroDivisionError):
     """A relevance denominator is zero and the stabiliser eps is zero."""
 

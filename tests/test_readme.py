@@ -69,7 +69,7 @@ def test_lrp_command_parses(words):
 
 
 def test_audit_example_runs():
-    for module in ("torch", "zennit"):
+    for module in ("torch", "zennit", "autolrp"):
         if importlib.util.find_spec(module) is None:
             pytest.skip(f"the audit example needs {module} (README: Auditing other "
                         f"implementations)")

@@ -16,6 +16,7 @@ RULES = (
     'flat',
     'gamma',
     'gamma_split',
+    'gamma_split_negative',
     'lrp0',
     'w2',
     'zbox',

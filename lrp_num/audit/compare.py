@@ -39,7 +39,7 @@ from lrp_num.engine.composites import Composite, LayerRule
 from lrp_num.engine.conventions import DTD, Conventions
 from lrp_num.errors import KernelArgumentError, LRPError, ShapeError, UnsupportedLayerError
 from lrp_num.engine.explain import top_relevance
-from lrp_num.audit.profiles import PROFILES, Profile, get_profile
+from lrp_num.audit.profiles import ATTRIBUTION_PROFILES, Profile, get_profile
 from lrp_num.progress import progress
 
 #: the explicit relative tolerance the audit used before it derived rounding bounds (kept for callers)
@@ -129,6 +129,9 @@ class AuditReport:
     """Where the library departs from DTD most, relative to that layer's relevance."""
     matched: list[str] = field(default_factory=list)
     """Saved attributions: the conventions (profile names, "DTD") the attribution agrees with."""
+    inputs: dict = field(default_factory=dict, repr=False)
+    """Input relevance for pictures (:mod:`lrp_num.audit.plot`), not in :meth:`to_dict`:
+    ``"x"``, ``"library"``, ``"reference"`` (arrays of the input's shape) and ``"reference_name"``."""
 
     @property
     def exit_status(self) -> int:
@@ -136,7 +139,9 @@ class AuditReport:
         return 0 if self.ok else 1
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "exit_status": self.exit_status}
+        values = asdict(self)
+        del values["inputs"]
+        return {**values, "exit_status": self.exit_status}
 
 
 def pointers(report: AuditReport, audits: list, key) -> None:
@@ -377,10 +382,13 @@ def _conservation_bound(bounds: Mapping[int, np.ndarray], k: int, f_c: np.ndarra
 
 
 def layer_causes(profile: Profile, own_plan, dtd_plan, own, dtd, own_results, dtd_results, f_c,
-                 masks: Mapping[int, np.ndarray], bounds: Mapping[int, np.ndarray]) -> dict[int, list]:
+                 masks: Mapping[int, np.ndarray], bounds: Mapping[int, np.ndarray],
+                 own_key: Callable | None = None) -> dict[int, list]:
     """Per layer with a rule: the terms of ``profile``'s convention that make the reference
-    under it depart from the DTD reference there (:func:`lrp_num.audit.findings.causes`)."""
-    own_terms = found.absorbed_terms(own_results, lambda trace: trace.index)
+    under it depart from the DTD reference there (:func:`lrp_num.audit.findings.causes`).
+    ``own_key``: a trace of ``own_results`` -> our folded layer index (default its index; where
+    the library explains more layers than ours, their terms add up at ours)."""
+    own_terms = found.absorbed_terms(own_results, own_key or (lambda trace: trace.index))
     dtd_terms = found.absorbed_terms(dtd_results, lambda trace: trace.index)
     result = {}
     for k in sorted(own_plan):
@@ -527,7 +535,7 @@ def _verdicts(name: str, profile: Profile, audits: list[LayerAudit]) -> tuple[li
 
 def _notes(library: str, network, x: np.ndarray, run: LibraryRun, audits: list[LayerAudit]) -> list[str]:
     """Explanations of known causes next to the verdicts."""
-    from lrp_num.layers import BatchNorm, MaxPool2d
+    from lrp_num.layers import MaxPool2d
 
     notes = []
     model_output = network.forward(x)
@@ -542,9 +550,6 @@ def _notes(library: str, network, x: np.ndarray, run: LibraryRun, audits: list[L
         if isinstance(network.layers[first.index], MaxPool2d):
             notes.append(f"note: layer {first.index} is max pooling: {run.library} routes a window's relevance "
                          "to one maximum (torch's gradient), the reference splits ties equally")
-        if library == "captum" and any(isinstance(l, BatchNorm) for l in network.source_layers):
-            notes.append("note: captum does not merge BatchNorm2d: it applies its EpsilonRule to the batch norm "
-                         "as a layer of its own, so the layer before it deviates from any merged convention")
     return notes
 
 
@@ -581,6 +586,10 @@ def run_library(library: str, network, x: np.ndarray, plan, targets: np.ndarray,
         output = network.forward(np.asarray(x, dtype=np.float64))
         top = top_relevance(output, targets)
         return run_zennit(network, model, x, plan, top, input_domain, overrides)
+    if library == "autolrp":
+        from lrp_num.audit.autolrp_adapter import run_autolrp
+
+        return run_autolrp(network, model, x, plan, targets, overrides)
     from lrp_num.audit.captum_adapter import run_captum
 
     return run_captum(network, model, x, plan, targets, overrides)
@@ -634,10 +643,13 @@ def audit_library(network, x: np.ndarray, library: str, rule: str | None = None,
     dps = check_dps(dps)
     tolerance = None if tolerance is None else check_tolerance(tolerance)
     dtype = _check_dtype(dtype)
-    profile = get_profile(library)
+    profile = get_profile(library, runnable=True)
     x = np.asarray(x, dtype=np.float64)
     if hasattr(network, "nodes"):
         from lrp_num.audit.graph_compare import audit_graph_library
+
+        if library == "autolrp":
+            raise UnsupportedLayerError("the audit runs autoLRP on Sequential models only")
 
         if library_run is not None:
             raise UnsupportedLayerError("library_run= is for Sequential networks; on a graph the audit "
@@ -658,38 +670,93 @@ def audit_library(network, x: np.ndarray, library: str, rule: str | None = None,
     seconds["library"] = time.perf_counter() - start
     run_dtype = _run_dtype(lib_run)
     top = top_relevance(network.forward(x), targets)  # f_c(x) of the model, as given to the library
-    explained = profile.library_network(network) if profile.library_network else network
+    explained, explained_plan, index_of = profile.explained(network, own_plan)
     start = time.perf_counter()
-    own, own_results = reference_run(explained, x, own_plan, top, profile.conventions, input_domain, dps)
+    explained_own, own_results = reference_run(explained, x, explained_plan, top, profile.conventions,
+                                               input_domain, dps)
     seconds["reference_profile"] = time.perf_counter() - start
     start = time.perf_counter()
     dtd, dtd_results = reference_run(network, x, dtd_plan, top, DTD, input_domain, dps)
     seconds["reference_dtd"] = time.perf_counter() - start
     batch = len(x)
     lib = _pass_through(network, {k: _flat(v, batch) for k, v in lib_run.layers.items()})
-    f_c = own[len(network.layers)].sum(axis=1)
+    f_c = explained_own[index_of[len(network.layers)]].sum(axis=1)
     model_error = profile.model_error if explained is not network else 0.0
-    own_bounds = layer_bounds(explained, own_results, run_dtype, tolerance, own, model_error)
+    explained_bounds = layer_bounds(explained, own_results, run_dtype, tolerance, explained_own, model_error)
+    # at our layers' inputs: a layer the library explains on its own (captum's batch norm) joins ours
+    own = {k: explained_own[index_of[k]] for k in index_of}
+    own_bounds = {k: explained_bounds[index_of[k]] for k in index_of}
     dtd_bounds = layer_bounds(network, dtd_results, run_dtype, tolerance, dtd)
-    causes = layer_causes(profile, own_plan, dtd_plan, own, dtd, own_results, dtd_results, f_c, claimed, own_bounds)
+    ours = _folded_index(index_of)
+    causes = layer_causes(profile, own_plan, dtd_plan, own, dtd, own_results, dtd_results, f_c, claimed, own_bounds,
+                          own_key=lambda trace: ours[trace.index])
     audits = _layer_audits(network, plan, profile, own_plan, dtd_plan, lib, own, dtd, f_c, own_bounds, dtd_bounds,
                            claimed, applied, causes)
     verdicts, failures, departs = _verdicts(lib_run.library, profile, audits)
     verdicts += _notes(library, network, x, lib_run, audits)
     method = f"rule {rule}" if rule else f"composite {composite if isinstance(composite, str) else composite.name}"
+    inputs = {"x": x, "library": lib[0].reshape(x.shape), "reference": own[0].reshape(x.shape),
+              "reference_name": profile.name}
     report = AuditReport(lib_run.library, profile.name, method, batch, audits, verdicts,
                          lib[0].sum(axis=1).tolist(), f_c.tolist(), seconds, True,
                          tolerance=bounded_tolerance(run_dtype, tolerance, model_error),
                          dtype=dtype_name(run_dtype),
-                         strict=strict, departs_from_dtd=departs)
+                         strict=strict, departs_from_dtd=departs, inputs=inputs)
     pointers(report, audits, lambda a: a.index)
     return conclude(report, failures)
+
+
+def _folded_index(index_of: Mapping[int, int]) -> dict[int, int]:
+    """The library's layer index -> our folded layer index it belongs to, from ``index_of``
+    (ours -> its, increasing): its layers from ours k up to ours k + 1 belong to k."""
+    result = {}
+    for k in sorted(index_of):
+        for j in range(index_of[k], index_of.get(k + 1, index_of[k] + 1)):
+            result[j] = k
+    return result
+
+
+def _dtd_profile(profile: Profile) -> Profile:
+    """DTD as a profile (its rules the derivations ``profile`` maps ours to), for comparing a
+    saved attribution's layers with the DTD reference when DTD is the closest convention."""
+    import dataclasses
+
+    rules = {name: dataclasses.replace(mapping, library_rule=mapping.dtd_rule, reference_rule=mapping.dtd_rule)
+             for name, mapping in profile.rules.items()}
+    return dataclasses.replace(profile, name="DTD", library="DTD", conventions=DTD, rules=rules)
+
+
+def _localise(network, plan, closest: tuple, dtd_plan, dtd, dtd_bounds, claimed, given: np.ndarray,
+              layers: Mapping[int, np.ndarray], f_c: np.ndarray) -> tuple[list[LayerAudit], list[str], list[str]]:
+    """A saved attribution's per-layer relevance (``layers``: k >= 1 -> (batch, ...)) against the
+    convention closest at the input (``closest``: profile, its plan, reference layers, bounds,
+    masks of the inputs it evaluates outside a rule's domain, causes), with library mode's
+    per-layer audits and verdicts. Returns (audits, lines, failures); whether a rule is applied
+    outside its domain is decided at the input, by every convention the attribution matches."""
+    profile, own_plan, own, bounds, applied, causes = closest
+    batch = len(given)
+    for k, value in layers.items():
+        if not 1 <= k <= len(network.layers):
+            raise ShapeError(f"per-layer relevance for layer {k}: the network has layers 1 to {len(network.layers)} "
+                             "above the input")
+        value = require_finite(np.asarray(value, dtype=np.float64), f"the relevance at layer {k}")
+        if value.size != dtd[k].size:
+            raise ShapeError(f"the relevance at layer {k} has {value.size} values; the layer's input has "
+                             f"{dtd[k].size} for this batch")
+    lib = _pass_through(network, {0: given, **{k: _flat(v, batch) for k, v in layers.items()}})
+    audits = _layer_audits(network, plan, profile, own_plan, dtd_plan, lib, own, dtd, f_c, bounds, dtd_bounds,
+                           claimed, applied, causes)
+    lines, failures, _ = _verdicts("the saved relevance", profile, audits)
+    failures = [kind for kind in failures if kind != "outside-domain"]
+    return audits, [f"per layer (closest convention {profile.name}): {line}" for line in lines], failures
 
 
 def audit_attribution(network, x: np.ndarray, attribution: np.ndarray, rule: str | None = None,
                       composite: str | Composite | None = None, target=None, *, library: str | None = None,
                       parameters: Mapping | None = None, input_domain=None, dps: int = 50,
-                      tolerance: float | None = None, strict: bool = False) -> AuditReport:
+                      tolerance: float | None = None, strict: bool = False,
+                      profiles: list[Profile] | None = None,
+                      layers: Mapping[int, np.ndarray] | None = None) -> AuditReport:
     """Audit a saved input relevance from any tool (nothing of that tool is imported).
 
     It is compared with the reference under DTD and under every profile offering the rules (or
@@ -700,6 +767,13 @@ def audit_attribution(network, x: np.ndarray, attribution: np.ndarray, rule: str
     Where a rule meets inputs outside its domain, the DTD reference uses the generalisation that
     holds there, and a match only with a convention that evaluates a rule outside its domain
     fails ("outside-domain").
+    ``profiles``: compare with these profiles only (e.g. one from
+    :func:`lrp_num.audit.convention_file.load_convention`) instead of the built-in ones.
+    ``layers``: the tool's relevance at the input of folded layers k >= 1 (as
+    :func:`lrp_num.audit.layer_files.read_layer_relevance` reads them), compared layer by layer
+    with the convention closest at the input (a profile or DTD), which localises a deviation as
+    library mode does: a layer that deviates from it, breaks its conservation or adds negative
+    relevance fails the audit.
     """
     if hasattr(network, "nodes"):
         raise UnsupportedLayerError("the audit of a saved attribution covers Sequential networks only; "
@@ -718,7 +792,7 @@ def audit_attribution(network, x: np.ndarray, attribution: np.ndarray, rule: str
     targets = _targets(network, x, target)
     batch = len(x)
     given = _flat(attribution, batch)
-    candidates = [get_profile(library)] if library else list(PROFILES.values())
+    candidates = list(profiles or ([get_profile(library)] if library else ATTRIBUTION_PROFILES.values()))
     rows, lines, failures = [], [], []
     dtd = None
     claimed = None
@@ -745,7 +819,7 @@ def audit_attribution(network, x: np.ndarray, attribution: np.ndarray, rule: str
     absorbed_dtd = (f_c - dtd[0].sum(axis=1)) / scale
     conservation_tol = dtd_bounds[0].sum(axis=1) / scale + 1e-12
     audits, matches, expected, negatives_allowed = [], [], [absorbed_dtd], [_negatives(dtd[0], dtd_bounds[0])]
-    outside_matches, cause_lines = [], {}
+    outside_matches, cause_lines, checked = [], {}, []
     for profile, own_plan, own, own_results, applied in rows:
         bounds = layer_bounds(network, own_results, given_dtype, tolerance, own)
         own_abs, own_rel = _deviation(given, own[0])
@@ -767,6 +841,7 @@ def audit_attribution(network, x: np.ndarray, attribution: np.ndarray, rule: str
                            causes=[c for k in sorted(causes) for c in causes[k]],
                            conservation_bound=float(conservation_tol.max()))
         audits.append(audit)
+        checked.append((profile, own_plan, own, bounds, applied, causes))
         if audit.own_over_bound <= 1:
             matches.append(profile.name)
             cause_lines[profile.name] = [f"{profile.name} departs from DTD: cause at layer {k} "
@@ -813,9 +888,21 @@ def audit_attribution(network, x: np.ndarray, attribution: np.ndarray, rule: str
         failures.append("positivity")
     lines.append(f"positivity: {negatives} negative input relevances (conventions: "
                  f"{', '.join(str(n) for n in negatives_allowed[1:])}; DTD: {negatives_allowed[0]})")
+    dtd_row = (_dtd_profile(checked[0][0]), dtd_plan, dtd, dtd_bounds, {}, {})
+    closest = min(checked + [dtd_row], key=lambda row: _deviation(given, row[2][0])[1])
+    layer_audits = []
+    if layers:
+        layer_audits, layer_lines, layer_failures = _localise(network, plan, closest, dtd_plan, dtd, dtd_bounds,
+                                                              claimed, given, layers, f_c)
+        audits += layer_audits
+        lines += layer_lines
+        failures += layer_failures
     method = f"rule {rule}" if rule else f"composite {composite}"
+    inputs = {"x": x, "library": given.reshape(x.shape), "reference": closest[2][0].reshape(x.shape),
+              "reference_name": closest[0].name}
     report = AuditReport("saved attribution", ", ".join(p.name for p, *_ in rows), method, batch, audits, lines,
                          given.sum(axis=1).tolist(), f_c.tolist(), {}, True,
                          tolerance=bounded_tolerance(given_dtype, tolerance), dtype=dtype_name(given_dtype),
-                         strict=strict, departs_from_dtd=dtd_over > 1, matched=list(matches))
+                         strict=strict, departs_from_dtd=dtd_over > 1, matched=list(matches), inputs=inputs)
+    pointers(report, layer_audits, lambda a: a.index)
     return conclude(report, failures)

@@ -105,15 +105,16 @@ def stabiliser_term(conventions) -> str:
 
 
 def absorbed_terms(results, key) -> dict[object, tuple[np.ndarray, np.ndarray]]:
-    """Per node (``key(trace)``): (relevance kept by the bias, by the stabiliser), per sample."""
+    """Per node (``key(trace)``): (relevance kept by the bias, by the stabiliser), per sample;
+    traces with the same key add up."""
     from lrp_num import reference
 
     terms: dict[object, list[list[float]]] = {}
     for s, result in enumerate(results):
         for trace in result.traces:
             pair = terms.setdefault(key(trace), [[0.0] * len(results), [0.0] * len(results)])
-            pair[0][s] = float(reference.to_float(np.asarray(trace.absorbed_bias)))
-            pair[1][s] = float(reference.to_float(np.asarray(trace.absorbed_stabiliser)))
+            pair[0][s] += float(reference.to_float(np.asarray(trace.absorbed_bias)))
+            pair[1][s] += float(reference.to_float(np.asarray(trace.absorbed_stabiliser)))
     return {k: (np.array(v[0]), np.array(v[1])) for k, v in terms.items()}
 
 

@@ -111,6 +111,21 @@ class Profile:
     """Relative deviation (of a layer's max |R|) up to which the profile reproduces the library
     beyond rounding where it changes the network (:attr:`library_network`,
     :attr:`library_graph`): what it leaves unmodelled. The audit adds it to the rounding bound."""
+    single_eps: bool = False
+    """The library has one eps for every stabiliser and its epsilon rule (autoLRP): the rule's
+    epsilon must be the conventions' eps, and the reference rule takes no epsilon of its own."""
+    library_layers: Callable | None = None
+    """(Sequential, plan, profile) -> (the Sequential the library explains, its plan, our folded
+    layer index -> its layer index), where the library explains other layers than ours (captum:
+    batch norms as layers of their own). None: :attr:`library_network` (or the network) with the
+    same plan and indices."""
+
+    def explained(self, network, plan: Mapping) -> tuple:
+        """(network, plan, index map) of what the library explains; see :attr:`library_layers`."""
+        if self.library_layers is not None:
+            return self.library_layers(network, plan, self)
+        explained = self.library_network(network) if self.library_network else network
+        return explained, plan, {k: k for k in range(len(network.layers) + 1)}
 
     def rule(self, name: str) -> RuleMapping:
         """The mapping of our rule ``name``; UnknownRuleError names what the library offers."""
@@ -123,7 +138,15 @@ class Profile:
     def reference_parameters(self, mapping: RuleMapping, parameters: Mapping[str, float]) -> dict:
         """Parameters for ``mapping.reference_rule`` that reproduce the library's run."""
         chosen = {**mapping.defaults, **parameters}
-        if mapping.rule == "epsilon":  # one library stabiliser = rule epsilon + convention eps
+        if mapping.rule == "epsilon" and self.single_eps:
+            if chosen.get("epsilon", self.conventions.eps) != self.conventions.eps:
+                raise UnknownRuleError(f"{self.library} {self.version} uses one eps ({self.conventions.eps:g}) for "
+                                       "every stabiliser and its epsilon rule; the audit runs it at that value: "
+                                       "omit --epsilon")
+            return {}
+        if mapping.rule == "epsilon" and self.conventions.stabilise == "everywhere":
+            # one library stabiliser = rule epsilon + convention eps (under "zero" the
+            # convention's eps only replaces an exactly zero denominator: nothing to subtract)
             chosen["epsilon"] = chosen["epsilon"] - self.conventions.eps
         return chosen
 
@@ -203,12 +226,47 @@ def captum_unmerged_graph(graph):
     return Graph(nodes, input_shape=graph.input_shape, output=graph.source_output, input_name=graph.input_name)
 
 
+def captum_unmerged_network(network, plan: Mapping, profile: "Profile") -> tuple:
+    """The Sequential captum 0.9 explains: it never merges a batch norm but gives it an
+    EpsilonRule of its own (captum/attr/_core/lrp.py, SUPPORTED_LAYERS_WITH_RULES), so each
+    BatchNorm becomes the linear layer it computes, y_c = s_c x_c + t_c (a 1x1 depthwise
+    Conv2d on images, a diagonal Dense on vectors), with ``profile.batch_norm_rule`` (lrp0: with
+    captum's bias and stabiliser conventions, its EpsilonRule at 1e-9). Returns that network,
+    the plan on it and our folded layer index -> its layer index."""
+    import numpy as np
+
+    from lrp_num.engine.composites import LayerRule
+    from lrp_num.engine.network import Sequential
+    from lrp_num.layers import BatchNorm, Conv2d, Dense
+    from lrp_num.layers.affine import affine_from_batchnorm
+
+    if not any(isinstance(layer, BatchNorm) for layer in network.source_layers):
+        return network, plan, {k: k for k in range(len(network.layers) + 1)}
+    layers, explained_plan, index_of = [], {}, {}
+    for layer in network.source_layers:
+        if isinstance(layer, BatchNorm):
+            scale, shift = affine_from_batchnorm(layer)
+            if isinstance(layers[-1], Conv2d):
+                layer = Conv2d(scale.reshape(-1, 1, 1, 1), shift, groups=len(scale))
+            else:
+                layer = Dense(np.diag(scale), shift)
+            explained_plan[len(layers)] = LayerRule(profile.batch_norm_rule or "lrp0", {})
+        else:
+            folded = len(index_of)
+            index_of[folded] = len(layers)
+            if folded in plan:
+                explained_plan[len(layers)] = plan[folded]
+        layers.append(layer)
+    index_of[len(index_of)] = len(layers)
+    return Sequential(layers, input_shape=network.input_shape), explained_plan, index_of
+
+
 _ZENNIT_RULES = "zennit/rules.py"
 ZENNIT = Profile(
     name="zennit-0.5.1",
     library="zennit",
     version="0.5.1",
-    conventions=Conventions(bias="zennit", eps=1e-6, stabilise="everywhere"),
+    conventions=Conventions(bias="zennit", eps=1e-6, stabilise="everywhere", by_sign=True),
     rules={m.rule: m for m in (
         RuleMapping("zplus", "zennit.rules.ZPlus", "zplus_split", "zplus", {}, f"{_ZENNIT_RULES}: ZPlus",
                     "inputs split by sign (x^+ w^+ + x^- w^-); bias b^+ in the denominator"),
@@ -216,7 +274,8 @@ ZENNIT = Profile(
                     f"{_ZENNIT_RULES}: Epsilon", "the paper's rule: x w with b, eps sign(z)"),
         RuleMapping("gamma", "zennit.rules.Gamma", "gamma_split", "gamma", {"gamma": 0.25},
                     f"{_ZENNIT_RULES}: Gamma",
-                    "inputs split by sign; b + gamma b^+ in the denominator; z_j = 0 drops R_j"),
+                    "inputs split by sign; for z_j > 0 b + gamma b^+ in the denominator, for z_j < 0 the "
+                    "weight parts swap (gamma_split_negative, b + gamma b^-); z_j = 0 drops R_j (by_sign)"),
         RuleMapping("alphabeta", "zennit.rules.AlphaBeta", "alphabeta", "alphabeta",
                     {"alpha": 2.0, "beta": 1.0}, f"{_ZENNIT_RULES}: AlphaBeta",
                     "b^+ and b^- in the positive and negative denominators"),
@@ -262,7 +321,7 @@ CAPTUM = Profile(
     sources=("captum/attr/_utils/lrp_rules.py (PropagationRule, EpsilonRule, GammaRule, Alpha1_Beta0_Rule)",
              "captum/attr/_core/lrp.py (LRP.attribute, SUPPORTED_LAYERS_WITH_RULES)"),
     passes=("ReLU: relevance passes unchanged; MaxPool/AvgPool: EpsilonRule; BatchNorm2d: its own "
-            "EpsilonRule (not merged); top relevance f_c divided by the modified z'"),
+            "EpsilonRule (not merged, modelled as a layer of its own); top relevance f_c divided by the modified z'"),
     add=RuleMapping("add", "captum Addition_Module with captum.attr._utils.lrp_rules.EpsilonRule", "add_z",
                     ADD_RULE, {},
                     "captum/attr/_utils/custom_modules.py: Addition_Module; captum/attr/_core/lrp.py: "
@@ -272,17 +331,91 @@ CAPTUM = Profile(
     addition="captum",
     library_graph=captum_unmerged_graph,
     batch_norm_rule="lrp0",
+    library_layers=captum_unmerged_network,
 )
 
-PROFILES: dict[str, Profile] = {"zennit": ZENNIT, "captum": CAPTUM}
+_AUTOLRP_RULES = "autolrp/backward/rules.py"
+AUTOLRP = Profile(
+    name="autoLRP-0.2.0",
+    library="autoLRP",
+    version="0.2.0",
+    conventions=Conventions(bias="magnitude", eps=1e-11, stabilise="everywhere"),
+    rules={m.rule: m for m in (
+        RuleMapping("epsilon", "autolrp.backward.rules.epsilon", "lrp0", "epsilon", {"epsilon": 1e-11},
+                    f"{_AUTOLRP_RULES}: epsilon; autolrp/backward/install.py: install_matmul, install_conv",
+                    "x w over z without its bias, + eps sign, eps = LRPConfig.eps (1e-11) for every stabiliser; "
+                    "the bias first keeps |b| / (|z - b| + |b| + eps) of R_j (apply_bias_split)"),
+        RuleMapping("zplus", "autolrp.backward.rules.zplus", "zplus_split", "zplus", {},
+                    f"{_AUTOLRP_RULES}: zplus",
+                    "x^+ w^+ + x^- w^- without bias, stabilised by eps everywhere, after the bias's magnitude share"),
+        RuleMapping("alphabeta", "autolrp.backward.rules.alpha_beta", "alphabeta", "alphabeta",
+                    {"alpha": 2.0, "beta": 1.0}, f"{_AUTOLRP_RULES}: alpha_beta",
+                    "(x w)^+ and (x w)^- groups without bias, after the bias's magnitude share"),
+    )},
+    sources=("autolrp/backward/rules.py (PRODUCT_RULES)", "autolrp/backward/lrp_utils.py (stabilize, apply_bias_split)",
+             "autolrp/backward/install.py (install_matmul, install_conv)", "autolrp/nodes.py (ROUTING_NODES, "
+             "PASSTHROUGH_NODES)", "autolrp/backward/engine.py (_backward: unit seed)"),
+    passes=("ReLU: passthrough; max pooling: the plain gradient (winner-take-all); average and sum pooling: the "
+            "plain gradient, R / k to each input (the reference keeps the z-rule at pooling layers: not modelled, "
+            "flagged at the pooling layer); BatchNorm: passthrough (not modelled, flagged); unit seed at the output "
+            "(the adapter scales by f_c)"),
+    single_eps=True,
+)
+"""autoLRP 0.2.0 (LRP on the PyTorch autograd graph). Its linear-layer hooks split the bias off
+by magnitude first (``apply_bias_split``: the bias keeps |b_j| / (|z_j - b_j| + |b_j| + eps) of
+R_j) and then run the rule on the layer without its bias, every denominator stabilised by
+d + eps sign(d), sign(0) = +1, with the one ``LRPConfig.eps`` (1e-11). Its ``gamma`` selects the
+group by the sign of z_j *without* the bias and adds no bias to either group, which no derived
+rule here reproduces, so the profile does not offer gamma."""
+
+_BACH = "Bach et al. 2015, PLOS ONE 10(7) e0130140"
+BIAS_NEURON = Profile(
+    name="bias-neuron (Bach et al. 2015)",
+    library="bias-neuron",
+    version="2015",
+    conventions=Conventions(bias="neuron", eps=1e-12, stabilise="zero"),
+    rules={m.rule: m for m in (
+        RuleMapping("epsilon", "LRP-epsilon, Eq. (58)", "epsilon", "epsilon", {"epsilon": 0.01},
+                    f"{_BACH}, Sec. 4.1, Eq. (58)",
+                    "z_ij = x_i w_ij, z_j = sum_i z_ij + b_j: the bias neuron keeps b_j / (z_j + eps) R_j"),
+        RuleMapping("alphabeta", "LRP-alpha-beta, Eq. (60)", "alphabeta", "alphabeta",
+                    {"alpha": 2.0, "beta": 1.0}, f"{_BACH}, Sec. 4.1, Eq. (60)",
+                    "the bias neuron joins z_j^+ as b_j^+ and z_j^- as b_j^-; no stabiliser"),
+        RuleMapping("zplus", "LRP-alpha-beta with alpha = 1, beta = 0, Eq. (60)", "alphabeta", "zplus",
+                    {"alpha": 1.0, "beta": 0.0}, f"{_BACH}, Sec. 4.1, Eq. (60)",
+                    "(x w)^+ over sum_i (x w)^+ + b_j^+: z+ with the bias neuron's b_j^+"),
+    )},
+    sources=(f"{_BACH}, Sec. 4.1 (Eqs. 56, 58, 60)",
+             "Montavon et al. 2019, LNCS 11700, Sec. 10.2.1 (the bias as a neuron)"),
+    passes="ReLU: relevance passes unchanged; pooling: the z-rule; a zero denominator (0 / 0) passes nothing",
+)
+"""The "bias as a neuron" convention of Bach et al. (2015): the bias is an extra input neuron with
+activation 1 and weight b_j, so it takes its share of every denominator (b_j^+ and b_j^- in the
+two groups of alpha-beta, b_j in z_j for epsilon) and keeps its relevance. Only exact zero
+denominators are stabilised (the paper's alpha-beta has no stabiliser; LRP-epsilon has its own).
+It is a convention, not a library: ``lrp audit --attribution`` compares with it, ``--library``
+cannot run it."""
+
+#: libraries whose own LRP the audit runs (``--library``)
+PROFILES: dict[str, Profile] = {"zennit": ZENNIT, "captum": CAPTUM, "autolrp": AUTOLRP}
+#: conventions a saved attribution is also compared with (no library to run)
+CONVENTION_PROFILES: dict[str, Profile] = {"bias-neuron": BIAS_NEURON}
+#: everything ``lrp audit --attribution`` compares with by default
+ATTRIBUTION_PROFILES: dict[str, Profile] = {**PROFILES, **CONVENTION_PROFILES}
 
 
-def get_profile(library: str) -> Profile:
-    """The profile of ``library`` (``"zennit"`` or ``"captum"``)."""
+def get_profile(library: str, runnable: bool = False) -> Profile:
+    """The profile named ``library`` (``"zennit"``, ``"captum"``, ``"bias-neuron"``).
+
+    With ``runnable=True`` only libraries the audit can run (:data:`PROFILES`).
+    """
+    known = PROFILES if runnable else ATTRIBUTION_PROFILES
     try:
-        return PROFILES[library]
+        return known[library]
     except KeyError:
-        raise UnknownRuleError(f"no profile for library {library!r}; known: {', '.join(PROFILES)}") from None
+        raise UnknownRuleError(f"no {'library' if runnable else 'profile'} {library!r}; "
+                               f"known: {', '.join(known)}") from None
 
 
-__all__ = ["CAPTUM", "DTD", "PROFILES", "Profile", "RuleMapping", "ZENNIT", "get_profile"]
+__all__ = ["ATTRIBUTION_PROFILES", "AUTOLRP", "BIAS_NEURON", "CAPTUM", "CONVENTION_PROFILES", "DTD", "PROFILES", "Profile",
+           "RuleMapping", "ZENNIT", "get_profile"]

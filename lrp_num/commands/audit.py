@@ -3,18 +3,25 @@
     lrp audit --library zennit --model digits-cnn --rule zplus --sample 3
     lrp audit --library captum --model net.pt --architecture net.json --input x.npy --rule epsilon --json
     lrp audit --attribution R.npy --model digits-mlp --sample 0 --rule zplus --markdown
+    lrp audit --attribution R.npy --model net.npz --input x.npy --rule alphabeta --convention mine.toml
+    lrp audit --attribution R.npy --model net.npz --input x.npy --rule zplus --layers relevance/ --plot audit.png
+    lrp audit --library autolrp --model digits-mlp --rule epsilon --sample 0
 
 The library runs on the PyTorch twin of the model (float64, or float32 with ``--dtype``); the
 mpmath reference runs under the library's profile (:mod:`lrp_num.audit.profiles`) and under the
-deep Taylor derivation. A deviation counts when it exceeds the rounding bound of the dtype the
+deep Taylor derivation. A saved attribution is compared with every known convention (zennit,
+captum, autoLRP, the bias-as-a-neuron convention of Bach et al. 2015), one library's
+(``--for-library``) or one described in a file (``--convention``); ``--layers DIR`` adds its
+per-layer relevance. A deviation counts when it exceeds the rounding bound of the dtype the
 attribution was computed in (``--tolerance`` replaces it by a relative tolerance). Exit status:
 
 0  the attribution is what the claimed convention produces and every check holds
    ("verdict: matches");
-1  it matches no known convention, deviates from its library's convention, applies a rule
-   outside its domain, or conservation or positivity fail beyond what the convention implies;
-   with ``--strict`` also any departure from DTD ("verdict: fails");
-2  an error (a missing torch, zennit or captum is one line saying what to install).
+1  it matches no known convention, deviates from its library's convention (with ``--layers``:
+   at some layer), applies a rule outside its domain, or conservation or positivity fail beyond
+   what the convention implies; with ``--strict`` also any departure from DTD ("verdict: fails");
+2  an error: bad input, or a missing torch, zennit, captum, autoLRP (``--library autolrp``) or
+   matplotlib (``--plot``) is one line saying what to install.
 """
 
 from __future__ import annotations
@@ -33,14 +40,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with --model WEIGHTS.pt (a torch state dict): the module list (see "
                              "lrp_num.io.torch_bridge.ARCHITECTURE_HELP)")
     what = parser.add_mutually_exclusive_group(required=True)
-    what.add_argument("--library", choices=("zennit", "captum"), help="run this library's LRP and audit it")
+    what.add_argument("--library", choices=("zennit", "captum", "autolrp"), help="run this library's LRP and audit it")
     what.add_argument("--attribution", metavar="R.npy", help="audit a saved input relevance from any tool")
     how = parser.add_mutually_exclusive_group(required=True)
     how.add_argument("--rule", help="one of our rule names on every linear layer (zplus, epsilon, gamma, "
                                     "alphabeta, w2, flat)")
     how.add_argument("--composite", help="deep-taylor, epsilon-plus, epsilon-gamma-box, alpha2-beta1")
-    parser.add_argument("--for-library", choices=("zennit", "captum"), dest="for_library",
-                        help="with --attribution: compare with this library's profile only")
+    parser.add_argument("--for-library", choices=("zennit", "captum", "autolrp", "bias-neuron"), dest="for_library",
+                        help="with --attribution: compare with this library's (or convention's) profile only")
+    parser.add_argument("--convention", metavar="FILE",
+                        help="with --attribution: compare with the convention this JSON or TOML file describes "
+                             "(bias placement, stabiliser, rule variants; see lrp_num.audit.convention_file)")
+    parser.add_argument("--layers", metavar="DIR",
+                        help="with --attribution: a folder of layer_<k>.npy files, the tool's relevance at the input "
+                             "of folded layer k, to localise a deviation (see lrp_num.audit.layer_files)")
     parser.add_argument("--target", type=int, help="output index to explain (default: the prediction)")
     for name in ("epsilon", "gamma", "alpha", "beta"):
         parser.add_argument(f"--{name}", type=float, help=f"rule parameter {name} (default: the library's)")
@@ -53,6 +66,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="fail (exit 1) also where the attribution departs from DTD")
     parser.add_argument("--dps", type=int, default=50,
                         help=f"digits of the mpmath reference, {MIN_DPS} to {MAX_DPS} (default 50)")
+    parser.add_argument("--plot", metavar="FILE.png",
+                        help="also draw per-layer deviation and absorption bars and the library / reference / "
+                             "difference input heatmaps of the first sample (needs matplotlib: the heatmap extra)")
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="print the report as JSON")
     output.add_argument("--markdown", action="store_true", help="print the report as Markdown")
@@ -76,16 +92,46 @@ def run(args: argparse.Namespace) -> int:
     from lrp_num.audit.report import render_json, render_markdown, render_table
 
     check_dps(args.dps, "--dps")  # before loading anything (audit_library checks it again)
+    if args.plot is not None:  # before the audit runs: a missing matplotlib or a bad path costs nothing
+        from lrp_num.audit.plot import check_plot_path
+        from lrp_num.io.files import check_distinct
+
+        check_plot_path(args.plot)
+        check_distinct({"--plot": args.plot}, {"--model": args.model, "--input": args.input,
+                                               "--attribution": args.attribution, "--convention": args.convention,
+                                               "--architecture": args.architecture})
+    profiles = None
+    if args.convention is not None:
+        from lrp_num.audit.convention_file import load_convention
+        from lrp_num.errors import LRPError
+
+        if not args.attribution or args.for_library:
+            raise LRPError("--convention describes the implementation that made --attribution R.npy; "
+                           "use it with --attribution and without --for-library")
+        profiles = [load_convention(args.convention)]
     model = _model(args)
     x = np.asarray(load_inputs(args, model), dtype=np.float64)
     parameters = {k: getattr(args, k) for k in ("epsilon", "gamma", "alpha", "beta") if getattr(args, k) is not None}
     common = dict(rule=args.rule, composite=args.composite, target=args.target, parameters=parameters,
                   input_domain=model.input_domain, dps=args.dps, tolerance=args.tolerance, strict=args.strict)
+    if args.library and args.layers is not None:
+        from lrp_num.errors import LRPError
+
+        raise LRPError("--layers is for --attribution: with --library the audit records every layer itself")
     if args.library:
         report = audit_library(model.network, x, args.library, dtype=args.dtype, **common)
     else:
         attribution = read_array(args.attribution, "--attribution")
-        report = audit_attribution(model.network, x, attribution, library=args.for_library, **common)
+        if args.layers is not None:
+            from lrp_num.audit.layer_files import read_layer_relevance
+
+            common["layers"] = read_layer_relevance(args.layers, model.network, x)
+        report = audit_attribution(model.network, x, attribution, library=args.for_library, profiles=profiles,
+                                   **common)
+    if args.plot is not None:
+        from lrp_num.audit.plot import save_audit_plot
+
+        save_audit_plot(report, args.plot, tolerance=args.tolerance)
     if args.json:
         print(render_json(report))
     elif args.markdown:

@@ -14,11 +14,20 @@ parameter here, with the deep Taylor decomposition (DTD) derivation as the defau
   rule (only Alpha1_Beta0, a weight modification): for ``alphabeta`` the unmodified b_j goes to
   the first (positive) term and nothing to the second, i.e. the bias joins the one modified z'.
   A rule a convention does not list gets b_j in its first term and nothing in any further term.
+  ``"magnitude"``: what autoLRP 0.2.0 does (``autolrp/backward/lrp_utils.py``,
+  ``apply_bias_split``): before the rule runs, the bias keeps the share
+  |b_j| / (|z_j - b_j| + |b_j| + eps) of R_j, and the rule then sees the layer without its bias
+  (nothing added to any denominator, as under ``"dtd"``).
 * ``eps`` and ``stabilise``: a denominator d becomes d + eps sign(d) with sign(0) = +1, either
   only where d == 0 (``"zero"``, default: the exact rule everywhere else) or everywhere
   (``"everywhere"``, as zennit and captum do). With eps = 0 a zero denominator that carries
   relevance raises :class:`lrp_num.errors.ZeroDenominatorError`. LRP-epsilon's own stabiliser
   is its parameter ``epsilon`` and always applies everywhere.
+* ``by_sign``: a rule derived for neurons with z_j > 0 that has a counterpart derived for z_j < 0
+  (:data:`SIGN_COUNTERPARTS`: ``gamma_split`` -> ``gamma_split_negative``) applies each to the
+  neurons of its sign, z_j the layer's output with its bias, and passes nothing through a neuron
+  with z_j = 0, as zennit's Gamma does (``zennit/rules.py``: its gradient mapper masks the upper
+  relevance by z_j > 0 and z_j < 0). False (default): the rule's own derivation for every neuron.
 """
 
 from __future__ import annotations
@@ -35,21 +44,25 @@ BIAS_SHARES: dict[str, dict[str, tuple[str | None, ...]]] = {
     "neuron": {
         "alphabeta": ("positive", "negative"),
         "epsilon": (None,), "bias_neuron": (None,),  # their derivation already holds b_j
+        "gamma_split_negative": (None,),
     },
     "zennit": {
         "zplus": ("positive",), "w2": ("square",), "alphabeta": ("positive", "negative"),
         "flat": (None,), "zbox": (None,), "lrp0": ("identity",), "gamma": ("identity",),
         "epsilon": (None,), "bias_neuron": (None,),
         "zplus_split": ("positive",), "gamma_split": (None,),  # gamma_split derives b + gamma b^+
+        "gamma_split_negative": (None,),  # and its counterpart b + gamma b^-
     },
     "captum": {
         "zplus": ("identity",), "gamma": ("identity",), "lrp0": ("identity",),
         "alphabeta": ("identity", None),
-        "epsilon": (None,), "bias_neuron": (None,),
+        "epsilon": (None,), "bias_neuron": (None,), "gamma_split_negative": (None,),
     },
 }
-BIAS_CONVENTIONS = ("dtd", "neuron", "zennit", "captum")
+BIAS_CONVENTIONS = ("dtd", "neuron", "zennit", "captum", "magnitude")
 STABILISERS = ("zero", "everywhere")
+#: rule derived for z_j > 0 -> its counterpart derived for z_j < 0 (used under ``by_sign``)
+SIGN_COUNTERPARTS: dict[str, str] = {"gamma_split": "gamma_split_negative"}
 
 
 @dataclass(frozen=True)
@@ -58,15 +71,18 @@ class Conventions:
 
     Parameters
     ----------
-    bias : {"dtd", "neuron", "zennit", "captum"}
+    bias : {"dtd", "neuron", "zennit", "captum", "magnitude"}
     eps : float
         Stabiliser magnitude, finite and >= 0 (else KernelArgumentError).
     stabilise : {"zero", "everywhere"}
+    by_sign : bool
+        Select a rule's z_j > 0 / z_j < 0 derivation per neuron (:data:`SIGN_COUNTERPARTS`).
     """
 
     bias: str = "dtd"
     eps: float = 1e-6
     stabilise: str = "zero"
+    by_sign: bool = False
 
     def __post_init__(self) -> None:
         if self.bias not in BIAS_CONVENTIONS:
@@ -80,6 +96,8 @@ class Conventions:
             valid = False
         if not valid:
             raise KernelArgumentError(f"eps must be a finite number >= 0, got {self.eps!r}")
+        if not isinstance(self.by_sign, bool):
+            raise KernelArgumentError(f"by_sign must be True or False, got {self.by_sign!r}")
 
     def bias_shares(self, rule: str, n_terms: int = 1) -> tuple[str | None, ...] | None:
         """Bias transform per ratio term of ``rule`` under this convention (None: derived only).
@@ -87,7 +105,7 @@ class Conventions:
         A rule the convention does not list gets the full bias (``"identity"``) in its first
         term and nothing in the other ``n_terms - 1``.
         """
-        if self.bias == "dtd":
+        if self.bias in ("dtd", "magnitude"):  # "magnitude" splits the bias off before the rule
             return None
         return BIAS_SHARES[self.bias].get(rule, ("identity",) + (None,) * (n_terms - 1))
 

@@ -24,6 +24,7 @@ the same generated kernels, and the relevance comes back in the input's type, de
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import inspect
 from dataclasses import dataclass, field
@@ -37,7 +38,7 @@ from lrp_num import backends
 from lrp_num.checks import (check_composite_parameters, check_orthant,
                             check_rule_parameters, check_target)
 from lrp_num.engine.composites import Composite, LayerRule, get_composite
-from lrp_num.engine.conventions import DTD, Conventions
+from lrp_num.engine.conventions import DTD, SIGN_COUNTERPARTS, Conventions
 from lrp_num.errors import (KernelArgumentError, LRPError, MissingBoundsError, NonFiniteError,
                             ShapeError, UnknownRuleError)
 from lrp_num.engine.graph import SHAPE_ONLY, Graph, as_graph
@@ -468,10 +469,47 @@ def _non_finite_message(index: int, layer, rule: str, relevance: np.ndarray) -> 
             f"value(s): {cause}")
 
 
+def _magnitude_bias_split(operator, a, relevance, eps: float):
+    """The "magnitude" bias convention (lrp_num.engine.conventions): R_j scaled by
+    |z_j - b_j| / (|z_j - b_j| + |b_j| + eps), the share the bias does not keep (0 where that
+    denominator is 0)."""
+    xp = array_api_compat.array_namespace(relevance)
+    linear = xp.abs(operator.forward(a, "identity"))
+    denominator = linear + xp.abs(operator.bias_like(linear)) + eps
+    nonzero = denominator != 0
+    share = xp.where(nonzero, linear / xp.where(nonzero, denominator, xp.ones_like(denominator)),
+                     xp.zeros_like(linear))
+    return relevance * share
+
+
+def _apply_by_sign(layer, operator, a, relevance, choice: LayerRule, counterpart: str,
+                   conventions: Conventions, box: _Box, index: int, diagnostics: bool,
+                   kernel_folder: str | None):
+    """Conventions.by_sign: the rule's derivation on neurons with z_j > 0, its counterpart's on
+    z_j < 0, nothing through z_j = 0 (z_j the layer output with its bias)."""
+    xp = array_api_compat.array_namespace(relevance)
+    z = operator.forward(a, "identity")
+    z = z + operator.bias_like(z)
+    plain = dataclasses.replace(conventions, by_sign=False)
+    zero = xp.zeros_like(relevance)
+    positive, valid = _apply_rule(layer, operator, a, xp.where(z > 0, relevance, zero), choice, plain, box,
+                                  index, diagnostics, kernel_folder)
+    negative, _ = _apply_rule(layer, operator, a, xp.where(z < 0, relevance, zero),
+                              LayerRule(counterpart, choice.parameters), plain, box, index, False, kernel_folder)
+    return positive + negative, valid
+
+
 def _apply_rule(layer, operator, a, relevance, choice: LayerRule, conventions: Conventions,
                 box: _Box, index: int, diagnostics: bool, kernel_folder: str | None):
     """Apply the node's kernel to ``operator``, the layer's linear part on the input's backend
     (the layer itself for NumPy)."""
+    if conventions.bias == "magnitude" and isinstance(layer, (Dense, Conv2d)):
+        relevance = _magnitude_bias_split(operator, a, relevance, conventions.eps)
+        conventions = dataclasses.replace(conventions, bias="dtd")
+    counterpart = SIGN_COUNTERPARTS.get(choice.rule) if conventions.by_sign else None
+    if counterpart is not None and isinstance(layer, (Dense, Conv2d)):
+        return _apply_by_sign(layer, operator, a, relevance, choice, counterpart, conventions, box, index,
+                              diagnostics, kernel_folder)
     kernel = _kernel(choice.rule, kernel_folder, layer)
     if kernel.domain == "orthant":
         check_orthant(a, index, layer, choice.rule)

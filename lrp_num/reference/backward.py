@@ -32,7 +32,8 @@ from lrp_num.reference.directions import ROOT_POINT_RULES
 from lrp_num.reference.linear import (LINEAR_LAYERS, LinearMatrix, batchnorm_matrix, fold_batchnorms,
                                       linear_matrix, pool_windows)
 from lrp_num.reference.linear import to_mpf as _to_mpf
-from lrp_num.reference.node_rules import LayerTrace, add_node, formula_layer, maxpool_layer, root_point_layer
+from lrp_num.reference.node_rules import (LayerTrace, add_node, formula_layer, magnitude_bias_split, maxpool_layer,
+                                         root_point_layer)
 from lrp_num.reference.roots import GUARD_DIGITS
 
 #: operations that pass values and relevance on unchanged (Flatten reshapes; every tensor of the
@@ -324,6 +325,11 @@ class ReferenceNetwork:
                 rule, parameters = plan[index]
                 trace = LayerTrace(index, repr(layer), rule, relevance_out=relevance, name=node.name)
                 x_ext = np.append(a, mpmath.mpf(0))
+                layer_conventions = conventions
+                if conventions["bias"] == "magnitude" and isinstance(layer, (Dense, Conv2d)):
+                    # the bias keeps its share, then the rule sees the layer without it
+                    relevance = magnitude_bias_split(self.matrices[index], x_ext, relevance, conventions["eps"])
+                    layer_conventions = {**conventions, "bias": "dtd"}
                 if rule in ROOT_POINT_RULES:
                     layer_bounds = None
                     if check_domain and ROOT_POINT_RULES[rule] == "orthant":
@@ -335,10 +341,10 @@ class ReferenceNetwork:
                                 "network input has; use it on a first linear layer with only reshaping before it")
                         layer_bounds = _layer_bounds(bounds, self.matrices[index].n_in, index)
                     lower = [root_point_layer(rule, self.matrices[index], x_ext, relevance, parameters,
-                                              conventions, layer_bounds, trace, solver, diagnostics)]
+                                              layer_conventions, layer_bounds, trace, solver, diagnostics)]
                 else:
                     lower = [formula_layer(rule, self.matrices[index], x_ext, relevance, parameters,
-                                           conventions, trace)]
+                                           layer_conventions, trace)]
             elif isinstance(layer, Add):
                 rule, parameters = plan[index]
                 trace = LayerTrace(index, repr(layer), rule, relevance_out=relevance, name=node.name)

@@ -19,6 +19,7 @@ convention         v_0j                                                         
 ``"zennit"``       z+: 1[b_j > 0]; w2: b_j; lrp0, gamma: 1; zbox, flat: 0         b^+, b^2, b, 0
 =================  =============================================================  ===========
 
+``"magnitude"`` (autoLRP) is ``"dtd"`` here, after R_j is scaled by |z_j - b_j| / (|z_j - b_j| + |b_j| + eps).
 (alpha-beta, a formula rule, adds b^+ and b^- to its two groups under "neuron" and "zennit",
 and under "captum" the unmodified b_j to its positive group only, as lrp_num.engine.conventions states.)
 The step then has slope sum_i v_ij w_ij + v_0j b_j, the engine's denominator with its bias share.
@@ -38,14 +39,14 @@ ROOT_POINT_RULES: dict[str, str] = {
     "w2": "R^n", "zplus": "orthant", "zbox": "box", "lrp0": "R^n", "gamma": "orthant", "flat": "R^n",
 }
 #: rules defined by their propagation formula (Bach et al. 2015)
-FORMULA_RULES = ("epsilon", "alphabeta", "bias_neuron", "zplus_split", "gamma_split")
+FORMULA_RULES = ("epsilon", "alphabeta", "bias_neuron", "zplus_split", "gamma_split", "gamma_split_negative")
 RULES = tuple(ROOT_POINT_RULES) + FORMULA_RULES
 #: parameters of each rule and their defaults (those of the derivations in ``derivations/``)
 RULE_DEFAULTS: dict[str, dict[str, float]] = {
     "gamma": {"gamma": 0.25}, "epsilon": {"epsilon": 0.25}, "alphabeta": {"alpha": 2.0, "beta": 1.0},
-    "gamma_split": {"gamma": 0.25}, "add_epsilon": {"epsilon": 0.25},
+    "gamma_split": {"gamma": 0.25}, "gamma_split_negative": {"gamma": 0.25}, "add_epsilon": {"epsilon": 0.25},
 }
-BIAS_CONVENTIONS = ("dtd", "neuron", "zennit", "captum")
+BIAS_CONVENTIONS = ("dtd", "neuron", "zennit", "captum", "magnitude")
 
 
 def indicator(condition: np.ndarray) -> np.ndarray:
@@ -77,7 +78,7 @@ def search_direction(rule: str, x: np.ndarray, w: np.ndarray, w_float: np.ndarra
 
 def bias_direction(rule: str, bias: str, b: float, parameters: Mapping[str, Any] | None = None) -> Any:
     """v_0j, the search direction of the bias input x_0 = 1 (weight b_j); see the module doc."""
-    if bias == "dtd":
+    if bias in ("dtd", "magnitude"):  # "magnitude": the bias's share is split off before the rule
         return 0
     if bias in ("neuron", "captum"):  # captum's rules keep the full bias in z'
         return 1

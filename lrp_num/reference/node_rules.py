@@ -196,10 +196,16 @@ def formula_layer(rule, matrix: LinearMatrix, x_ext, relevance, parameters, conv
     contributions = x * matrix.weight_mp  # z_ij = x_i w_ij (Bach et al. 2015, Eq. 50)
     b = matrix.bias_mp
     zero = mpmath.mpf(0)
+    masks = None
     if rule in ("epsilon", "bias_neuron"):
         groups = [(mpmath.mpf(1), contributions, b)]
-    elif rule in ("zplus_split", "gamma_split"):
+    elif rule in ("zplus_split", "gamma_split", "gamma_split_negative"):
         groups = [_split_group(rule, x, matrix, parameters, conventions["bias"])]
+        if rule == "gamma_split" and conventions.get("by_sign"):
+            # zennit's Gamma: the group of z_j's sign (z_j with its bias); z_j = 0 passes nothing
+            z = contributions.sum(axis=1) + b
+            groups.append(_split_group("gamma_split_negative", x, matrix, parameters, conventions["bias"]))
+            masks = [np.array([1 if v > 0 else 0 for v in z]), np.array([1 if v < 0 else 0 for v in z])]
     else:  # alpha-beta, Eq. (60): positive and negative contributions separately
         bias = conventions["bias"]
         positive = np.vectorize(lambda q: q if q > 0 else zero, otypes=[object])(contributions)
@@ -208,14 +214,15 @@ def formula_layer(rule, matrix: LinearMatrix, x_ext, relevance, parameters, conv
             share_plus = np.array(list(b), dtype=object)
             share_minus = np.array([zero] * len(b), dtype=object)
         else:  # "neuron", "zennit": b^+ and b^- join their groups; "dtd": no bias
-            share_plus = np.array([(bv if bv > 0 else zero) if bias != "dtd" else zero for bv in b], dtype=object)
-            share_minus = np.array([(bv if bv < 0 else zero) if bias != "dtd" else zero for bv in b], dtype=object)
+            kept = bias not in ("dtd", "magnitude")
+            share_plus = np.array([(bv if bv > 0 else zero) if kept else zero for bv in b], dtype=object)
+            share_minus = np.array([(bv if bv < 0 else zero) if kept else zero for bv in b], dtype=object)
         groups = [(mpmath.mpf(parameters["alpha"]), positive, share_plus),
                   (-mpmath.mpf(parameters["beta"]), negative, share_minus)]
     relevance_in = np.zeros(matrix.n_in + 1, dtype=object)
     relevance_in[:] = zero
     flow = np.zeros(matrix.index.shape)
-    for coefficient, q, share in groups:
+    for n, (coefficient, q, share) in enumerate(groups):
         d = q.sum(axis=1) + share
         if rule == "epsilon":  # the rule's own stabiliser, everywhere, sign(0) = +1
             epsilon = mpmath.mpf(parameters["epsilon"])
@@ -223,7 +230,7 @@ def formula_layer(rule, matrix: LinearMatrix, x_ext, relevance, parameters, conv
             d = d + own
         else:
             own = np.zeros(len(d), dtype=object)
-        numerator = coefficient * relevance
+        numerator = coefficient * relevance if masks is None else coefficient * relevance * masks[n]
         absorber = stabiliser(d, numerator, conventions["eps"], conventions["stabilise"], rule)
         d = d + absorber
         ratio = np.array([n / dv if n != 0 else zero for n, dv in zip(numerator, d)], dtype=object)
@@ -237,6 +244,19 @@ def formula_layer(rule, matrix: LinearMatrix, x_ext, relevance, parameters, conv
     return relevance_in[: matrix.n_in]
 
 
+def magnitude_bias_split(matrix: LinearMatrix, x_ext, relevance, eps):
+    """R_j times |z_j - b_j| / (|z_j - b_j| + |b_j| + eps): the share of R_j the bias does not keep
+    under the "magnitude" convention (autoLRP 0.2.0, ``apply_bias_split``); 0 where the
+    denominator is 0."""
+    linear = (x_ext[matrix.index] * matrix.weight_mp).sum(axis=1)
+    e = mpmath.mpf(eps)
+    scaled = np.empty(len(relevance), dtype=object)
+    for j, (r, z, bv) in enumerate(zip(relevance, linear, matrix.bias_mp)):
+        denominator = abs(z) + abs(bv) + e
+        scaled[j] = r * abs(z) / denominator if denominator != 0 else mpmath.mpf(0)
+    return scaled
+
+
 def _split_group(rule, x, matrix: LinearMatrix, parameters, bias: str):
     """(1, q, bias share) of zennit's input-split rules, by their definition (zennit/rules.py).
 
@@ -244,6 +264,8 @@ def _split_group(rule, x, matrix: LinearMatrix, parameters, bias: str):
     "zennit" convention, b_j under "neuron" / "captum", none under "dtd".
     gamma_split (zennit Gamma, neurons with z_j > 0): q_ij = x_i^+ (w_ij + gamma w_ij^+)
     + x_i^- (w_ij + gamma w_ij^-), and the rule itself puts b_j + gamma b_j^+ in the denominator.
+    gamma_split_negative (zennit Gamma, z_j < 0): q_ij = x_i^+ (w_ij + gamma w_ij^-)
+    + x_i^- (w_ij + gamma w_ij^+), with b_j + gamma b_j^- in the denominator.
     """
     zero = mpmath.mpf(0)
     w = matrix.weight_mp
@@ -254,7 +276,7 @@ def _split_group(rule, x, matrix: LinearMatrix, parameters, bias: str):
     b = matrix.bias_mp
     if rule == "zplus_split":
         q = x_plus * w_plus + x_minus * w_minus
-        if bias == "dtd":
+        if bias in ("dtd", "magnitude"):
             share = np.array([zero] * len(b), dtype=object)
         elif bias == "zennit":
             share = np.array([bv if bv > 0 else zero for bv in b], dtype=object)
@@ -262,6 +284,10 @@ def _split_group(rule, x, matrix: LinearMatrix, parameters, bias: str):
             share = b
         return mpmath.mpf(1), q, share
     g = mpmath.mpf(parameters["gamma"])
+    if rule == "gamma_split_negative":  # z_j < 0: the weight parts swap, gamma on b^-
+        q = x_plus * (w + g * w_minus) + x_minus * (w + g * w_plus)
+        share = np.array([bv + g * (bv if bv < 0 else zero) for bv in b], dtype=object)
+        return mpmath.mpf(1), q, share
     q = x_plus * (w + g * w_plus) + x_minus * (w + g * w_minus)
     share = np.array([bv + g * (bv if bv > 0 else zero) for bv in b], dtype=object)
     return mpmath.mpf(1), q, share
@@ -363,4 +389,4 @@ def add_node(rule: str, addends: list[np.ndarray], relevance: np.ndarray, parame
     return [lower[:, k] for k in range(k_addends)]
 
 
-__all__ = ["LayerTrace", "add_node", "formula_layer", "maxpool_layer", "root_point_layer"]
+__all__ = ["LayerTrace", "add_node", "formula_layer", "magnitude_bias_split", "maxpool_layer", "root_point_layer"]
