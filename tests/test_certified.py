@@ -72,11 +72,12 @@ def test_the_mpmath_reference_lies_inside_every_ball_on_a_conv_pool_dense_net(po
     _assert_reference_inside(_small_net(pool), x, kind, name)
 
 
-@pytest.mark.parametrize("bias", ["neuron", "zennit", "captum"])
-@pytest.mark.parametrize("rule", ["w2", "zplus", "lrp0", "alphabeta", "zplus_split"])
-def test_the_reference_lies_inside_the_balls_under_other_bias_conventions(rule, bias):
+@pytest.mark.parametrize("conventions", [{"bias": "neuron"}, {"bias": "zennit"}, {"bias": "captum"},
+                                         {"bias": "zennit", "stabilise": "everywhere", "eps": 1e-6}])
+@pytest.mark.parametrize("rule", ["w2", "zplus", "lrp0", "alphabeta", "zplus_split", "gamma_split"])
+def test_the_reference_lies_inside_the_balls_under_other_conventions(rule, conventions):
     x = np.random.default_rng(4).uniform(0, 1, size=(1, 2, 6, 6))
-    _assert_reference_inside(_small_net(SumPool2d), x, "rule", rule, {"bias": bias})
+    _assert_reference_inside(_small_net(SumPool2d), x, "rule", rule, conventions)
 
 
 @pytest.mark.parametrize("kind, name", METHODS)

@@ -70,7 +70,8 @@ def format_certified(report) -> list[str]:
         if not lines:
             lines += ["", "certified (ball arithmetic, python-flint arb): per rule and node, every engine value "
                       "lies within k ulps (of max |R| there) of the exact result",
-                      f"{'rule / composite':<20} {'node':<16} {'rule':<12} {'k ulps':>9} {'rad/max|R|':>10} "
+                      "(the relevance arriving at each node's output, and the input relevance)",
+                      f"{'rule / composite':<20} {'node (output)':<16} {'rule':<12} {'k ulps':>9} {'rad/max|R|':>10} "
                       f"{'undecided':>9} {'uncert.':>7}"]
         for bound in row.certified:
             lines.append(f"{row.name:<20} {bound['node']:<16} {bound['rule']:<12} {bound['ulps']:>9.3g} "
