@@ -5,7 +5,6 @@ bound and catches a wrong engine value."""
 from __future__ import annotations
 
 import json
-import sys
 
 import numpy as np
 import pytest
@@ -17,11 +16,11 @@ from lrp_num.certified import explain_balls  # noqa: E402
 from lrp_num.certified.balls import from_mpf, working_precision  # noqa: E402
 from lrp_num.certified.local import layer_contributions  # noqa: E402
 from lrp_num.cli import main  # noqa: E402
+from lrp_num.engine.graph import Graph, Node  # noqa: E402
 from lrp_num.engine.network import Sequential  # noqa: E402
-from lrp_num.errors import MissingDependencyError  # noqa: E402
 from lrp_num.io.model_io import load_builtin  # noqa: E402
-from lrp_num.layers import (AvgPool2d, BatchNorm, Conv2d, Dense, Flatten, MaxPool2d, ReLU,  # noqa: E402
-                            SumPool2d)
+from lrp_num.layers import (Add, AvgPool2d, BatchNorm, Concat, Conv2d, Dense, Flatten, GlobalAvgPool,  # noqa: E402
+                            MaxPool2d, ReLU, SumPool2d)
 from lrp_num.verify import DEFAULT_COMPOSITES, DEFAULT_RULES, verify  # noqa: E402
 
 RULES = DEFAULT_RULES + ("zplus_split", "gamma_split")
@@ -84,6 +83,34 @@ def test_the_reference_lies_inside_the_balls_under_other_conventions(rule, conve
 def test_the_mpmath_reference_lies_inside_every_ball_on_digits_mlp(kind, name):
     model = load_builtin("digits-mlp")
     _assert_reference_inside(model.network, model.test_images[:2], kind, name)
+
+
+def _graph_net() -> Graph:
+    """A graph with a folded and an unfolded batch norm (ChannelAffine), a skip connection (Add),
+    global average pooling and a Concat of two branches."""
+    rng = np.random.default_rng(11)
+
+    def batchnorm(c):
+        return BatchNorm(rng.uniform(0.5, 1.5, c), 0.2 * rng.normal(size=c), 0.1 * rng.normal(size=c),
+                         rng.uniform(0.5, 2.0, c))
+
+    nodes = [
+        Node("stem", Conv2d(0.5 * rng.normal(size=(3, 1, 3, 3)), 0.1 * rng.normal(size=3), padding=1), "input"),
+        Node("stem_bn", batchnorm(3), "stem"), Node("stem_relu", ReLU(), "stem_bn"),
+        Node("branch", Conv2d(0.5 * rng.normal(size=(3, 3, 3, 3)), 0.1 * rng.normal(size=3), padding=1), "stem_relu"),
+        Node("sum", Add(), ("branch", "stem_relu")), Node("pre_bn", batchnorm(3), "sum"),
+        Node("relu", ReLU(), "pre_bn"), Node("pool", GlobalAvgPool(), "relu"),
+        Node("flat_pool", Flatten(), "pool"), Node("flat_stem", Flatten(), "stem_relu"),
+        Node("cat", Concat(1), ("flat_pool", "flat_stem")),
+        Node("head", Dense(rng.normal(size=(3 + 3 * 16, 3)), 0.1 * rng.normal(size=3)), "cat"),
+    ]
+    return Graph(nodes, input_shape=(1, 4, 4))
+
+
+@pytest.mark.parametrize("kind, name", METHODS)
+def test_the_mpmath_reference_lies_inside_every_ball_on_a_graph_with_add_and_concat(kind, name):
+    x = np.random.default_rng(5).uniform(0, 1, size=(1, 1, 4, 4))
+    _assert_reference_inside(_graph_net(), x, kind, name)
 
 
 def _hinge_net() -> tuple[Sequential, np.ndarray]:
@@ -176,12 +203,3 @@ def test_cli_verify_certified_reports_per_node_bounds_as_json(capsys):
     row = out[0]["rows"][0]
     assert {b["node"] for b in row["certified"]} >= {"layer0", "layer2", "layer4", "input"}
     assert any(c["name"] == "certified" and c["status"] == "pass" for c in row["checks"])
-
-
-def test_cli_certified_without_python_flint_is_one_line_naming_the_extra(capsys, monkeypatch):
-    monkeypatch.setitem(sys.modules, "flint", None)  # import flint now raises ImportError
-    assert main(["verify", "--model", "digits-mlp", "--rules", "epsilon", "--certified"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "certified" in err[0], err
-    with pytest.raises(MissingDependencyError):
-        explain_balls(load_builtin("digits-mlp").network, np.zeros(64), rule="lrp0")

@@ -151,7 +151,6 @@ def root_point_contributions(rule: str, matrix: BallMatrix, x_ext: np.ndarray, r
     x~_ij = x_i - t* v_ij with t* = z_j / slope_j solving the root condition; R_ij = c_j w_ij
     (x_i - x~_ij), c_j = R_j / z_j. Undecided neurons get NaN rows.
     """
-    arb = require_flint().arb
     x = x_ext[matrix.index[rows]]
     if rule == "flat":
         w = _unit_weights(matrix.connected[rows])

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from lrp_num.certified.balls import precision_bits, require_flint, sign, to_balls, undecided, working_precision, zeros
+from lrp_num.certified.balls import precision_bits, require_flint, sign, to_balls, working_precision, zeros
 from lrp_num.certified.layers import (FORMULA_RULES, ROOT_POINT_RULES, BallMatrix, NodeRecord, add_relevance,
                                      formula_contributions, maxpool_relevance, root_point_contributions)
 from lrp_num.checks import check_dps, check_orthant
@@ -127,7 +127,8 @@ class BallNetwork:
                     if s is None:
                         out[k] = value.max(zero)  # the enclosure of max(0, z); which side holds is open
                         if records is not None:
-                            records.setdefault(node.name, NodeRecord(node.name, "relu")).mark(k, "ReLU input contains 0")
+                            record = records.setdefault(node.name, NodeRecord(node.name, "relu"))
+                            record.mark(k, "ReLU input contains 0")
                     else:
                         out[k] = value if s > 0 else zero
             elif isinstance(operation, Add):

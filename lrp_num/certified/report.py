@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 
