@@ -133,6 +133,22 @@ def test_a_relu_too_close_to_its_hinge_is_counted_undecided_not_guessed():
     assert _inside(precise.relevance, exact.ravel()) == []
 
 
+def test_a_max_pool_window_too_close_to_a_tie_is_counted_undecided():
+    # cells 1 + 2^-120 (a sum that ~100-bit balls cannot tell from 1) and exactly 1
+    conv = Conv2d(np.array([[[[1.0, 1.0]]]]), np.zeros(1), stride=(1, 2))
+    network = Sequential([conv, MaxPool2d((1, 2)), Flatten(), Dense(np.array([[2.0]]), np.zeros(1))],
+                         input_shape=(1, 1, 4))
+    x = np.array([[[[1.0, 2.0 ** -120, 1.0, 0.0]]]])
+    result = explain_balls(network, x, target=[0], rule="lrp0", dps=20)[0]
+    assert result.records["layer1"].reasons == {"max-pool winner": 1}
+    assert not result.relevance[0].is_finite()  # no bound claimed below the undecided window
+    precise = explain_balls(network, x, target=[0], rule="lrp0", dps=50)[0]
+    assert not precise.undecided
+    exact = ref.explain(network, x, target=[0], rule="lrp0", dps=80)
+    assert _inside(precise.relevance, exact.ravel()) == []
+    assert float(precise.relevance[2].mid()) == 0.0  # the winner is the cell 1 + 2^-120
+
+
 def test_an_exact_max_pool_tie_is_decided_and_split():
     network = Sequential([MaxPool2d(2), Flatten()], input_shape=(1, 2, 2))
     x = np.array([[[[0.5, 0.5], [0.25, 0.125]]]])
