@@ -333,7 +333,7 @@ def verify_method(network, x: np.ndarray, name: str, kind: str, *, targets=None,
     row.time_reference = (time.perf_counter() - start) / len(x)
     prepared = reference.prepare(network, x.shape[1:], dps)
     worst_bound = 0.0
-    stated_bounds = []  # the rounding bound of every sample's input relevance
+    stated_bounds = []  # the rounding bound of every sample's input relevance (None: a near tie)
     conservation_over = -np.inf  # the largest (|sum R - f_c(x)| in float64 - |kept|) / rounding
     with mpmath.workdps(dps + reference.GUARD_DIGITS):
         for k, result in enumerate(results):
@@ -356,11 +356,11 @@ def verify_method(network, x: np.ndarray, name: str, kind: str, *, targets=None,
                 out=np.zeros_like(top_exact), where=top_exact != 0)))
             row.forward_over_bound = max(row.forward_over_bound, forward_over)
             bound = rounding_bound(result, prepared, x[k], top_error=top_error) + 2 * U * np.abs(exact) + 1e-300
-            stated_bounds.append(bound)
             ties = near_max_pool_ties(prepared, result)
             row.near_ties += ties
             if not ties:
                 worst_bound = max(worst_bound, float((error / bound).max()))
+            stated_bounds.append(None if ties else bound)  # near ties: excluded as from agreement
             top = mpmath.fsum(result.top)
             total = mpmath.fsum(result.relevance)
             kept = mpmath.fsum(t.absorbed_bias + t.absorbed_stabiliser for t in result.traces)

@@ -219,3 +219,19 @@ def test_cli_verify_certified_reports_per_node_bounds_as_json(capsys):
     row = out[0]["rows"][0]
     assert {b["node"] for b in row["certified"]} >= {"layer0", "layer2", "layer4", "input"}
     assert any(c["name"] == "certified" and c["status"] == "pass" for c in row["checks"])
+    assert main(["verify", "--model", "digits-mlp", "--rules", "epsilon", "--samples", "1", "--certified"]) == 0
+    table = capsys.readouterr().out
+    assert "every engine value lies within k ulps" in table and "certified: the proved" in table
+
+
+def test_a_sample_with_a_near_tie_max_pool_window_is_excluded_from_the_certified_check_as_from_agreement():
+    # cells 1 + 2^-60 (float64 rounds it to 1: the engine splits a tie) and 1; exactly, the first wins
+    conv = Conv2d(np.array([[[[1.0, 1.0]]]]), np.zeros(1), stride=(1, 2))
+    network = Sequential([conv, MaxPool2d((1, 2)), Flatten(), Dense(np.array([[2.0]]), np.zeros(1))],
+                         input_shape=(1, 1, 4))
+    x = np.array([[[[1.0, 2.0 ** -60, 1.0, 0.0]]]])
+    row = verify(network, x, rules=("lrp0",), composites=(), targets=[0], certified=True).rows[0]
+    assert row.near_ties == 1
+    check = next(c for c in row.checks if c.name == "certified")
+    assert check.holds and "1 sample(s) with a near-tie max-pool window excluded" in check.detail
+    assert row.certified[-1]["ulps"] > 1e15  # the O(1) difference of the other winner is stated, not hidden

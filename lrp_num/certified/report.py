@@ -22,8 +22,12 @@ from lrp_num.certified.network import explain_balls
 
 
 def certify_row(row, network, x: np.ndarray, method: dict[str, str], targets, input_domain, dps: int,
-                conventions, stated_bounds: Sequence[np.ndarray]) -> None:
-    """Add the certified measurements and the required "certified" check to a verify row."""
+                conventions, stated_bounds: Sequence[np.ndarray | None]) -> None:
+    """Add the certified measurements and the required "certified" check to a verify row.
+
+    ``stated_bounds``: per sample, the rounding bound verify states for the input relevance, or
+    None for a sample with a near-tie max-pool window (excluded as from the agreement check).
+    """
     from lrp_num.engine.explain import explain_details
     from lrp_num.verify import Check
 
@@ -44,7 +48,10 @@ def certify_row(row, network, x: np.ndarray, method: dict[str, str], targets, in
     rules[input_name] = "input"
     bounds = node_bounds(results, engine_at, rules)
     worst, uncertified = 0.0, 0
+    near_ties = sum(bound is None for bound in stated_bounds)
     for k, result in enumerate(results):
+        if stated_bounds[k] is None:  # float64 may pick another max-pool winner: no rounding bound stated
+            continue
         errors = proved_errors(engine_at[k][input_name], result.relevance, result.bits)
         finite = np.isfinite(errors)
         uncertified += int((~finite).sum())
@@ -57,7 +64,8 @@ def certify_row(row, network, x: np.ndarray, method: dict[str, str], targets, in
     detail = (f"proved |engine - exact| over the stated rounding bound = {worst:.3g} (must be <= 1)"
               + (f"; every input relevance within {at_input.ulps:.3g} ulps of the exact result, "
                  f"radius / max|R| <= {at_input.relative_radius:.2g}" if at_input else "")
-              + f"; {undecided} undecided neuron(s), {uncertified} input value(s) not certified")
+              + f"; {undecided} undecided neuron(s), {uncertified} input value(s) not certified"
+              + (f"; {near_ties} sample(s) with a near-tie max-pool window excluded" if near_ties else ""))
     row.checks.append(Check("certified", worst <= 1.0, True, detail))
 
 
