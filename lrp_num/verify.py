@@ -234,6 +234,11 @@ class RuleReport:
     mixed_sign_nodes: list[str] = field(default_factory=list)
     """Add nodes whose addends (somewhere) have the other sign than their sum: positivity is not
     promised there (the z-rule gives such an addend relevance of the other sign)."""
+    certified: list[dict] | None = None
+    """With ``certified=True``: per node (input last) the proved bound of
+    :class:`lrp_num.certified.bounds.NodeBound` as a dict."""
+    certified_over_bound: float | None = None
+    time_certified: float = 0.0
     outside_domain: str | None = None
     """The engine's DomainError when the rule's domain excludes these inputs (z+ or gamma at a
     negative input); the row then checks only that the reference refuses them too."""
@@ -299,8 +304,9 @@ def _engine_fraction(explanation) -> float | None:
 
 
 def verify_method(network, x: np.ndarray, name: str, kind: str, *, targets=None, input_domain=None,
-                  dps: int = 50, conventions=None) -> RuleReport:
-    """Measure one rule or composite on the batch ``x`` (see the module docstring)."""
+                  dps: int = 50, conventions=None, certified: bool = False) -> RuleReport:
+    """Measure one rule or composite on the batch ``x`` (see the module docstring); ``certified``
+    adds the proved bounds of :mod:`lrp_num.certified` and their required check."""
     from lrp_num.engine.conventions import DTD
     from lrp_num.errors import DomainError
     from lrp_num.engine.explain import explain_details
@@ -327,6 +333,7 @@ def verify_method(network, x: np.ndarray, name: str, kind: str, *, targets=None,
     row.time_reference = (time.perf_counter() - start) / len(x)
     prepared = reference.prepare(network, x.shape[1:], dps)
     worst_bound = 0.0
+    stated_bounds = []  # the rounding bound of every sample's input relevance (None: a near tie)
     conservation_over = -np.inf  # the largest (|sum R - f_c(x)| in float64 - |kept|) / rounding
     with mpmath.workdps(dps + reference.GUARD_DIGITS):
         for k, result in enumerate(results):
@@ -353,6 +360,7 @@ def verify_method(network, x: np.ndarray, name: str, kind: str, *, targets=None,
             row.near_ties += ties
             if not ties:
                 worst_bound = max(worst_bound, float((error / bound).max()))
+            stated_bounds.append(None if ties else bound)  # near ties: excluded as from agreement
             top = mpmath.fsum(result.top)
             total = mpmath.fsum(result.relevance)
             kept = mpmath.fsum(t.absorbed_bias + t.absorbed_stabiliser for t in result.traces)
@@ -409,6 +417,10 @@ def verify_method(network, x: np.ndarray, name: str, kind: str, *, targets=None,
                                 "between the engine's derived condition and the direct check by more than the "
                                 f"{ambiguous} neuron(s) within {AMBIGUOUS_MARGIN:g} of the domain's boundary"
                                 + (f" (nodes {', '.join(map(repr, nodes))})" if nodes else "")))
+    if certified:
+        from lrp_num.certified.report import certify_row
+
+        certify_row(row, network, x, method, targets, input_domain, dps, conventions, stated_bounds)
     return row
 
 
@@ -473,8 +485,11 @@ def _positive_domain(name: str, x: np.ndarray) -> bool:
 
 def verify(network, x: np.ndarray, *, rules: Sequence[str] = DEFAULT_RULES,
            composites: Sequence[str] = DEFAULT_COMPOSITES, targets=None, input_domain=None,
-           dps: int = 50, model_name: str = "model", conventions=None) -> VerifyReport:
+           dps: int = 50, model_name: str = "model", conventions=None, certified: bool = False) -> VerifyReport:
     """Verify every rule and composite on the batch ``x``; see :func:`verify_method`.
+
+    ``certified``: also prove bounds in ball arithmetic (:mod:`lrp_num.certified`, the
+    ``certified`` extra; MissingDependencyError without it).
 
     ``dps`` is the reference's precision, 20 to 10000 digits (PrecisionError otherwise).
     Shows a progress bar over the rules and composites on stderr when it is a terminal.
@@ -484,12 +499,16 @@ def verify(network, x: np.ndarray, *, rules: Sequence[str] = DEFAULT_RULES,
     from lrp_num.progress import progress
 
     dps = check_dps(dps)
+    if certified:
+        from lrp_num.certified import require_flint
+
+        require_flint()  # before any work: a missing extra is one clear error
     rows = []
     methods = [("rule", name) for name in rules] + [("composite", name) for name in composites]
     for kind, name in progress(methods, f"verifying {model_name}"):
         try:
             rows.append(verify_method(network, x, name, kind, targets=targets, input_domain=input_domain,
-                                      dps=dps, conventions=conventions))
+                                      dps=dps, conventions=conventions, certified=certified))
         except LRPError as error:
             rows.append(RuleReport(name, kind, error=str(error)))
     return VerifyReport(model_name, len(x), dps, rows)
@@ -526,6 +545,10 @@ def format_table(report: VerifyReport) -> str:
              if not check.holds and (check.required or (check.name == "positivity" and row.name in POSITIVE))]
     if notes:  # what failed, and the nodes behind what is not promised here
         lines += ["", *notes]
+    if any(row.certified for row in report.rows):
+        from lrp_num.certified.report import format_certified
+
+        lines += format_certified(report)
     lines.append("")
     lines.append("required checks (a row fails when one does not hold):")
     lines.append("  agreement: err/bnd, the engine's error over its first-order rounding bound, <= 1 for every input;")
@@ -537,6 +560,9 @@ def format_table(report: VerifyReport) -> str:
                  "inputs; 'i' marks neg as informational;")
     lines.append("  root points: the engine's derived-condition fraction equals the direct check's per node and "
                  f"sample, up to neurons within {AMBIGUOUS_MARGIN:g} of the domain's boundary (* marks a difference).")
+    if any(row.certified for row in report.rows):
+        lines.append("  certified: the proved |engine - exact| (ball arithmetic) at most the stated rounding bound at "
+                     "every input value.")
     lines.append("informational: ulps (of max |R^ref|), rel err, cons ref (|sum R - f_c(x)| at high precision), "
                  "roots ok (the fraction of active neurons whose root point lies in the domain), times per sample.")
     lines.append("verification " + ("passed" if report.ok else "FAILED"))

@@ -2,6 +2,7 @@
 
     lrp verify                                  # every built-in model, every rule and composite
     lrp verify --model net.npz --rules zplus deep-taylor --samples 4 --dps 60 --json
+    lrp verify --model digits-cnn --certified    # proved bounds in ball arithmetic (python-flint)
 
 Prints a table per model (or JSON with ``--json``, Markdown with ``--markdown``) and exits 0
 when every required check holds, 1 when one fails, 2 on bad input.
@@ -26,6 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="stored test images to explain per model (default 2)")
     parser.add_argument("--dps", type=int, default=50, metavar="D",
                         help=f"reference precision in decimal digits, {MIN_DPS} to {MAX_DPS} (default 50)")
+    parser.add_argument("--certified", action="store_true",
+                        help="also prove per rule and node that every engine value lies within k ulps of the "
+                             "exact result (ball arithmetic; needs the 'certified' extra, python-flint)")
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="print the report as JSON")
     output.add_argument("--markdown", action="store_true", help="print the report as Markdown tables")
@@ -98,6 +102,10 @@ def run(args: argparse.Namespace) -> int:
     from lrp_num.progress import print_above, progress
 
     rules, composites = _split_methods(args.rules)
+    if args.certified:
+        from lrp_num.certified import require_flint
+
+        require_flint()  # a missing extra: one line naming it, exit 2
     specs = args.model or default_models()
     if not args.json and not args.markdown:  # the header at once: the reference takes a while (minutes: about 4 of them for digits-resnet)
         print(f"lrp verify: {len(specs)} model(s), {len(rules) + len(composites)} rules and "
@@ -111,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
             _check_box_rule(spec, model)
         reports.append(verify(model.network, x, rules=rules, composites=composites,
                               targets=targets, input_domain=model.input_domain, dps=args.dps,
-                              model_name=spec))
+                              model_name=spec, certified=args.certified))
         if args.markdown:
             print_above(format_markdown(reports[-1]))
         elif not args.json:  # each model's table as soon as it is done

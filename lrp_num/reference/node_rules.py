@@ -102,7 +102,7 @@ def root_point_layer(rule, matrix: LinearMatrix, x_ext, relevance, parameters, c
     if rule == "zbox":
         lower, upper = (bound[matrix.index] for bound in bounds)
     v_all = search_direction(rule, x_all, w_all, w_float, matrix.connected, lower, upper, parameters)
-    v0_all = np.array([bias_direction(rule, conventions["bias"], b, parameters) for b in matrix.bias],
+    v0_all = np.array([bias_direction(rule, conventions["bias"], b, parameters) for b in matrix.bias_mp],
                       dtype=object)
     if diagnostics:  # root-point membership over the active neurons
         _membership(rule, matrix, x_all, w_all, v_all, v0_all, z_all, z_model, bounds, trace)
