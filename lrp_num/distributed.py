@@ -25,8 +25,8 @@ until a cluster is asked for.
 from __future__ import annotations
 
 import contextlib
+import logging
 import uuid
-from dataclasses import fields
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
@@ -75,7 +75,8 @@ def open_client(workers: int | None = None, scheduler: str | None = None) -> Ite
     if workers < 1:
         raise LRPError(f"--workers must be at least 1, got {workers}")
     with distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                  dashboard_address=None, env=ONE_THREAD_ENVIRONMENT) as cluster, \
+                                  dashboard_address=None, env=ONE_THREAD_ENVIRONMENT,
+                                  silence_logs=logging.ERROR) as cluster, \
             distributed.Client(cluster) as client:
         yield client
 
@@ -244,8 +245,139 @@ def merge_verify(model_name: str, dps: int, per_sample: Sequence[dict]):
     return VerifyReport(model_name, len(reports), dps, rows)
 
 
-def row_fields() -> list[str]:
-    """The names of a verify row's measurements (for comparing two reports)."""
-    from lrp_num.verify import RuleReport
+# -- lrp audit ------------------------------------------------------------------------------------
 
-    return [f.name for f in fields(RuleReport)]
+def audit_sample(settings: dict, item: dict) -> dict:
+    """Audit one sample (the task of :func:`audit_distributed`): ``{"index", "report"}``, the
+    :class:`~lrp_num.audit.compare.AuditReport` of that sample alone as plain data."""
+    from threadpoolctl import threadpool_limits
+
+    from lrp_num.audit.compare import audit_attribution, audit_library
+
+    x = np.asarray(item["x"], dtype=np.float64)[None]
+    common = settings["common"]
+    with threadpool_limits(limits=1):
+        if item.get("attribution") is None:
+            report = audit_library(settings["network"], x, settings["library"], dtype=settings["dtype"], **common)
+        else:
+            report = audit_attribution(settings["network"], x, np.asarray(item["attribution"])[None],
+                                       library=settings["for_library"], **common)
+    return {"index": item["index"], "report": report.to_dict()}
+
+
+def _audit_items(x: np.ndarray, attribution: np.ndarray | None) -> list[dict]:
+    from lrp_num.errors import ShapeError
+
+    if attribution is not None and np.shape(attribution) != np.shape(x):
+        raise ShapeError(f"--attribution has shape {np.shape(attribution)}; split over workers it needs one "
+                         f"relevance per input, the inputs' shape {np.shape(x)}")
+    return [{"index": k, "x": np.asarray(x[k], dtype=np.float64),
+             "attribution": None if attribution is None else np.asarray(attribution[k])} for k in range(len(x))]
+
+
+def audit_distributed(client, network, x: np.ndarray, *, library: str | None = None,
+                      attribution: np.ndarray | None = None, for_library: str | None = None,
+                      dtype: str = "float64", **common) -> "AuditBatch":
+    """Audit every sample of ``x`` on its own, one task per sample on ``client``'s cluster:
+    ``library``'s LRP (:func:`lrp_num.audit.compare.audit_library`), or the saved ``attribution``
+    (one relevance per input; :func:`lrp_num.audit.compare.audit_attribution`). ``common``: the
+    keyword arguments both take (rule, composite, target, parameters, input_domain, dps,
+    tolerance, strict)."""
+    settings = {"network": network, "library": library, "for_library": for_library, "dtype": dtype,
+                "common": common}
+    label = f"auditing {library or 'the attribution'}"
+    return AuditBatch(map_samples(client, audit_sample, settings, _audit_items(x, attribution), label))
+
+
+def audit_serial(network, x: np.ndarray, *, library: str | None = None, attribution: np.ndarray | None = None,
+                 for_library: str | None = None, dtype: str = "float64", **common) -> "AuditBatch":
+    """The tasks of :func:`audit_distributed` in this process, one after the other (no Dask)."""
+    settings = {"network": network, "library": library, "for_library": for_library, "dtype": dtype,
+                "common": common}
+    return AuditBatch([audit_sample(settings, item) for item in _audit_items(x, attribution)])
+
+
+class AuditBatch:
+    """The audits of the samples of a batch, each on its own, merged into one verdict.
+
+    The batch matches when every sample does; ``exit_status`` is ``lrp audit``'s (0 or 1).
+    ``per_sample``: ``{"index", "report"}`` with each sample's report as plain data, in order.
+    """
+
+    def __init__(self, per_sample: Sequence[dict]):
+        indices = sorted(result["index"] for result in per_sample)
+        if indices != list(range(len(per_sample))):
+            raise LRPError(f"merge: the sample indices are not 0..{len(per_sample) - 1} once each: {indices}")
+        self.per_sample = sorted(per_sample, key=lambda result: result["index"])
+
+    @property
+    def reports(self) -> list[dict]:
+        return [result["report"] for result in self.per_sample]
+
+    @property
+    def exit_status(self) -> int:
+        return max(report["exit_status"] for report in self.reports)
+
+    @property
+    def verdict(self) -> str:
+        return "matches" if self.exit_status == 0 else "fails"
+
+    def failing(self) -> list[int]:
+        """The indices of the samples whose audit fails."""
+        return [result["index"] for result in self.per_sample if result["report"]["exit_status"]]
+
+    def to_dict(self) -> dict:
+        first = self.reports[0]
+        findings = sorted({finding for report in self.reports for finding in report["findings"]})
+        return {"library": first["library"], "profile": first["profile"], "method": first["method"],
+                "n_samples": len(self.per_sample), "verdict": self.verdict, "exit_status": self.exit_status,
+                "findings": findings, "failing_samples": self.failing(), "per_sample": self.per_sample}
+
+    def _rows(self) -> list[tuple[str, ...]]:
+        rows = []
+        for result in self.per_sample:
+            report = result["report"]
+            audits = report["nodes"] or report["layers"]
+            own = max((a["own_relative"] for a in audits), default=0.0)
+            dtd = max((a["dtd_relative"] for a in audits), default=0.0)
+            at = report["deviation_at"]
+            rows.append((str(result["index"]), report["verdict"], ", ".join(report["findings"]) or "-",
+                         f"{own:.1e}", f"{dtd:.1e}", "-" if at is None else str(at)))
+        return rows
+
+    _COLUMNS = ("sample", "verdict", "findings", "own dev (rel)", "DTD dev (rel)", "deviates most at")
+
+    def _header(self) -> str:
+        first = self.reports[0]
+        return (f"audit of {first['library']} against profile {first['profile']} and DTD: {first['method']}, "
+                f"{len(self.per_sample)} sample(s) audited one by one, {first['dtype']}; "
+                f"equal within {first['tolerance']}")
+
+    def _verdict_line(self) -> str:
+        failing = self.failing()
+        return (f"verdict: {self.verdict} ({len(self.per_sample) - len(failing)} of {len(self.per_sample)} "
+                "sample(s) match" + (f"; failing: {', '.join(map(str, failing))}" if failing else "") + ")")
+
+    def render_table(self) -> str:
+        """One row per sample (its verdict, findings and worst relative deviations), then the verdict."""
+        rows = [self._COLUMNS] + self._rows()
+        widths = [max(len(row[i]) for row in rows) for i in range(len(self._COLUMNS))]
+        lines = [self._header(), ""]
+        for n, row in enumerate(rows):
+            lines.append("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+            if n == 0:
+                lines.append("  ".join("-" * width for width in widths))
+        lines += ["", "deviations: max |R_lib - R_ref| over max |R_ref| at any layer, from the library's own "
+                      "convention and from DTD; --json has every sample's full report", "", self._verdict_line()]
+        return "\n".join(lines)
+
+    def render_markdown(self) -> str:
+        lines = [f"### {self._header()}", "", "| " + " | ".join(self._COLUMNS) + " |",
+                 "|" + "---|" * len(self._COLUMNS)]
+        lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in self._rows()]
+        return "\n".join(lines + ["", self._verdict_line()]) + "\n"
+
+    def render_json(self) -> str:
+        import json
+
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True, allow_nan=True, default=float)

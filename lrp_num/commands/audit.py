@@ -3,6 +3,7 @@
     lrp audit --library zennit --model digits-cnn --rule zplus --sample 3
     lrp audit --library captum --model net.pt --architecture net.json --input x.npy --rule epsilon --json
     lrp audit --attribution R.npy --model digits-mlp --sample 0 --rule zplus --markdown
+    lrp audit --library zennit --model digits-cnn --input x.npy --rule zplus --workers 2   # one task per sample
 
 The library runs on the PyTorch twin of the model (float64, or float32 with ``--dtype``); the
 mpmath reference runs under the library's profile (:mod:`lrp_num.audit.profiles`) and under the
@@ -53,6 +54,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="fail (exit 1) also where the attribution departs from DTD")
     parser.add_argument("--dps", type=int, default=50,
                         help=f"digits of the mpmath reference, {MIN_DPS} to {MAX_DPS} (default 50)")
+    cluster = parser.add_mutually_exclusive_group()
+    cluster.add_argument("--workers", type=int, metavar="N",
+                         help="audit each sample on its own, split over a local Dask cluster of N worker "
+                              "processes (needs the [distributed] extra); one verdict for the batch")
+    cluster.add_argument("--scheduler", metavar="ADDRESS",
+                         help="as --workers, on the Dask cluster at ADDRESS (tcp://host:port)")
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="print the report as JSON")
     output.add_argument("--markdown", action="store_true", help="print the report as Markdown")
@@ -76,6 +83,8 @@ def run(args: argparse.Namespace) -> int:
     from lrp_num.audit.report import render_json, render_markdown, render_table
 
     check_dps(args.dps, "--dps")  # before loading anything (audit_library checks it again)
+    if args.workers is not None or args.scheduler is not None:
+        return _run_distributed(args)
     model = _model(args)
     x = np.asarray(load_inputs(args, model), dtype=np.float64)
     parameters = {k: getattr(args, k) for k in ("epsilon", "gamma", "alpha", "beta") if getattr(args, k) is not None}
@@ -93,3 +102,29 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(render_table(report))
     return report.exit_status
+
+
+def _run_distributed(args: argparse.Namespace) -> int:
+    """--workers/--scheduler: every sample audited on its own, one Dask task each (lrp_num.distributed)."""
+    from lrp_num.distributed import audit_distributed, open_client, require_dask
+    from lrp_num.errors import LRPError
+
+    if args.workers is not None and args.workers < 1:
+        raise LRPError(f"--workers must be at least 1, got {args.workers}")
+    require_dask("--workers/--scheduler")
+    model = _model(args)
+    x = np.asarray(load_inputs(args, model), dtype=np.float64)
+    parameters = {k: getattr(args, k) for k in ("epsilon", "gamma", "alpha", "beta") if getattr(args, k) is not None}
+    common = dict(rule=args.rule, composite=args.composite, target=args.target, parameters=parameters,
+                  input_domain=model.input_domain, dps=args.dps, tolerance=args.tolerance, strict=args.strict)
+    attribution = None if args.library else read_array(args.attribution, "--attribution")
+    with open_client(args.workers, args.scheduler) as client:
+        batch = audit_distributed(client, model.network, x, library=args.library, attribution=attribution,
+                                  for_library=args.for_library, dtype=args.dtype, **common)
+    if args.json:
+        print(batch.render_json())
+    elif args.markdown:
+        print(batch.render_markdown(), end="")
+    else:
+        print(batch.render_table())
+    return batch.exit_status
