@@ -36,6 +36,8 @@ from lrp_num.errors import LRPError, MissingDependencyError
 INSTALL_HINT = "pip install 'lrp-toolkit[distributed]'"
 #: local workers: one process each, one thread, one BLAS thread
 ONE_THREAD_ENVIRONMENT = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+#: the scheduler's HTTP endpoints (health, metrics; no dashboard) on a free port of 127.0.0.1 only
+SCHEDULER_HTTP = {"dashboard_address": "127.0.0.1:0", "dashboard": False}
 #: how often a task that raised is run again (a worker's death is handled by the scheduler)
 RETRIES = 2
 
@@ -75,8 +77,8 @@ def open_client(workers: int | None = None, scheduler: str | None = None) -> Ite
     if workers < 1:
         raise LRPError(f"--workers must be at least 1, got {workers}")
     with distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                  dashboard_address=None, env=ONE_THREAD_ENVIRONMENT,
-                                  silence_logs=logging.ERROR) as cluster, \
+                                  dashboard_address=None, scheduler_kwargs=SCHEDULER_HTTP,
+                                  env=ONE_THREAD_ENVIRONMENT, silence_logs=logging.ERROR) as cluster, \
             distributed.Client(cluster) as client:
         yield client
 
@@ -168,7 +170,7 @@ def verify_distributed(client, network, x: np.ndarray, *, rules: Sequence[str], 
     """
     settings = _verify_settings(network, rules, composites, input_domain, dps, model_name, conventions)
     per_sample = map_samples(client, verify_sample, settings, _verify_items(x, targets), f"verifying {model_name}")
-    return merge_verify(model_name, settings["dps"], per_sample), per_sample
+    return merge_verify(model_name, settings["dps"], per_sample, len(x)), per_sample
 
 
 def verify_serial(network, x: np.ndarray, *, rules: Sequence[str], composites: Sequence[str], targets=None,
@@ -177,7 +179,7 @@ def verify_serial(network, x: np.ndarray, *, rules: Sequence[str], composites: S
     after the other (no Dask): the serial run a distributed one must equal."""
     settings = _verify_settings(network, rules, composites, input_domain, dps, model_name, conventions)
     per_sample = [verify_sample(settings, item) for item in _verify_items(x, targets)]
-    return merge_verify(model_name, settings["dps"], per_sample), per_sample
+    return merge_verify(model_name, settings["dps"], per_sample, len(x)), per_sample
 
 
 _MAXIMA = ("max_ulps", "max_relative", "max_error_over_bound", "conservation_float64", "conservation_reference",
@@ -228,14 +230,16 @@ def merge_rows(parts: Sequence[dict], dps: int):
     return set_checks(row, dps)
 
 
-def merge_verify(model_name: str, dps: int, per_sample: Sequence[dict]):
+def merge_verify(model_name: str, dps: int, per_sample: Sequence[dict], n_samples: int | None = None):
     """The :class:`~lrp_num.verify.VerifyReport` of the batch from its per-sample results
-    (``{"index", "report"}`` dicts); each index must appear exactly once."""
+    (``{"index", "report"}`` dicts); each index 0 .. ``n_samples`` - 1 (default: as many as
+    there are results) must appear exactly once, or LRPError."""
     from lrp_num.verify import VerifyReport
 
+    n_samples = len(per_sample) if n_samples is None else n_samples
     indices = sorted(result["index"] for result in per_sample)
-    if indices != list(range(len(per_sample))):
-        raise LRPError(f"merge: the sample indices are not 0..{len(per_sample) - 1} once each: {indices}")
+    if indices != list(range(n_samples)):
+        raise LRPError(f"merge: the sample indices are not 0..{n_samples - 1} once each: {indices}")
     ordered = sorted(per_sample, key=lambda result: result["index"])
     reports = [result["report"] for result in ordered]
     names = [(row["name"], row["kind"]) for row in reports[0]["rows"]]
