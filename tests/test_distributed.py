@@ -217,14 +217,18 @@ def test_a_worker_killed_mid_run_costs_a_retry_not_a_sample(mlp, dask_client):
     assert pids[killed["address"]] not in dask_client.run(os.getpid).values()
 
 
-def test_verify_cli_on_workers_lists_per_sample_results(tmp_path, capsys, mlp):
+def test_verify_cli_on_workers_lists_per_sample_results(tmp_path, capsys, monkeypatch, mlp):
+    """--json lists each sample's report; on a terminal a bar counts the completed samples."""
     pytest.importorskip("distributed")
+    monkeypatch.setattr(type(sys.stderr), "isatty", lambda self: True)  # as tests/test_cli_progress.py
     model, x, kwargs, _, _ = mlp
     path = tmp_path / "x.npy"
     np.save(path, x[:3])
     assert main(["verify", "--model", "digits-mlp", "--inputs", str(path), "--rules", "zplus", "--dps", "30",
                  "--workers", "1", "--json"]) == 0
-    [report] = json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    assert "verifying digits-mlp" in captured.err and "/3 [" in captured.err
+    [report] = json.loads(captured.out)
     assert report["samples"] == 3 and report["ok"]
     assert [result["index"] for result in report["per_sample"]] == [0, 1, 2]
     assert all(result["report"]["samples"] == 1 for result in report["per_sample"])
