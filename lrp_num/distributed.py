@@ -94,10 +94,12 @@ def map_samples(client, task: Callable[[Any, Any], Any], shared: Any, items: Seq
     Raises
     ------
     LRPError
-        A task's own documented error (the first one seen), or a sample whose task could not
-        be completed (its workers kept dying).
+        A task's own documented error (the first one seen, re-raised as it is), or a sample
+        whose task could not be completed (its workers kept dying: distributed's KilledWorker).
     """
-    from distributed import as_completed
+    from concurrent.futures import CancelledError
+
+    from distributed import KilledWorker, as_completed
 
     from lrp_num.progress import progress
 
@@ -113,9 +115,7 @@ def map_samples(client, task: Callable[[Any, Any], Any], shared: Any, items: Seq
                 continue
             try:
                 results[k] = future.result()
-            except LRPError:
-                raise
-            except Exception as error:  # e.g. distributed's KilledWorker: the task's workers kept dying
+            except (KilledWorker, CancelledError) as error:  # the task's workers kept dying, or the cluster went
                 raise LRPError(f"{label}: sample {k} could not be computed ({type(error).__name__}: {error})") \
                     from None
     finally:
