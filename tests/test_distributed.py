@@ -260,3 +260,18 @@ def test_audit_on_workers_equals_the_serial_audit(dask_client):
     assert without_times(batch) == without_times(serial)
     assert batch.exit_status == serial.exit_status == 0
     assert "2 of 2 sample(s) match" in batch.render_table()
+
+
+def test_verify_on_an_existing_cluster_with_scheduler(capsys, mlp, dask_client):
+    model, x, _, _, _ = mlp
+    address = dask_client.scheduler.address
+    assert address.startswith("tcp://127.0.0.1:")
+    assert main(["verify", "--model", "digits-mlp", "--samples", "2", "--rules", "zplus", "--dps", "30",
+                 "--scheduler", address, "--json"]) == 0
+    [report] = json.loads(capsys.readouterr().out)
+    expected, _ = verify_serial(model.network, x[:2], rules=("zplus",), composites=(), dps=30,
+                                targets=model.test_labels[:2].astype(int), input_domain=model.input_domain,
+                                model_name="digits-mlp")
+    assert [result["index"] for result in report["per_sample"]] == [0, 1]
+    assert [row["max_ulps"] for row in report["rows"]] == [row.max_ulps for row in expected.rows]
+    assert len(dask_client.scheduler_info()["workers"]) == 2  # the cluster is still there afterwards
