@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import platform
 import time
@@ -53,7 +54,7 @@ def time_workers(workers: int, network, x: np.ndarray, rules: tuple[str, ...], d
     load_before = os.getloadavg()
     with distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
                                   dashboard_address=None, scheduler_kwargs=SCHEDULER_HTTP,
-                                  env=ONE_THREAD_ENVIRONMENT) as cluster, distributed.Client(cluster) as client:
+                                  env=ONE_THREAD_ENVIRONMENT, silence_logs=logging.CRITICAL) as cluster, distributed.Client(cluster) as client:
         client.wait_for_workers(workers, timeout=120)
         client.run(_warm_up)
         start = time.perf_counter()
@@ -62,7 +63,9 @@ def time_workers(workers: int, network, x: np.ndarray, rules: tuple[str, ...], d
         wall = time.perf_counter() - start
     compute = sum(row["time_engine"] + row["time_reference"] for result in per_sample
                   for row in result["report"]["rows"])
+    # wall x workers / compute: 1 when the workers computed all the time (scheduling costs nothing)
     return {"workers": workers, "wall_s": wall, "compute_s": compute, "ok": report.ok,
+            "busy": compute / (wall * workers),
             "load_before": load_before, "load_after": os.getloadavg()}
 
 
@@ -86,7 +89,7 @@ def main() -> None:
         results.append(time_workers(workers, model.network, x, tuple(args.rules), args.dps, model.input_domain))
         r = results[-1]
         print(f"  {workers} worker(s): {r['wall_s']:7.1f} s wall, {r['compute_s']:7.1f} s compute, "
-              f"speed-up {results[0]['wall_s'] / r['wall_s']:.2f}x, verification "
+              f"speed-up {results[0]['wall_s'] / r['wall_s']:.2f}x, workers busy {r['busy']:.0%}, verification "
               f"{'passed' if r['ok'] else 'FAILED'}; load average {r['load_before'][0]:.2f} before, "
               f"{r['load_after'][0]:.2f} after", flush=True)
     if args.json:

@@ -78,7 +78,7 @@ def open_client(workers: int | None = None, scheduler: str | None = None) -> Ite
         raise LRPError(f"--workers must be at least 1, got {workers}")
     with distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
                                   dashboard_address=None, scheduler_kwargs=SCHEDULER_HTTP,
-                                  env=ONE_THREAD_ENVIRONMENT, silence_logs=logging.ERROR) as cluster, \
+                                  env=ONE_THREAD_ENVIRONMENT, silence_logs=logging.CRITICAL) as cluster, \
             distributed.Client(cluster) as client:
         yield client
 
