@@ -11,7 +11,8 @@ The default rule set is z+ alone (``lrp verify``'s full set takes about 12 times
 input); the reference at 50 digits is the bulk of the work either way.
 
 Prints, per worker count, the wall time, the sum of the per-sample times the workers measured
-(their compute), the speed-up over the first count, and the load average before and after
+(their compute), how busy the workers were (compute / (wall x workers)), the load average
+before and after, then the speed-up over 1 worker
 (the machine may be shared; a speed-up below the number of workers with a high load average is
 the other processes' share of the cores, not the scheduler's). ``--json PATH`` writes them too.
 """
@@ -89,9 +90,14 @@ def main() -> None:
         results.append(time_workers(workers, model.network, x, tuple(args.rules), args.dps, model.input_domain))
         r = results[-1]
         print(f"  {workers} worker(s): {r['wall_s']:7.1f} s wall, {r['compute_s']:7.1f} s compute, "
-              f"speed-up {results[0]['wall_s'] / r['wall_s']:.2f}x, workers busy {r['busy']:.0%}, verification "
+              f"workers busy {r['busy']:.0%}, verification "
               f"{'passed' if r['ok'] else 'FAILED'}; load average {r['load_before'][0]:.2f} before, "
               f"{r['load_after'][0]:.2f} after", flush=True)
+    single = next((r for r in results if r["workers"] == 1), None)
+    for r in results:
+        if single is not None and r is not single:
+            print(f"speed-up of {r['workers']} workers over 1: {single['wall_s'] / r['wall_s']:.2f}x "
+                  f"(compute per sample {r['compute_s'] / single['compute_s']:.2f}x that of 1 worker)")
     if args.json:
         with open(args.json, "w") as file:
             json.dump({"inputs": len(x), "rules": args.rules, "dps": args.dps, "cpus": os.cpu_count(),
