@@ -275,3 +275,24 @@ def test_verify_on_an_existing_cluster_with_scheduler(capsys, mlp, dask_client):
     assert [result["index"] for result in report["per_sample"]] == [0, 1]
     assert [row["max_ulps"] for row in report["rows"]] == [row.max_ulps for row in expected.rows]
     assert len(dask_client.scheduler_info()["workers"]) == 2  # the cluster is still there afterwards
+
+
+def test_the_benchmark_runs_and_its_inputs_stay_in_the_box(tmp_path):
+    """benchmarks/distributed_speed.py end to end on 2 inputs and 1 worker (speed not asserted)."""
+    pytest.importorskip("distributed")
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from distributed_speed import shifted_inputs
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    images = load_model("digits-cnn").test_images
+    x = shifted_inputs(images, 32)
+    assert x.shape == (32, *images.shape[1:]) and x.min() >= 0 and x.max() <= 1
+    assert len({row.tobytes() for row in x}) == 32 and np.array_equal(x[:8], images)
+    out = tmp_path / "speed.json"
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "distributed_speed.py"), "--inputs", "2",
+                           "--dps", "20", "--workers", "1", "--json", str(out)], cwd=ROOT, capture_output=True,
+                          text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
+    assert done.returncode == 0, done.stderr
+    [result] = json.loads(out.read_text())["results"]
+    assert result["workers"] == 1 and result["ok"] and result["compute_s"] > 0
