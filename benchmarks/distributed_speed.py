@@ -55,7 +55,8 @@ def time_workers(workers: int, network, x: np.ndarray, rules: tuple[str, ...], d
     load_before = os.getloadavg()
     with distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
                                   dashboard_address=None, scheduler_kwargs=SCHEDULER_HTTP,
-                                  env=ONE_THREAD_ENVIRONMENT, silence_logs=logging.CRITICAL) as cluster, distributed.Client(cluster) as client:
+                                  env=ONE_THREAD_ENVIRONMENT, silence_logs=logging.CRITICAL) as cluster, \
+            distributed.Client(cluster) as client:
         client.wait_for_workers(workers, timeout=120)
         client.run(_warm_up)
         start = time.perf_counter()

@@ -165,7 +165,8 @@ def dask_client():
     from lrp_num.distributed import SCHEDULER_HTTP
 
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                  dashboard_address=None, scheduler_kwargs=SCHEDULER_HTTP) as cluster, distributed.Client(cluster) as client:
+                                  dashboard_address=None, scheduler_kwargs=SCHEDULER_HTTP) as cluster, \
+            distributed.Client(cluster) as client:
         client.wait_for_workers(2, timeout=60)
         yield client
 
