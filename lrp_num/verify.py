@@ -239,6 +239,13 @@ class RuleReport:
     :class:`lrp_num.certified.bounds.NodeBound` as a dict."""
     certified_over_bound: float | None = None
     time_certified: float = 0.0
+    # the counts a merge of rows measured on parts of a batch needs (lrp_num.distributed)
+    root_points_active: int = 0
+    root_points_inside: int = 0
+    root_point_compared: int = 0
+    root_point_mismatch_nodes: list[str] = field(default_factory=list)
+    mixed_signs: dict[str, int] = field(default_factory=dict)
+    positive_domain: bool = True
     outside_domain: str | None = None
     """The engine's DomainError when the rule's domain excludes these inputs (z+ or gamma at a
     negative input); the row then checks only that the reference refuses them too."""
@@ -378,8 +385,30 @@ def verify_method(network, x: np.ndarray, name: str, kind: str, *, targets=None,
                 row.negative_inputs += sum(1 for v in result.relevance if v < 0)
     row.max_error_over_bound = worst_bound
     row.conservation_over_bound = conservation_over
+    for result in results:
+        for trace in result.traces:
+            if trace.rule in reference.ROOT_POINT_RULES:
+                row.root_points_active += trace.n_active
+                row.root_points_inside += trace.n_inside
+            if trace.mixed_signs:  # Add nodes where the z-rule's positivity condition fails
+                row.mixed_signs[trace.name] = row.mixed_signs.get(trace.name, 0) + trace.mixed_signs
     row.root_points_reference = _membership_fraction(results)
     row.root_points_engine = _engine_fraction(explanation)
+    row.positive_domain = _positive_domain(name, x)
+    compared, mismatched, ambiguous = _compare_root_points(explanation, results)
+    row.root_point_compared = compared
+    row.root_point_mismatches = len(mismatched)
+    row.root_point_mismatch_nodes = sorted({node for node, _ in mismatched})
+    row.root_point_ambiguous = ambiguous
+    set_checks(row, dps)
+    return row
+
+
+def set_checks(row: RuleReport, dps: int) -> RuleReport:
+    """Set ``row.checks`` from its measurements: the required checks and their thresholds (see the
+    module docstring). Also used to merge rows measured on parts of a batch
+    (:mod:`lrp_num.distributed`), so that a merged row states the same checks as a row of the batch."""
+    worst_bound, conservation_over = row.max_error_over_bound, row.conservation_over_bound
     row.checks = [
         Check("agreement", worst_bound <= 1.0, True, f"max error / bound = {worst_bound:.3g} (must be <= 1)"
               + (f"; {row.near_ties} near-tie max-pool window(s) excluded" if row.near_ties else "")),
@@ -394,28 +423,22 @@ def verify_method(network, x: np.ndarray, name: str, kind: str, *, targets=None,
               f"bound ({row.conservation_threshold:.3g}); (|sum R - f_c(x)| - |kept|) / rounding bound = "
               f"{conservation_over:.3g} (must be <= 1)"),
     ]
-    mixed: dict[str, int] = {}  # Add nodes where the z-rule's positivity condition fails
-    for result in results:
-        for trace in result.traces:
-            if trace.mixed_signs:
-                mixed[trace.name] = mixed.get(trace.name, 0) + trace.mixed_signs
+    mixed = row.mixed_signs
     row.mixed_sign_nodes = sorted(mixed)
-    promised = name in POSITIVE and _positive_domain(name, x) and not mixed
+    promised = row.name in POSITIVE and row.positive_domain and not mixed
     detail = f"{row.negative_inputs} inputs with R < 0" + ("" if promised else " (not promised: informational)")
     if mixed:
         detail += ("; not promised: Add node(s) " + ", ".join(f"{node!r} ({count} neuron(s))" for node, count
                                                           in sorted(mixed.items()))
                    + " have addends of the other sign than their sum")
     row.checks.append(Check("positivity", row.negative_inputs == 0, promised, detail))
-    compared, mismatched, ambiguous = _compare_root_points(explanation, results)
-    row.root_point_mismatches = len(mismatched)
-    row.root_point_ambiguous = ambiguous
-    if compared:
-        nodes = sorted({node for node, _ in mismatched})
-        row.checks.append(Check("root points", not mismatched, True,
-                                f"{len(mismatched)} of {compared} (node, sample) fractions are missing or differ "
-                                "between the engine's derived condition and the direct check by more than the "
-                                f"{ambiguous} neuron(s) within {AMBIGUOUS_MARGIN:g} of the domain's boundary"
+    if row.root_point_compared:
+        nodes = row.root_point_mismatch_nodes
+        row.checks.append(Check("root points", not row.root_point_mismatches, True,
+                                f"{row.root_point_mismatches} of {row.root_point_compared} (node, sample) "
+                                "fractions are missing or differ between the engine's derived condition and "
+                                f"the direct check by more than the {row.root_point_ambiguous} neuron(s) within "
+                                f"{AMBIGUOUS_MARGIN:g} of the domain's boundary"
                                 + (f" (nodes {', '.join(map(repr, nodes))})" if nodes else "")))
     if certified:
         from lrp_num.certified.report import certify_row

@@ -6,6 +6,7 @@
     lrp audit --attribution R.npy --model net.npz --input x.npy --rule alphabeta --convention mine.toml
     lrp audit --attribution R.npy --model net.npz --input x.npy --rule zplus --layers relevance/ --plot audit.png
     lrp audit --library autolrp --model digits-mlp --rule epsilon --sample 0
+    lrp audit --library zennit --model digits-cnn --input x.npy --rule zplus --workers 2   # one task per sample
 
 The library runs on the PyTorch twin of the model (float64, or float32 with ``--dtype``); the
 mpmath reference runs under the library's profile (:mod:`lrp_num.audit.profiles`) and under the
@@ -69,6 +70,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plot", metavar="FILE.png",
                         help="also draw per-layer deviation and absorption bars and the library / reference / "
                              "difference input heatmaps of the first sample (needs matplotlib: the heatmap extra)")
+    cluster = parser.add_mutually_exclusive_group()
+    cluster.add_argument("--workers", type=int, metavar="N",
+                         help="audit each sample on its own, split over a local Dask cluster of N worker "
+                              "processes (needs the [distributed] extra); one verdict for the batch")
+    cluster.add_argument("--scheduler", metavar="ADDRESS",
+                         help="as --workers, on the Dask cluster at ADDRESS (tcp://host:port)")
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="print the report as JSON")
     output.add_argument("--markdown", action="store_true", help="print the report as Markdown")
@@ -92,6 +99,8 @@ def run(args: argparse.Namespace) -> int:
     from lrp_num.audit.report import render_json, render_markdown, render_table
 
     check_dps(args.dps, "--dps")  # before loading anything (audit_library checks it again)
+    if args.workers is not None or args.scheduler is not None:
+        return _run_distributed(args)
     if args.plot is not None:  # before the audit runs: a missing matplotlib or a bad path costs nothing
         from lrp_num.audit.plot import check_plot_path
         from lrp_num.io.files import check_distinct
@@ -139,3 +148,29 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(render_table(report))
     return report.exit_status
+
+
+def _run_distributed(args: argparse.Namespace) -> int:
+    """--workers/--scheduler: every sample audited on its own, one Dask task each (lrp_num.distributed)."""
+    from lrp_num.distributed import audit_distributed, open_client, require_dask
+    from lrp_num.errors import LRPError
+
+    if args.workers is not None and args.workers < 1:
+        raise LRPError(f"--workers must be at least 1, got {args.workers}")
+    require_dask("--workers/--scheduler")
+    model = _model(args)
+    x = np.asarray(load_inputs(args, model), dtype=np.float64)
+    parameters = {k: getattr(args, k) for k in ("epsilon", "gamma", "alpha", "beta") if getattr(args, k) is not None}
+    common = dict(rule=args.rule, composite=args.composite, target=args.target, parameters=parameters,
+                  input_domain=model.input_domain, dps=args.dps, tolerance=args.tolerance, strict=args.strict)
+    attribution = None if args.library else read_array(args.attribution, "--attribution")
+    with open_client(args.workers, args.scheduler) as client:
+        batch = audit_distributed(client, model.network, x, library=args.library, attribution=attribution,
+                                  for_library=args.for_library, dtype=args.dtype, **common)
+    if args.json:
+        print(batch.render_json())
+    elif args.markdown:
+        print(batch.render_markdown(), end="")
+    else:
+        print(batch.render_table())
+    return batch.exit_status

@@ -3,6 +3,7 @@
     lrp verify                                  # every built-in model, every rule and composite
     lrp verify --model net.npz --rules zplus deep-taylor --samples 4 --dps 60 --json
     lrp verify --model digits-cnn --certified    # proved bounds in ball arithmetic (python-flint)
+    lrp verify --model digits-cnn --inputs x.npy --workers 2 --json   # one Dask task per sample
 
 Prints a table per model (or JSON with ``--json``, Markdown with ``--markdown``) and exits 0
 when every required check holds, 1 when one fails, 2 on bad input.
@@ -30,6 +31,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--certified", action="store_true",
                         help="also prove per rule and node that every engine value lies within k ulps of the "
                              "exact result (ball arithmetic; needs the 'certified' extra, python-flint)")
+    parser.add_argument("--inputs", metavar="X.npy",
+                        help="verify on this batch, shape (N, *input_shape), instead of stored test images")
+    cluster = parser.add_mutually_exclusive_group()
+    cluster.add_argument("--workers", type=int, metavar="N",
+                         help="split the samples over a local Dask cluster of N worker processes "
+                              "(needs the [distributed] extra); --json then lists per-sample results")
+    cluster.add_argument("--scheduler", metavar="ADDRESS",
+                         help="split the samples over the Dask cluster at ADDRESS (tcp://host:port)")
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="print the report as JSON")
     output.add_argument("--markdown", action="store_true", help="print the report as Markdown tables")
@@ -73,57 +82,86 @@ def default_models() -> list[str]:
     return list(BUILTIN_MODELS)
 
 
-def verify_batch(spec: str, model, samples: int):
-    """The inputs and targets ``lrp verify`` checks on a model: its first ``samples`` stored test
-    images, each explained for its stored label (the largest output where it stores none).
+def verify_batch(spec: str, model, samples: int, inputs: str | None = None):
+    """The inputs and targets ``lrp verify`` checks on a model: the ``inputs`` file (targets:
+    the predictions), or its first ``samples`` stored test images, each explained for its stored
+    label (the largest output where it stores none).
 
     Returns
     -------
     x : ndarray
-        The first ``samples`` of ``model.test_images``.
+        The ``inputs`` batch, or the first ``samples`` of ``model.test_images``.
     targets : ndarray of int or None
         The matching ``model.test_labels``, or None.
     """
+    if inputs is not None:
+        from lrp_num.commands.common import as_batch, read_array
+
+        return as_batch(read_array(inputs, "--inputs"), model.network.input_shape, inputs), None
     images = model.test_images
     if images is None:
-        raise LRPError(f"{spec}: the model stores no test images to verify on")
+        raise LRPError(f"{spec}: the model stores no test images to verify on: pass --inputs X.npy")
     x = images[:samples]
     labels = model.test_labels
     return x, None if labels is None else labels[: len(x)].astype(int)
 
 
 def run(args: argparse.Namespace) -> int:
+    import contextlib
+
     from lrp_num.commands.common import load_model
     from lrp_num.verify import format_markdown, format_table, verify
 
     check_dps(args.dps, "--dps")
     if args.samples < 1:
         raise LRPError(f"--samples must be at least 1, got {args.samples}")
+    if args.workers is not None and args.workers < 1:
+        raise LRPError(f"--workers must be at least 1, got {args.workers}")
+    distributed = args.workers is not None or args.scheduler is not None
+    if distributed:
+        from lrp_num.distributed import open_client, require_dask
+
+        require_dask("--workers/--scheduler")
     from lrp_num.progress import print_above, progress
 
     rules, composites = _split_methods(args.rules)
+    if args.certified and distributed:
+        raise LRPError("--certified runs in one process: leave out --workers/--scheduler")
     if args.certified:
         from lrp_num.certified import require_flint
 
         require_flint()  # a missing extra: one line naming it, exit 2
     specs = args.model or default_models()
     if not args.json and not args.markdown:  # the header at once: the reference takes a while (minutes: about 4 of them for digits-resnet)
+        where = ("" if not distributed else f", on {args.workers} local worker(s)" if args.scheduler is None
+                 else f", on the Dask cluster at {args.scheduler}")
+        what = f"the {args.inputs} inputs" if args.inputs else f"{args.samples} sample(s) each"
         print(f"lrp verify: {len(specs)} model(s), {len(rules) + len(composites)} rules and "
-              f"composites, {args.samples} sample(s) each, reference at {args.dps} digits\n",
-              flush=True)
-    reports = []
-    for spec in progress(specs, "models"):
-        model = load_model(spec)
-        x, targets = verify_batch(spec, model, args.samples)
-        if "zbox" in rules:
-            _check_box_rule(spec, model)
-        reports.append(verify(model.network, x, rules=rules, composites=composites,
-                              targets=targets, input_domain=model.input_domain, dps=args.dps,
-                              model_name=spec, certified=args.certified))
-        if args.markdown:
-            print_above(format_markdown(reports[-1]))
-        elif not args.json:  # each model's table as soon as it is done
-            print_above(format_table(reports[-1]) + ("\n" if len(reports) < len(specs) else ""))
+              f"composites, {what}, reference at {args.dps} digits{where}\n", flush=True)
+    reports, per_sample = [], []
+    with open_client(args.workers, args.scheduler) if distributed else contextlib.nullcontext() as client:
+        for spec in progress(specs, "models"):
+            model = load_model(spec)
+            x, targets = verify_batch(spec, model, args.samples, args.inputs)
+            if "zbox" in rules:
+                _check_box_rule(spec, model)
+            common = dict(rules=rules, composites=composites, targets=targets, input_domain=model.input_domain,
+                          dps=args.dps, model_name=spec)
+            if distributed:
+                from lrp_num.distributed import verify_distributed
+
+                report, samples = verify_distributed(client, model.network, x, **common)
+                reports.append(report)
+                per_sample.append(samples)
+            else:
+                reports.append(verify(model.network, x, certified=args.certified, **common))
+            if args.markdown:
+                print_above(format_markdown(reports[-1]))
+            elif not args.json:  # each model's table as soon as it is done
+                print_above(format_table(reports[-1]) + ("\n" if len(reports) < len(specs) else ""))
     if args.json:
-        print(json.dumps([report.as_dict() for report in reports], indent=2, default=float))
+        items = [report.as_dict() for report in reports]
+        for item, samples in zip(items, per_sample):  # distributed: each sample's own report too
+            item["per_sample"] = samples
+        print(json.dumps(items, indent=2, default=float))
     return 0 if all(report.ok for report in reports) else 1
