@@ -398,7 +398,7 @@ def _conservation(engine_node: _EngineNode, fan_in: int, fan_out: int, parameter
     error = abs(float(lower.sum()) - (float(above.sum()) - absorbed))
     step = 2 * (fan_in + fan_out + 6 + 2 * parameter_error) * cancellation * float(np.abs(above).sum())
     sums = len(lower) * float(np.abs(lower).sum()) + len(above) * float(np.abs(above).sum())
-    return error, U * (step + sums) + 1e-300
+    return error, U * (step + sums + abs(absorbed)) + 1e-300
 
 
 # -- the whole network ----------------------------------------------------------------------------
@@ -518,8 +518,8 @@ def verify_local(network, x, rule: str | None = None, composite=None, target=Non
         row.conservation_over_bound = row.conservation_error / row.conservation_bound
         # required where the rule conserves by its derivation and what it absorbs (the stabiliser
         # at a zero slope) is known: every neuron with relevance sampled, or none of the sample absorbing
-        row.conservation_required = (rule_here in CONSERVING_RULES and conv["bias"] == "dtd"
-                                     and (exact or row.absorbed_sampled == 0.0))
+        row.conservation_required = exact or (rule_here in CONSERVING_RULES and conv["bias"] == "dtd"
+                                              and row.absorbed_sampled == 0.0)
         row.time_reference = time.perf_counter() - started
         report.time_reference += row.time_reference
         report.layers.append(row)

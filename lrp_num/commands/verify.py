@@ -26,6 +26,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="stored test images to explain per model (default 2)")
     parser.add_argument("--dps", type=int, default=50, metavar="D",
                         help=f"reference precision in decimal digits, {MIN_DPS} to {MAX_DPS} (default 50)")
+    parser.add_argument("--local", action="store_true",
+                        help="verify each node locally on K sampled neurons (large models; also "
+                             "--model resnet18 or vgg11: random weights, one random 3x224x224 image)")
+    parser.add_argument("--neurons", type=int, default=None, metavar="K",
+                        help="with --local: output neurons sampled per node (default 256)")
+    parser.add_argument("--local-seed", type=int, default=0, metavar="S",
+                        help="with --local: seed of the neuron sample (default 0)")
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="print the report as JSON")
     output.add_argument("--markdown", action="store_true", help="print the report as Markdown tables")
@@ -76,6 +83,12 @@ def run(args: argparse.Namespace) -> int:
     check_dps(args.dps, "--dps")
     if args.samples < 1:
         raise LRPError(f"--samples must be at least 1, got {args.samples}")
+    if args.local:
+        from lrp_num.commands.verify_local import run_local
+
+        return run_local(args)
+    if args.neurons is not None:
+        raise LRPError("--neurons applies to the local check only: add --local")
     from lrp_num.progress import print_above, progress
 
     rules, composites = _split_methods(args.rules)
