@@ -22,14 +22,15 @@ node *locally* instead, for one input:
    first-order rounding bound of the step (:func:`lrp_num.verify._step_bound`, safety 2), plus
    the rounding of float64 parameters derived from the layer's own (a folded batch norm): the
    inputs are the engine's own, so no forward error enters;
-5. the float64 conservation of the whole node, |sum_i R_i - sum_j R_j|, is compared with its
-   rounding bound u (2 (n_j + m + 6 + 2P) K sum_j |R_j| + n_in sum_i |R_i| + n_out sum_j |R_j|)
-   (n_j the fan-in, m the fan-out, P the parameter rounding, K the largest cancellation
-   sum_i |R_ij| / |R_j| among the sampled neurons: exact, 1, for rules whose terms have one
-   sign, an estimate for the others). It is required where the rule conserves by its
-   derivation (root-point rules and the Add rules under the DTD bias convention, max pooling)
-   and reported for the others (epsilon, alpha-beta, bias_neuron absorb relevance that a
-   local check does not compute for the whole node).
+5. the float64 conservation of the whole node, |sum_i R_i - (sum_j R_j - A)|, is compared with
+   its rounding bound u (2 (n_j + m + 6 + 2P) K sum_j |R_j| + n_in sum_i |R_i| + n_out sum_j |R_j|
+   + |A|) (n_j the fan-in, m the fan-out, P the parameter rounding, K the largest cancellation
+   sum_i |R_ij| / |R_j| among the sampled neurons: exactly 1 for rules whose terms have one
+   sign, an estimate for the others). A is what the rule absorbs (biases, stabilisers: the
+   epsilon rule everywhere, a conserving rule at a neuron whose slope is 0), summed by the
+   reference over the sampled neurons. Where every neuron with relevance is sampled, A is exact
+   and the check is required; elsewhere A is the sample's sum scaled to the node, and the row
+   is informational (marked "i").
 
 ``path="mpmath"`` is the reference used here; ``"arb"`` (ball arithmetic, python-flint) is the
 hook for the certified path and raises until that path provides a per-node function.
@@ -62,9 +63,11 @@ class LocalLayerReport:
     ``max_ulps`` / ``max_relative``: the largest |R_i(engine) - R_i(reference)| over the inputs
     the sampled neurons touch, in ulps of (and relative to) the largest |R_i(reference)| there;
     ``error_over_bound``: the largest error over its rounding bound (must be <= 1);
-    ``conservation_error``: |sum_i R_i - sum_j R_j| of the whole node in float64,
-    ``conservation_bound`` its rounding bound, ``conservation_required`` whether the rule
-    conserves by its derivation (else the row is informational).
+    ``leak``: the largest |R_i| the engine gives to inputs no sampled neuron reads (must be 0);
+    ``conservation_error``: |sum_i R_i - (sum_j R_j - absorbed)| of the whole node in float64,
+    ``conservation_bound`` its rounding bound, ``absorbed`` what the rule keeps (exact when
+    ``absorbed_exact``: every neuron with relevance sampled; else scaled from the sample), and
+    ``conservation_required`` whether the check is required (exactly then).
     """
 
     index: int
@@ -86,6 +89,7 @@ class LocalLayerReport:
     conservation_required: bool = True
     absorbed_sampled: float = 0.0
     absorbed: float = 0.0
+    absorbed_exact: bool = True
     time_reference: float = 0.0
 
     @property
@@ -516,10 +520,10 @@ def verify_local(network, x, rule: str | None = None, composite=None, target=Non
                                                                        parameter_error, cancellation,
                                                                        row.absorbed)
         row.conservation_over_bound = row.conservation_error / row.conservation_bound
-        # required where the rule conserves by its derivation and what it absorbs (the stabiliser
-        # at a zero slope) is known: every neuron with relevance sampled, or none of the sample absorbing
-        row.conservation_required = exact or (rule_here in CONSERVING_RULES and conv["bias"] == "dtd"
-                                              and row.absorbed_sampled == 0.0)
+        # required where what the node absorbs is known: every neuron with relevance sampled (a
+        # neuron of a conserving rule absorbs too, where its slope is 0 and the stabiliser takes R_j)
+        row.conservation_required = exact
+        row.absorbed_exact = exact
         row.time_reference = time.perf_counter() - started
         report.time_reference += row.time_reference
         report.layers.append(row)
@@ -560,8 +564,9 @@ def format_local_table(report: LocalReport) -> str:
               "K: output neurons sampled among the 'of' neurons with relevance; ulps (of the largest |R_i| of the "
               "reference) and rel err: the engine's sum over the sampled neurons of R_ij against the reference's;",
               "err/bnd: that error over the step's first-order rounding bound (<= 1 required); cons f64: "
-              "|sum_i R_i - sum_j R_j| of the whole node in float64, c/bnd over its rounding bound (<= 1 required "
-              "where the rule conserves; 'i': informational, the rule absorbs relevance);",
+              "|sum_i R_i - (sum_j R_j - absorbed)| of the whole node in float64, c/bnd over its rounding bound "
+              "(<= 1 required where every neuron with relevance is sampled, so that the absorbed relevance is "
+              "exact; 'i': informational, absorbed scaled from the sample);",
               f"times: engine {report.time_engine:.2f}s, reference {report.time_reference:.2f}s",
               "local verification " + ("passed" if report.ok else "FAILED")]
     return "\n".join(lines)
