@@ -447,7 +447,9 @@ def verify_local(network, x, rule: str | None = None, composite=None, target=Non
     from lrp_num.io.model_io import InputDomain
     from lrp_num.progress import progress
     from lrp_num.reference.api import _conventions
+    from lrp_num.layers import Add
     from lrp_num.reference.backward import _reference_nodes
+    from lrp_num.reference.directions import ADD_ALIASES
 
     dps = check_dps(dps)
     if isinstance(neurons, bool) or not isinstance(neurons, (int, np.integer)) or neurons < 1:
@@ -486,6 +488,8 @@ def verify_local(network, x, rule: str | None = None, composite=None, target=Non
         started = time.perf_counter()
         rule_here, rule_parameters = reference_plan.get(index, ("maxpool", {}))
         engine_rule = engine_plan[index].rule
+        if isinstance(node.operation, Add):  # "lrp0" on the stacked addends is add_z
+            engine_rule = ADD_ALIASES.get(engine_rule, engine_rule)
         above = engine_node.above.reshape(-1)
         nonzero = np.flatnonzero(above != 0)
         rng = np.random.default_rng([int(seed), int(index)])

@@ -3,7 +3,8 @@
     lrp verify --local --model resnet18 --neurons 256          # random ResNet-18, one 3x224x224 image
     lrp verify --local --model digits-cnn --rules deep-taylor epsilon-plus --samples 2 --json
 
-Per model, method (rule or composite; default the deep-taylor composite) and sample: one table
+Per model (default: every built-in model), method (rule or composite; default the deep-taylor
+composite) and sample (``--samples``, default 2): one table
 (or JSON with ``--json``). Exit 0 when every node passes, 1 when one fails, 2 on bad input.
 """
 
@@ -43,6 +44,7 @@ def _methods(names) -> list[tuple[str, str]]:
 
 def run_local(args: argparse.Namespace) -> int:
     from lrp_num.commands.common import load_model
+    from lrp_num.commands.verify import default_models
     from lrp_num.progress import print_above, progress
     from lrp_num.verify_local import DEFAULT_NEURONS, format_local_table, verify_local
 
@@ -50,7 +52,7 @@ def run_local(args: argparse.Namespace) -> int:
     if neurons < 1:
         raise LRPError(f"--neurons must be at least 1, got {neurons}")
     methods = _methods(args.rules)
-    specs = args.model or ["digits-cnn"]
+    specs = args.model or default_models()
     reports = []
     for spec in progress(specs, "models"):
         if spec in ARCHITECTURES:
