@@ -314,11 +314,11 @@ def _fan_out(layer, input_shape, output_shape) -> int:
 
 def _check_node(node, index: int, layer_input: list[np.ndarray], output_shape, engine_node: _EngineNode,
                 sampled: np.ndarray, engine_lower: list[np.ndarray], rule: str, parameters: dict,
-                conventions: dict, domain, dps: int) -> tuple[float, float, float, float, float, float, float]:
+                conventions: dict, domain, dps: int) -> tuple[float, ...]:
     """Reference contributions of the sampled neurons and their comparison with the engine's.
 
     Returns (max error, max |reference|, max error / bound, max bound, leak, cancellation K,
-    relevance absorbed by the sampled neurons)."""
+    relevance absorbed by the sampled neurons, parameter rounding P)."""
     from lrp_num.checks import check_orthant
     from lrp_num.layers import Add, MaxPool2d
     from lrp_num.reference.directions import ROOT_POINT_RULES
@@ -390,7 +390,7 @@ def _check_node(node, index: int, layer_input: list[np.ndarray], output_shape, e
             bound = bound + extra[: len(a)]
     over = np.divide(error, bound, out=np.where(error > 0, np.inf, 0.0), where=bound > 0)
     return (float(error.max(initial=0.0)), float(magnitude.max(initial=0.0)), float(over.max(initial=0.0)),
-            float(bound.max(initial=0.0)), leak, cancellation, absorbed)
+            float(bound.max(initial=0.0)), leak, cancellation, absorbed, float(parameter_error))
 
 
 def _conservation(engine_node: _EngineNode, fan_in: int, fan_out: int, parameter_error: float,
@@ -507,14 +507,13 @@ def verify_local(network, x, rule: str | None = None, composite=None, target=Non
         cancellation = 1.0
         fan_in = len(layer_input)
         if len(sampled):
-            error, magnitude, over, bound, leak, cancellation, absorbed = _check_node(
+            error, magnitude, over, bound, leak, cancellation, absorbed, parameter_error = _check_node(
                 node, index, layer_input, output_shape, engine_node, sampled, engine_lower, rule_here,
                 rule_parameters, conv, domain, dps)
             row.max_ulps = error / np.spacing(magnitude) if magnitude > 0 else (np.inf if error else 0.0)
             row.max_relative = error / magnitude if magnitude > 0 else (np.inf if error else 0.0)
             row.error_over_bound, row.max_bound, row.leak, row.absorbed_sampled = over, bound, leak, absorbed
             fan_in = _fan_in(node.operation, len(layer_input))
-            parameter_error = (4 * len(node.batchnorms) + 2) if node.batchnorms else 0.0
         else:  # nothing arrives: the engine must pass nothing on
             row.leak = max(float(np.abs(part).max(initial=0.0)) for part in engine_lower)
         fan_out = _fan_out(node.operation, layer_input[0].shape, output_shape)
