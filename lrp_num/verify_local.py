@@ -437,7 +437,7 @@ def verify_local(network, x, rule: str | None = None, composite=None, target=Non
     Raises
     ------
     LRPError
-        A subclass for bad arguments: K < 1, an unknown path, a batch of more than one input,
+        A subclass for bad arguments: K < 1, a negative seed, an unknown path, a batch of more than one input,
         and whatever :func:`lrp_num.explain` raises for the network, rule and input.
     """
     from lrp_num import reference
@@ -454,6 +454,8 @@ def verify_local(network, x, rule: str | None = None, composite=None, target=Non
     dps = check_dps(dps)
     if isinstance(neurons, bool) or not isinstance(neurons, (int, np.integer)) or neurons < 1:
         raise LRPError(f"the number of sampled neurons must be an integer >= 1, got {neurons!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise LRPError(f"the seed of the neuron sample must be an integer >= 0, got {seed!r}")
     if path not in PATHS:
         raise LRPError(f"unknown high-precision path {path!r}; known: {', '.join(PATHS)}")
     if path == "arb":

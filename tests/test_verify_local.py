@@ -124,7 +124,7 @@ def test_formula_rules_and_their_absorbed_relevance():
 
 @pytest.mark.parametrize("arguments, error", [
     ({"neurons": 0}, LRPError), ({"neurons": 2.5}, LRPError), ({"path": "arb"}, LRPError),
-    ({"path": "interval"}, LRPError),
+    ({"path": "interval"}, LRPError), ({"seed": -1}, LRPError),
 ])
 def test_bad_arguments_are_clear_errors(resnet, arguments, error):
     with pytest.raises(error):
@@ -158,6 +158,7 @@ def test_cli_local_table_and_failure_exit(capsys, monkeypatch):
 @pytest.mark.parametrize("argv, message", [
     (["verify", "--neurons", "4"], "--local"),
     (["verify", "--local", "--neurons", "0"], "at least 1"),
+    (["verify", "--local", "--local-seed", "-3", "--model", "digits-mlp"], "seed"),
 ])
 def test_cli_flag_errors(capsys, argv, message):
     assert main(argv) == 2
