@@ -28,9 +28,13 @@ node *locally* instead, for one input:
    sum_i |R_ij| / |R_j| among the sampled neurons: exactly 1 for rules whose terms have one
    sign, an estimate for the others). A is what the rule absorbs (biases, stabilisers: the
    epsilon rule everywhere, a conserving rule at a neuron whose slope is 0), summed by the
-   reference over the sampled neurons. Where every neuron with relevance is sampled, A is exact
-   and the check is required; elsewhere A is the sample's sum scaled to the node, and the row
-   is informational (marked "i").
+   reference over the sampled neurons. A is known for the whole node, and the check required,
+   where every neuron with relevance is sampled, or where the rule conserves by its derivation
+   and its terms are products f(x_i) g(w_ij) (z+, z^B, w^2, flat, LRP-0, gamma, the Add and
+   pooling rules; DTD bias convention, stabiliser at zero slopes only): there the neurons
+   without a non-zero term are found with the layer's own geometry on 0/1 arrays
+   (:func:`_without_terms`) and give all of R_j to the stabiliser, the others none. Elsewhere
+   A is the sample's sum scaled to the node, and the row is informational (marked "i").
 
 ``path="mpmath"`` is the reference used here; ``"arb"`` (ball arithmetic, python-flint) is the
 hook for the certified path and raises until that path provides a per-node function.
@@ -65,8 +69,9 @@ class LocalLayerReport:
     ``error_over_bound``: the largest error over its rounding bound (must be <= 1);
     ``leak``: the largest |R_i| the engine gives to inputs no sampled neuron reads (must be 0);
     ``conservation_error``: |sum_i R_i - (sum_j R_j - absorbed)| of the whole node in float64,
-    ``conservation_bound`` its rounding bound, ``absorbed`` what the rule keeps (exact when
-    ``absorbed_exact``: every neuron with relevance sampled; else scaled from the sample), and
+    ``conservation_bound`` its rounding bound, ``absorbed`` what the rule keeps (known for the
+    whole node when ``absorbed_exact``: every neuron with relevance sampled, or the neurons
+    without terms of a conserving rule; else scaled from the sample), and
     ``conservation_required`` whether the check is required (exactly then).
     """
 
@@ -405,6 +410,59 @@ def _conservation(engine_node: _EngineNode, fan_in: int, fan_out: int, parameter
     return error, U * (step + sums + abs(absorbed)) + 1e-300
 
 
+def _without_terms(layer, rule: str, inputs: list[np.ndarray], domain) -> np.ndarray | None:
+    """The output neurons none of whose terms q_ij is non-zero, for rules whose terms are
+    products f(x_i) g(w_ij) (flattened mask); None where the rule's terms are not such products.
+
+    Such a neuron has slope sum_i q_ij = 0: under the DTD bias convention and the stabiliser
+    at zero slopes, the stabiliser keeps all of its R_j (the reference's absorbed relevance).
+    The count sum_i 1[f(x_i) != 0] 1[g(w_ij) != 0] is computed with the layer's own geometry on
+    0/1 arrays (exact in float64): zplus x_i w_ij^+, lrp0 and gamma x_i w_ij, w2 w_ij^2, flat 1,
+    zbox (x_i - l_i) w_ij^+ + (x_i - h_i) w_ij^-; Add nodes their addends (add_z a_k,
+    add_zplus a_k^+); pooling under the z-rule x_i; max pooling gives every R_j to its winners.
+    """
+    from lrp_num.layers import AdaptiveAvgPool2d, Add, AvgPool2d, Conv2d, Dense, MaxPool2d, SumPool2d
+
+    a = np.asarray(inputs[0], dtype=np.float64)
+    if isinstance(layer, MaxPool2d):
+        return np.zeros(int(np.prod(layer(a).shape)), bool)
+    if isinstance(layer, Add):
+        stacked = np.stack([np.asarray(addend, dtype=np.float64) for addend in inputs])
+        if rule == "add_z":
+            return (stacked == 0).all(axis=0).reshape(-1)
+        if rule == "add_zplus":
+            return (stacked <= 0).all(axis=0).reshape(-1)
+        return None
+    if isinstance(layer, (SumPool2d, AvgPool2d, AdaptiveAvgPool2d)):
+        return (layer((a != 0).astype(np.float64)) == 0).reshape(-1) if rule == "lrp0" else None
+    if not isinstance(layer, (Dense, Conv2d)):
+        return None
+
+    def count(f_x: np.ndarray, g_w: np.ndarray) -> np.ndarray:
+        weight = g_w.astype(np.float64)
+        if isinstance(layer, Dense):
+            probe = Dense(weight)
+        else:
+            probe = Conv2d(weight, stride=layer.stride, padding=layer.padding, groups=layer.groups)
+        return probe(f_x.astype(np.float64))
+
+    w = layer.weight
+    if rule == "zplus":
+        counted = count(a != 0, w > 0)
+    elif rule in ("lrp0", "gamma"):
+        counted = count(a != 0, w != 0)
+    elif rule == "w2":
+        counted = count(np.ones_like(a), w != 0)
+    elif rule == "flat":
+        counted = count(np.ones_like(a), np.ones_like(w))
+    elif rule == "zbox" and domain is not None:
+        low, high = (np.broadcast_to(bound, a.shape[1:])[None] for bound in (domain.low, domain.high))
+        counted = count(a != low, w > 0) + count(a != high, w < 0)
+    else:
+        return None
+    return (counted == 0).reshape(-1)
+
+
 # -- the whole network ----------------------------------------------------------------------------
 
 def verify_local(network, x, rule: str | None = None, composite=None, target=None, *, input_domain=None,
@@ -521,6 +579,11 @@ def verify_local(network, x, rule: str | None = None, composite=None, target=Non
         fan_out = _fan_out(node.operation, layer_input[0].shape, output_shape)
         exact = len(sampled) == len(nonzero)
         row.absorbed = row.absorbed_sampled * (len(nonzero) / len(sampled) if len(sampled) else 0.0)
+        if not exact and conv["bias"] == "dtd" and conv["stabilise"] == "zero" and rule_here in CONSERVING_RULES:
+            without = _without_terms(graph.nodes[index].operation, rule_here,
+                                     [activations[name] for name in graph.nodes[index].inputs], domain)
+            if without is not None:  # those neurons give all of R_j to the stabiliser, the others none
+                row.absorbed, exact = float(above[without].sum()), True
         row.conservation_error, row.conservation_bound = _conservation(engine_node, fan_in, fan_out,
                                                                        parameter_error, cancellation,
                                                                        row.absorbed)
@@ -570,8 +633,9 @@ def format_local_table(report: LocalReport) -> str:
               "reference) and rel err: the engine's sum over the sampled neurons of R_ij against the reference's;",
               "err/bnd: that error over the step's first-order rounding bound (<= 1 required); cons f64: "
               "|sum_i R_i - (sum_j R_j - absorbed)| of the whole node in float64, c/bnd over its rounding bound "
-              "(<= 1 required where every neuron with relevance is sampled, so that the absorbed relevance is "
-              "exact; 'i': informational, absorbed scaled from the sample);",
+              "(<= 1 required where the absorbed relevance is known for the whole node: every neuron with "
+              "relevance sampled, or a conserving rule's neurons without terms; 'i': informational, "
+              "absorbed scaled from the sample);",
               f"times: engine {report.time_engine:.2f}s, reference {report.time_reference:.2f}s",
               "local verification " + ("passed" if report.ok else "FAILED")]
     return "\n".join(lines)

@@ -92,14 +92,29 @@ def test_k_beyond_the_outputs_is_clamped_and_conservation_is_then_required(resne
     assert stem.absorbed > 1e3 * stem.conservation_bound
 
 
-def test_conservation_check_fails_where_relevance_is_lost(resnet, monkeypatch):
-    """A mutation that drops relevance of neurons nobody samples is caught by the conservation
-    check of the whole node (every neuron sampled, so the check is required)."""
-    index = resnet.network.index("pool")
+@pytest.mark.parametrize("neurons", [2, 10 ** 6])
+def test_conservation_check_fails_where_relevance_is_created(resnet, monkeypatch, neurons):
+    """A 1e-9 relative error at one node fails that node's float64 conservation check too, on
+    a sample (the absorbed relevance known from the neurons without terms) or on every neuron."""
+    index = resnet.network.index("block2.conv2")
     monkeypatch.setattr(engine, "_apply_node_rule", _mutated(index, 1 + 1e-9))
-    report = check(resnet, neurons=10 ** 6)
-    row = next(row for row in report.layers if row.name == "pool")
-    assert "conservation" in row.failures() and "agreement" in row.failures()
+    report = check(resnet, neurons=neurons)
+    row = next(row for row in report.layers if row.name == "block2.conv2")
+    assert row.conservation_required and "conservation" in row.failures()
+    assert all("conservation" not in other.failures() for other in report.layers if other is not row)
+
+
+def test_absorbed_relevance_of_neurons_without_terms_equals_the_references(resnet):
+    """The neurons without a non-zero term (z^B on the black background, z+ where every input
+    with a positive weight is 0) give all of R_j to the stabiliser: what the support test finds
+    on a sample of 4 equals what the reference sums over every neuron."""
+    sampled, whole = check(resnet, neurons=4), check(resnet, neurons=10 ** 6)
+    for part, every in zip(sampled.layers, whole.layers):
+        assert part.absorbed_exact and part.conservation_required
+        assert part.absorbed == pytest.approx(every.absorbed, rel=1e-12, abs=1e-300)
+    absorbing = {row.name for row in whole.layers if row.absorbed > 0}
+    assert absorbing == {"stem", "block2.shortcut"}
+    assert sampled.ok and whole.ok
 
 
 def test_sample_is_seeded(resnet):
