@@ -5,8 +5,8 @@
 Prints the load average, the time to build each model (torch initialisation and import, not part
 of the check), the engine's time (forward, backward, and the restricted backward of every node)
 and the reference's, the per-node table, and the slowest nodes; CPU time (process_time) beside
-the wall time, since on a loaded machine the process gets a fraction of a core. The issue's goal: K = 256 in
-under 2 minutes per model on the project's 2-core machine.
+the wall time, since on a loaded machine the process gets a fraction of a core. The issue's
+goal: K = 256 in under 2 minutes per model on the project's 2-core machine.
 """
 
 from __future__ import annotations
