@@ -401,6 +401,10 @@ def verify_method(network, x: np.ndarray, name: str, kind: str, *, targets=None,
     row.root_point_mismatch_nodes = sorted({node for node, _ in mismatched})
     row.root_point_ambiguous = ambiguous
     set_checks(row, dps)
+    if certified:
+        from lrp_num.certified.report import certify_row
+
+        certify_row(row, network, x, method, targets, input_domain, dps, conventions, stated_bounds)
     return row
 
 
@@ -440,10 +444,6 @@ def set_checks(row: RuleReport, dps: int) -> RuleReport:
                                 f"the direct check by more than the {row.root_point_ambiguous} neuron(s) within "
                                 f"{AMBIGUOUS_MARGIN:g} of the domain's boundary"
                                 + (f" (nodes {', '.join(map(repr, nodes))})" if nodes else "")))
-    if certified:
-        from lrp_num.certified.report import certify_row
-
-        certify_row(row, network, x, method, targets, input_domain, dps, conventions, stated_bounds)
     return row
 
 

@@ -39,6 +39,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                               "(needs the [distributed] extra); --json then lists per-sample results")
     cluster.add_argument("--scheduler", metavar="ADDRESS",
                          help="split the samples over the Dask cluster at ADDRESS (tcp://host:port)")
+    parser.add_argument("--local", action="store_true",
+                        help="verify each node locally on K sampled neurons (large models; also "
+                             "--model resnet18 or vgg11: random weights, one random 3x224x224 image)")
+    parser.add_argument("--neurons", type=int, default=None, metavar="K",
+                        help="with --local: output neurons sampled per node (default 256)")
+    parser.add_argument("--local-seed", type=int, default=0, metavar="S",
+                        help="with --local: seed of the neuron sample (default 0)")
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="print the report as JSON")
     output.add_argument("--markdown", action="store_true", help="print the report as Markdown tables")
@@ -115,6 +122,15 @@ def run(args: argparse.Namespace) -> int:
     check_dps(args.dps, "--dps")
     if args.samples < 1:
         raise LRPError(f"--samples must be at least 1, got {args.samples}")
+    if args.local:
+        if args.workers is not None or args.scheduler is not None or args.certified or args.inputs:
+            raise LRPError("--local runs one input in one process: leave out --workers, --scheduler, "
+                           "--certified and --inputs")
+        from lrp_num.commands.verify_local import run_local
+
+        return run_local(args)
+    if args.neurons is not None:
+        raise LRPError("--neurons applies to the local check only: add --local")
     if args.workers is not None and args.workers < 1:
         raise LRPError(f"--workers must be at least 1, got {args.workers}")
     distributed = args.workers is not None or args.scheduler is not None

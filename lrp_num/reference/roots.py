@@ -58,7 +58,7 @@ def solve_root_condition(x, v, w, b, v0, absorber, z, slope, solver):
     mpmath.findroot (secant) on g instead: slower, used by the tests to confirm the same root.
     """
     def condition(row, t):
-        return (((x[row] - t * v[row]) * w[row]).sum() + (1 - t * v0[row]) * b[row]
+        return (((x[row] - v[row] * t) * w[row]).sum() + (1 - t * v0[row]) * b[row]
                 - t * absorber[row])
 
     steps = np.empty(len(z), dtype=object)
