@@ -18,8 +18,7 @@ from lrp_num.audit import audit_attribution, audit_library  # noqa: E402
 from lrp_num.audit.zennit_adapter import import_zennit  # noqa: E402
 from lrp_num.engine.conventions import DTD  # noqa: E402
 from lrp_num.errors import DomainError  # noqa: E402
-from lrp_num.layers import (AvgPool2d, BatchNorm, Conv2d, Dense, Flatten, MaxPool2d, ReLU,  # noqa: E402
-                            SumPool2d)
+from lrp_num.layers import Dense  # noqa: E402
 from lrp_num.engine.network import Sequential  # noqa: E402
 from lrp_num.audit.profiles import CAPTUM, ZENNIT  # noqa: E402
 
@@ -28,30 +27,10 @@ try:
 except ImportError:  # pragma: no cover - zennit is installed separately
     pytest.skip("zennit is not installed", allow_module_level=True)
 
+from audit_models import conv_model, dense_model  # noqa: E402
+
 DPS = 30
 TOL = 1e-9
-
-
-def dense_model(seed=0):
-    """A 6-5-4-3 ReLU net with biases of both signs; inputs of both signs."""
-    rng = np.random.default_rng(seed)
-    layers = [Dense(rng.normal(size=(6, 5)), rng.normal(size=5)), ReLU(),
-              Dense(rng.normal(size=(5, 4)), rng.normal(size=4)), ReLU(),
-              Dense(rng.normal(size=(4, 3)), rng.normal(size=3) + 2.0)]
-    return Sequential(layers, input_shape=(6,)), rng.normal(size=(3, 6))
-
-
-def conv_model(seed=1, batch_norm=True, pool="max"):
-    """Conv (+BatchNorm) - ReLU - pool - Conv - ReLU - Flatten - Dense, mixed-sign biases and inputs."""
-    rng = np.random.default_rng(seed)
-    pools = {"max": MaxPool2d(2), "avg": AvgPool2d(2), "sum": SumPool2d(2)}
-    layers = [Conv2d(rng.normal(size=(3, 2, 3, 3)), rng.normal(size=3), padding=1)]
-    if batch_norm:
-        layers.append(BatchNorm(rng.uniform(0.5, 1.5, 3), rng.normal(size=3), rng.normal(size=3),
-                                rng.uniform(0.5, 2.0, 3)))
-    layers += [ReLU(), pools[pool], Conv2d(rng.normal(size=(4, 3, 2, 2)), rng.normal(size=4)), ReLU(),
-               Flatten(), Dense(rng.normal(size=(4 * 2 * 2, 3)), rng.normal(size=3) + 2.0)]
-    return Sequential(layers, input_shape=(2, 6, 6)), rng.normal(size=(2, 2, 6, 6))
 
 
 def positive_targets(network, x):

@@ -18,17 +18,10 @@ from lrp_num.engine.network import Sequential  # noqa: E402
 from lrp_num.errors import LRPError  # noqa: E402
 from lrp_num.layers import AvgPool2d, Conv2d, Dense, Flatten, MaxPool2d, ReLU  # noqa: E402
 
+from audit_models import dense_model  # noqa: E402
+
 DPS = 30
 TOL = 1e-9
-
-
-def dense_model(seed=0):
-    """A 6-5-4-3 ReLU net with biases of both signs; inputs of both signs."""
-    rng = np.random.default_rng(seed)
-    layers = [Dense(rng.normal(size=(6, 5)), rng.normal(size=5)), ReLU(),
-              Dense(rng.normal(size=(5, 4)), rng.normal(size=4)), ReLU(),
-              Dense(rng.normal(size=(4, 3)), rng.normal(size=3) + 2.0)]
-    return Sequential(layers, input_shape=(6,)), rng.normal(size=(3, 6))
 
 
 def conv_model(seed=1, pool=MaxPool2d):
