@@ -42,6 +42,16 @@ SCHEDULER_HTTP = {"dashboard_address": "127.0.0.1:0", "dashboard": False}
 RETRIES = 2
 
 
+def _one_blas_thread():
+    """One BLAS thread for a task (threadpoolctl, part of the distributed extra), so that N
+    workers use N cores; a no-op where threadpoolctl is missing (a serial run in the test extra)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1)
+
+
 def require_dask(flag: str = "--workers/--scheduler") -> None:
     """Raise MissingDependencyError (one line naming the extra) when dask.distributed is missing."""
     try:
@@ -131,12 +141,10 @@ def map_samples(client, task: Callable[[Any, Any], Any], shared: Any, items: Seq
 def verify_sample(settings: dict, item: dict) -> dict:
     """Verify one sample (the task of :func:`verify_distributed`): ``{"index", "report"}``, the
     report of :func:`lrp_num.verify.verify` on that sample alone as plain data."""
-    from threadpoolctl import threadpool_limits
-
     from lrp_num.verify import verify
 
     target = item["target"]
-    with threadpool_limits(limits=1):
+    with _one_blas_thread():
         report = verify(settings["network"], np.asarray(item["x"])[None],
                         rules=settings["rules"], composites=settings["composites"],
                         targets=None if target is None else np.asarray([target]),
@@ -254,13 +262,11 @@ def merge_verify(model_name: str, dps: int, per_sample: Sequence[dict], n_sample
 def audit_sample(settings: dict, item: dict) -> dict:
     """Audit one sample (the task of :func:`audit_distributed`): ``{"index", "report"}``, the
     :class:`~lrp_num.audit.compare.AuditReport` of that sample alone as plain data."""
-    from threadpoolctl import threadpool_limits
-
     from lrp_num.audit.compare import audit_attribution, audit_library
 
     x = np.asarray(item["x"], dtype=np.float64)[None]
     common = settings["common"]
-    with threadpool_limits(limits=1):
+    with _one_blas_thread():
         if item.get("attribution") is None:
             report = audit_library(settings["network"], x, settings["library"], dtype=settings["dtype"], **common)
         else:
