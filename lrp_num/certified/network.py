@@ -250,25 +250,12 @@ def explain_balls(network, x, rule: str | None = None, composite=None, target=No
     Raises MissingDependencyError without python-flint (the ``certified`` extra).
     """
     require_flint()
-    from lrp_num.io.model_io import InputDomain
-    from lrp_num.reference.api import _as_batch, _conventions, checked_target, layer_plan
+    from lrp_num.reference.api import _as_batch, _conventions, box_and_plan, checked_target
 
     dps = check_dps(dps)
     batch, single = _as_batch(network, x)
     conv = _conventions(conventions)
-    input_domain = rule_parameters.pop("input_domain", None)
-    lower, upper = rule_parameters.pop("lower", None), rule_parameters.pop("upper", None)
-    if lower is not None or upper is not None:
-        if lower is None or upper is None:
-            raise MissingBoundsError("the box needs both lower= and upper=")
-        input_domain = (lower, upper)
-    domain = None
-    if input_domain is not None:
-        domain = InputDomain.of(input_domain)
-        domain.check_fits(batch.shape[1:])
-    plan = layer_plan(network, rule, composite, input_is_box=domain is not None, **rule_parameters)
-    if domain is not None and any(chosen == "zbox" for chosen, _ in plan.values()):
-        domain.check_contains(batch)
+    domain, plan = box_and_plan(network, batch, rule, composite, rule_parameters)
     balls = prepare_balls(network, batch.shape[1:], dps)
     target = checked_target(balls.prepared, target, len(batch), single)
     results = []

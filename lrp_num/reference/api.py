@@ -181,6 +181,33 @@ class ReferenceResult:
     input_name: str = "input"
 
 
+def box_and_plan(network, batch: np.ndarray, rule, composite, rule_parameters: dict):
+    """The input box and the plan of a reference call: ``input_domain=(low, high)`` (or an
+    InputDomain), or ``lower=`` and ``upper=``, popped from ``rule_parameters``; the box must fit
+    the input's shape and, where the plan uses z^B, contain the batch (as the engine checks it).
+
+    Returns (InputDomain or None, the plan of :func:`layer_plan`).
+    """
+    from lrp_num.io.model_io import InputDomain  # the box and its checks, no numerics
+
+    input_domain = rule_parameters.pop("input_domain", None)
+    lower, upper = rule_parameters.pop("lower", None), rule_parameters.pop("upper", None)
+    if lower is not None or upper is not None:
+        if input_domain is not None:
+            raise LRPError("give the box as input_domain=(low, high) or as lower= and upper=, not both")
+        if lower is None or upper is None:
+            raise MissingBoundsError("the box needs both lower= and upper=")
+        input_domain = (lower, upper)
+    domain = None
+    if input_domain is not None:  # the engine's spelling: (low, high) or an InputDomain
+        domain = InputDomain.of(input_domain)
+        domain.check_fits(batch.shape[1:])
+    plan = layer_plan(network, rule, composite, input_is_box=domain is not None, **rule_parameters)
+    if domain is not None and any(chosen == "zbox" for chosen, _ in plan.values()):
+        domain.check_contains(batch)
+    return domain, plan
+
+
 def explain_trace(network, x, rule: str | None = None, composite=None, target=None, *, dps: int = 50,
                   conventions=None, solver: str = "newton", diagnostics: bool = True,
                   check_domain: bool = True, **rule_parameters) -> list[ReferenceResult]:
@@ -192,29 +219,13 @@ def explain_trace(network, x, rule: str | None = None, composite=None, target=No
     too, instead of raising DomainError (the audit does so to reproduce a library that applies
     them there, and says so in its report).
     """
-    from lrp_num.io.model_io import InputDomain  # the box and its checks, no numerics
-
     dps = check_dps(dps)
     batch, single = _as_batch(network, x)
     conv = _conventions(conventions)
-    input_domain = rule_parameters.pop("input_domain", None)
-    lower, upper = rule_parameters.pop("lower", None), rule_parameters.pop("upper", None)
-    if lower is not None or upper is not None:
-        if input_domain is not None:
-            raise LRPError("give the box as input_domain=(low, high) or as lower= and upper=, not both")
-        if lower is None or upper is None:
-            raise MissingBoundsError("the box needs both lower= and upper=")
-        input_domain = (lower, upper)
     input_shape = batch.shape[1:]
-    domain = None
-    if input_domain is not None:  # the engine's spelling: (low, high) or an InputDomain
-        domain = InputDomain.of(input_domain)
-        domain.check_fits(input_shape)
-    plan = layer_plan(network, rule, composite, input_is_box=domain is not None, **rule_parameters)
+    domain, plan = box_and_plan(network, batch, rule, composite, rule_parameters)
     bounds = None
     if domain is not None:
-        if any(chosen == "zbox" for chosen, _ in plan.values()):
-            domain.check_contains(batch)  # where z^B uses the box, as the engine checks it
         bounds = tuple(_to_mpf(np.broadcast_to(bound, input_shape).ravel())
                        for bound in (domain.low, domain.high))
     reference = prepare(network, input_shape, dps)
