@@ -27,6 +27,8 @@ def main() -> int:
     parser.add_argument("--models", nargs="+", default=["resnet18", "vgg11"], choices=["resnet18", "vgg11"])
     parser.add_argument("--composite", default="deep-taylor")
     parser.add_argument("--dps", type=int, default=50)
+    parser.add_argument("--path", choices=["arb", "mpmath"], default=None,
+                        help="the high-precision path (default: arb where python-flint is installed)")
     args = parser.parse_args()
 
     from lrp_num.commands.verify_local import architecture
@@ -40,12 +42,12 @@ def main() -> int:
         built = time.perf_counter() - start
         start, cpu = time.perf_counter(), time.process_time()
         report = verify_local(graph, image, composite=args.composite, neurons=args.neurons, dps=args.dps,
-                              model_name=name)
+                              model_name=name, path=args.path)
         total, cpu = time.perf_counter() - start, time.process_time() - cpu
         print(format_local_table(report))
         slowest = sorted(report.layers, key=lambda row: -row.time_reference)[:5]
         print("slowest nodes: " + ", ".join(f"{row.name} {row.time_reference:.1f}s" for row in slowest))
-        print(f"{name}: K = {args.neurons}, build {built:.1f}s, check {total:.1f}s wall, {cpu:.1f}s CPU (engine "
+        print(f"{name}: K = {args.neurons}, {report.path} path, build {built:.1f}s, check {total:.1f}s wall, {cpu:.1f}s CPU (engine "
               f"{report.time_engine:.1f}s, reference {report.time_reference:.1f}s), load average after: {load()}\n",
               flush=True)
         ok = ok and report.ok

@@ -96,6 +96,8 @@ class LocalLayerReport:
     absorbed: float = 0.0
     absorbed_exact: bool = True
     time_reference: float = 0.0
+    reference: str = "mpmath"
+    undecided: int = 0
 
     @property
     def ok(self) -> bool:
@@ -108,7 +110,7 @@ class LocalLayerReport:
         if self.engine_rule is not None and self.engine_rule != self.rule:
             failed.append(f"rule (engine {self.engine_rule})")
         if self.error_over_bound > 1.0:
-            failed.append("agreement")
+            failed.append("agreement" + (f" ({self.undecided} neurons undecided)" if self.undecided else ""))
         if self.leak != 0.0:
             failed.append("leak")
         if self.conservation_required and self.conservation_over_bound > 1.0:
@@ -144,6 +146,15 @@ class LocalReport:
         return {"model": self.model, "method": self.method, "neurons": self.neurons, "seed": self.seed,
                 "dps": self.dps, "path": self.path, "ok": self.ok, "time_engine": self.time_engine,
                 "time_reference": self.time_reference, "layers": layers}
+
+
+def default_path() -> str:
+    """"arb" where python-flint is installed, else "mpmath"."""
+    try:
+        import flint  # noqa: F401
+    except ImportError:
+        return "mpmath"
+    return "arb"
 
 
 # -- the engine's side ----------------------------------------------------------------------------
@@ -297,6 +308,144 @@ def _extended(values: np.ndarray) -> np.ndarray:
     return np.append(to_mpf(values), mpmath.mpf(0))
 
 
+def _sampled_rows(node, input_shape, output_shape, rows: np.ndarray):
+    """The sampled rows of a linear node for the arb path: (SampledRows on the flattened input,
+    parameter rounding P). The layer's own float64 parameters stay exact; a batch norm after it
+    (or the node's own batch norm) enters as per-row balls s_j, t_j (w' = s w, b' = s b + t)."""
+    from lrp_num.certified.network import _batchnorm_affine
+    from lrp_num.certified.sampled import SampledRows
+    from lrp_num.layers import BatchNorm, ChannelAffine, Conv2d, Dense
+    from lrp_num.reference.linear import FOLD_ROUNDINGS, linear_matrix
+
+    source = node.source
+    n_in = int(np.prod(input_shape))
+    if isinstance(source, Dense):
+        index = np.broadcast_to(np.arange(n_in), (len(rows), n_in))
+        connected, weight, bias = np.ones(index.shape, bool), np.ascontiguousarray(source.weight[:, rows].T), \
+            source.bias[rows]
+        channel = rows
+    elif isinstance(source, Conv2d):
+        index, connected, weight, bias, channel = _conv_rows(source, input_shape, output_shape, rows)
+    elif isinstance(node.operation, ChannelAffine) and isinstance(source, BatchNorm):
+        per_channel = int(np.prod(input_shape[1:], dtype=np.int64))
+        scale, shift = _batchnorm_affine(source)
+        channel = rows // per_channel
+        return SampledRows(n_in, rows[:, None], np.ones((len(rows), 1), bool), np.ones((len(rows), 1)),
+                           np.zeros(len(rows)), scale[channel], shift[channel]), float(FOLD_ROUNDINGS + 2)
+    else:  # pooling and a plain per-channel affine map: float64 weights of the whole matrix
+        whole, _ = linear_matrix(source, input_shape)
+        return SampledRows(n_in, whole.index[rows], whole.connected[rows], whole.weight[rows],
+                           whole.bias[rows]), float(whole.parameter_error)
+    scale = shift = None
+    if node.batchnorms:
+        per_channel = int(np.prod(output_shape[1:])) if isinstance(source, Conv2d) else 1
+        channel = channel if isinstance(source, Conv2d) else rows // per_channel
+        arb = __import__("flint").arb
+        scale = np.full(len(rows), arb(1), dtype=object)
+        shift = np.full(len(rows), arb(0), dtype=object)
+        for batchnorm in node.batchnorms:
+            s, t = _batchnorm_affine(batchnorm)
+            scale, shift = scale * s[channel], shift * s[channel] + t[channel]
+    parameter_error = float(FOLD_ROUNDINGS * len(node.batchnorms) + 2) if node.batchnorms else 0.0
+    return SampledRows(n_in, index, connected, weight, bias, scale, shift), parameter_error
+
+
+def _check_node_arb(node, index: int, layer_input: list[np.ndarray], output_shape, engine_node: _EngineNode,
+                    sampled: np.ndarray, engine_lower: list[np.ndarray], rule: str, parameters: dict,
+                    conventions: dict, domain, dps: int) -> tuple[float, ...] | None:
+    """As :func:`_check_node`, the reference in ball arithmetic (:mod:`lrp_num.certified.sampled`);
+    None where this path has no matrix form for the node's rule (the caller takes mpmath)."""
+    from lrp_num.certified import sampled as balls
+    from lrp_num.certified.balls import precision_bits, working_precision
+    from lrp_num.checks import check_orthant
+    from lrp_num.layers import Add, MaxPool2d
+    from lrp_num.reference.directions import ADD_RULES, RULE_DEFAULTS
+    from lrp_num.reference.linear import pool_windows
+    from lrp_num.reference.roots import GUARD_DIGITS
+
+    operation = node.operation
+    input_shape = layer_input[0].shape
+    above = engine_node.above.reshape(-1)
+    relevance = above[sampled]
+    bits = precision_bits(dps, GUARD_DIGITS)
+    parameters = {**RULE_DEFAULTS.get(rule, {}), **dict(parameters)}
+    parameter_error = 0.0
+    if isinstance(operation, Add):
+        if rule not in ADD_RULES:
+            return None
+        result = balls.add_balls(rule, [a.reshape(-1)[sampled] for a in layer_input], relevance, parameters,
+                                 conventions, bits=bits)
+        engine = np.concatenate([part[sampled] for part in engine_lower])
+        a = np.concatenate([addend.reshape(-1)[sampled] for addend in layer_input])
+        leak = max(float(np.abs(np.delete(part, sampled)).max(initial=0.0)) for part in engine_lower)
+        n = len(sampled)
+        flow_index = np.arange(len(layer_input))[None, :] * n + np.arange(n)[:, None]
+        winner_take_all = False
+    else:
+        x = layer_input[0].reshape(-1)
+        if isinstance(operation, MaxPool2d):
+            rows, connected, _, _ = pool_windows(operation, input_shape)
+            rows, connected = rows[sampled], connected[sampled]
+            touched = np.unique(rows[connected])
+            rows = np.where(connected, np.searchsorted(touched, rows), len(touched))
+            result = balls.maxpool_balls(rows, connected, x[touched], relevance, len(touched))
+            flow_index = rows
+            winner_take_all = True
+        else:
+            if rule not in balls.ROOT_POINT_RULES + balls.FORMULA_RULES or (
+                    conventions["bias"] not in balls.BIAS_CONVENTIONS and rule not in balls.FORMULA_RULES):
+                return None
+            with working_precision(bits):  # the batch norm's balls at the working precision
+                full, parameter_error = _sampled_rows(node, input_shape, output_shape, sampled)
+            touched = np.unique(full.index[full.connected])
+            compact = np.where(full.connected, np.searchsorted(touched, full.index), len(touched))
+            rows = balls.SampledRows(len(touched), compact, full.connected, full.weight, full.bias, full.scale,
+                                     full.shift)
+            if rule in ("zplus", "gamma"):
+                check_orthant(x[touched][None], index, operation, rule)
+            bounds = None
+            if rule == "zbox":
+                if domain is None:
+                    raise LRPError(f"node {node.name!r}: rule zbox needs the input box")
+                bounds = tuple(np.broadcast_to(bound, input_shape).reshape(-1)[touched]
+                               for bound in (domain.low, domain.high))
+            result = balls.linear_balls(rule, rows, x[touched], relevance, parameters, conventions, bounds,
+                                        bits=bits)
+            flow_index = compact
+            winner_take_all = False
+        engine = engine_lower[0][touched]
+        a = x[touched]
+        rest = engine_lower[0].copy()
+        rest[touched] = 0.0
+        leak = float(np.abs(rest).max(initial=0.0))
+    arb = __import__("flint").arb
+    error = np.empty(len(engine))
+    magnitude = np.empty(len(engine))
+    with working_precision(max(result.bits, bits)):
+        for i, (value, ball) in enumerate(zip(engine.tolist(), result.relevance)):
+            if not ball.is_finite():
+                error[i], magnitude[i] = np.inf, 0.0
+                continue
+            difference = arb(value) - ball
+            # |e - R| <= |mid| + rad, each rounded to nearest: widen by 2 ulps to stay an upper bound
+            error[i] = (abs(float(difference.mid())) + float(difference.rad())) * (1 + 2 ** -51)
+            magnitude[i] = abs(float(ball.mid()))
+        absorbed = float((result.absorbed_bias + result.absorbed_stabiliser).mid())
+    trace = _FlowTrace(np.arange(len(sampled)), flow_index, result.flow, result.upper)
+    return _compare(trace, error, magnitude, a, len(sampled), winner_take_all, parameter_error, absorbed,
+                    leak), result.undecided
+
+
+@dataclass
+class _FlowTrace:
+    """What the rounding bound (:func:`lrp_num.verify._step_bound`) reads of a step: |R_ij| and |R_j|."""
+
+    flow_rows: np.ndarray
+    flow_index: np.ndarray
+    flow: np.ndarray
+    flow_upper: np.ndarray
+
+
 # -- one node -------------------------------------------------------------------------------------
 
 def _fan_out(layer, input_shape, output_shape) -> int:
@@ -330,7 +479,6 @@ def _check_node(node, index: int, layer_input: list[np.ndarray], output_shape, e
     from lrp_num.reference.linear import pool_windows, to_float, to_mpf
     from lrp_num.reference.node_rules import LayerTrace, add_node, formula_layer, maxpool_layer, root_point_layer
     from lrp_num.reference.roots import GUARD_DIGITS
-    from lrp_num.verify import _step_bound
 
     operation = node.operation
     input_shape = layer_input[0].shape
@@ -383,7 +531,16 @@ def _check_node(node, index: int, layer_input: list[np.ndarray], output_shape, e
         error = np.abs(to_float(to_mpf(engine) - reference))
         absorbed = float(trace.absorbed_bias + trace.absorbed_stabiliser)
     magnitude = np.abs(to_float(reference))
-    bound = 2 * _step_bound(trace, np.zeros(len(sampled)), a, np.zeros(len(a)), winner_take_all)
+    return _compare(trace, error, magnitude, a, len(sampled), winner_take_all, parameter_error, absorbed, leak)
+
+
+def _compare(trace, error: np.ndarray, magnitude: np.ndarray, a: np.ndarray, n_sampled: int,
+             winner_take_all: bool, parameter_error: float, absorbed: float, leak: float) -> tuple[float, ...]:
+    """(max error, max |reference|, max error / bound, max bound, leak, cancellation K, absorbed,
+    P) from the per-input errors and the step's flows (``trace``: flow, flow_index, flow_upper)."""
+    from lrp_num.verify import _step_bound
+
+    bound = 2 * _step_bound(trace, np.zeros(n_sampled), a, np.zeros(len(a)), winner_take_all)
     flow, upper = trace.flow, trace.flow_upper
     cancellation = 1.0
     if flow is not None and flow.size:
@@ -467,7 +624,7 @@ def _without_terms(layer, rule: str, inputs: list[np.ndarray], domain) -> np.nda
 
 def verify_local(network, x, rule: str | None = None, composite=None, target=None, *, input_domain=None,
                  neurons: int = DEFAULT_NEURONS, seed: int = 0, dps: int = 50, conventions=None,
-                 path: str = "mpmath", model_name: str = "model", **parameters) -> LocalReport:
+                 path: str | None = None, model_name: str = "model", **parameters) -> LocalReport:
     """Verify every node of ``network`` locally at one input ``x`` (see the module docstring).
 
     Parameters
@@ -484,8 +641,10 @@ def verify_local(network, x, rule: str | None = None, composite=None, target=Non
         Seeds the sample (node by node: numpy's generator on (seed, node index)).
     dps : int
         The reference's precision in decimal digits (20 to 10000).
-    path : {"mpmath", "arb"}
-        The high-precision path; "arb" is reserved for the certified ball-arithmetic path.
+    path : {"arb", "mpmath"}, optional
+        The high-precision path: "arb" (ball arithmetic with matrix products, python-flint, the
+        ``certified`` extra; nodes whose rule it has no matrix form for take mpmath) or "mpmath";
+        default "arb" where python-flint is installed, else "mpmath".
 
     Returns
     -------
@@ -496,6 +655,7 @@ def verify_local(network, x, rule: str | None = None, composite=None, target=Non
     ------
     LRPError
         A subclass for bad arguments: K < 1, a negative seed, an unknown path, a batch of more than one input,
+        path="arb" without python-flint (MissingDependencyError),
         and whatever :func:`lrp_num.explain` raises for the network, rule and input.
     """
     from lrp_num import reference
@@ -514,11 +674,13 @@ def verify_local(network, x, rule: str | None = None, composite=None, target=Non
         raise LRPError(f"the number of sampled neurons must be an integer >= 1, got {neurons!r}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise LRPError(f"the seed of the neuron sample must be an integer >= 0, got {seed!r}")
+    path = default_path() if path is None else path
     if path not in PATHS:
         raise LRPError(f"unknown high-precision path {path!r}; known: {', '.join(PATHS)}")
     if path == "arb":
-        raise LRPError("the arb (ball arithmetic) path of the local check is not available yet; use "
-                       "path='mpmath'")
+        from lrp_num.certified.balls import require_flint
+
+        require_flint()
     if rule is None and composite is None:
         composite = "deep-taylor"
     graph = as_graph(network)
@@ -567,9 +729,15 @@ def verify_local(network, x, rule: str | None = None, composite=None, target=Non
         cancellation = 1.0
         fan_in = len(layer_input)
         if len(sampled):
-            error, magnitude, over, bound, leak, cancellation, absorbed, parameter_error = _check_node(
-                node, index, layer_input, output_shape, engine_node, sampled, engine_lower, rule_here,
-                rule_parameters, conv, domain, dps)
+            arguments = (node, index, layer_input, output_shape, engine_node, sampled, engine_lower, rule_here,
+                         rule_parameters, conv, domain, dps)
+            checked = _check_node_arb(*arguments) if path == "arb" else None
+            if checked is None:  # the mpmath path, or a rule the arb path has no matrix form for
+                checked = _check_node(*arguments)
+            else:
+                checked, row.undecided = checked
+                row.reference = "arb"
+            error, magnitude, over, bound, leak, cancellation, absorbed, parameter_error = checked
             row.max_ulps = error / np.spacing(magnitude) if magnitude > 0 else (np.inf if error else 0.0)
             row.max_relative = error / magnitude if magnitude > 0 else (np.inf if error else 0.0)
             row.error_over_bound, row.max_bound, row.leak, row.absorbed_sampled = over, bound, leak, absorbed
@@ -641,5 +809,5 @@ def format_local_table(report: LocalReport) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["CONSERVING_RULES", "DEFAULT_NEURONS", "LocalLayerReport", "LocalReport", "PATHS",
+__all__ = ["CONSERVING_RULES", "DEFAULT_NEURONS", "LocalLayerReport", "LocalReport", "PATHS", "default_path",
            "format_local_table", "verify_local"]
