@@ -175,11 +175,10 @@ def _bias_share(rule: str, bias: str, b):
 
 def _groups(index: np.ndarray) -> list[np.ndarray]:
     """Rows with identical input slots (all rows of a Dense layer, one position of a convolution)."""
-    _, inverse = np.unique(index, axis=0, return_inverse=True)
-    inverse = inverse.ravel()
-    order = np.argsort(inverse, kind="stable")
-    bounds = np.flatnonzero(np.diff(inverse[order])) + 1
-    return np.split(order, bounds)
+    groups: dict[bytes, list[int]] = {}
+    for j, row in enumerate(index):
+        groups.setdefault(row.tobytes(), []).append(j)
+    return [np.array(members) for members in groups.values()]
 
 
 def _arb_matrix(values: np.ndarray):
@@ -290,7 +289,7 @@ def linear_balls(rule: str, rows: SampledRows, x: np.ndarray, relevance: np.ndar
 def _linear_balls(rule, rows: SampledRows, x, relevance, parameters, conventions, bounds) -> BallRelevance:
     flint = require_flint()
     arb = flint.arb
-    n_rows, width = rows.index.shape
+    n_rows, n_slots = rows.index.shape
     x_ext = np.append(np.asarray(x, dtype=np.float64), 0.0)
     low = high = None
     if bounds is not None:
@@ -305,19 +304,24 @@ def _linear_balls(rule, rows: SampledRows, x, relevance, parameters, conventions
     coefficients = np.zeros(n_rows)
     absorbed_bias, absorbed_stabiliser = arb(0), arb(0)
     undecided = 0
+    # where every term reads x_i (z+, LRP-0, gamma, epsilon), an input with x_i = 0 adds nothing to z_j
+    # or the slope, and its R_i = x_i (...) is exactly 0: its columns are left out of the products
+    sparse = z_power == 1 and all(factor == "x" for _, factor, _, _ in terms)
     for members in _groups(rows.index):
         slots = rows.index[members[0]]
         column = x_ext[slots]
+        kept = np.flatnonzero(column != 0) if sparse else np.arange(n_slots)
+        slots, column, width = slots[kept], column[kept], len(kept)
         columns = {"x": flint.arb_mat(width, 1, column.tolist())}
         if any(factor == "one" for _, factor, _, _ in terms):
             columns["one"] = flint.arb_mat(width, 1, [1.0] * width)
         if low is not None:
             columns["x_low"] = columns["x"] - flint.arb_mat(width, 1, low[slots].tolist())
             columns["x_high"] = columns["x"] - flint.arb_mat(width, 1, high[slots].tolist())
-        built = {id(z_weight): _arb_matrix(z_weight[members])}
+        built = {id(z_weight): _arb_matrix(z_weight[np.ix_(members, kept)])}
         for matrix, _, _, _ in terms:
             if id(matrix) not in built:
-                built[id(matrix)] = _arb_matrix(matrix[members])
+                built[id(matrix)] = _arb_matrix(matrix[np.ix_(members, kept)])
         linear = (built[id(z_weight)] * columns["x"]).entries()
         slopes = [(built[id(matrix)] * columns[factor]).entries() for matrix, factor, _, _ in terms]
         row_coefficients = [[] for _ in terms]
