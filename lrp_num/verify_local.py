@@ -11,12 +11,12 @@ node *locally* instead, for one input:
    those with R_j != 0, and runs the engine's own rule for that node once more with the upper
    relevance restricted to those neurons: the result is the engine's sum over the sampled j of
    its contributions R_ij;
-3. the mpmath reference recomputes those contributions by the rule's definition
+3. the high-precision reference recomputes those contributions by the rule's definition
    (:mod:`lrp_num.reference.node_rules`: root point along the search direction,
    R_ij = gradient x (x_i - x~_i), or the published formula), taking from the engine only the
    relevance above (the sampled R_j, float64, exact) and the node's float64 inputs. Its rule
    comes from the reference's own planner (:func:`lrp_num.reference.layer_plan`), its weights
-   from the layer as given (batch norms folded in mpmath), its rows from index arithmetic of
+   from the layer as given (batch norms folded in the reference's arithmetic), its rows from index arithmetic of
    this module, never from the engine's kernels;
 4. the error |R_i(engine) - R_i(reference)| of every input touched is compared with the
    first-order rounding bound of the step (:func:`lrp_num.verify._step_bound`, safety 2), plus
@@ -36,8 +36,15 @@ node *locally* instead, for one input:
    (:func:`_without_terms`) and give all of R_j to the stabiliser, the others none. Elsewhere
    A is the sample's sum scaled to the node, and the row is informational (marked "i").
 
-``path="mpmath"`` is the reference used here; ``"arb"`` (ball arithmetic, python-flint) is the
-hook for the certified path and raises until that path provides a per-node function.
+Step 3 has two paths. ``path="arb"`` (the default where python-flint is installed) computes
+the reference in Arb's ball arithmetic (:mod:`lrp_num.certified.sampled`): the sums over
+connections (z_j, the slope of the search direction, and the transposed sum
+R_i = sum_j w_ij v_ij c_j t_j) are ``arb_mat`` products in C over the sampled rows, the float64
+data entering as exact balls, so every R_i comes back as a ball [m +- r] that contains the
+exact value; the error compared with the bound is |e - m| + r. Nodes whose rule has no matrix
+form there (alpha-beta, zennit's input-split rules, the "magnitude" bias convention) take the
+mpmath reference, and their row says so. ``path="mpmath"`` is :mod:`lrp_num.reference.node_rules`
+at ``dps`` digits for every node: the same definitions, some 100 times slower.
 """
 
 from __future__ import annotations
@@ -804,6 +811,8 @@ def format_local_table(report: LocalReport) -> str:
              f"(seed {report.seed}), reference {report.path} at {report.dps} digits", header, "-" * len(header)]
     for row in report.layers:
         status = "ok" if row.ok else "FAIL: " + ", ".join(row.failures())
+        if row.reference != report.path:  # a rule the arb path has no matrix form for
+            status += f" ({row.reference})"
         ratio = f"{row.conservation_over_bound:>7.2g}" + ("" if row.conservation_required else "i")
         lines.append(f"{row.name[:24]:<24} {row.rule[:10]:<10} {row.sampled:>5d} {row.nonzero:>8d} "
                      f"{row.max_ulps:>9.3g} {row.max_relative:>9.2e} {row.error_over_bound:>8.2g} "

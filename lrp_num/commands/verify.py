@@ -46,6 +46,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with --local: output neurons sampled per node (default 256)")
     parser.add_argument("--local-seed", type=int, default=0, metavar="S",
                         help="with --local: seed of the neuron sample (default 0)")
+    parser.add_argument("--path", choices=["arb", "mpmath"], default=None,
+                        help="with --local: the reference's arithmetic, arb (ball arithmetic with matrix "
+                             "products, needs python-flint: the [certified] extra) or mpmath (default: arb "
+                             "where python-flint is installed, else mpmath)")
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="print the report as JSON")
     output.add_argument("--markdown", action="store_true", help="print the report as Markdown tables")
@@ -131,6 +135,8 @@ def run(args: argparse.Namespace) -> int:
         return run_local(args)
     if args.neurons is not None:
         raise LRPError("--neurons applies to the local check only: add --local")
+    if args.path is not None:
+        raise LRPError("--path applies to the local check only: add --local")
     if args.workers is not None and args.workers < 1:
         raise LRPError(f"--workers must be at least 1, got {args.workers}")
     distributed = args.workers is not None or args.scheduler is not None

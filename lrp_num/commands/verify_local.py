@@ -2,10 +2,13 @@
 
     lrp verify --local --model resnet18 --neurons 256          # random ResNet-18, one 3x224x224 image
     lrp verify --local --model digits-cnn --rules deep-taylor epsilon-plus --samples 2 --json
+    lrp verify --local --model vgg11 --path mpmath --neurons 8   # the mpmath reference instead of arb
 
 Per model (default: every built-in model), method (rule or composite; default the deep-taylor
 composite) and sample (``--samples``, default 2): one table
-(or JSON with ``--json``). Exit 0 when every node passes, 1 when one fails, 2 on bad input.
+(or JSON with ``--json``). ``--path arb`` (the default where python-flint is installed) computes
+the reference in ball arithmetic, ``--path mpmath`` in mpmath. Exit 0 when every node passes, 1
+when one fails, 2 on bad input.
 """
 
 from __future__ import annotations
@@ -46,11 +49,16 @@ def run_local(args: argparse.Namespace) -> int:
     from lrp_num.commands.common import load_model
     from lrp_num.commands.verify import default_models
     from lrp_num.progress import print_above, progress
-    from lrp_num.verify_local import DEFAULT_NEURONS, format_local_table, verify_local
+    from lrp_num.verify_local import DEFAULT_NEURONS, default_path, format_local_table, verify_local
 
     neurons = DEFAULT_NEURONS if args.neurons is None else args.neurons
     if neurons < 1:
         raise LRPError(f"--neurons must be at least 1, got {neurons}")
+    path = default_path() if args.path is None else args.path
+    if path == "arb":  # before any model is built: one line naming the extra
+        from lrp_num.certified.balls import require_flint
+
+        require_flint()
     methods = _methods(args.rules)
     specs = args.model or default_models()
     reports = []
@@ -70,7 +78,8 @@ def run_local(args: argparse.Namespace) -> int:
             for x, target in zip(inputs, targets):
                 method = {"rule": name} if kind == "rule" else {"composite": name}
                 report = verify_local(graph, x, target=target, input_domain=domain, neurons=neurons,
-                                      seed=args.local_seed, dps=args.dps, model_name=spec, **method)
+                                      seed=args.local_seed, dps=args.dps, path=path, model_name=spec,
+                                      **method)
                 reports.append(report)
                 if args.markdown:
                     print_above("```\n" + format_local_table(report) + "\n```\n")
