@@ -16,8 +16,8 @@ node *locally* instead, for one input:
    R_ij = gradient x (x_i - x~_i), or the published formula), taking from the engine only the
    relevance above (the sampled R_j, float64, exact) and the node's float64 inputs. Its rule
    comes from the reference's own planner (:func:`lrp_num.reference.layer_plan`), its weights
-   from the layer as given (batch norms folded in the reference's arithmetic), its rows from index arithmetic of
-   this module, never from the engine's kernels;
+   from the layer as given (batch norms folded in the reference's arithmetic), its rows from
+   index arithmetic of this module, never from the engine's kernels;
 4. the error |R_i(engine) - R_i(reference)| of every input touched is compared with the
    first-order rounding bound of the step (:func:`lrp_num.verify._step_bound`, safety 2), plus
    the rounding of float64 parameters derived from the layer's own (a folded batch norm): the
@@ -357,11 +357,37 @@ def _sampled_rows(node, input_shape, output_shape, rows: np.ndarray):
     return SampledRows(n_in, index, connected, weight, bias, scale, shift), parameter_error
 
 
-def _check_node_arb(node, index: int, layer_input: list[np.ndarray], output_shape, engine_node: _EngineNode,
-                    sampled: np.ndarray, engine_lower: list[np.ndarray], rule: str, parameters: dict,
-                    conventions: dict, domain, dps: int) -> tuple[float, ...] | None:
-    """As :func:`_check_node`, the reference in ball arithmetic (:mod:`lrp_num.certified.sampled`);
-    None where this path has no matrix form for the node's rule (the caller takes mpmath)."""
+def _check_node_arb(*arguments) -> tuple[tuple[float, ...], int] | None:
+    """As :func:`_check_node`, the reference in ball arithmetic, and the number of undecided
+    neurons; None where the arb path has no matrix form for the node's rule (the caller then
+    takes mpmath). The error at an input is |e - m| + r for the engine's e and the ball [m +- r]."""
+    from lrp_num.certified.balls import working_precision
+
+    found = _arb_reference(*arguments)
+    if found is None:
+        return None
+    arb = __import__("flint").arb
+    error = np.empty(len(found.engine))
+    magnitude = np.empty(len(found.engine))
+    with working_precision(found.bits):
+        for i, (value, ball) in enumerate(zip(found.engine.tolist(), found.values)):
+            if not ball.is_finite():  # an undecided neuron's contribution
+                error[i], magnitude[i] = np.inf, 0.0
+                continue
+            difference = arb(value) - ball
+            # |e - R| <= |mid| + rad, each rounded to nearest: widen by 2 ulps to stay an upper bound
+            error[i] = (abs(float(difference.mid())) + float(difference.rad())) * (1 + 2 ** -51)
+            magnitude[i] = abs(float(ball.mid()))
+    checked = _compare(found.trace, error, magnitude, found.inputs, len(arguments[5]), found.winner_take_all,
+                       found.parameter_error, found.absorbed, found.leak)
+    return checked, found.undecided
+
+
+def _arb_reference(node, index: int, layer_input: list[np.ndarray], output_shape, engine_node: _EngineNode,
+                   sampled: np.ndarray, engine_lower: list[np.ndarray], rule: str, parameters: dict,
+                   conventions: dict, domain, dps: int) -> _NodeReference | None:
+    """The ball-arithmetic reference of one node's sampled neurons (:mod:`lrp_num.certified.sampled`);
+    None where that path has no matrix form for the node's rule."""
     from lrp_num.certified import sampled as balls
     from lrp_num.certified.balls import precision_bits, working_precision
     from lrp_num.checks import check_orthant
@@ -424,22 +450,11 @@ def _check_node_arb(node, index: int, layer_input: list[np.ndarray], output_shap
         rest = engine_lower[0].copy()
         rest[touched] = 0.0
         leak = float(np.abs(rest).max(initial=0.0))
-    arb = __import__("flint").arb
-    error = np.empty(len(engine))
-    magnitude = np.empty(len(engine))
-    with working_precision(max(result.bits, bits)):
-        for i, (value, ball) in enumerate(zip(engine.tolist(), result.relevance)):
-            if not ball.is_finite():
-                error[i], magnitude[i] = np.inf, 0.0
-                continue
-            difference = arb(value) - ball
-            # |e - R| <= |mid| + rad, each rounded to nearest: widen by 2 ulps to stay an upper bound
-            error[i] = (abs(float(difference.mid())) + float(difference.rad())) * (1 + 2 ** -51)
-            magnitude[i] = abs(float(ball.mid()))
-        absorbed = float((result.absorbed_bias + result.absorbed_stabiliser).mid())
     trace = _FlowTrace(np.arange(len(sampled)), flow_index, result.flow, result.upper)
-    return _compare(trace, error, magnitude, a, len(sampled), winner_take_all, parameter_error, absorbed,
-                    leak), result.undecided
+    with working_precision(max(result.bits, bits)):
+        absorbed = float((result.absorbed_bias + result.absorbed_stabiliser).mid())
+    return _NodeReference(result.relevance, engine, a, trace, winner_take_all, parameter_error, absorbed, leak,
+                          result.undecided, max(result.bits, bits))
 
 
 def _touched(index: np.ndarray, connected: np.ndarray, n_in: int) -> tuple[np.ndarray, np.ndarray]:
@@ -483,17 +498,47 @@ def _fan_out(layer, input_shape, output_shape) -> int:
     return 1
 
 
-def _check_node(node, index: int, layer_input: list[np.ndarray], output_shape, engine_node: _EngineNode,
-                sampled: np.ndarray, engine_lower: list[np.ndarray], rule: str, parameters: dict,
-                conventions: dict, domain, dps: int) -> tuple[float, ...]:
-    """Reference contributions of the sampled neurons and their comparison with the engine's.
+@dataclass
+class _NodeReference:
+    """The reference's sum over the sampled neurons of R_ij at the inputs they touch (``values``:
+    mpf, or balls on the arb path), the engine's at the same inputs, and what the comparison needs."""
+
+    values: Any
+    engine: np.ndarray
+    inputs: np.ndarray
+    trace: Any
+    winner_take_all: bool
+    parameter_error: float
+    absorbed: float
+    leak: float
+    undecided: int = 0
+    bits: int = 0
+
+
+def _check_node(*arguments) -> tuple[float, ...]:
+    """Reference contributions of the sampled neurons (mpmath) and their comparison with the engine's.
 
     Returns (max error, max |reference|, max error / bound, max bound, leak, cancellation K,
     relevance absorbed by the sampled neurons, parameter rounding P)."""
+    from lrp_num.reference.linear import to_float, to_mpf
+    from lrp_num.reference.roots import GUARD_DIGITS
+
+    found = _mpmath_reference(*arguments)
+    with mpmath.workdps(arguments[-1] + GUARD_DIGITS):
+        error = np.abs(to_float(to_mpf(found.engine) - found.values))
+    magnitude = np.abs(to_float(found.values))
+    return _compare(found.trace, error, magnitude, found.inputs, len(arguments[5]), found.winner_take_all,
+                    found.parameter_error, found.absorbed, found.leak)
+
+
+def _mpmath_reference(node, index: int, layer_input: list[np.ndarray], output_shape, engine_node: _EngineNode,
+                      sampled: np.ndarray, engine_lower: list[np.ndarray], rule: str, parameters: dict,
+                      conventions: dict, domain, dps: int) -> _NodeReference:
+    """The mpmath reference of one node's sampled neurons (:mod:`lrp_num.reference.node_rules`)."""
     from lrp_num.checks import check_orthant
     from lrp_num.layers import Add, MaxPool2d
     from lrp_num.reference.directions import ROOT_POINT_RULES
-    from lrp_num.reference.linear import pool_windows, to_float, to_mpf
+    from lrp_num.reference.linear import pool_windows, to_mpf
     from lrp_num.reference.node_rules import LayerTrace, add_node, formula_layer, maxpool_layer, root_point_layer
     from lrp_num.reference.roots import GUARD_DIGITS
 
@@ -545,10 +590,8 @@ def _check_node(node, index: int, layer_input: list[np.ndarray], output_shape, e
             rest = engine_lower[0].copy()
             rest[touched] = 0.0
             leak = float(np.abs(rest).max(initial=0.0))
-        error = np.abs(to_float(to_mpf(engine) - reference))
         absorbed = float(trace.absorbed_bias + trace.absorbed_stabiliser)
-    magnitude = np.abs(to_float(reference))
-    return _compare(trace, error, magnitude, a, len(sampled), winner_take_all, parameter_error, absorbed, leak)
+    return _NodeReference(reference, engine, a, trace, winner_take_all, parameter_error, absorbed, leak)
 
 
 def _compare(trace, error: np.ndarray, magnitude: np.ndarray, a: np.ndarray, n_sampled: int,
