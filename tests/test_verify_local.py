@@ -1,9 +1,10 @@
-"""``lrp verify --local``: the layer-local check against the mpmath reference (issue 13)."""
+"""``lrp verify --local``: the layer-local check against the mpmath and the arb reference (issue 13)."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ import pytest
 import lrp_num
 from lrp_num.cli import main
 from lrp_num.engine import explain as engine
-from lrp_num.errors import LRPError, ShapeError
+from lrp_num.errors import LRPError, MissingDependencyError, ShapeError
 from lrp_num.verify_local import format_local_table, verify_local
 import lrp_num.verify_local as verify_local_module
 
@@ -21,15 +22,20 @@ def resnet():
     return lrp_num.load_builtin("digits-resnet")
 
 
-def check(model, neurons=4, **method):
+PATHS = ["arb", "mpmath"]
+
+
+def check(model, neurons=4, path=None, **method):
     method = method or {"composite": "deep-taylor"}
     return verify_local(model.network, model.test_images[0], input_domain=model.input_domain,
-                        target=int(model.test_labels[0]), neurons=neurons, **method)
+                        target=int(model.test_labels[0]), neurons=neurons, path=path, **method)
 
 
-def test_correct_engine_passes_every_node(resnet):
-    report = check(resnet)
+@pytest.mark.parametrize("path", PATHS)
+def test_correct_engine_passes_every_node(resnet, path):
+    report = check(resnet, path=path)
     assert report.ok, format_local_table(report)
+    assert report.path == path and {row.reference for row in report.layers} == {path}
     names = [row.name for row in report.layers]
     assert "block1.add" in names and "block2.shortcut" in names and "fc" in names
     for row in report.layers:
@@ -52,11 +58,12 @@ def _mutated(index, factor):
     return mutated
 
 
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("name", ["block2.conv1", "block1.add"])
-def test_a_relative_error_of_1e9_at_one_node_is_caught_there_only(resnet, monkeypatch, name):
+def test_a_relative_error_of_1e9_at_one_node_is_caught_there_only(resnet, monkeypatch, name, path):
     index = resnet.network.index(name)
     monkeypatch.setattr(engine, "_apply_node_rule", _mutated(index, 1 + 1e-9))
-    report = check(resnet)
+    report = check(resnet, path=path)
     failed = [row.name for row in report.layers if not row.ok]
     assert failed == [name], format_local_table(report)
     row = next(row for row in report.layers if row.name == name)
@@ -64,7 +71,8 @@ def test_a_relative_error_of_1e9_at_one_node_is_caught_there_only(resnet, monkey
     assert not report.ok
 
 
-def test_a_wrong_rule_at_one_node_is_caught_there_only(resnet, monkeypatch):
+@pytest.mark.parametrize("path", PATHS)
+def test_a_wrong_rule_at_one_node_is_caught_there_only(resnet, monkeypatch, path):
     index = resnet.network.index("block2.conv2")
     planned = verify_local_module._engine_plan
 
@@ -74,7 +82,7 @@ def test_a_wrong_rule_at_one_node_is_caught_there_only(resnet, monkeypatch):
         return plan
 
     monkeypatch.setattr(verify_local_module, "_engine_plan", wrong_plan)
-    report = check(resnet)
+    report = check(resnet, path=path)
     failed = {row.name: row.failures() for row in report.layers if not row.ok}
     assert list(failed) == ["block2.conv2"], format_local_table(report)
     assert "agreement" in failed["block2.conv2"] and "rule (engine lrp0)" in failed["block2.conv2"]
@@ -138,8 +146,8 @@ def test_formula_rules_and_their_absorbed_relevance():
 
 
 @pytest.mark.parametrize("arguments, error", [
-    ({"neurons": 0}, LRPError), ({"neurons": 2.5}, LRPError), ({"path": "arb"}, LRPError),
-    ({"path": "interval"}, LRPError), ({"seed": -1}, LRPError),
+    ({"neurons": 0}, LRPError), ({"neurons": 2.5}, LRPError), ({"path": "interval"}, LRPError),
+    ({"seed": -1}, LRPError),
 ])
 def test_bad_arguments_are_clear_errors(resnet, arguments, error):
     with pytest.raises(error):
@@ -191,3 +199,131 @@ def test_small_resnet18_from_the_builder():
     report = verify_local(graph, x, neurons=3, composite="epsilon-plus")
     assert report.ok, format_local_table(report)
     assert sum(row.rule == "add_z" for row in report.layers) == 8
+
+
+# -- the arb path ---------------------------------------------------------------------------------
+
+def _both_references(monkeypatch):
+    """Record, for every node the arb path checks, the mpmath reference and the arb balls."""
+    from lrp_num.certified.balls import from_mpf
+
+    pairs = []
+    original = verify_local_module._check_node_arb
+
+    def recording(*arguments):
+        balls = verify_local_module._arb_reference(*arguments)
+        if balls is not None:
+            exact = verify_local_module._mpmath_reference(*arguments)
+            pairs.append((arguments[0].name, [from_mpf(value) for value in exact.values], balls.values,
+                          exact.absorbed, balls.absorbed))
+        return original(*arguments)
+
+    monkeypatch.setattr(verify_local_module, "_check_node_arb", recording)
+    return pairs
+
+
+def _assert_inside(pairs):
+    assert pairs
+    for name, exact, balls, absorbed_exact, absorbed_balls in pairs:
+        assert len(exact) == len(balls), name
+        for value, ball in zip(exact, balls):
+            assert ball.contains(value), (name, value, ball)
+            assert float(ball.rad()) <= 1e-40 * (abs(float(ball.mid())) + 1e-300), (name, ball)
+        assert absorbed_balls == pytest.approx(absorbed_exact, rel=1e-15, abs=1e-300), name
+
+
+@pytest.mark.parametrize("name, method", [
+    ("digits-resnet", {"composite": "deep-taylor"}), ("digits-resnet", {"composite": "epsilon-plus"}),
+    ("digits-cnn", {"composite": "epsilon-gamma-box"}), ("digits-cnn", {"rule": "w2"}),
+    ("digits-cnn", {"rule": "flat"}), ("digits-mlp", {"composite": "deep-taylor"}),
+])
+def test_arb_balls_contain_the_mpmath_reference_on_the_digits_models(monkeypatch, name, method):
+    pytest.importorskip("flint")
+    pairs = _both_references(monkeypatch)
+    report = check(lrp_num.load_builtin(name), neurons=5, path="arb", **method)
+    assert report.ok, format_local_table(report)
+    assert {row.reference for row in report.layers} == {"arb"}
+    assert len(pairs) == len(report.layers)
+    _assert_inside(pairs)
+
+
+def test_arb_balls_contain_the_mpmath_reference_on_a_small_resnet(monkeypatch):
+    pytest.importorskip("flint")
+    pytest.importorskip("torch")
+    from lrp_num.io.torch_architectures import resnet18
+    from lrp_num.io.torch_import import from_torch_module
+
+    graph = from_torch_module(resnet18(num_classes=10, width=4, stem="cifar").double(), (3, 8, 8))
+    x = np.random.default_rng(0).random((3, 8, 8))
+    pairs = _both_references(monkeypatch)
+    report = verify_local(graph, x, neurons=3, composite="deep-taylor", path="arb")
+    assert report.ok, format_local_table(report)
+    assert sum(row.rule == "add_z" for row in report.layers) == 8
+    _assert_inside(pairs)
+
+
+def test_arb_path_with_negative_batchnorm_scales(monkeypatch):
+    """A batch norm with gamma < 0 flips the sign of its rows' weights: z+ then takes w^- of the
+    layer's own weights on those rows (the arb path's per-row swap), as mpmath's fold does."""
+    pytest.importorskip("flint")
+    from lrp_num.layers import BatchNorm, Conv2d, Dense, Flatten, ReLU
+
+    rng = np.random.default_rng(3)
+    gamma = np.array([1.5, -0.7, 0.9, -1.2])
+    network = lrp_num.Sequential([
+        Conv2d(rng.normal(size=(4, 2, 3, 3)), rng.normal(size=4) * 0.1, padding=(1, 1)),
+        BatchNorm(gamma, rng.normal(size=4) * 0.1, rng.normal(size=4) * 0.1, rng.random(4) + 0.5), ReLU(),
+        Conv2d(rng.normal(size=(3, 4, 3, 3)), -np.abs(rng.normal(size=3)) * 0.1),
+        BatchNorm(-gamma[:3], rng.normal(size=3) * 0.1, rng.normal(size=3) * 0.1, rng.random(3) + 0.5), ReLU(),
+        Flatten(), Dense(rng.normal(size=(27, 5)), np.zeros(5))], input_shape=(2, 5, 5))
+    x = rng.random((2, 5, 5))
+    pairs = _both_references(monkeypatch)
+    report = verify_local(network, x, neurons=6, rule="zplus", path="arb")
+    assert report.ok, format_local_table(report)
+    _assert_inside(pairs)
+    assert len(pairs) == 3
+
+
+def test_rules_without_a_matrix_form_take_mpmath_on_the_arb_path():
+    pytest.importorskip("flint")
+    report = check(lrp_num.load_builtin("digits-mlp"), neurons=3, path="arb", composite="alpha2-beta1")
+    assert report.ok and report.path == "arb"
+    assert {row.reference for row in report.layers} == {"mpmath"}
+    assert "(mpmath)" in format_local_table(report)
+
+
+def test_two_product_is_exact():
+    from fractions import Fraction
+
+    from lrp_num.certified.sampled import two_product
+
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=200) * 10.0 ** rng.integers(-30, 30, size=200)
+    b = rng.normal(size=200)
+    p, e = two_product(a, b)
+    for ai, bi, pi, ei in zip(a, b, p, e):
+        assert Fraction(pi) + Fraction(ei) == Fraction(ai) * Fraction(bi)
+        assert pi == ai * bi
+
+
+def test_cli_path_flag(capsys):
+    pytest.importorskip("flint")
+    for path in PATHS:
+        status = main(["verify", "--local", "--neurons", "2", "--model", "digits-mlp", "--rules", "zplus",
+                       "--samples", "1", "--json", "--path", path])
+        (report,) = json.loads(capsys.readouterr().out)
+        assert status == 0 and report["path"] == path
+        assert {layer["reference"] for layer in report["layers"]} == {path}
+    assert main(["verify", "--model", "digits-mlp", "--path", "arb"]) == 2
+    err = capsys.readouterr().err
+    assert "--local" in err and len(err.strip().splitlines()) == 1
+
+
+def test_without_python_flint(monkeypatch, capsys, resnet):
+    monkeypatch.setitem(sys.modules, "flint", None)  # import flint now raises ImportError
+    with pytest.raises(MissingDependencyError, match="python-flint"):
+        check(resnet, path="arb")
+    assert check(resnet, neurons=2).path == "mpmath"
+    assert main(["verify", "--local", "--path", "arb", "--model", "digits-mlp", "--neurons", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "python-flint" in err and len(err.strip().splitlines()) == 1
