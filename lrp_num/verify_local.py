@@ -361,26 +361,37 @@ def _check_node_arb(*arguments) -> tuple[tuple[float, ...], int] | None:
     """As :func:`_check_node`, the reference in ball arithmetic, and the number of undecided
     neurons; None where the arb path has no matrix form for the node's rule (the caller then
     takes mpmath). The error at an input is |e - m| + r for the engine's e and the ball [m +- r]."""
-    from lrp_num.certified.balls import working_precision
-
     found = _arb_reference(*arguments)
     if found is None:
         return None
-    arb = __import__("flint").arb
-    error = np.empty(len(found.engine))
-    magnitude = np.empty(len(found.engine))
-    with working_precision(found.bits):
-        for i, (value, ball) in enumerate(zip(found.engine.tolist(), found.values)):
-            if not ball.is_finite():  # an undecided neuron's contribution
-                error[i], magnitude[i] = np.inf, 0.0
-                continue
-            difference = arb(value) - ball
-            # |e - R| <= |mid| + rad, each rounded to nearest: widen by 2 ulps to stay an upper bound
-            error[i] = (abs(float(difference.mid())) + float(difference.rad())) * (1 + 2 ** -51)
-            magnitude[i] = abs(float(ball.mid()))
+    error, magnitude = _ball_errors(found.engine, found.values, found.bits)
     checked = _compare(found.trace, error, magnitude, found.inputs, len(arguments[5]), found.winner_take_all,
                        found.parameter_error, found.absorbed, found.leak)
     return checked, found.undecided
+
+
+def _ball_errors(engine: np.ndarray, values: list, bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """(upper bounds of |e_i - R_i|, |m_i|) for engine values e_i and balls [m_i +- r_i] containing R_i.
+
+    m_i is split into float64 hi_i + lo_i (lo_i the rounded midpoint of the ball m_i - hi_i, whose
+    radius r'_i covers r_i and that subtraction's rounding), so |e_i - R_i| <= |(e_i - hi_i) - lo_i|
+    + r'_i + u |lo_i|; the float64 evaluation of that sum is widened by 2^-50 to stay an upper bound.
+    A NaN ball (an undecided neuron's contribution) gives an infinite error."""
+    from lrp_num.certified.balls import working_precision
+
+    high = np.empty(len(values))
+    low = np.empty(len(values))
+    radius = np.empty(len(values))
+    with working_precision(bits):
+        for i, ball in enumerate(values):
+            hi = float(ball)
+            rest = ball - hi
+            high[i], low[i], radius[i] = hi, float(rest), float(rest.rad())
+    with np.errstate(invalid="ignore"):
+        error = (np.abs((np.asarray(engine, dtype=np.float64) - high) - low) + radius + U * np.abs(low)) \
+            * (1 + 2.0 ** -50)
+    error = np.where(np.isnan(error), np.inf, error)
+    return error, np.abs(np.nan_to_num(high))
 
 
 def _arb_reference(node, index: int, layer_input: list[np.ndarray], output_shape, engine_node: _EngineNode,

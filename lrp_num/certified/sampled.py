@@ -351,24 +351,25 @@ def _linear_balls(rule, rows: SampledRows, x, relevance, parameters, conventions
             for slot, value in zip(slots.tolist(), summed):
                 previous = target[slot]
                 target[slot] = value if previous is None else previous + value
-    relevance_in = [arb(0)] * rows.n_touched
-    x_touched = x_ext[: rows.n_touched]
+    relevance_in: list = [None] * rows.n_touched
+    x_touched = x_ext[: rows.n_touched].tolist()
     for n, (_, factor, _, _) in enumerate(terms):
-        values = None
-        if factor != "one":
-            values = _factor_values(factor, x_touched, None if low is None else low[:-1],
-                                    None if high is None else high[:-1])
-        target = accumulated[n]
-        for i in range(rows.n_touched):
-            part = target[i]
+        if factor == "x":
+            multipliers = x_touched
+        elif factor == "one":
+            multipliers = None
+        else:  # x_i - l_i, x_i - h_i: exact balls of the difference of two float64 values
+            bound = (low if factor == "x_low" else high).tolist()
+            multipliers = [arb(value) - arb(b) for value, b in zip(x_touched, bound)]
+        for i, part in enumerate(accumulated[n][: rows.n_touched]):
             if part is None:
                 continue
-            if factor == "x":
-                part = part * arb(float(values[i]))
-            elif factor != "one":  # x_i - l_i, x_i - h_i: exact balls of the difference
-                bound = low if factor == "x_low" else high
-                part = part * (arb(float(x_touched[i])) - arb(float(bound[i])))
-            relevance_in[i] = relevance_in[i] + part
+            if multipliers is not None:
+                part = part * multipliers[i]  # a float64 enters as an exact ball
+            previous = relevance_in[i]
+            relevance_in[i] = part if previous is None else previous + part
+    zero = arb(0)
+    relevance_in = [zero if value is None else value for value in relevance_in]
     flow = _flow(rows, terms, x_ext, low, high, coefficients)
     return BallRelevance(relevance_in, flow, np.abs(np.asarray(relevance, dtype=np.float64)), absorbed_bias,
                          absorbed_stabiliser, undecided)
