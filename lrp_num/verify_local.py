@@ -319,6 +319,7 @@ def _sampled_rows(node, input_shape, output_shape, rows: np.ndarray):
     """The sampled rows of a linear node for the arb path: (SampledRows on the flattened input,
     parameter rounding P). The layer's own float64 parameters stay exact; a batch norm after it
     (or the node's own batch norm) enters as per-row balls s_j, t_j (w' = s w, b' = s b + t)."""
+    from lrp_num.certified.balls import require_flint
     from lrp_num.certified.network import _batchnorm_affine
     from lrp_num.certified.sampled import SampledRows
     from lrp_num.layers import BatchNorm, ChannelAffine, Conv2d, Dense
@@ -347,7 +348,7 @@ def _sampled_rows(node, input_shape, output_shape, rows: np.ndarray):
     if node.batchnorms:
         per_channel = int(np.prod(output_shape[1:])) if isinstance(source, Conv2d) else 1
         channel = channel if isinstance(source, Conv2d) else rows // per_channel
-        arb = __import__("flint").arb
+        arb = require_flint().arb
         scale = np.full(len(rows), arb(1), dtype=object)
         shift = np.full(len(rows), arb(0), dtype=object)
         for batchnorm in node.batchnorms:

@@ -7,6 +7,8 @@
   (:func:`explain_balls`);
 * :mod:`~lrp_num.certified.local`: one layer's contributions R_ij for chosen output neurons,
   given the relevance above (:func:`layer_contributions`, for layer-local verification);
+* :mod:`~lrp_num.certified.sampled`: the summed contributions of a node's sampled neurons with
+  the sums over connections as ``arb_mat`` products (the arb path of ``lrp verify --local``);
 * :mod:`~lrp_num.certified.bounds`: proved error bounds of the float64 engine, per node.
 
 python-flint is imported on first use; without it every entry raises
