@@ -327,3 +327,29 @@ def test_without_python_flint(monkeypatch, capsys, resnet):
     assert main(["verify", "--local", "--path", "arb", "--model", "digits-mlp", "--neurons", "2"]) == 2
     err = capsys.readouterr().err
     assert "python-flint" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("conventions", [{"bias": "zennit"}, {"bias": "neuron"},
+                                         {"stabilise": "everywhere", "eps": 1e-3}])
+@pytest.mark.parametrize("rule", ["w2", "zplus", "zbox", "gamma", "lrp0", "epsilon", "bias_neuron", "flat"])
+def test_arb_path_under_other_conventions(monkeypatch, conventions, rule):
+    """The bias share v_0j b_j of each convention and a stabiliser at every neuron, on a small
+    convolution, average pooling and a dense layer: the balls contain the mpmath values."""
+    pytest.importorskip("flint")
+    from lrp_num.engine.conventions import Conventions
+    from lrp_num.layers import AvgPool2d, Conv2d, Dense, Flatten, ReLU
+
+    rng = np.random.default_rng(1)
+    network = lrp_num.Sequential([
+        Conv2d(rng.normal(size=(4, 2, 3, 3)), rng.normal(size=4) * 0.1, padding=(1, 1)), ReLU(),
+        AvgPool2d((2, 2), (1, 1)), Flatten(), Dense(rng.normal(size=(64, 5)), rng.normal(size=5) * 0.1)],
+        input_shape=(2, 5, 5))
+    x = rng.random((2, 5, 5))
+    pairs = _both_references(monkeypatch)
+    # z^B only at the input: the deep-taylor composite (z^B, then z+)
+    method = {"composite": "deep-taylor"} if rule == "zbox" else {"rule": rule}
+    report = verify_local(network, x, neurons=5, path="arb", conventions=Conventions(**conventions),
+                          input_domain=(0.0, 1.0) if rule == "zbox" else None, **method)
+    assert report.ok, format_local_table(report)
+    assert [row.reference for row in report.layers] == ["arb"] * 3
+    _assert_inside(pairs)
