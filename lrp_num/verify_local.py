@@ -42,8 +42,8 @@ connections (z_j, the slope of the search direction, and the transposed sum
 R_i = sum_j w_ij v_ij c_j t_j) are ``arb_mat`` products in C over the sampled rows, the float64
 data entering as exact balls, so every R_i comes back as a ball [m +- r] that contains the
 exact value; the error compared with the bound is |e - m| + r. Nodes whose rule has no matrix
-form there (alpha-beta, zennit's input-split rules, the "magnitude" bias convention) take the
-mpmath reference, and their row says so. ``path="mpmath"`` is :mod:`lrp_num.reference.node_rules`
+form there (zennit's gamma_split; root-point rules under the "magnitude" bias convention) take
+the mpmath reference, and their row says so. ``path="mpmath"`` is :mod:`lrp_num.reference.node_rules`
 at ``dps`` digits for every node: the same definitions, some 100 times slower.
 """
 

@@ -236,6 +236,7 @@ def _assert_inside(pairs):
     ("digits-resnet", {"composite": "deep-taylor"}), ("digits-resnet", {"composite": "epsilon-plus"}),
     ("digits-cnn", {"composite": "epsilon-gamma-box"}), ("digits-cnn", {"rule": "w2"}),
     ("digits-cnn", {"rule": "flat"}), ("digits-mlp", {"composite": "deep-taylor"}),
+    ("digits-resnet", {"composite": "alpha2-beta1"}), ("digits-resnet", {"rule": "zplus_split"}),
 ])
 def test_arb_balls_contain_the_mpmath_reference_on_the_digits_models(monkeypatch, name, method):
     pytest.importorskip("flint")
@@ -286,7 +287,7 @@ def test_arb_path_with_negative_batchnorm_scales(monkeypatch):
 
 def test_rules_without_a_matrix_form_take_mpmath_on_the_arb_path():
     pytest.importorskip("flint")
-    report = check(lrp_num.load_builtin("digits-mlp"), neurons=3, path="arb", composite="alpha2-beta1")
+    report = check(lrp_num.load_builtin("digits-mlp"), neurons=3, path="arb", rule="gamma_split")
     assert report.ok and report.path == "arb"
     assert {row.reference for row in report.layers} == {"mpmath"}
     assert "(mpmath)" in format_local_table(report)
@@ -329,9 +330,10 @@ def test_without_python_flint(monkeypatch, capsys, resnet):
     assert "python-flint" in err and len(err.strip().splitlines()) == 1
 
 
-@pytest.mark.parametrize("conventions", [{"bias": "zennit"}, {"bias": "neuron"},
+@pytest.mark.parametrize("conventions", [{"bias": "zennit"}, {"bias": "neuron"}, {"bias": "captum"},
                                          {"stabilise": "everywhere", "eps": 1e-3}])
-@pytest.mark.parametrize("rule", ["w2", "zplus", "zbox", "gamma", "lrp0", "epsilon", "bias_neuron", "flat"])
+@pytest.mark.parametrize("rule", ["w2", "zplus", "zbox", "gamma", "lrp0", "epsilon", "bias_neuron", "flat",
+                                  "alphabeta", "zplus_split"])
 def test_arb_path_under_other_conventions(monkeypatch, conventions, rule):
     """The bias share v_0j b_j of each convention and a stabiliser at every neuron, on a small
     convolution, average pooling and a dense layer: the balls contain the mpmath values."""

@@ -18,7 +18,9 @@ matrices, in C, with the float64 weights and inputs entering as exact balls:
   LRP-0: w_ij x_i; gamma: (w_ij + gamma w_ij^+) x_i; flat: 1), so the summed contributions are
   R_i = sum_k f_k(x_i) (P_k^T (c t))_i, transposed products over the same rows;
 * the epsilon rule and bias-as-a-neuron (Bach et al. 2015, PLOS ONE 10(7) e0130140) are the
-  same products with q_ij = x_i w_ij and the ratio R_j / (z_j + eps sign(z_j));
+  same products with q_ij = x_i w_ij and the ratio R_j / (z_j + eps sign(z_j)); alpha-beta
+  (Eq. 60) and zennit's z+ split q_ij by sign into groups (x^+ w^+ + x^- w^-, x^+ w^- + x^- w^+),
+  each with its own denominator and ratio;
 * a batch norm after the layer scales each row: w'_ij = s_j w_ij, b'_j = s_j b_j + t_j with
   s_j = gamma / sqrt(var + eps) in balls; a row with s_j < 0 swaps w^+ and w^-;
 * max pooling (winner-take-all, exact ties split equally) and Add nodes (a neuron with unit
@@ -42,7 +44,9 @@ from lrp_num.errors import UnknownRuleError, ZeroDenominatorError
 
 #: root-point rules and formula rules this module computes with matrix products
 ROOT_POINT_RULES = ("w2", "zplus", "zbox", "lrp0", "gamma", "flat")
-FORMULA_RULES = ("epsilon", "bias_neuron")
+FORMULA_RULES = ("epsilon", "bias_neuron", "alphabeta", "zplus_split")
+#: formula rules whose contributions split by sign into groups, each with its own denominator
+SPLIT_RULES = ("alphabeta", "zplus_split")
 #: bias conventions it follows (``"magnitude"`` rescales R_j first: not here)
 BIAS_CONVENTIONS = ("dtd", "neuron", "captum", "zennit")
 #: how often an undecided neuron doubles the working precision before it is reported
@@ -127,8 +131,10 @@ def _row_signs(scale) -> np.ndarray:
 
 
 def _parts(rule: str, rows: SampledRows, parameters: Mapping[str, Any]):
-    """(weights of z_j, scale power of z, terms) with terms [(P_k, factor_k, coefficient_k, power_k)]:
-    w'_ij v_ij = sum_k coefficient_k s_j^power_k P_k[j, i] factor_k(x_i)."""
+    """(weights of z_j, scale power of z, terms, group of each term) with terms
+    [(P_k, factor_k, coefficient_k, power_k)]: w'_ij v_ij = sum_k coefficient_k s_j^power_k P_k[j, i]
+    factor_k(x_i) (q_ij of a formula rule; of its group g for alpha-beta: g = 0 the positive
+    contributions (x_i w'_ij)^+ = x^+ w'^+ + x^- w'^-, g = 1 the negative ones x^+ w'^- + x^- w'^+)."""
     arb = require_flint().arb
     w = np.where(rows.connected, rows.weight, 0.0)
     signs = _row_signs(rows.scale)
@@ -138,21 +144,28 @@ def _parts(rule: str, rows: SampledRows, parameters: Mapping[str, Any]):
         plus, minus = (np.where(positive, plus, np.where(negative, minus, 0.0)),
                        np.where(positive, minus, np.where(negative, plus, 0.0)))
     one = arb(1)
+    if rule == "alphabeta":  # Bach et al. 2015, Eq. (60): q^+ and q^- of q_ij = x_i w_ij
+        return w, 1, [(plus, "x_plus", one, 1), (minus, "x_minus", one, 1),
+                      (minus, "x_plus", one, 1), (plus, "x_minus", one, 1)], [0, 0, 1, 1]
+    if rule == "zplus_split":  # zennit's ZPlus: q_ij = x^+ w^+ + x^- w^-
+        return w, 1, [(plus, "x_plus", one, 1), (minus, "x_minus", one, 1)], [0, 0]
     if rule == "zplus":  # v_ij = x_i 1[w_ij > 0]
-        return w, 1, [(plus, "x", one, 1)]
-    if rule in ("lrp0", "epsilon", "bias_neuron"):  # v_ij = x_i (q_ij = x_i w_ij)
-        return w, 1, [(w, "x", one, 1)]
-    if rule == "gamma":  # v_ij = x_i (1 + gamma 1[w_ij > 0])
-        return w, 1, [(w, "x", one, 1), (plus, "x", arb(parameters["gamma"]), 1)]
-    if rule == "zbox":  # v_ij = (x_i - l_i) 1[w_ij > 0] + (x_i - h_i) 1[w_ij < 0]
-        return w, 1, [(plus, "x_low", one, 1), (minus, "x_high", one, 1)]
-    if rule == "w2":  # v_ij = w_ij: w_ij^2 split exactly into two float64 parts
+        terms = [(plus, "x", one, 1)]
+    elif rule in ("lrp0", "epsilon", "bias_neuron"):  # v_ij = x_i (q_ij = x_i w_ij)
+        terms = [(w, "x", one, 1)]
+    elif rule == "gamma":  # v_ij = x_i (1 + gamma 1[w_ij > 0])
+        terms = [(w, "x", one, 1), (plus, "x", arb(parameters["gamma"]), 1)]
+    elif rule == "zbox":  # v_ij = (x_i - l_i) 1[w_ij > 0] + (x_i - h_i) 1[w_ij < 0]
+        terms = [(plus, "x_low", one, 1), (minus, "x_high", one, 1)]
+    elif rule == "w2":  # v_ij = w_ij: w_ij^2 split exactly into two float64 parts
         high, low = _square_parts(w)
-        return w, 1, [(high, "one", one, 2), (low, "one", one, 2)]
-    if rule == "flat":  # w2 on the neuron with unit weights
+        terms = [(high, "one", one, 2), (low, "one", one, 2)]
+    elif rule == "flat":  # w2 on the neuron with unit weights
         unit = rows.connected.astype(np.float64)
-        return unit, 0, [(unit, "one", one, 0)]
-    raise UnknownRuleError(f"{rule!r} has no matrix form on the arb path")
+        return unit, 0, [(unit, "one", one, 0)], [0]
+    else:
+        raise UnknownRuleError(f"{rule!r} has no matrix form on the arb path")
+    return w, 1, terms, [0] * len(terms)
 
 
 def _bias_share(rule: str, bias: str, b):
@@ -242,10 +255,57 @@ def _row_coefficient(rule, z, slope_raw, bias, bias_share, r, parameters, conven
     return c * t, c * t * bias_share, c * t * absorber
 
 
+def _split_coefficients(rule, d, bias, r, parameters, conventions):
+    """([ratio_g per group], absorbed by the bias, by the stabiliser) of one neuron under a split
+    formula rule, or None if undecided: ratio_g = c_g R_j / (d_g + stabiliser), d_g = sum_i q_ij
+    of group g + its bias share (alpha-beta: c = alpha, -beta; zplus_split: c = 1)."""
+    arb = require_flint().arb
+    zero = arb(0)
+    convention = conventions["bias"]
+    if rule == "alphabeta":
+        coefficients = [arb(parameters["alpha"]), -arb(parameters["beta"])]
+        if convention == "captum":  # the unmodified b_j in the one modified z' (the positive group)
+            shares = [bias, zero]
+        elif convention in ("dtd", "magnitude"):
+            shares = [zero, zero]
+        else:  # "neuron", "zennit": b^+ and b^- join their groups
+            s = sign(bias)
+            if s is None:
+                return None
+            shares = [bias if s > 0 else zero, bias if s < 0 else zero]
+    else:
+        coefficients = [arb(1)]
+        if convention in ("dtd", "magnitude"):
+            shares = [zero]
+        elif convention == "zennit":
+            s = sign(bias)
+            if s is None:
+                return None
+            shares = [bias if s > 0 else zero]
+        else:
+            shares = [bias]
+    ratios, kept_bias, kept_stabiliser = [], zero, zero
+    for coefficient, share, total in zip(coefficients, shares, d):
+        total = total + share
+        numerator = coefficient * r
+        absorber = _stabiliser(total, numerator, conventions["eps"], conventions["stabilise"], rule)
+        if absorber is None or (sign(total + absorber) is None and not numerator.is_zero()):
+            return None
+        ratio = zero if numerator.is_zero() else numerator / (total + absorber)
+        ratios.append(ratio)
+        kept_bias += share * ratio
+        kept_stabiliser += absorber * ratio
+    return ratios, kept_bias, kept_stabiliser
+
+
 def _factor_values(factor: str, x: np.ndarray, low, high) -> np.ndarray | None:
-    """factor(x_i) in float64 (for the flows): x, x - l, x - h, or None for 1."""
+    """factor(x_i) in float64: x, x^+, x^-, x - l, x - h, or None for 1."""
     if factor == "x":
         return x
+    if factor == "x_plus":
+        return np.maximum(x, 0.0)
+    if factor == "x_minus":
+        return np.minimum(x, 0.0)
     if factor == "x_low":
         return x - low
     if factor == "x_high":
@@ -260,7 +320,8 @@ def linear_balls(rule: str, rows: SampledRows, x: np.ndarray, relevance: np.ndar
     Parameters
     ----------
     rule : str
-        A root-point rule (w2, zplus, zbox, lrp0, gamma, flat) or epsilon / bias_neuron.
+        A root-point rule (w2, zplus, zbox, lrp0, gamma, flat) or epsilon, bias_neuron, alphabeta,
+        zplus_split.
     rows : SampledRows
     x : ndarray
         The touched inputs (float64, exact).
@@ -294,25 +355,29 @@ def _linear_balls(rule, rows: SampledRows, x, relevance, parameters, conventions
     low = high = None
     if bounds is not None:
         low, high = (np.append(np.asarray(b, dtype=np.float64), 0.0) for b in bounds)
-    z_weight, z_power, terms = _parts(rule, rows, parameters)
+    z_weight, z_power, terms, term_groups = _parts(rule, rows, parameters)
+    n_groups = max(term_groups) + 1
     ones = arb(1)
     scale = rows.scale if rows.scale is not None else np.full(n_rows, ones, dtype=object)
     bias = np.array([arb(float(b)) for b in rows.bias], dtype=object)
     if rows.shift is not None:
         bias = bias * scale + rows.shift
     accumulated = [[None] * (rows.n_touched + 1) for _ in terms]
-    coefficients = np.zeros(n_rows)
+    coefficients = np.zeros((n_groups, n_rows))
     absorbed_bias, absorbed_stabiliser = arb(0), arb(0)
     undecided = 0
     # where every term reads x_i (z+, LRP-0, gamma, epsilon), an input with x_i = 0 adds nothing to z_j
     # or the slope, and its R_i = x_i (...) is exactly 0: its columns are left out of the products
-    sparse = z_power == 1 and all(factor == "x" for _, factor, _, _ in terms)
+    sparse = z_power == 1 and all(factor in ("x", "x_plus", "x_minus") for _, factor, _, _ in terms)
     for members in _groups(rows.index):
         slots = rows.index[members[0]]
         column = x_ext[slots]
         kept = np.flatnonzero(column != 0) if sparse else np.arange(n_slots)
         slots, column, width = slots[kept], column[kept], len(kept)
         columns = {"x": flint.arb_mat(width, 1, column.tolist())}
+        for factor in ("x_plus", "x_minus"):
+            if any(used == factor for _, used, _, _ in terms):
+                columns[factor] = flint.arb_mat(width, 1, _factor_values(factor, column, None, None).tolist())
         if any(factor == "one" for _, factor, _, _ in terms):
             columns["one"] = flint.arb_mat(width, 1, [1.0] * width)
         if low is not None:
@@ -327,24 +392,28 @@ def _linear_balls(rule, rows: SampledRows, x, relevance, parameters, conventions
         row_coefficients = [[] for _ in terms]
         for k, j in enumerate(members):
             s, b, r = scale[j], bias[j], arb(float(relevance[j]))
-            z = linear[k] * s ** z_power + b
-            slope_raw = arb(0)
-            for (_, _, coefficient, power), slope in zip(terms, slopes):
-                slope_raw += coefficient * s ** power * slope[k]
-            share = _bias_share(rule, conventions["bias"], b) if rule not in FORMULA_RULES else arb(0)
-            if share is not None:
-                slope_raw += share
-            found = _row_coefficient(rule, z, slope_raw, b, share, r, parameters, conventions)
+            sums = [arb(0)] * n_groups  # the slope, or sum_i q_ij of each group
+            for (_, _, coefficient, power), slope, group in zip(terms, slopes, term_groups):
+                sums[group] = sums[group] + coefficient * s ** power * slope[k]
+            if rule in SPLIT_RULES:
+                found = _split_coefficients(rule, sums, b, r, parameters, conventions)
+            else:
+                z = linear[k] * s ** z_power + b
+                share = _bias_share(rule, conventions["bias"], b) if rule not in FORMULA_RULES else arb(0)
+                slope_raw = sums[0] + share if share is not None else sums[0]
+                found = _row_coefficient(rule, z, slope_raw, b, share, r, parameters, conventions)
+                if found is not None:
+                    found = ([found[0]], found[1], found[2])
             if found is None:
                 undecided += 1
-                a = arb.nan()
+                a = [arb.nan()] * n_groups
             else:
                 a, kept_bias, kept_stabiliser = found
                 absorbed_bias += kept_bias
                 absorbed_stabiliser += kept_stabiliser
-                coefficients[j] = float(a.mid())
+                coefficients[:, j] = [float(value.mid()) for value in a]
             for n, (_, _, coefficient, power) in enumerate(terms):
-                row_coefficients[n].append(a * coefficient * s ** power)
+                row_coefficients[n].append(a[term_groups[n]] * coefficient * s ** power)
         for n, (matrix, _, _, _) in enumerate(terms):
             summed = (flint.arb_mat(1, len(members), row_coefficients[n]) * built[id(matrix)]).entries()
             target = accumulated[n]
@@ -354,8 +423,8 @@ def _linear_balls(rule, rows: SampledRows, x, relevance, parameters, conventions
     relevance_in: list = [None] * rows.n_touched
     x_touched = x_ext[: rows.n_touched].tolist()
     for n, (_, factor, _, _) in enumerate(terms):
-        if factor == "x":
-            multipliers = x_touched
+        if factor in ("x", "x_plus", "x_minus"):
+            multipliers = _factor_values(factor, x_ext[: rows.n_touched], None, None).tolist()
         elif factor == "one":
             multipliers = None
         else:  # x_i - l_i, x_i - h_i: exact balls of the difference of two float64 values
@@ -370,20 +439,26 @@ def _linear_balls(rule, rows: SampledRows, x, relevance, parameters, conventions
             relevance_in[i] = part if previous is None else previous + part
     zero = arb(0)
     relevance_in = [zero if value is None else value for value in relevance_in]
-    flow = _flow(rows, terms, x_ext, low, high, coefficients)
+    flow = _flow(rows, terms, term_groups, x_ext, low, high, coefficients)
     return BallRelevance(relevance_in, flow, np.abs(np.asarray(relevance, dtype=np.float64)), absorbed_bias,
                          absorbed_stabiliser, undecided)
 
 
-def _flow(rows: SampledRows, terms, x_ext, low, high, coefficients) -> np.ndarray:
-    """|R_ij| in float64 (rounding bounds only): |sum_k coefficient_k s_j^p P_k[j, i] f_k(x_i)| |a_j|."""
-    scale = np.ones(len(coefficients)) if rows.scale is None else np.array([float(s.mid()) for s in rows.scale])
-    q = np.zeros(rows.index.shape)
-    for matrix, factor, coefficient, power in terms:
-        values = _factor_values(factor, x_ext, low, high)
-        gathered = 1.0 if values is None else values[rows.index]
-        q += float(coefficient.mid()) * (scale ** power)[:, None] * matrix * gathered
-    return np.abs(q * coefficients[:, None])
+def _flow(rows: SampledRows, terms, term_groups, x_ext, low, high, coefficients) -> np.ndarray:
+    """|R_ij| in float64 (rounding bounds only): per group g, |a_gj sum_k coefficient_k s_j^p P_k[j, i]
+    f_k(x_i)| over its terms k, summed over the groups."""
+    scale = np.ones(coefficients.shape[1]) if rows.scale is None else np.array([float(s.mid()) for s in rows.scale])
+    flow = np.zeros(rows.index.shape)
+    for group in range(coefficients.shape[0]):
+        q = np.zeros(rows.index.shape)
+        for (matrix, factor, coefficient, power), term_group in zip(terms, term_groups):
+            if term_group != group:
+                continue
+            values = _factor_values(factor, x_ext, low, high)
+            gathered = 1.0 if values is None else values[rows.index]
+            q += float(coefficient.mid()) * (scale ** power)[:, None] * matrix * gathered
+        flow += np.abs(q * coefficients[group][:, None])
+    return flow
 
 
 def maxpool_balls(index: np.ndarray, connected: np.ndarray, x: np.ndarray, relevance: np.ndarray,
@@ -463,5 +538,5 @@ def add_balls(rule: str, addends: list[np.ndarray], relevance: np.ndarray, param
     return result
 
 
-__all__ = ["BIAS_CONVENTIONS", "BallRelevance", "FORMULA_RULES", "RETRIES", "ROOT_POINT_RULES", "SampledRows",
-           "add_balls", "linear_balls", "maxpool_balls", "two_product"]
+__all__ = ["BIAS_CONVENTIONS", "BallRelevance", "FORMULA_RULES", "RETRIES", "ROOT_POINT_RULES", "SPLIT_RULES",
+           "SampledRows", "add_balls", "linear_balls", "maxpool_balls", "two_product"]
