@@ -234,6 +234,77 @@ def test_neuron_convention_is_bias_neuron_for_lrp0():
     assert all(abs(u - v) < 1e-45 for u, v in zip(a, b))
 
 
+def _gamma_split_layer(seed=5):
+    """A dense layer with biases of both signs, inputs of both signs and upper relevance of both
+    signs on every output (z_j of either sign, so by_sign uses both derivations)."""
+    rng = np.random.default_rng(seed)
+    weight, bias = rng.normal(size=(5, 4)), np.array([0.7, -0.4, 1.3, -1.1])
+    return weight, bias, rng.normal(size=(3, 5)), rng.normal(size=(3, 4))
+
+
+@pytest.mark.parametrize("by_sign", [False, True])
+@pytest.mark.parametrize("bias", ["neuron", "captum"])
+def test_gamma_split_engine_follows_the_reference_under_the_neuron_and_captum_conventions(bias, by_sign):
+    """gamma_split's derivation holds its bias (b + gamma b^+, zennit's Gamma); no convention adds
+    b_j again: the engine's kernel equals the mpmath reference and the rule's own (dtd) result."""
+    from lrp_num import explain
+    from lrp_num.engine.conventions import Conventions
+
+    weight, bias_values, x, top = _gamma_split_layer()
+    network = Sequential([Dense(weight, bias_values)], input_shape=(5,))
+    chosen = Conventions(bias=bias, by_sign=by_sign)
+    engine = explain(network, x, rule="gamma_split", target=top, conventions=chosen)
+    exact = np.asarray(ref.explain(network, x, rule="gamma_split", target=top, conventions=chosen, dps=30),
+                       dtype=np.float64).reshape(engine.shape)
+    assert np.abs(engine - exact).max() <= 1e-12 * np.abs(exact).max()
+    derived = explain(network, x, rule="gamma_split", target=top, conventions=Conventions(by_sign=by_sign))
+    assert np.abs(engine - derived).max() <= 1e-12 * np.abs(derived).max()
+
+
+def test_gamma_split_under_the_neuron_convention_is_the_bias_as_an_input_neuron():
+    """Bach et al. 2015's bias neuron: an extra input with activation 1 and weight b_j, on a layer
+    without bias. Under gamma_split it joins the x^+ group with q_0j = b_j + gamma b_j^+, the share
+    the derivation already holds, so the layer with its bias under "neuron" equals the augmented
+    layer without bias, and the bias neuron's relevance is what the bias keeps."""
+    from lrp_num import explain
+    from lrp_num.engine.conventions import Conventions
+
+    weight, bias_values, x, top = _gamma_split_layer()
+    network = Sequential([Dense(weight, bias_values)], input_shape=(5,))
+    augmented = Sequential([Dense(np.vstack([weight, bias_values]), np.zeros(4))], input_shape=(6,))
+    x_augmented = np.hstack([x, np.ones((len(x), 1))])
+    as_input = np.asarray(ref.explain(augmented, x_augmented, rule="gamma_split", target=top, dps=30),
+                          dtype=np.float64).reshape(x_augmented.shape)
+    neuron = Conventions(bias="neuron")
+    exact = np.asarray(ref.explain(network, x, rule="gamma_split", target=top, conventions=neuron, dps=30),
+                       dtype=np.float64).reshape(x.shape)
+    engine = explain(network, x, rule="gamma_split", target=top, conventions=neuron)
+    scale = np.abs(as_input).max()
+    assert np.abs(exact - as_input[:, :5]).max() <= 1e-25 * scale
+    assert np.abs(engine - as_input[:, :5]).max() <= 1e-12 * scale
+    kept = top.sum(axis=1) - engine.sum(axis=1)  # gamma_split conserves with its bias neuron
+    assert np.abs(kept - as_input[:, 5]).max() <= 1e-12 * scale
+
+
+def test_gamma_split_one_neuron_in_exact_arithmetic():
+    """z = 1 * 1 + (-0.5)(-2) + 0.5 = 5/2; q = 1 (1 + gamma 1) = 5/4 and (-0.5)(-2 + gamma (-2)) = 5/4;
+    d = 5/4 + 5/4 + b + gamma b^+ = 25/8, so R = q / d * z = (1, 1) and the bias keeps 1/2, as
+    zennit 0.5.1's Gamma gives; adding b_j once more would give 25/29 each."""
+    from fractions import Fraction
+
+    from lrp_num import explain
+    from lrp_num.engine.conventions import Conventions
+
+    network = Sequential([Dense(np.array([[1.0], [-2.0]]), np.array([0.5]))], input_shape=(2,))
+    x = np.array([1.0, -0.5])
+    for bias in ("dtd", "zennit", "neuron", "captum"):
+        chosen = Conventions(bias=bias)
+        exact = ref.explain(network, x, rule="gamma_split", target=0, gamma=0.25, conventions=chosen, dps=30)
+        assert [Fraction(float(v)) for v in exact] == [1, 1], bias
+        engine = explain(network, x[None], rule="gamma_split", target=0, gamma=0.25, conventions=chosen)
+        assert [Fraction(float(v)) for v in engine[0]] == [1, 1], bias
+
+
 def test_zero_slope_with_relevance_and_eps_zero_raises():
     network = _mlp([[[1.0], [1.0]]], [[1.0]])  # z = 1 at x = 0, zplus slope 0
     with pytest.raises(ZeroDenominatorError):

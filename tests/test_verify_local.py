@@ -293,6 +293,18 @@ def test_rules_without_a_matrix_form_take_mpmath_on_the_arb_path():
     assert "(mpmath)" in format_local_table(report)
 
 
+@pytest.mark.parametrize("bias", ["neuron", "captum"])
+def test_gamma_split_under_the_neuron_and_captum_conventions(bias):
+    """gamma_split's derivation holds its bias b + gamma b^+; the engine must not add b_j again
+    (it did: 1e14 ulps at every node)."""
+    from lrp_num.engine.conventions import Conventions
+
+    report = check(lrp_num.load_builtin("digits-mlp"), neurons=3, path="mpmath", rule="gamma_split",
+                   conventions=Conventions(bias=bias))
+    assert report.ok, format_local_table(report)
+    assert len(report.layers) == 3 and all(row.max_ulps < 1e3 for row in report.layers)
+
+
 def test_two_product_is_exact():
     from fractions import Fraction
 

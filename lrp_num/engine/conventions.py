@@ -14,6 +14,10 @@ parameter here, with the deep Taylor decomposition (DTD) derivation as the defau
   rule (only Alpha1_Beta0, a weight modification): for ``alphabeta`` the unmodified b_j goes to
   the first (positive) term and nothing to the second, i.e. the bias joins the one modified z'.
   A rule a convention does not list gets b_j in its first term and nothing in any further term.
+  A rule whose derivation holds its bias gets nothing added under any convention: epsilon and
+  bias_neuron (b_j), ``gamma_split`` (b_j + gamma b_j^+) and ``gamma_split_negative``
+  (b_j + gamma b_j^-). Under ``"neuron"`` that share is the bias neuron's own q (activation 1 > 0,
+  weight b_j, in the x^+ group); captum has no input-split gamma (its GammaRule is ``gamma``).
   ``"magnitude"``: what autoLRP 0.2.0 does (``autolrp/backward/lrp_utils.py``,
   ``apply_bias_split``): before the rule runs, the bias keeps the share
   |b_j| / (|z_j - b_j| + |b_j| + eps) of R_j, and the rule then sees the layer without its bias
@@ -44,7 +48,7 @@ BIAS_SHARES: dict[str, dict[str, tuple[str | None, ...]]] = {
     "neuron": {
         "alphabeta": ("positive", "negative"),
         "epsilon": (None,), "bias_neuron": (None,),  # their derivation already holds b_j
-        "gamma_split_negative": (None,),
+        "gamma_split": (None,), "gamma_split_negative": (None,),  # b + gamma b^+-: the bias neuron's q
     },
     "zennit": {
         "zplus": ("positive",), "w2": ("square",), "alphabeta": ("positive", "negative"),
@@ -56,7 +60,7 @@ BIAS_SHARES: dict[str, dict[str, tuple[str | None, ...]]] = {
     "captum": {
         "zplus": ("identity",), "gamma": ("identity",), "lrp0": ("identity",),
         "alphabeta": ("identity", None),
-        "epsilon": (None,), "bias_neuron": (None,), "gamma_split_negative": (None,),
+        "epsilon": (None,), "bias_neuron": (None,), "gamma_split": (None,), "gamma_split_negative": (None,),
     },
 }
 BIAS_CONVENTIONS = ("dtd", "neuron", "zennit", "captum", "magnitude")
