@@ -268,6 +268,21 @@ def test_bias_shares_convention():
                        expected, rtol=1e-13, atol=0)
 
 
+def test_no_convention_adds_a_bias_to_a_rule_whose_derivation_holds_one():
+    """epsilon and bias_neuron (b_j), gamma_split (b_j + gamma b_j^+) and its counterpart derive
+    their bias share; a convention adding b_j again counts the bias twice (gamma_split under
+    "neuron" and "captum" did)."""
+    from lrp_num.engine.conventions import BIAS_CONVENTIONS, Conventions
+
+    holding = {name: len(derivation.terms) for name, derivation in shipped_derivations().items()
+               if any(term.bias_share != 0 for term in derivation.terms)}
+    assert {"epsilon", "bias_neuron", "gamma_split", "gamma_split_negative"} <= set(holding)
+    for bias in BIAS_CONVENTIONS:
+        for rule, n_terms in holding.items():
+            shares = Conventions(bias=bias).bias_shares(rule, n_terms)
+            assert shares is None or set(shares) == {None}, (bias, rule, shares)
+
+
 @pytest.mark.parametrize("shares, error", [
     ("positive", KernelArgumentError), (("positive", None), KernelArgumentError),
     ((3,), KernelArgumentError), (("no_such_transform",), UnknownRuleError),
