@@ -12,6 +12,8 @@ suite needs (docs/testing.md has complete suites for zennit and captum):
   modules with :func:`torch_networks`), batched inputs per domain in float32 or float64, near-zero
   denominators, residual graphs;
 * :func:`to_torch` / :func:`from_torch`: our networks as torch modules and back;
+  :func:`import_zennit` (zennit without torchvision) and :func:`captum_pass_through_rule` (a
+  captum rule for ``nn.Flatten``) for the suites of docs/testing.md;
 * a pytest plugin (:mod:`~lrp_num.testing.pytest_plugin`, registered as the entry point
   ``lrp_num``): the fixture ``lrp_reference`` and the option ``--lrp-dps``.
 
@@ -19,12 +21,29 @@ Needs ``hypothesis`` for the strategies, torch for torch models; ``import lrp_nu
 this package.
 """
 
+import importlib as _importlib
+
+from lrp_num.audit.captum_adapter import pass_through_rule as captum_pass_through_rule
+from lrp_num.audit.zennit_adapter import import_zennit
 from lrp_num.io.torch_bridge import from_torch, to_torch
 from lrp_num.testing.library_rules import (LibraryComposite, from_zennit, library_conventions, library_rule,
                                            our_rule)
 from lrp_num.testing.reference_check import DEFAULTS, as_network, assert_matches_reference
-from lrp_num.testing.strategies import *  # noqa: F401,F403 - the strategies are this package's API
-from lrp_num.testing.strategies import __all__ as _strategies
 
-__all__ = ["DEFAULTS", "LibraryComposite", "as_network", "assert_matches_reference", "from_torch", "from_zennit",
-           "library_conventions", "library_rule", "our_rule", "to_torch", *_strategies]
+#: the strategies' names, imported from :mod:`lrp_num.testing.strategies` on first use (PEP 562),
+#: so that the pytest plugin, which imports this package, needs no hypothesis
+STRATEGIES = ("BIAS_KINDS", "DOMAINS", "DTYPES", "MIN_MAGNITUDE", "POOLING", "TINY", "biases", "boxes",
+              "dense_layers", "dtype_name", "inputs", "min_magnitude", "near_zero_layers", "networks",
+              "networks_with_inputs", "residual_networks", "torch_networks", "with_positive_output")
+
+
+def __getattr__(name: str):
+    if name in STRATEGIES or name == "strategies":
+        strategies = _importlib.import_module(f"{__name__}.strategies")
+        return strategies if name == "strategies" else getattr(strategies, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["DEFAULTS", "LibraryComposite", "as_network", "assert_matches_reference", "captum_pass_through_rule",
+           "from_torch", "from_zennit", "import_zennit", "library_conventions", "library_rule", "our_rule",
+           "to_torch", *STRATEGIES]
