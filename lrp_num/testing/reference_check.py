@@ -25,7 +25,7 @@ import numpy as np
 from lrp_num.audit.tolerance import rounding_bounds, unit_roundoff
 from lrp_num.engine.composites import Composite, LayerRule, get_composite
 from lrp_num.engine.conventions import DTD, Conventions
-from lrp_num.errors import LRPError, ShapeError
+from lrp_num.errors import LRPError, ShapeError, UnsupportedLayerError
 from lrp_num.layers import Conv2d, Dense
 
 #: the reference's precision (digits) unless a test passes ``dps=`` (the pytest plugin's
@@ -51,16 +51,31 @@ def _numpy(value: Any) -> np.ndarray:
 
 
 def as_network(model: Any, input_shape: tuple[int, ...]):
-    """Our network for ``model``: a Sequential or Graph as it is, a torch module through
-    :func:`lrp_num.io.torch_import.from_torch_module` (traced with torch.fx into a graph whose
-    nodes are named after its modules, so messages name them as torch does)."""
-    from lrp_num.engine.graph import Graph
+    """Our network for ``model``: a Sequential or Graph as it is, a torch module as a graph whose
+    nodes are named after its modules, so that messages name them as torch does: an
+    ``nn.Sequential`` of the modules :func:`lrp_num.io.torch_bridge.module_to_layer` converts
+    module by module, anything else through :func:`lrp_num.io.torch_import.from_torch_module`
+    (torch.fx)."""
+    from lrp_num.engine.graph import Graph, Node
     from lrp_num.engine.network import Sequential
 
     if isinstance(model, (Sequential, Graph)):
         return model
+    from lrp_num.io.torch_bridge import module_to_layer, require_torch
     from lrp_num.io.torch_import import from_torch_module
 
+    torch = require_torch()
+    if isinstance(model, torch.nn.Sequential):  # a chain: no tracing needed (torch.fx takes ~30 ms)
+        try:
+            layers = [(name, module_to_layer(module)) for name, module in model.named_children()]
+        except UnsupportedLayerError:
+            layers = None
+        if layers:
+            nodes, previous = [], "input"
+            for name, layer in layers:
+                nodes.append(Node(name, layer, previous))
+                previous = name
+            return Graph(nodes, input_shape=tuple(input_shape))
     return from_torch_module(model, tuple(input_shape))
 
 

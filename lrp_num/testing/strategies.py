@@ -155,16 +155,18 @@ def _mlp(draw, bias: str, max_depth: int, max_width: int, dtype: Any = "float64"
     return Sequential(layers, input_shape=(n_in,))
 
 
-def _pool_types(pooling: bool | str | None) -> list[type]:
-    if pooling in (None, True, False):
+def _pool_types(pooling: bool | str | tuple | None) -> list[type]:
+    if pooling is None or isinstance(pooling, bool):
         return [SumPool2d, AvgPool2d, MaxPool2d]
-    if pooling not in POOLING:
-        raise ValueError(f"pooling must be True, False, None or one of {tuple(POOLING)}, got {pooling!r}")
-    return [POOLING[pooling]]
+    names = (pooling,) if isinstance(pooling, str) else tuple(pooling)
+    if not names or any(name not in POOLING for name in names):
+        raise ValueError(f"pooling must be True, False, None, one of {tuple(POOLING)} or a tuple of them, "
+                         f"got {pooling!r}")
+    return [POOLING[name] for name in names]
 
 
 @st.composite
-def _convnet(draw, bias: str, pooling: bool | str | None, dtype: Any = "float64"):
+def _convnet(draw, bias: str, pooling: bool | str | tuple | None, dtype: Any = "float64"):
     channels = draw(st.integers(1, 2))
     requested = pooling not in (None, False)
     if requested:
@@ -195,7 +197,7 @@ def _convnet(draw, bias: str, pooling: bool | str | None, dtype: Any = "float64"
     return Sequential(layers, input_shape=(channels, height, width))
 
 
-def networks(kind: str | None = None, bias: str = "mixed", pooling: bool | str | None = None,
+def networks(kind: str | None = None, bias: str = "mixed", pooling: bool | str | tuple | None = None,
              max_depth: int = 3, max_width: int = 6, dtype: Any = "float64") -> st.SearchStrategy[Sequential]:
     """Random ReLU networks with ``input_shape`` set.
 
@@ -205,10 +207,10 @@ def networks(kind: str | None = None, bias: str = "mixed", pooling: bool | str |
         None draws either.
     bias : str
         Sign kind of every bias (:data:`BIAS_KINDS`).
-    pooling : bool, {"max", "avg", "sum"} or None
-        Conv networks: always a 2x2 pooling layer (True: any of the three types; a name: that
-        type), never (False), or sometimes (None). When asked for, it is always there: the
-        convolution is drawn so that its output holds a 2x2 window.
+    pooling : bool, {"max", "avg", "sum"}, a tuple of them, or None
+        Conv networks: always a 2x2 pooling layer (True: any of the three types; a name or a
+        tuple of names: one of those types), never (False), or sometimes (None). When asked for,
+        it is always there: the convolution is drawn so that its output holds a 2x2 window.
     max_depth, max_width : int
         MLP: at most this many Dense layers, each at most this wide.
     dtype : "float64", "float32" or a torch dtype

@@ -1,0 +1,74 @@
+"""docs/testing.md: its downstream suites for zennit and captum run as written, with pytester.
+
+Each code block that opens with ``# file: NAME.py`` is a test module; it is written into a fresh
+folder and run in-process with the lrp-toolkit plugin, under the hypothesis profile of this run
+(``HYPOTHESIS_PROFILE=ci`` in CI). Skipped where torch, zennit or captum is missing.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.metadata
+import importlib.util
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+pytest_plugins = ["pytester"]
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "testing.md"
+NEEDS = {"test_zennit_lrp.py": ("torch", "zennit"), "test_captum_lrp.py": ("torch", "captum")}
+
+
+def suites() -> dict[str, str]:
+    """File name -> code of every ``# file:`` block of docs/testing.md."""
+    blocks = re.findall(r"```python\n(.*?)```", DOC.read_text(), flags=re.S)
+    found = {}
+    for block in blocks:
+        first = block.splitlines()[0]
+        if first.startswith("# file: "):
+            found[first.removeprefix("# file: ").strip()] = block
+    return found
+
+
+def plugin_arguments() -> list[str]:
+    """``-p`` for the plugin unless its entry point is installed (then it loads by itself)."""
+    installed = any(entry.value == "lrp_num.testing.pytest_plugin"
+                    for entry in importlib.metadata.entry_points(group="pytest11"))
+    return [] if installed else ["-p", "lrp_num.testing.pytest_plugin"]
+
+
+def test_the_page_holds_both_suites_and_each_test_has_at_most_five_lines():
+    found = suites()
+    assert set(found) == set(NEEDS)
+    for name, code in found.items():
+        tests = [node for node in ast.parse(code).body
+                 if isinstance(node, ast.FunctionDef) and node.name.startswith("test_")]
+        assert len(tests) >= 4, name
+        for test in tests:
+            first = min([test.lineno] + [d.lineno for d in test.decorator_list])
+            assert test.end_lineno - first + 1 <= 5, f"{name}: {test.name} has more than five lines"
+
+
+def test_zennit_suite_covers_the_five_rules_on_dense_and_conv_networks():
+    code = suites()["test_zennit_lrp.py"]
+    for rule in ("ZPlus", "Epsilon", "Gamma", "WSquare", "AlphaBeta"):
+        assert f"{rule}(" in code, rule
+    assert "torch_networks()" in code and 'kind="conv"' in code  # both kinds, and conv alone
+
+
+@pytest.mark.parametrize("name", sorted(NEEDS))
+def test_docs_suite_passes(pytester, name):
+    for module in NEEDS[name]:
+        if importlib.util.find_spec(module) is None:
+            pytest.skip(f"{module} is not installed")
+    code = suites()[name]
+    pytester.makepyfile(**{name.removesuffix(".py"): code})
+    start = time.perf_counter()
+    result = pytester.runpytest_inprocess(*plugin_arguments(), "-q", "-p", "no:cacheprovider")
+    seconds = time.perf_counter() - start
+    n_tests = code.count("\ndef test_")
+    result.assert_outcomes(passed=n_tests)
+    print(f"{name}: {n_tests} tests in {seconds:.1f} s")  # measured, not asserted (-s shows it)
