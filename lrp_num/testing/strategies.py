@@ -58,12 +58,15 @@ POOLING = {"sum": SumPool2d, "avg": AvgPool2d, "max": MaxPool2d}
 
 def dtype_name(dtype: Any) -> str:
     """"float64" or "float32" for a NumPy dtype, its name, or a torch dtype (``torch.float32``)."""
-    name = str(dtype).removeprefix("torch.")
-    name = {"float": "float32", "double": "float64"}.get(name, name)
-    try:
-        name = np.dtype(name).name
-    except TypeError:
-        pass
+    text = str(dtype)
+    if text.startswith("torch."):
+        name = text.removeprefix("torch.")
+        name = {"float": "float32", "double": "float64"}.get(name, name)
+    else:
+        try:
+            name = np.dtype(dtype).name
+        except TypeError:
+            name = text
     if name not in DTYPES:
         raise ValueError(f"dtype must be one of {DTYPES} (or the torch dtypes), got {dtype!r}")
     return name
