@@ -89,10 +89,17 @@ def test_docs_suite_passes(pytester, name):
             pytest.skip(f"{module} is not installed")
     code = suites()[name]
     pytester.makepyfile(**{name.removesuffix(".py"): code})
-    start = time.perf_counter()
-    result = pytester.runpytest_inprocess(*plugin_arguments(), "-q", "-p", "no:cacheprovider",
-                                         "-W", "ignore::pytest.PytestAssertRewriteWarning")
-    seconds = time.perf_counter() - start
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models: torch's thread pool only contends on a shared machine
+    try:
+        start = time.perf_counter()
+        result = pytester.runpytest_inprocess(*plugin_arguments(), "-q", "-p", "no:cacheprovider",
+                                             "-W", "ignore::pytest.PytestAssertRewriteWarning")
+        seconds = time.perf_counter() - start
+    finally:
+        torch.set_num_threads(threads)
     n_tests = code.count("\ndef test_")
     outcomes = result.parseoutcomes() if result.outlines else {}
     assert outcomes.get("passed") == n_tests and not outcomes.get("failed"), "\n".join(result.outlines[-40:])
