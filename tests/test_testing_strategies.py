@@ -98,7 +98,8 @@ def _linear(network):
 
 
 @given(st.sampled_from(["float32", "float64"]).flatmap(
-    lambda dtype: testing.networks_with_inputs(domain="R^n", batch=3, dtype=dtype).map(lambda c: (dtype, c))))
+    lambda dtype: st.booleans().flatmap(lambda positive: testing.networks_with_inputs(
+        domain="R^n", batch=3, dtype=dtype, positive_output=positive)).map(lambda c: (dtype, c))))
 def test_float32_draws_are_float32_numbers_above_the_minimum_magnitude(case):
     dtype, (network, x, _, _) = case
     assert x.shape == (3, *network.input_shape)

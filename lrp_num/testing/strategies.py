@@ -269,19 +269,19 @@ def inputs(draw, shape, domain: str = "R^n", lower=None, upper=None, batch: int 
     raise ValueError(f"domain must be one of {DOMAINS}, got {domain!r}")
 
 
-def with_positive_output(network: Sequential, x: np.ndarray, margin: float = 0.5) -> Sequential:
+def with_positive_output(network: Sequential, x: np.ndarray, margin: float = 0.5,
+                         dtype: Any = "float64") -> Sequential:
     """``network`` with its last Dense layer's bias raised by one constant so that every sample's
-    largest output is >= ``margin`` (adding a constant to every logit keeps the largest one)."""
+    largest output is >= ``margin`` (adding a constant to every logit keeps the largest one).
+    The new bias is rounded to ``dtype``, within the extra 1 of slack the shift adds."""
     batch = x if x.shape != tuple(network.input_shape) else x[None]
     top = network.forward(batch).max(axis=1).min()
     if top >= margin:
         return network
     last = network.layers[-1]
-    shift = float(np.float32(margin - top + 1.0))  # a float32 number: the layer stays representable
-    layers = list(network.layers[:-1]) + [Dense(last.weight, last.bias + shift)]
-    shifted = Sequential(layers, input_shape=network.input_shape)
-    assert shifted.forward(batch).max(axis=1).min() >= margin  # noqa: S101 - the guarantee
-    return shifted
+    bias = (last.bias + (margin - top + 1.0)).astype(dtype_name(dtype)).astype(np.float64)
+    layers = list(network.layers[:-1]) + [Dense(last.weight, bias)]
+    return Sequential(layers, input_shape=network.input_shape)
 
 
 @st.composite
@@ -296,7 +296,7 @@ def networks_with_inputs(draw, domain: str = "R^n", batch: int | None = None, po
         lower, upper = draw(boxes(network.input_shape))
     x = draw(inputs(network.input_shape, domain, lower, upper, batch=batch, dtype=dtype))
     if positive_output:
-        network = with_positive_output(network, x)
+        network = with_positive_output(network, x, dtype=dtype)
     return network, x, lower, upper
 
 
