@@ -146,7 +146,8 @@ def test_zennit_rule_objects_carry_their_parameters():
 def test_captum_rule_objects_carry_their_parameters():
     from captum.attr._utils import lrp_rules
 
-    assert library_rule("captum", lrp_rules.EpsilonRule(epsilon=1e-3)) == lrp_num.LayerRule("epsilon", {"epsilon": 1e-3})
+    assert library_rule("captum", lrp_rules.EpsilonRule(epsilon=1e-3)) == \
+        lrp_num.LayerRule("epsilon", {"epsilon": 1e-3})
     assert library_rule("captum", lrp_rules.GammaRule(gamma=0.3)) == lrp_num.LayerRule("gamma", {"gamma": 0.3})
     assert library_rule("captum", lrp_rules.Alpha1_Beta0_Rule()) == lrp_num.LayerRule("zplus", {})
 

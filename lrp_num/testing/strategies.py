@@ -368,6 +368,7 @@ def residual_networks(draw, bias: str = "mixed", branch_bias: str = "zero", max_
     return graph, chain
 
 
-__all__ = ["BIAS_KINDS", "DOMAINS", "DTYPES", "MIN_MAGNITUDE", "POOLING", "TINY", "biases", "boxes", "dense_layers", "dtype_name",
+__all__ = ["BIAS_KINDS", "DOMAINS", "DTYPES", "MIN_MAGNITUDE", "POOLING", "TINY", "biases", "boxes", "dense_layers",
+           "dtype_name",
            "inputs", "min_magnitude", "near_zero_layers", "networks", "networks_with_inputs", "residual_networks",
            "torch_networks", "with_positive_output"]
