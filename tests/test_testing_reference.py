@@ -100,6 +100,11 @@ def test_epsilon_stabilises_drops_the_convention_eps_on_epsilon_layers():
         z = float((x @ layer.weight)[0, 0])
         np.testing.assert_allclose(engine, x * layer.weight.T * z / (z - 2e-7 + denominator), rtol=1e-9)
         np.testing.assert_allclose(engine, ref, rtol=1e-12)
+        if importlib.util.find_spec("flint") is not None:  # the certified path: the same convention
+            from lrp_num.certified.network import explain_balls
+
+            balls = explain_balls(network, x, rule="epsilon", epsilon=1e-9, conventions=conventions)[0].relevance
+            np.testing.assert_allclose([float(b.mid()) for b in balls], ref.ravel(), rtol=1e-12)
 
 
 def test_library_epsilon_below_the_stabiliser_maps_without_subtraction():
