@@ -161,3 +161,18 @@ def test_the_ci_profile_keeps_the_filter_health_checks():
     ci = settings.get_profile("ci")
     assert HealthCheck.filter_too_much not in ci.suppress_health_check
     assert HealthCheck.too_slow in ci.suppress_health_check  # the only one suppressed: the reference is slow
+
+
+def test_the_former_module_names_stay_importable_and_the_package_imports_lazily():
+    import subprocess
+    import sys
+
+    former = ("BIAS_KINDS", "DOMAINS", "TINY", "biases", "boxes", "dense_layers", "inputs", "near_zero_layers",
+              "networks", "networks_with_inputs", "residual_networks", "_array", "_floats", "_signed", "_values")
+    for name in former:
+        assert getattr(testing, name) is getattr(testing.strategies, name)
+    code = ("import sys, lrp_num.testing, lrp_num.testing.pytest_plugin\n"
+            "assert 'hypothesis' not in sys.modules and 'torch' not in sys.modules, 'imported eagerly'\n"
+            "from lrp_num.testing import networks\n"
+            "assert 'hypothesis' in sys.modules\n")
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -38,9 +38,13 @@ STRATEGIES = ("BIAS_KINDS", "DOMAINS", "DTYPES", "MIN_MAGNITUDE", "POOLING", "TI
 
 
 def __getattr__(name: str):
-    if name in STRATEGIES or name == "strategies":
-        strategies = _importlib.import_module(f"{__name__}.strategies")
-        return strategies if name == "strategies" else getattr(strategies, name)
+    if name.startswith("__"):
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    strategies = _importlib.import_module(f"{__name__}.strategies")
+    if name == "strategies":
+        return strategies
+    if hasattr(strategies, name):  # every name of the former module lrp_num/testing.py
+        return getattr(strategies, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
