@@ -7,7 +7,7 @@ kernels generated from the derivations, :func:`explain`), :mod:`lrp_num.referenc
 high-precision mpmath reference that follows the definitions), :mod:`lrp_num.io` (model files
 and model import), :mod:`lrp_num.audit` (other LRP libraries against the derivations) and
 :mod:`lrp_num.commands` (the ``lrp`` command line). Shared by all: :mod:`lrp_num.errors`,
-:mod:`lrp_num.checks`, :mod:`lrp_num.progress`, :mod:`lrp_num.testing` and :mod:`lrp_num.verify`.
+:mod:`lrp_num.checks`, :mod:`lrp_num.progress`, :mod:`lrp_num.testing` (the reference in other test suites) and :mod:`lrp_num.verify`.
 """
 
 import importlib as _importlib

@@ -46,8 +46,9 @@ def captum_rule(choice: LayerRule):
     return lrp_rules.Alpha1_Beta0_Rule()
 
 
-def _reshape_rule():
-    """A captum PropagationRule that passes relevance through unchanged (for nn.Flatten)."""
+def pass_through_rule():
+    """A captum PropagationRule that passes relevance through unchanged, for ``nn.Flatten``
+    (captum has no rule for it, and its IdentityRule refuses a layer that changes the shape)."""
     from captum.attr._utils.lrp_rules import EpsilonRule
 
     class PassThroughRule(EpsilonRule):
@@ -91,7 +92,7 @@ def run_captum(network, model, x: np.ndarray, plan: Mapping[int, LayerRule], tar
         elif choice is not None and choice.rule not in ("lrp0", "maxpool", "sumpool", "avgpool"):
             rule = captum_rule(choice)
         elif isinstance(module, torch.nn.Flatten):
-            rule = _reshape_rule()
+            rule = pass_through_rule()
         else:
             rule = EpsilonRule()  # captum's default for pooling
         module.rule = rule
@@ -155,7 +156,7 @@ def run_captum_graph(graph, twin, x: np.ndarray, plan: Mapping[int, LayerRule], 
                 and choice.rule not in ("lrp0", "maxpool", "sumpool", "avgpool"):
             rule = captum_rule(choice)
         elif isinstance(module, (torch.nn.Flatten, torch.nn.Identity)):
-            rule = _reshape_rule()
+            rule = pass_through_rule()
         else:
             rule = EpsilonRule()  # captum's default for pooling, batch norms and additions
         module.rule = rule

@@ -40,9 +40,10 @@ with explicit pairs: ``SequentialMergeBatchNorm`` only sees module order), captu
 (``Profile.library_graph``). A functional ``+`` is invisible to both: every addend receives the
 sum's whole relevance.
 
-LRP-epsilon: both libraries have a single stabiliser, the rule's epsilon; the engine and the
-reference apply the rule's epsilon and then the convention's eps. The profile therefore passes
-epsilon_rule = epsilon_library - eps_convention, which adds up to the library's denominator.
+LRP-epsilon: both libraries have a single stabiliser on an epsilon layer, the rule's epsilon
+(zennit's ``Epsilon(epsilon)`` calls ``stabilize(z, epsilon)``, captum's ``EpsilonRule`` sets its
+``STABILITY_FACTOR``); their profiles say so with ``Conventions(epsilon_stabilises=True)``, so the
+library's epsilon is ours, any epsilon > 0 (1e-9 too, below the other layers' 1e-6).
 """
 
 from __future__ import annotations
@@ -144,7 +145,8 @@ class Profile:
                                        "every stabiliser and its epsilon rule; the audit runs it at that value: "
                                        "omit --epsilon")
             return {}
-        if mapping.rule == "epsilon" and self.conventions.stabilise == "everywhere":
+        if mapping.rule == "epsilon" and self.conventions.stabilise == "everywhere" \
+                and not self.conventions.epsilon_stabilises:
             # one library stabiliser = rule epsilon + convention eps (under "zero" the
             # convention's eps only replaces an exactly zero denominator: nothing to subtract)
             chosen["epsilon"] = chosen["epsilon"] - self.conventions.eps
@@ -266,7 +268,7 @@ ZENNIT = Profile(
     name="zennit-0.5.1",
     library="zennit",
     version="0.5.1",
-    conventions=Conventions(bias="zennit", eps=1e-6, stabilise="everywhere", by_sign=True),
+    conventions=Conventions(bias="zennit", eps=1e-6, stabilise="everywhere", by_sign=True, epsilon_stabilises=True),
     rules={m.rule: m for m in (
         RuleMapping("zplus", "zennit.rules.ZPlus", "zplus_split", "zplus", {}, f"{_ZENNIT_RULES}: ZPlus",
                     "inputs split by sign (x^+ w^+ + x^- w^-); bias b^+ in the denominator"),
@@ -308,7 +310,7 @@ CAPTUM = Profile(
     name="captum-0.9.0",
     library="captum",
     version="0.9.0",
-    conventions=Conventions(bias="captum", eps=1e-9, stabilise="everywhere"),
+    conventions=Conventions(bias="captum", eps=1e-9, stabilise="everywhere", epsilon_stabilises=True),
     rules={m.rule: m for m in (
         RuleMapping("epsilon", "captum.attr._utils.lrp_rules.EpsilonRule", "epsilon", "epsilon",
                     {"epsilon": 1e-9}, f"{_CAPTUM_RULES}: EpsilonRule", "the paper's rule: x w with b"),

@@ -37,6 +37,14 @@ from lrp_num.errors import MissingBoundsError
 from lrp_num.layers import (AdaptiveAvgPool2d, Add, AvgPool2d, BatchNorm, ChannelAffine, Concat, ReLU, SumPool2d)
 from lrp_num.reference.linear import linear_matrix
 
+
+def _layer_conventions(conventions: dict, rule: str) -> dict:
+    """Under ``epsilon_stabilises`` a rule defined with its own stabiliser epsilon (LRP-epsilon and
+    its sum-neuron form) gets no further one (:class:`lrp_num.engine.conventions.Conventions`)."""
+    if conventions.get("epsilon_stabilises") and rule in ("epsilon", "add_epsilon"):
+        return {**conventions, "eps": 0}
+    return conventions
+
 #: extra working digits beyond the requested ``dps`` (as the mpmath reference)
 GUARD_DIGITS = 10
 
@@ -148,6 +156,9 @@ class BallNetwork:
         prepared = self.prepared
         inputs = [activations[name] for name in node.inputs]
         a, index = inputs[0], node.index
+        if index in plan and (index in self.matrices or isinstance(node.operation, Add)):
+            # LRP-epsilon's epsilon as its layer's only stabiliser (Conventions.epsilon_stabilises)
+            conventions = _layer_conventions(conventions, plan[index][0])
         if index in self.matrices:
             rule, parameters = plan[index]
             matrix = self.matrices[index]

@@ -85,6 +85,15 @@ class Composite:
         choice = LayerRule(rule, dict(parameters))
         return cls(rule, lambda *_: choice, f"{rule} on every linear layer")
 
+    @classmethod
+    def from_zennit(cls, composite: object) -> "Composite":
+        """A zennit 0.5.1 composite object (``zennit.composites.EpsilonPlus()``, EpsilonGammaBox,
+        EpsilonAlpha2Beta1, ...) in our rule names, with the parameters and stabiliser it holds
+        (:func:`lrp_num.testing.library_rules.from_zennit`; needs torch and zennit)."""
+        from lrp_num.testing.library_rules import from_zennit
+
+        return from_zennit(composite)
+
     def plan(self, layers: list, input_is_box: bool) -> dict[int, LayerRule]:
         """The rule of every layer index that needs one."""
         plan: dict[int, LayerRule] = {}

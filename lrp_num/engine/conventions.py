@@ -67,6 +67,8 @@ BIAS_CONVENTIONS = ("dtd", "neuron", "zennit", "captum", "magnitude")
 STABILISERS = ("zero", "everywhere")
 #: rule derived for z_j > 0 -> its counterpart derived for z_j < 0 (used under ``by_sign``)
 SIGN_COUNTERPARTS: dict[str, str] = {"gamma_split": "gamma_split_negative"}
+#: rules whose derivation carries its own stabiliser epsilon (used under ``epsilon_stabilises``)
+OWN_STABILISER_RULES = ("epsilon", "add_epsilon")
 
 
 @dataclass(frozen=True)
@@ -81,12 +83,15 @@ class Conventions:
     stabilise : {"zero", "everywhere"}
     by_sign : bool
         Select a rule's z_j > 0 / z_j < 0 derivation per neuron (:data:`SIGN_COUNTERPARTS`).
+    epsilon_stabilises : bool
+        LRP-epsilon's epsilon is its layers' only stabiliser (:data:`OWN_STABILISER_RULES`).
     """
 
     bias: str = "dtd"
     eps: float = 1e-6
     stabilise: str = "zero"
     by_sign: bool = False
+    epsilon_stabilises: bool = False
 
     def __post_init__(self) -> None:
         if self.bias not in BIAS_CONVENTIONS:
@@ -102,6 +107,13 @@ class Conventions:
             raise KernelArgumentError(f"eps must be a finite number >= 0, got {self.eps!r}")
         if not isinstance(self.by_sign, bool):
             raise KernelArgumentError(f"by_sign must be True or False, got {self.by_sign!r}")
+        if not isinstance(self.epsilon_stabilises, bool):
+            raise KernelArgumentError(f"epsilon_stabilises must be True or False, got {self.epsilon_stabilises!r}")
+
+    def eps_for(self, rule: str) -> float:
+        """The stabiliser added to ``rule``'s denominators: 0 for a rule with its own epsilon
+        under ``epsilon_stabilises``, ``eps`` otherwise."""
+        return 0.0 if self.epsilon_stabilises and rule in OWN_STABILISER_RULES else self.eps
 
     def bias_shares(self, rule: str, n_terms: int = 1) -> tuple[str | None, ...] | None:
         """Bias transform per ratio term of ``rule`` under this convention (None: derived only).

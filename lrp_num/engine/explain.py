@@ -516,7 +516,7 @@ def _apply_rule(layer, operator, a, relevance, choice: LayerRule, conventions: C
     accepted = kernel.accepted
     keywords = dict(choice.parameters)
     if "eps" in accepted:
-        keywords["eps"] = conventions.eps
+        keywords["eps"] = conventions.eps_for(choice.rule)
     if "stabilise" in accepted:
         keywords["stabilise"] = conventions.stabilise
     shares = conventions.bias_shares(choice.rule, kernel.n_terms)

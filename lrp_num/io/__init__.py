@@ -10,6 +10,9 @@
   for the audit) and :mod:`~lrp_num.io.torch_architectures` (reference ResNet and VGG
   definitions).
 
+``lrp_num.io.to_torch(network, dtype=None)`` (a Sequential or a Graph -> a torch module) and
+``lrp_num.io.from_torch(module, input_shape=None)`` (back) are the public bridge.
+
 The modules are attributes on first use (PEP 562), so the optional libraries are imported only
 by what needs them.
 """
@@ -21,7 +24,13 @@ SUBMODULES = ("files", "graph_builder", "heatmap", "model_io", "onnx_import", "t
               "torch_bridge", "torch_import", "torch_twin")
 
 
-def __getattr__(name: str) -> _ModuleType:
+#: functions reachable as ``lrp_num.io.NAME`` (torch imported only when they run)
+FUNCTIONS = {"to_torch": "torch_bridge", "from_torch": "torch_bridge"}
+
+
+def __getattr__(name: str):
+    if name in FUNCTIONS:
+        return getattr(_importlib.import_module(f"{__name__}.{FUNCTIONS[name]}"), name)
     if name in SUBMODULES:
         return _importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -3,7 +3,10 @@
 * :func:`to_torch` builds the PyTorch twin of a :class:`~lrp_num.engine.network.Sequential` from its
   *source* layers: BatchNorm stays an ``nn.BatchNorm1d/2d`` in eval mode, so a library that
   merges batch norms itself (zennit's canonizer) is exercised rather than handed folded weights.
-* :func:`from_torch` converts an ``nn.Sequential`` of supported modules back.
+* :func:`from_torch` converts a torch module back: an ``nn.Sequential`` of supported modules
+  layer by layer, anything else (graphs: residual blocks, concatenation) through torch.fx.
+  Both are public as ``lrp_num.io.to_torch`` / ``lrp_num.io.from_torch`` and in
+  :mod:`lrp_num.testing`.
 * :func:`load_torch_model` reads a model saved as a state dict (``torch.save(model.state_dict())``,
   read with ``torch.load(weights_only=True)``, so nothing in the file is executed) plus a JSON
   architecture that lists the modules by type (see :data:`ARCHITECTURE_HELP`).
@@ -180,12 +183,41 @@ def module_to_layer(module: Any):
                                 "ReLU, Flatten, Identity")
 
 
-def from_torch(model: Any, input_shape: tuple[int, ...] | None = None) -> Sequential:
-    """Convert an ``nn.Sequential`` of supported modules to a :class:`Sequential`."""
+def from_torch(model: Any, input_shape: tuple[int, ...] | None = None):
+    """Our network computing what the torch module ``model`` computes (in eval mode).
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        An ``nn.Sequential`` of the modules :func:`module_to_layer` converts becomes a
+        :class:`Sequential` (layer by layer, BatchNorm kept unfolded); any other module
+        (residual blocks, ``+``, ``torch.cat``, nested containers, a :func:`to_torch` twin of a
+        graph) is traced with torch.fx into a :class:`~lrp_num.engine.graph.Graph` whose nodes
+        are named after its modules (:func:`lrp_num.io.torch_import.from_torch_module`).
+    input_shape : tuple of int, optional
+        One sample's shape, e.g. (C, H, W); required for anything but an ``nn.Sequential``.
+
+    Raises
+    ------
+    UnsupportedLayerError
+        For a module or operation without a counterpart (one line naming it).
+    ShapeError
+        For a module that is no nn.Sequential and no ``input_shape``.
+    """
     torch = require_torch()
-    if not isinstance(model, torch.nn.Sequential):
-        raise UnsupportedLayerError(f"expected a torch.nn.Sequential, got {type(model).__name__}")
-    return Sequential([module_to_layer(m) for m in model], input_shape=input_shape)
+    if isinstance(model, torch.nn.Sequential):
+        try:
+            return Sequential([module_to_layer(m) for m in model], input_shape=input_shape)
+        except UnsupportedLayerError:
+            if input_shape is None:
+                raise
+    if input_shape is None:
+        from lrp_num.errors import ShapeError
+
+        raise ShapeError(f"from_torch({type(model).__name__}) traces the module: pass input_shape=(C, H, W) or (F,)")
+    from lrp_num.io.torch_import import from_torch_module
+
+    return from_torch_module(model, tuple(input_shape))
 
 
 _MODULE_TYPES = ("Linear", "Conv2d", "BatchNorm1d", "BatchNorm2d", "MaxPool2d", "AvgPool2d",

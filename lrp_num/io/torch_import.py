@@ -135,6 +135,7 @@ class _FxReader:
         self.methods: dict[str, Callable] = {
             "add": self._add, "add_": self._add, "flatten": self._flatten, "view": self._reshape,
             "reshape": self._reshape, "size": self._size, "relu": self._relu, "relu_": self._relu,
+            "view_as": self._view_as,
         }
 
     # ---- walking the fx graph ----
@@ -362,6 +363,13 @@ class _FxReader:
                                     "(only flattening to (N, -1))")
         return self._add_node(node, Flatten(), [source])
 
+    def _view_as(self, node: Any) -> Tensor:
+        """``x.view_as(x)``: the same tensor (how :func:`lrp_num.io.torch_bridge.to_torch`'s graph
+        twin marks each addend of a plain ``+``); a view as another tensor's shape is refused."""
+        if node.args[1] is not node.args[0]:
+            self._unsupported(node, "view_as another tensor's shape")
+        return self._tensor(node, node.args[0], "viewing")
+
     def _size(self, node: Any) -> Any:
         source = self._tensor(node, node.args[0], "the size of")
         dim = self._argument(node, 1, "dim", None)
@@ -399,7 +407,7 @@ def _after(node: Any, other: Any) -> bool:
 def _aliases_its_input(node: Any, traced: Any) -> bool:
     """Whether fx node ``node`` returns a view of (or the same tensor as) its first input."""
     if node.op == "call_method":
-        return node.target in ("view", "reshape", "flatten")
+        return node.target in ("view", "reshape", "flatten", "view_as")
     if node.op == "call_function":
         return getattr(node.target, "__name__", "") == "flatten"  # torch.flatten
     if node.op == "call_module":

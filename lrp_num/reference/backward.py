@@ -325,7 +325,7 @@ class ReferenceNetwork:
                 rule, parameters = plan[index]
                 trace = LayerTrace(index, repr(layer), rule, relevance_out=relevance, name=node.name)
                 x_ext = np.append(a, mpmath.mpf(0))
-                layer_conventions = conventions
+                layer_conventions = _own_stabiliser(conventions, rule)
                 if conventions["bias"] == "magnitude" and isinstance(layer, (Dense, Conv2d)):
                     # the bias keeps its share, then the rule sees the layer without it
                     relevance = magnitude_bias_split(self.matrices[index], x_ext, relevance, conventions["eps"])
@@ -348,7 +348,8 @@ class ReferenceNetwork:
             elif isinstance(layer, Add):
                 rule, parameters = plan[index]
                 trace = LayerTrace(index, repr(layer), rule, relevance_out=relevance, name=node.name)
-                lower = add_node(rule, inputs, relevance, parameters, conventions, trace, solver)
+                lower = add_node(rule, inputs, relevance, parameters, _own_stabiliser(conventions, rule), trace,
+                                 solver)
             elif index in self.windows:
                 trace = LayerTrace(index, repr(layer), "maxpool", relevance_out=relevance, name=node.name)
                 lower = [maxpool_layer(*self.windows[index], a, relevance, len(a), trace)]
@@ -364,6 +365,14 @@ class ReferenceNetwork:
         relevance = arriving.pop(self.input_name)
         relevance_at[self.input_name] = relevance
         return relevance, traces[::-1], relevance_at
+
+
+def _own_stabiliser(conventions: dict, rule: str) -> dict:
+    """The conventions at a node of ``rule``: under ``epsilon_stabilises`` a rule defined with its
+    own stabiliser epsilon (LRP-epsilon, Bach et al. 2015; its sum-neuron form) gets no further one."""
+    if conventions.get("epsilon_stabilises") and rule in ("epsilon", "add_epsilon"):
+        return {**conventions, "eps": 0}
+    return conventions
 
 
 def _accumulate(arriving: dict, names: tuple[str, ...], values: list[np.ndarray]) -> None:
