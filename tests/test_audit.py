@@ -272,3 +272,35 @@ def test_zennit_gamma_at_zero_and_negative_z_is_modelled(monkeypatch):
     unmodelled = audit_library(network, x, "zennit", composite=composite, dps=DPS, tolerance=TOL)
     layer = {a.index: a for a in unmodelled.layers}
     assert layer[2].own_relative < TOL and layer[0].own_relative > 1e-3
+
+
+def test_zennit_gamma_on_the_issues_negative_logit_is_its_profile_not_gamma_split():
+    """Issue 16: W = ((1), (-2)), b = 0, x = (1, 1), the explained logit z = -1. zennit's Gamma
+    swaps w+ and w- there: (2/3, -5/3), which the profile (by_sign: gamma_split_negative)
+    reproduces in the engine, the reference and the audit; gamma_split alone gives (5/3, -8/3)."""
+    from lrp_num.errors import DerivationScopeWarning
+    from lrp_num.reference import api as reference
+
+    network = Sequential([Dense(np.array([[1.0], [-2.0]]), np.zeros(1))], input_shape=(2,))
+    x = np.array([[1.0, 1.0]])
+    linear = torch.nn.Linear(2, 1).double()
+    with torch.no_grad():
+        linear.weight[:] = torch.tensor([[1.0, -2.0]])
+        linear.bias[:] = 0.0
+    model = torch.nn.Sequential(linear)
+    composite = zennit.composites.LayerMapComposite([(torch.nn.Linear, zennit.rules.Gamma(gamma=0.25))])
+    inputs = torch.tensor(x, requires_grad=True)
+    with composite.context(model) as modified:
+        output = modified(inputs)
+        (library,) = torch.autograd.grad(output, inputs, grad_outputs=output)
+    library = library.numpy()
+    np.testing.assert_allclose(library, [[2 / 3, -5 / 3]], rtol=1e-5)
+    ours = explain(network, x, rule="gamma_split", conventions=ZENNIT.conventions)
+    exact = reference.explain(network, x, rule="gamma_split", conventions=ZENNIT.conventions, dps=DPS)
+    np.testing.assert_allclose(ours, library, rtol=1e-14)
+    np.testing.assert_allclose(np.asarray(exact, dtype=float), library, rtol=1e-14)
+    report = audit_library(network, x, "zennit", rule="gamma", dps=DPS, tolerance=TOL)
+    assert report.ok and max(a.own_relative for a in report.layers) < TOL, report.verdicts
+    with pytest.warns(DerivationScopeWarning):
+        plain = explain(network, x, rule="gamma_split")
+    assert np.abs(plain - library).max() > 0.9
