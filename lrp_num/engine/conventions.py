@@ -28,6 +28,11 @@ parameter here, with the deep Taylor decomposition (DTD) derivation as the defau
   neurons of its sign, z_j the layer's output with its bias, and passes nothing through a neuron
   with z_j = 0, as zennit's Gamma does (``zennit/rules.py``: its gradient mapper masks the upper
   relevance by z_j > 0 and z_j < 0). False (default): the rule's own derivation for every neuron.
+* ``maxpool_ties``: how a max-pooling window's tied maxima share its relevance. ``"split"``
+  (default): 1/m to each of m tied maxima, the derived p -> infinity limit of L_p pooling
+  (derivations/max_pool.py). ``"first"``: the first maximum in PyTorch's order (row-major within
+  the window) takes it all, as torch's max-pooling gradient and so zennit and captum do. A
+  convention, not a derivation: the limit is symmetric in tied maxima and picks none of them.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from lrp_num.engine.kernel_runtime import MAXPOOL_TIES
 from lrp_num.errors import KernelArgumentError, UnknownRuleError
 
 #: convention name -> rule -> bias transform per ratio term (None: nothing added)
@@ -77,12 +83,15 @@ class Conventions:
     stabilise : {"zero", "everywhere"}
     by_sign : bool
         Select a rule's z_j > 0 / z_j < 0 derivation per neuron (:data:`SIGN_COUNTERPARTS`).
+    maxpool_ties : {"split", "first"}
+        Max-pooling ties split equally (derived) or all to the first maximum (torch's convention).
     """
 
     bias: str = "dtd"
     eps: float = 1e-6
     stabilise: str = "zero"
     by_sign: bool = False
+    maxpool_ties: str = "split"
 
     def __post_init__(self) -> None:
         if self.bias not in BIAS_CONVENTIONS:
@@ -98,6 +107,8 @@ class Conventions:
             raise KernelArgumentError(f"eps must be a finite number >= 0, got {self.eps!r}")
         if not isinstance(self.by_sign, bool):
             raise KernelArgumentError(f"by_sign must be True or False, got {self.by_sign!r}")
+        if self.maxpool_ties not in MAXPOOL_TIES:
+            raise UnknownRuleError(f"unknown max-pool tie rule {self.maxpool_ties!r}; known: {', '.join(MAXPOOL_TIES)}")
 
     def bias_shares(self, rule: str, n_terms: int = 1) -> tuple[str | None, ...] | None:
         """Bias transform per ratio term of ``rule`` under this convention (None: derived only).

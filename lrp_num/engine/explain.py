@@ -273,8 +273,7 @@ def _backward(graph: Graph, x, plan, target, conventions, input_domain, diagnost
         valid = None
         if choice is not None:
             lower, valid = _apply_node_rule(layer, inputs, above, choice, conventions, box, index,
-                                            diagnostics, kernel_folder, backend,
-                                            output=activations[node.name])
+                                            diagnostics, kernel_folder, backend, activations[node.name])
             for relevance in lower:
                 if not _all_finite(relevance):
                     raise NonFiniteError(_non_finite_message(index, layer, choice.rule, relevance))
@@ -552,6 +551,8 @@ def _apply_rule(layer, operator, a, relevance, choice: LayerRule, conventions: C
         keywords["eps"] = conventions.eps
     if "stabilise" in accepted:
         keywords["stabilise"] = conventions.stabilise
+    if "ties" in accepted:
+        keywords["ties"] = conventions.maxpool_ties
     shares = conventions.bias_shares(choice.rule, kernel.n_terms)
     if shares is not None and "bias_shares" in accepted and isinstance(layer, (Dense, Conv2d)):
         keywords["bias_shares"] = shares
