@@ -87,3 +87,18 @@ def test_the_warning_can_be_made_an_error():
         warnings.simplefilter("error", DerivationScopeWarning)
         with pytest.raises(DerivationScopeWarning):
             explain(ISSUE_NETWORK, ISSUE_X, rule="zplus")
+
+
+def test_the_cli_says_it_in_one_line(tmp_path, capsys):
+    from lrp_num.cli import main
+    from lrp_num import load_builtin
+
+    network = load_builtin("digits-mlp").network
+    x = np.random.default_rng(0).random((1, 64)) * 16
+    target = int(np.argmin(network.forward(x)[0]))  # a negative logit
+    np.save(tmp_path / "x.npy", x)
+    assert main(["explain", "--model", "digits-mlp", "--input", str(tmp_path / "x.npy"), "--rule", "zplus",
+                 "--target", str(target), "--out", str(tmp_path / "r.npy")]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [line for line in err if line.startswith("lrp explain: warning: rule zplus is derived for")]
+    assert len(err) == 1 and "layer 4 Dense(16 -> 10)" in err[0]
