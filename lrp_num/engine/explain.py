@@ -317,6 +317,8 @@ def _apply_node_rule(layer, inputs: list[np.ndarray], above: np.ndarray, choice:
         relevance, valid = _apply_rule(layer, operator, stacked, above, choice, conventions, box,
                                        index, diagnostics, kernel_folder)
         return [relevance[:, k, ...] for k in range(len(inputs))], valid
+    if output is not None and tuple(output.shape) != tuple(above.shape):
+        output = None  # not this node's z_j: recomputed from the operator
     relevance, valid = _apply_rule(layer, backend.operator(layer), inputs[0], above, choice,
                                    conventions, box, index, diagnostics, kernel_folder, output)
     return [relevance], valid
