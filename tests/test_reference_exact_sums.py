@@ -80,3 +80,16 @@ def test_extreme_exponent_spreads_match_exact_fractions(data):
         relevance = reference.explain(one, np.array([x]), rule="epsilon", epsilon=0.0, target=target, dps=DPS)[0]
         for i in range(n_in):
             assert close(relevance[i], Fraction(x[i]) * Fraction(w1[i][target])), (i, relevance[i])
+
+
+def test_an_add_node_of_three_addends_is_exact():
+    """1 + 1e-100 - 1 through an Add node: 1e-100, not 0."""
+    from lrp_num.engine.graph import Graph, Node
+    from lrp_num.layers import Add
+
+    graph = Graph([Node("a", Dense(np.array([[1.0]]), np.zeros(1)), "input"),
+                   Node("b", Dense(np.array([[1e-100]]), np.zeros(1)), "input"),
+                   Node("c", Dense(np.array([[-1.0]]), np.zeros(1)), "input"),
+                   Node("sum", Add(), ("a", "b", "c"))], input_shape=(1,))
+    (value,) = reference.forward(graph, np.ones((1, 1)), dps=DPS)[0]
+    assert close(value, Fraction(1e-100)) and value != 0

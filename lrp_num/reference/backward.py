@@ -31,7 +31,7 @@ from lrp_num.layers import (Add, BatchNorm, ChannelAffine, Concat, Conv2d, Dense
 from lrp_num.reference.directions import ROOT_POINT_RULES
 from lrp_num.reference.linear import (LINEAR_LAYERS, LinearMatrix, batchnorm_matrix, fold_batchnorms,
                                       linear_matrix, pool_windows)
-from lrp_num.reference.linear import row_dot
+from lrp_num.reference.linear import row_dot, row_sum
 from lrp_num.reference.linear import to_mpf as _to_mpf
 from lrp_num.reference.node_rules import (LayerTrace, add_node, formula_layer, magnitude_bias_split, maxpool_layer,
                                          root_point_layer)
@@ -246,9 +246,7 @@ class ReferenceNetwork:
             elif isinstance(operation, ReLU):
                 out = np.array([value if value > 0 else zero for value in a], dtype=object)
             elif isinstance(operation, Add):
-                out = a
-                for addend in inputs[1:]:
-                    out = out + addend
+                out = row_sum(np.stack(inputs, axis=1))  # exact, rounded once
             elif isinstance(operation, Concat):
                 out = self.concatenate(node, inputs)
             else:

@@ -348,10 +348,10 @@ def add_node(rule: str, addends: list[np.ndarray], relevance: np.ndarray, parame
     rel = np.empty(x.shape, dtype=object)
     rel[:] = zero
     if len(rows):
-        y_rows = x.sum(axis=1)
+        y_rows = row_sum(x)
         extra = cancellation_digits(y_rows, x, ones, nothing)  # a_1 + a_2 may cancel
         with mpmath.workdps(mpmath.mp.dps + extra):
-            y = x.sum(axis=1)
+            y = row_sum(x)
             if rule == "add_epsilon":
                 epsilon = mpmath.mpf(parameters["epsilon"])
                 own = np.array([epsilon * lrp_sign(value) for value in y], dtype=object)
@@ -365,7 +365,7 @@ def add_node(rule: str, addends: list[np.ndarray], relevance: np.ndarray, parame
                 v = add_search_direction(rule, x)
                 if rule == "add_z":  # R_k has the sign of R only where every a_k has the sign of y
                     trace.mixed_signs += sum(1 for row, yv in zip(x, y) if any(ak * yv < 0 for ak in row))
-                slope = v.sum(axis=1)  # -g'(t) of g(t) = sum_k (a_k - t v_k)
+                slope = row_sum(v)  # -g'(t) of g(t) = sum_k (a_k - t v_k)
                 absorber = stabiliser(slope, r, conventions["eps"], conventions["stabilise"], rule)
                 slope = slope + absorber
                 moving = np.array([value != 0 for value in y], dtype=bool)
