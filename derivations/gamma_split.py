@@ -27,4 +27,5 @@ RULE = RatioRule(
     parameters=(gamma,),
     defaults={gamma: 0.25},
     expected={"conservation": Status.REFUTED, "positivity": Status.REFUTED},
+    z_sign="positive",
 )

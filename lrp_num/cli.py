@@ -11,12 +11,14 @@ by SIGPIPE does.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import sys
+import warnings
 from typing import Sequence
 
-from lrp_num.errors import LRPError
+from lrp_num.errors import DerivationScopeWarning, LRPError
 
 #: subcommand name -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -61,12 +63,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextlib.contextmanager
+def _one_line_warnings(command: str):
+    """Show each distinct DerivationScopeWarning once, as one line on stderr (``lrp explain:
+    warning: ...``), instead of Python's file, line and source text."""
+    seen: set[str] = set()
+    shown = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if not issubclass(category, DerivationScopeWarning):
+            return shown(message, category, filename, lineno, file, line)
+        if str(message) not in seen:
+            seen.add(str(message))
+            print(f"lrp {command}: warning: {message}", file=sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        yield
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         check_path_flags(args)
-        status = int(args._run(args) or 0)
+        with _one_line_warnings(args.command):
+            status = int(args._run(args) or 0)
         sys.stdout.flush()  # a closed pipe shows here, inside the handler, not at exit
         return status
     except BrokenPipeError:

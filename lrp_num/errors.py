@@ -82,6 +82,19 @@ class PrecisionError(LRPError, ValueError):
     (:data:`lrp_num.checks.MIN_DPS` to :data:`lrp_num.checks.MAX_DPS` decimal digits)."""
 
 
+class DerivationScopeWarning(UserWarning):
+    """A rule applied where its derivation does not reach: relevance arrives at neurons whose
+    pre-activation z_j has the sign the rule is not derived for (the generated kernel's constant
+    ``Z_SIGN``). Root-point rules on ReLU neurons (z+, w^2, z^B, LRP-0, LRP-gamma, flat) are
+    derived for z_j > 0, where the relevance model R_j = c_j max(0, z_j) is active; zennit's
+    Gamma is ``gamma_split`` for z_j > 0 and ``gamma_split_negative`` for z_j < 0
+    (``Conventions(by_sign=True)`` selects them per neuron). The relevance is still computed
+    (the rule's formula extends to the other sign); the warning says that no derivation, root
+    point or proof stands behind it there. A warning, not an :class:`LRPError`: explaining a
+    negative logit is a legitimate request; turn it into an error with
+    ``warnings.simplefilter("error", DerivationScopeWarning)``."""
+
+
 class GraphError(ShapeError):
     """A graph model that is not a valid directed acyclic graph of named nodes: a cycle, an input
     that no node produces, a duplicate name, addends or concatenated inputs whose shapes do not

@@ -50,13 +50,14 @@ at ``dps`` digits for every node: the same definitions, some 100 times slower.
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import mpmath
 import numpy as np
 
-from lrp_num.errors import LRPError, ShapeError
+from lrp_num.errors import DerivationScopeWarning, LRPError, ShapeError
 
 U = 2.0 ** -53
 #: rules that pass on exactly the relevance they receive, by their derivation (DTD bias convention)
@@ -200,8 +201,10 @@ def _engine_pass(graph, x: np.ndarray, plan: dict, target, conventions, domain):
         above = arriving.pop(node.name)
         choice = plan.get(index)
         if choice is not None:
-            lower, _ = engine._apply_node_rule(layer, inputs, above, choice, conventions, box, index,
-                                               False, None, backend)
+            with warnings.catch_warnings():  # as in lrp_num.verify: comparing, not explaining
+                warnings.simplefilter("ignore", DerivationScopeWarning)
+                lower, _ = engine._apply_node_rule(layer, inputs, above, choice, conventions, box, index,
+                                                   False, None, backend)
             kept[index] = _EngineNode(index, above, lower)
         else:
             lower = engine._route(layer, inputs, above)
@@ -221,8 +224,10 @@ def _engine_contributions(graph, index: int, activations, above: np.ndarray, sam
     flat = masked.reshape(-1)
     flat[sampled] = above.reshape(-1)[sampled]
     inputs = [activations[name] for name in node.inputs]
-    lower, _ = engine._apply_node_rule(node.operation, inputs, masked, choice, conventions, box, index,
-                                       False, None, backend)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DerivationScopeWarning)
+        lower, _ = engine._apply_node_rule(node.operation, inputs, masked, choice, conventions, box, index,
+                                           False, None, backend)
     return [np.asarray(part, dtype=np.float64).reshape(-1) for part in lower]
 
 

@@ -19,6 +19,9 @@ from sympy import Expr, S
 from lrp_sym.domains import Domain
 from lrp_sym.proofs import Proof
 
+#: the values of :attr:`Derivation.z_sign`
+Z_SIGNS = ("positive", "negative", "any")
+
 
 class DerivationError(ValueError):
     """A rule whose derivation cannot be carried out: no unique step t* (e.g. a direction with
@@ -68,6 +71,14 @@ class Derivation:
         The neuron the rule is derived for, and so the nodes its kernel applies to:
         ``"linear"`` (z_j = sum_i x_i w_ij + b_j: Dense, Conv2d, pooling, per-channel affine) or
         ``"sum"`` (y = sum_k a_k of addends stacked on axis 1: an Add node).
+    z_sign : {"positive", "negative", "any"}
+        The sign of the pre-activation z_j the rule is derived for: ``"positive"`` for a
+        root-point rule on a ReLU neuron (the active branch of R_j = c_j max(0, z_j) is the one
+        differentiated) and for a ratio rule declared for z_j > 0 (``gamma_split``),
+        ``"negative"`` for one declared for z_j < 0, ``"any"`` for a rule defined for both
+        signs (LRP-epsilon, alpha-beta, a neuron without activation). Generated as the kernel
+        constant ``Z_SIGN``; the engine warns (:class:`lrp_num.errors.DerivationScopeWarning`)
+        when relevance arrives at neurons of the other sign.
     """
 
     name: str
@@ -83,6 +94,7 @@ class Derivation:
     results: dict[str, Expr] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     neuron: str = "linear"
+    z_sign: str = "any"
 
     @property
     def as_expected(self) -> bool:

@@ -18,7 +18,7 @@ from typing import Callable
 
 from sympy import Expr, S, Symbol, simplify, solve, sympify
 
-from lrp_sym.derivation import Derivation, RatioTerm
+from lrp_sym.derivation import Z_SIGNS, Derivation, DerivationError, RatioTerm
 from lrp_sym.domains import Domain
 from lrp_sym.numeric import sample_instance
 from lrp_sym.proofs import (NUMERIC_SLACK, Proof, Sampling, Status, prove_zero,
@@ -57,6 +57,9 @@ class RatioRule:
     preactivation : Expr, optional
         The neuron's z_j when it is not the dense sum_i x_i w_ij + b_j (an addition:
         sum_i x_i, unit weights and no bias).
+    z_sign : {"any", "positive", "negative"}
+        The sign of z_j the rule is declared for (:attr:`lrp_sym.derivation.Derivation.z_sign`):
+        ``"any"`` (default) for a rule defined on neurons of both signs.
     """
 
     name: str
@@ -71,6 +74,7 @@ class RatioRule:
     solve_conservation_for: Symbol | None = None
     identities: dict[str, tuple[str, Callable[[Expr, Expr], Expr]]] = field(default_factory=dict)
     preactivation: Expr | None = None
+    z_sign: str = "any"
 
     def neuron(self) -> Expr:
         """z_j: the declared pre-activation, or sum_i x_i w_ij + b_j."""
@@ -91,8 +95,10 @@ class RatioRule:
         derivation = Derivation(
             name=self.name, title=self.title, paper=self.paper, domain=self.domain,
             terms=list(self.terms), stabiliser=eps if self.stabilised else S.Zero,
-            parameters=self.parameters, defaults=dict(self.defaults),
+            parameters=self.parameters, defaults=dict(self.defaults), z_sign=self.z_sign,
         )
+        if self.z_sign not in Z_SIGNS:
+            raise DerivationError(f"{self.name}: z_sign must be one of {Z_SIGNS}, not {self.z_sign!r}")
         derivation.rows = [
             ("relevance R_ij (active neuron)", relevance),
             ("passed down sum_i R_ij", passed),

@@ -124,6 +124,10 @@ def kernel_section(derivation: Derivation, module: str | None,
     return lines
 
 
+#: Derivation.z_sign -> the neurons a rule is derived for, in words
+_NEURON_SIGNS = {"positive": "z_j > 0", "negative": "z_j < 0", "any": "z_j of either sign"}
+
+
 def render_rule_page(derivation: Derivation, source: str, module: str | None,
                      header: str = "", served_by: str | None = None) -> str:
     """The Markdown page of one derivation."""
@@ -135,6 +139,8 @@ def render_rule_page(derivation: Derivation, source: str, module: str | None,
              f"| paper | {_cell(derivation.paper)} |",
              f"| domain | {domain} |",
              f"| derivation file | `{source}` |"]
+    if derivation.terms:
+        lines.append(f"| derived for neurons with | {_NEURON_SIGNS[derivation.z_sign]} |")
     if derivation.parameters:
         defaults = ", ".join(f"${latex(p)} = {float(derivation.defaults.get(p, float('nan')))!r}$"
                              for p in derivation.parameters)
@@ -187,6 +193,8 @@ def render_text(derivation: Derivation, latex: bool = False) -> str:
     lines = [f"== {derivation.name}: {derivation.title}", f"   paper:  {derivation.paper}"]
     if derivation.domain is not None:
         lines.append(f"   domain: {derivation.domain.name}")
+    if derivation.terms:
+        lines.append(f"   derived for neurons with: {_NEURON_SIGNS[derivation.z_sign]}")
     if derivation.parameters:
         parameters = ", ".join(f"{p} (default {derivation.defaults.get(p, '-')})"
                                for p in derivation.parameters)

@@ -167,6 +167,9 @@ class RootPointRule:
         derivation = Derivation(
             name=self.name, title=self.title, paper=self.paper, domain=self.domain,
             terms=[RatioTerm(S.One, q)], parameters=self.parameters, defaults=dict(self.defaults),
+            # step 2 differentiated the active branch (z_j > 0) of a ReLU neuron's relevance
+            # model; without activation R_j = c_j z_j holds on either side
+            z_sign="positive" if self.activation == "relu" else "any",
         )
         # the bound on t* is against sum_i v_ij w_ij, the denominator of t* (q_ij may have lost
         # a constant factor such as the 1/n of average pooling when R_ij was reduced)

@@ -272,3 +272,62 @@ def test_zennit_gamma_at_zero_and_negative_z_is_modelled(monkeypatch):
     unmodelled = audit_library(network, x, "zennit", composite=composite, dps=DPS, tolerance=TOL)
     layer = {a.index: a for a in unmodelled.layers}
     assert layer[2].own_relative < TOL and layer[0].own_relative > 1e-3
+
+
+def test_zennit_gamma_on_the_issues_negative_logit_is_its_profile_not_gamma_split():
+    """Issue 16: W = ((1), (-2)), b = 0, x = (1, 1), the explained logit z = -1. zennit's Gamma
+    swaps w+ and w- there: (2/3, -5/3), which the profile (by_sign: gamma_split_negative)
+    reproduces in the engine, the reference and the audit; gamma_split alone gives (5/3, -8/3)."""
+    from lrp_num.errors import DerivationScopeWarning
+    from lrp_num.reference import api as reference
+
+    network = Sequential([Dense(np.array([[1.0], [-2.0]]), np.zeros(1))], input_shape=(2,))
+    x = np.array([[1.0, 1.0]])
+    linear = torch.nn.Linear(2, 1).double()
+    with torch.no_grad():
+        linear.weight[:] = torch.tensor([[1.0, -2.0]])
+        linear.bias[:] = 0.0
+    model = torch.nn.Sequential(linear)
+    composite = zennit.composites.LayerMapComposite([(torch.nn.Linear, zennit.rules.Gamma(gamma=0.25))])
+    inputs = torch.tensor(x, requires_grad=True)
+    with composite.context(model) as modified:
+        output = modified(inputs)
+        (library,) = torch.autograd.grad(output, inputs, grad_outputs=output)
+    library = library.numpy()
+    np.testing.assert_allclose(library, [[2 / 3, -5 / 3]], rtol=1e-5)
+    ours = explain(network, x, rule="gamma_split", conventions=ZENNIT.conventions)
+    exact = reference.explain(network, x, rule="gamma_split", conventions=ZENNIT.conventions, dps=DPS)
+    np.testing.assert_allclose(ours, library, rtol=1e-14)
+    np.testing.assert_allclose(np.asarray(exact, dtype=float), library, rtol=1e-14)
+    report = audit_library(network, x, "zennit", rule="gamma", dps=DPS, tolerance=TOL)
+    assert report.ok and max(a.own_relative for a in report.layers) < TOL, report.verdicts
+    with pytest.warns(DerivationScopeWarning):
+        plain = explain(network, x, rule="gamma_split")
+    assert np.abs(plain - library).max() > 0.9
+
+
+@pytest.mark.parametrize("library", ["zennit", "captum"])
+def test_exact_max_pool_ties_audit_against_the_first_maximum(library, monkeypatch):
+    """Issue 16: torch's max-pooling gradient, and so zennit and captum, give a window's tied
+    maxima all to the first; the profiles say so (maxpool_ties="first"), so inputs with exact
+    ties audit as any other; with the derived split the max-pooling layer deviates."""
+    import dataclasses
+
+    from lrp_num.audit import profiles
+    from lrp_num.layers import Conv2d, Flatten, MaxPool2d, ReLU
+
+    rng = np.random.default_rng(3)
+    copy = Conv2d(np.ones((2, 1, 1, 1)), np.zeros(2))  # the channel twice, unchanged: ties stay exact
+    network = Sequential([copy, ReLU(), MaxPool2d(2), Flatten(),
+                          Dense(rng.uniform(0.5, 1.5, (8, 3)), np.array([1.0, 2.0, 3.0]))], input_shape=(1, 4, 4))
+    x = rng.integers(0, 3, (2, 1, 4, 4)).astype(float)  # values 0, 1, 2: most windows hold a tie
+    windows = x.reshape(2, 2, 2, 2, 2).transpose(0, 1, 3, 2, 4).reshape(2, 4, 4)
+    assert (np.sum(windows == windows.max(axis=-1, keepdims=True), axis=-1) > 1).any()
+    for rule in ("epsilon", "zplus"):
+        report = audit_library(network, x, library, rule=rule, dps=DPS, tolerance=TOL)
+        assert report.verdict == "matches" and max(a.own_relative for a in report.layers) < TOL, report.verdicts
+    profile = profiles.PROFILES[library]
+    split = dataclasses.replace(profile, conventions=dataclasses.replace(profile.conventions, maxpool_ties="split"))
+    monkeypatch.setitem(profiles.PROFILES, library, split)
+    report = audit_library(network, x, library, rule="epsilon", dps=DPS, tolerance=TOL)
+    assert report.verdict == "fails" and max(a.own_relative for a in report.layers) > 1e-3

@@ -181,6 +181,14 @@ def test_json_convention_files_describe_each_variant(tmp_path, bias, where, vari
     assert flagged.ok == (bias == "none")
 
 
+def test_a_convention_file_states_the_max_pool_tie_rule(tmp_path):
+    path = tmp_path / "ties.toml"
+    path.write_text('name = "torch-like"\nmax_pool_ties = "first"\n')
+    assert load_convention(path).conventions.maxpool_ties == "first"
+    path.write_text('name = "derived"\n')
+    assert load_convention(path).conventions.maxpool_ties == "split"
+
+
 @pytest.mark.parametrize("text", [
     'name = "x"\ncolour = "red"\n',                             # unknown top-level key
     'name = "x"\nbias = "sometimes"\n',                         # bias placement outside its choices
@@ -195,6 +203,7 @@ def test_json_convention_files_describe_each_variant(tmp_path, bias, where, vari
     'name = "x"\n[rules]\ngamma = { variant = "gamma", gamma = true }\n',
     'bias = "neuron"\n',                                         # no name
     'name = "x"\nbias = \n',                                     # not TOML
+    'name = "x"\nmax_pool_ties = "last"\n',                     # no such tie rule
 ])
 def test_bad_convention_files_are_one_clear_error(tmp_path, text):
     path = tmp_path / "bad.toml"

@@ -28,6 +28,7 @@ BOUNDS = ()
 N_TERMS = 2
 DOMAIN = 'R^n'
 NEURON = 'linear'
+Z_SIGN = 'any'
 
 
 def relevance(op, x, relevance_out, *, alpha=2.0, beta=1.0, lower=None, upper=None, eps=1e-06, stabilise="zero", bias_shares=None):

@@ -26,6 +26,7 @@ BOUNDS = ()
 N_TERMS = 1
 DOMAIN = 'R^n'
 NEURON = 'linear'
+Z_SIGN = 'negative'
 
 
 def relevance(op, x, relevance_out, *, gamma=0.25, lower=None, upper=None, eps=1e-06, stabilise="zero", bias_shares=None):

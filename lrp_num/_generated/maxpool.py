@@ -6,23 +6,26 @@
 Montavon et al. 2017, Pattern Recognition 65, Sec. 5
 
 Each window j passes R_j to its maxima; with m tied maxima each receives
-1/m of R_j, every other entry 0.
+1/m of R_j, every other entry 0. ties="first" is a convention,
+not this derivation: the first maximum in window order alone wins (m = 1), as
+PyTorch's gradient does (lrp_num.engine.kernel_runtime.max_pool_ties).
 """
 
 from lrp_num.engine import kernel_runtime
 
 
-def relevance(pool, x, relevance_out):
+def relevance(pool, x, relevance_out, *, ties="split"):
     """Relevance R_i of the pooled input x, shape (N, C, H, W).
 
     pool provides patches(x) -> (N, C, Ho, Wo, K) and unpatch(r) -> (N, C, H, W)
     (scatter-add); relevance_out has shape (N, C, Ho, Wo). Array-API code: x may be a
-    NumPy, PyTorch or CuPy array, and the pool an operator of its backend.
+    NumPy, PyTorch or CuPy array, and the pool an operator of its backend. ties: "split"
+    (the derived limit) or "first" (a convention, see kernel_runtime.max_pool_ties).
     """
     x = kernel_runtime.as_float(x)
     xp = kernel_runtime.namespace(x)
     patches = pool.patches(x)
-    winners = patches == xp.max(patches, axis=-1, keepdims=True)
+    winners = kernel_runtime.max_pool_ties(patches == xp.max(patches, axis=-1, keepdims=True), ties)
     # m >= 1 for finite input; the floor only keeps a NaN window from dividing by 0
     m = xp.clip(xp.sum(xp.astype(winners, x.dtype), axis=-1, keepdims=True), min=1)
     winner_share = 1/m

@@ -26,6 +26,7 @@ BOUNDS = ()
 N_TERMS = 1
 DOMAIN = 'R^n'
 NEURON = 'linear'
+Z_SIGN = 'any'
 
 
 def relevance(op, x, relevance_out, *, lower=None, upper=None, eps=1e-06, stabilise="zero", bias_shares=None):

@@ -549,7 +549,8 @@ def _notes(library: str, network, x: np.ndarray, run: LibraryRun, audits: list[L
         first = max(bad, key=lambda a: a.own_relative)
         if isinstance(network.layers[first.index], MaxPool2d):
             notes.append(f"note: layer {first.index} is max pooling: {run.library} routes a window's relevance "
-                         "to one maximum (torch's gradient), the reference splits ties equally")
+                         "to one maximum (torch's gradient); the profile gives tied maxima to the first "
+                         "(maxpool_ties=\"first\"), so a deviation here is not an exact tie")
     return notes
 
 

@@ -7,6 +7,7 @@ attribution is audited against it exactly as against zennit's or captum's profil
 
     name = "my-lrp"                  # required: how the report names the convention
     bias = "neuron"                  # none | denominator | neuron | zennit
+    max_pool_ties = "first"          # split | first
 
     [stabiliser]
     epsilon = 1e-9                   # finite, >= 0
@@ -27,6 +28,9 @@ Keys
     b_j^+ / b_j^- for alpha-beta, none for flat and z^B.
 ``stabiliser`` (default: epsilon 1e-6, where ``"zero"``): a denominator d becomes
     d + epsilon sign(d), with sign(0) = +1, everywhere or only where d == 0.
+``max_pool_ties`` (default ``"split"``): a max-pooling window's tied maxima share R_j equally
+    (the derived limit) or the first in row-major window order takes it all (``"first"``, as
+    PyTorch's gradient does).
 ``rules`` (default: each rule its own derivation): per rule, the variant as a string or a
     table ``{variant = ..., <parameter> = ...}`` whose parameters become the convention's
     defaults. Variants: zplus -> zplus | zplus_split (inputs split by sign), gamma -> gamma |
@@ -63,7 +67,9 @@ RULE_VARIANTS: dict[str, tuple[str, ...]] = {
 VARIANT_PARAMETERS: dict[str, tuple[str, ...]] = {
     "gamma": ("gamma",), "gamma_split": ("gamma",), "epsilon": ("epsilon",), "alphabeta": ("alpha", "beta"),
 }
-_TOP_KEYS = ("name", "bias", "stabiliser", "rules")
+_TOP_KEYS = ("name", "bias", "max_pool_ties", "stabiliser", "rules")
+#: the file's max-pool tie rule -> Conventions.maxpool_ties
+TIE_RULES = ("split", "first")
 _STABILISER_KEYS = ("epsilon", "where", "sign_of_zero")
 
 
@@ -121,7 +127,8 @@ def _conventions(path: Path, data: Mapping) -> Conventions:
     if isinstance(sign, bool) or sign != 1:
         raise _fail(path, f"stabiliser.sign_of_zero must be 1 (sign(0) = +1, the convention the engine and the "
                           f"reference model), got {sign!r}")
-    return Conventions(bias=bias, eps=eps, stabilise=STABILISER_PLACES[where])
+    ties = _choice(path, "max_pool_ties", data.get("max_pool_ties", "split"), TIE_RULES)
+    return Conventions(bias=bias, eps=eps, stabilise=STABILISER_PLACES[where], maxpool_ties=ties)
 
 
 def _rules(path: Path, data: Mapping) -> dict[str, RuleMapping]:
@@ -167,7 +174,8 @@ def load_convention(path: str | os.PathLike) -> Profile:
         raise _fail(file, str(error)) from None
     return Profile(name=name.strip(), library=name.strip(), version="convention file", conventions=conventions,
                    rules=_rules(file, data), sources=(str(file),),
-                   passes="ReLU: relevance passes unchanged; pooling: the z-rule")
+                   passes="ReLU: relevance passes unchanged; sum and average pooling: the z-rule; max pooling: "
+                          f"winner-take-all, ties {'to the first maximum' if conventions.maxpool_ties == 'first' else 'split'}")
 
 
 __all__ = ["BIAS_PLACEMENTS", "RULE_VARIANTS", "VARIANT_PARAMETERS", "load_convention"]

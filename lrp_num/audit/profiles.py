@@ -15,7 +15,8 @@ zennit 0.5.1 (``zennit/rules.py``, ``zennit/core.py``; the formulas equal zennit
     bias), so the bias enters every denominator through the modified bias. ``stabilize``
     (core.py) adds 1e-6 sign(d), sign(0) = +1, to every denominator. ReLU is ``Pass`` in the
     built-in composites (relevance passes unchanged), average pooling ``Norm`` (the z-rule),
-    max pooling the plain gradient (winner-take-all, first maximum), BatchNorm merged into the
+    max pooling the plain gradient (winner-take-all; tied maxima: all to the first in row-major
+    window order, torch's gradient, which the profile's ``maxpool_ties="first"`` models), BatchNorm merged into the
     preceding linear layer by ``canonizers.SequentialMergeBatchNorm``. The output relevance is
     what the caller passes as the output gradient; the audit passes f_c(x) at the target.
 captum 0.9.0 (``captum/attr/_utils/lrp_rules.py``, ``captum/attr/_core/lrp.py``; same in 0.8)
@@ -25,7 +26,8 @@ captum 0.9.0 (``captum/attr/_utils/lrp_rules.py``, ``captum/attr/_core/lrp.py``;
     the modified z'_c of the last layer, and the input relevance is finally multiplied by f_c(x):
     overall R_top = f_c(x) through the modified z'. ReLU passes relevance unchanged, max pooling
     is the epsilon rule on the max (winner-take-all, times x_max / (x_max + 1e-9): a relative
-    1e-9 / x_max that the reference's exact winner-take-all does not have), BatchNorm2d is *not*
+    1e-9 / x_max that the reference's exact winner-take-all does not have; ties to the first
+    maximum, ``maxpool_ties="first"``), BatchNorm2d is *not*
     merged (its own epsilon rule), BatchNorm1d and Flatten have no rule (the audit gives Flatten
     a pass-through rule).
 
@@ -268,7 +270,8 @@ ZENNIT = Profile(
     name="zennit-0.5.1",
     library="zennit",
     version="0.5.1",
-    conventions=Conventions(bias="zennit", eps=1e-6, stabilise="everywhere", by_sign=True, epsilon_stabilises=True),
+    conventions=Conventions(bias="zennit", eps=1e-6, stabilise="everywhere", by_sign=True, epsilon_stabilises=True,
+                            maxpool_ties="first"),
     rules={m.rule: m for m in (
         RuleMapping("zplus", "zennit.rules.ZPlus", "zplus_split", "zplus", {}, f"{_ZENNIT_RULES}: ZPlus",
                     "inputs split by sign (x^+ w^+ + x^- w^-); bias b^+ in the denominator"),
@@ -310,7 +313,7 @@ CAPTUM = Profile(
     name="captum-0.9.0",
     library="captum",
     version="0.9.0",
-    conventions=Conventions(bias="captum", eps=1e-9, stabilise="everywhere", epsilon_stabilises=True),
+    conventions=Conventions(bias="captum", eps=1e-9, stabilise="everywhere", epsilon_stabilises=True, maxpool_ties="first"),
     rules={m.rule: m for m in (
         RuleMapping("epsilon", "captum.attr._utils.lrp_rules.EpsilonRule", "epsilon", "epsilon",
                     {"epsilon": 1e-9}, f"{_CAPTUM_RULES}: EpsilonRule", "the paper's rule: x w with b"),

@@ -11,7 +11,7 @@ Arb's ball arithmetic so that every result provably contains the exact real numb
   Sec. 3-4). Where z_j = 0 exactly, the limit R_ij = R_j w_ij v_ij / slope_j;
 * a linear node under a formula rule (:func:`formula_contributions`; Bach et al. 2015, PLOS ONE
   10(7) e0130140): epsilon, alpha-beta, bias-as-a-neuron and zennit's input-split rules;
-* max pooling (:func:`maxpool_relevance`): winner-take-all, exact ties split equally;
+* max pooling (:func:`maxpool_relevance`): winner-take-all, exact ties split equally (or all to the first, the convention ``maxpool_ties="first"``);
 * an Add node (:func:`add_relevance`): a neuron with unit weights and no bias.
 
 Every decision the definition makes (a weight's or contribution's sign, which max-pool cell
@@ -260,8 +260,9 @@ def formula_contributions(rule: str, matrix: BallMatrix, x_ext: np.ndarray, rele
 
 
 def maxpool_relevance(window_rows: np.ndarray, connected: np.ndarray, x: np.ndarray, relevance: np.ndarray,
-                      record: NodeRecord) -> np.ndarray:
-    """Winner-take-all: R_j to the maximal cell of window j, exact ties split equally; a window
+                      record: NodeRecord, ties: str = "split") -> np.ndarray:
+    """Winner-take-all: R_j to the maximal cell of window j, exact ties split equally (``ties=
+    "split"``) or whole to the first in window order (``"first"``, PyTorch's convention); a window
     whose maximum the balls cannot single out (overlapping, not exactly equal) is undecided."""
     arb = require_flint().arb
     relevance_in = zeros(len(x) + 1)
@@ -279,6 +280,8 @@ def maxpool_relevance(window_rows: np.ndarray, connected: np.ndarray, x: np.ndar
             for c in candidates:
                 relevance_in[c] = undecided()
             continue
+        if ties == "first":
+            candidates = candidates[:1]
         share = relevance[j] / arb(len(candidates))
         for c in candidates:
             relevance_in[c] = relevance_in[c] + share

@@ -185,7 +185,8 @@ class BallNetwork:
             rule, parameters = plan[index]
             return add_relevance(rule, inputs, relevance, parameters, conventions, record)
         if index in prepared.windows:
-            return [maxpool_relevance(*prepared.windows[index], a, relevance, record)]
+            return [maxpool_relevance(*prepared.windows[index], a, relevance, record,
+                                      conventions.get("maxpool_ties", "split"))]
         if isinstance(node.operation, Concat):
             return prepared.split(node, relevance)
         return [relevance]

@@ -32,6 +32,11 @@ parameter here, with the deep Taylor decomposition (DTD) derivation as the defau
   neurons of its sign, z_j the layer's output with its bias, and passes nothing through a neuron
   with z_j = 0, as zennit's Gamma does (``zennit/rules.py``: its gradient mapper masks the upper
   relevance by z_j > 0 and z_j < 0). False (default): the rule's own derivation for every neuron.
+* ``maxpool_ties``: how a max-pooling window's tied maxima share its relevance. ``"split"``
+  (default): 1/m to each of m tied maxima, the derived p -> infinity limit of L_p pooling
+  (derivations/max_pool.py). ``"first"``: the first maximum in PyTorch's order (row-major within
+  the window) takes it all, as torch's max-pooling gradient and so zennit and captum do. A
+  convention, not a derivation: the limit is symmetric in tied maxima and picks none of them.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from lrp_num.engine.kernel_runtime import MAXPOOL_TIES
 from lrp_num.errors import KernelArgumentError, UnknownRuleError
 
 #: convention name -> rule -> bias transform per ratio term (None: nothing added)
@@ -85,6 +91,8 @@ class Conventions:
         Select a rule's z_j > 0 / z_j < 0 derivation per neuron (:data:`SIGN_COUNTERPARTS`).
     epsilon_stabilises : bool
         LRP-epsilon's epsilon is its layers' only stabiliser (:data:`OWN_STABILISER_RULES`).
+    maxpool_ties : {"split", "first"}
+        Max-pooling ties split equally (derived) or all to the first maximum (torch's convention).
     """
 
     bias: str = "dtd"
@@ -92,6 +100,7 @@ class Conventions:
     stabilise: str = "zero"
     by_sign: bool = False
     epsilon_stabilises: bool = False
+    maxpool_ties: str = "split"
 
     def __post_init__(self) -> None:
         if self.bias not in BIAS_CONVENTIONS:
@@ -109,6 +118,8 @@ class Conventions:
             raise KernelArgumentError(f"by_sign must be True or False, got {self.by_sign!r}")
         if not isinstance(self.epsilon_stabilises, bool):
             raise KernelArgumentError(f"epsilon_stabilises must be True or False, got {self.epsilon_stabilises!r}")
+        if self.maxpool_ties not in MAXPOOL_TIES:
+            raise UnknownRuleError(f"unknown max-pool tie rule {self.maxpool_ties!r}; known: {', '.join(MAXPOOL_TIES)}")
 
     def eps_for(self, rule: str) -> float:
         """The stabiliser added to ``rule``'s denominators: 0 for a rule with its own epsilon

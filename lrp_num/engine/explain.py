@@ -27,6 +27,7 @@ import contextlib
 import dataclasses
 import functools
 import inspect
+import warnings
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Callable, NamedTuple, Sequence
@@ -39,8 +40,8 @@ from lrp_num.checks import (check_composite_parameters, check_orthant,
                             check_rule_parameters, check_target)
 from lrp_num.engine.composites import Composite, LayerRule, get_composite
 from lrp_num.engine.conventions import DTD, SIGN_COUNTERPARTS, Conventions
-from lrp_num.errors import (KernelArgumentError, LRPError, MissingBoundsError, NonFiniteError,
-                            ShapeError, UnknownRuleError)
+from lrp_num.errors import (DerivationScopeWarning, KernelArgumentError, LRPError, MissingBoundsError,
+                            NonFiniteError, ShapeError, UnknownRuleError)
 from lrp_num.engine.graph import SHAPE_ONLY, Graph, as_graph
 from lrp_num.engine.kernels import LAYER_KERNEL_NAMES, has_kernel, known_rules, load_module
 from lrp_num.layers import (AdaptiveAvgPool2d, Add, AvgPool2d, ChannelAffine, Concat, Conv2d,
@@ -145,6 +146,7 @@ class _Kernel(NamedTuple):
     parameters: frozenset[str]
     domain: str | None
     neuron: str
+    z_sign: str
 
 
 @functools.lru_cache(maxsize=None)
@@ -160,7 +162,8 @@ def _kernel_of(module: ModuleType) -> _Kernel:
     parameters = frozenset(parameters) if parameters is not None else accepted - _RUNTIME_KEYWORDS
     return _Kernel(kernel, accepted, bool(getattr(module, "BOUNDS", ())),
                    int(getattr(module, "N_TERMS", 1)), condition if callable(condition) else None,
-                   parameters, getattr(module, "DOMAIN", None), getattr(module, "NEURON", "linear"))
+                   parameters, getattr(module, "DOMAIN", None), getattr(module, "NEURON", "linear"),
+                   getattr(module, "Z_SIGN", "any"))
 
 
 def _kernel(rule: str, folder: str | None, layer: object) -> _Kernel:
@@ -270,7 +273,7 @@ def _backward(graph: Graph, x, plan, target, conventions, input_domain, diagnost
         valid = None
         if choice is not None:
             lower, valid = _apply_node_rule(layer, inputs, above, choice, conventions, box, index,
-                                            diagnostics, kernel_folder, backend)
+                                            diagnostics, kernel_folder, backend, activations[node.name])
             for relevance in lower:
                 if not _all_finite(relevance):
                     raise NonFiniteError(_non_finite_message(index, layer, choice.rule, relevance))
@@ -304,16 +307,20 @@ def _route(layer, inputs: list[np.ndarray], above: np.ndarray) -> list[np.ndarra
 
 def _apply_node_rule(layer, inputs: list[np.ndarray], above: np.ndarray, choice: LayerRule,
                      conventions: Conventions, box: "_Box", index: int, diagnostics: bool,
-                     kernel_folder: str | None, backend) -> tuple[list[np.ndarray], np.ndarray | None]:
+                     kernel_folder: str | None, backend, output=None
+                     ) -> tuple[list[np.ndarray], np.ndarray | None]:
     """A node's rule, with the layer's operator on the input's backend; an Add node's acts on
-    its addends stacked on axis 1."""
+    its addends stacked on axis 1. ``output``: the node's output z from the forward trace (None:
+    recomputed where needed)."""
     if isinstance(layer, Add):
         stacked, operator = backend.stack_addends(inputs), backend.addends(len(inputs))
         relevance, valid = _apply_rule(layer, operator, stacked, above, choice, conventions, box,
                                        index, diagnostics, kernel_folder)
         return [relevance[:, k, ...] for k in range(len(inputs))], valid
+    if output is not None and tuple(output.shape) != tuple(above.shape):
+        output = None  # not this node's z_j: recomputed from the operator
     relevance, valid = _apply_rule(layer, backend.operator(layer), inputs[0], above, choice,
-                                   conventions, box, index, diagnostics, kernel_folder)
+                                   conventions, box, index, diagnostics, kernel_folder, output)
     return [relevance], valid
 
 
@@ -484,33 +491,60 @@ def _magnitude_bias_split(operator, a, relevance, eps: float):
 
 def _apply_by_sign(layer, operator, a, relevance, choice: LayerRule, counterpart: str,
                    conventions: Conventions, box: _Box, index: int, diagnostics: bool,
-                   kernel_folder: str | None):
+                   kernel_folder: str | None, z=None):
     """Conventions.by_sign: the rule's derivation on neurons with z_j > 0, its counterpart's on
     z_j < 0, nothing through z_j = 0 (z_j the layer output with its bias)."""
     xp = array_api_compat.array_namespace(relevance)
-    z = operator.forward(a, "identity")
-    z = z + operator.bias_like(z)
+    if z is None:
+        z = _preactivation(operator, a)
     plain = dataclasses.replace(conventions, by_sign=False)
     zero = xp.zeros_like(relevance)
     positive, valid = _apply_rule(layer, operator, a, xp.where(z > 0, relevance, zero), choice, plain, box,
-                                  index, diagnostics, kernel_folder)
+                                  index, diagnostics, kernel_folder, z)
     negative, _ = _apply_rule(layer, operator, a, xp.where(z < 0, relevance, zero),
-                              LayerRule(counterpart, choice.parameters), plain, box, index, False, kernel_folder)
+                              LayerRule(counterpart, choice.parameters), plain, box, index, False, kernel_folder,
+                              z)
     return positive + negative, valid
 
 
+def _preactivation(operator, a):
+    """z_j = sum_i a_i w_ij + b_j of a Dense or Conv2d layer's operator."""
+    z = operator.forward(a, "identity")
+    return z + operator.bias_like(z)
+
+
+def _warn_outside_derivation(kernel: _Kernel, rule: str, layer, index: int, relevance, z) -> None:
+    """DerivationScopeWarning when relevance arrives at neurons whose z_j has the sign the
+    rule's derivation does not cover (its generated ``Z_SIGN``)."""
+    xp = array_api_compat.array_namespace(relevance)
+    outside = (z < 0) if kernel.z_sign == "positive" else (z > 0)
+    if not bool(xp.any(outside & (relevance != 0))):
+        return
+    covered, other = ("z_j > 0", "z_j < 0") if kernel.z_sign == "positive" else ("z_j < 0", "z_j > 0")
+    counterpart = SIGN_COUNTERPARTS.get(rule)
+    hint = (f"; Conventions(by_sign=True) applies {counterpart} to the neurons with z_j < 0" if counterpart
+            else "; LRP-epsilon and alpha-beta are defined for both signs" if kernel.z_sign == "positive"
+            else "")
+    warnings.warn(f"rule {rule} is derived for neurons with {covered} (its kernel's Z_SIGN = "
+                  f"{kernel.z_sign!r}), but at layer {index} {layer!r} relevance arrives at neurons with "
+                  f"{other}: outside its derivation{hint}", DerivationScopeWarning, stacklevel=2)
+
+
 def _apply_rule(layer, operator, a, relevance, choice: LayerRule, conventions: Conventions,
-                box: _Box, index: int, diagnostics: bool, kernel_folder: str | None):
+                box: _Box, index: int, diagnostics: bool, kernel_folder: str | None, z=None):
     """Apply the node's kernel to ``operator``, the layer's linear part on the input's backend
-    (the layer itself for NumPy)."""
+    (the layer itself for NumPy); ``z``: the layer's output z_j where the forward trace has it."""
     if conventions.bias == "magnitude" and isinstance(layer, (Dense, Conv2d)):
         relevance = _magnitude_bias_split(operator, a, relevance, conventions.eps)
         conventions = dataclasses.replace(conventions, bias="dtd")
     counterpart = SIGN_COUNTERPARTS.get(choice.rule) if conventions.by_sign else None
     if counterpart is not None and isinstance(layer, (Dense, Conv2d)):
         return _apply_by_sign(layer, operator, a, relevance, choice, counterpart, conventions, box, index,
-                              diagnostics, kernel_folder)
+                              diagnostics, kernel_folder, z)
     kernel = _kernel(choice.rule, kernel_folder, layer)
+    if kernel.z_sign != "any" and isinstance(layer, (Dense, Conv2d)):
+        _warn_outside_derivation(kernel, choice.rule, layer, index, relevance,
+                                 _preactivation(operator, a) if z is None else z)
     if kernel.domain == "orthant":
         check_orthant(a, index, layer, choice.rule)
     accepted = kernel.accepted
@@ -519,6 +553,8 @@ def _apply_rule(layer, operator, a, relevance, choice: LayerRule, conventions: C
         keywords["eps"] = conventions.eps_for(choice.rule)
     if "stabilise" in accepted:
         keywords["stabilise"] = conventions.stabilise
+    if "ties" in accepted:
+        keywords["ties"] = conventions.maxpool_ties
     shares = conventions.bias_shares(choice.rule, kernel.n_terms)
     if shares is not None and "bias_shares" in accepted and isinstance(layer, (Dense, Conv2d)):
         keywords["bias_shares"] = shares

@@ -34,6 +34,8 @@ from lrp_num.errors import KernelArgumentError, ZeroDenominatorError
 
 #: the stabilisation modes of :func:`stabilised_ratio`
 STABILISE_MODES = ("zero", "everywhere")
+#: how a max-pooling window's tied maxima share R_j (:func:`max_pool_ties`)
+MAXPOOL_TIES = ("split", "first")
 
 #: an array of any array-API library (numpy.ndarray, torch.Tensor, cupy.ndarray, ...)
 Array = Any
@@ -61,6 +63,25 @@ def like(value: object, x: Array) -> Array:
     """``value`` as an array of the library, device and dtype of ``x`` (no copy if it is one)."""
     xp = namespace(x)
     return xp.asarray(value, dtype=x.dtype, device=array_api_compat.device(x))
+
+
+def max_pool_ties(winners: Array, ties: str) -> Array:
+    """The maxima of each window (last axis) that receive its relevance.
+
+    ``"split"``: every tied maximum, each then receiving 1/m of R_j, the p -> infinity limit of
+    L_p pooling (derivations/max_pool.py). ``"first"``: only the first maximum in window order
+    (row-major within the window, the order of ``pool.patches``). This is a convention, not a
+    derivation (the limit treats tied maxima symmetrically): it is what the gradient of
+    PyTorch's max pooling does, and so zennit's and captum's max-pooling rules.
+    """
+    if ties not in MAXPOOL_TIES:
+        raise KernelArgumentError(f"unknown max-pool tie rule {ties!r}; known: {', '.join(MAXPOOL_TIES)}")
+    if ties == "split":
+        return winners
+    xp = namespace(winners)
+    first = xp.argmax(xp.astype(winners, xp.float32), axis=-1, keepdims=True)  # the first True
+    position = xp.arange(winners.shape[-1], device=array_api_compat.device(winners))
+    return winners & (position == first)
 
 
 def heaviside(a: Array, value_at_zero: float) -> Array:

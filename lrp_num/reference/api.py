@@ -49,13 +49,14 @@ def _conventions(conventions) -> dict[str, Any]:
     if conventions is None:
         conventions = Conventions()
     elif isinstance(conventions, Mapping):
-        unknown = set(conventions) - {"bias", "eps", "stabilise", "by_sign", "epsilon_stabilises"}
+        unknown = set(conventions) - {"bias", "eps", "stabilise", "by_sign", "epsilon_stabilises", "maxpool_ties"}
         if unknown:
             raise KernelArgumentError(f"unknown convention(s) {', '.join(sorted(unknown))}; "
-                                      "known: bias, eps, stabilise, by_sign, epsilon_stabilises")
+                                      "known: bias, eps, stabilise, by_sign, epsilon_stabilises, maxpool_ties")
         conventions = Conventions(**conventions)
     values = {"bias": conventions.bias, "eps": conventions.eps, "stabilise": conventions.stabilise,
-              "by_sign": conventions.by_sign, "epsilon_stabilises": conventions.epsilon_stabilises}
+              "by_sign": conventions.by_sign, "epsilon_stabilises": conventions.epsilon_stabilises,
+              "maxpool_ties": conventions.maxpool_ties}
     if values["bias"] not in BIAS_CONVENTIONS:
         raise UnknownRuleError(f"unknown bias convention {values['bias']!r}; known: {', '.join(BIAS_CONVENTIONS)}")
     if values["stabilise"] not in STABILISE_MODES:

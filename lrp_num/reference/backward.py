@@ -31,6 +31,7 @@ from lrp_num.layers import (Add, BatchNorm, ChannelAffine, Concat, Conv2d, Dense
 from lrp_num.reference.directions import ROOT_POINT_RULES
 from lrp_num.reference.linear import (LINEAR_LAYERS, LinearMatrix, batchnorm_matrix, fold_batchnorms,
                                       linear_matrix, pool_windows)
+from lrp_num.reference.linear import row_dot, row_sum
 from lrp_num.reference.linear import to_mpf as _to_mpf
 from lrp_num.reference.node_rules import (LayerTrace, add_node, formula_layer, magnitude_bias_split, maxpool_layer,
                                          root_point_layer)
@@ -238,16 +239,14 @@ class ReferenceNetwork:
             a, operation = inputs[0], node.operation
             if node.index in self.matrices:
                 matrix = self.matrices[node.index]
-                out = (np.append(a, zero)[matrix.index] * matrix.weight_mp).sum(axis=1) + matrix.bias_mp
+                out = row_dot(np.append(a, zero)[matrix.index], matrix.weight_mp, matrix.bias_mp)  # exact, rounded once
             elif node.index in self.windows:
                 rows, connected = self.windows[node.index]
                 out = np.array([max(a[window[inside]]) for window, inside in zip(rows, connected)], dtype=object)
             elif isinstance(operation, ReLU):
                 out = np.array([value if value > 0 else zero for value in a], dtype=object)
             elif isinstance(operation, Add):
-                out = a
-                for addend in inputs[1:]:
-                    out = out + addend
+                out = row_sum(np.stack(inputs, axis=1))  # exact, rounded once
             elif isinstance(operation, Concat):
                 out = self.concatenate(node, inputs)
             else:
@@ -352,7 +351,8 @@ class ReferenceNetwork:
                                  solver)
             elif index in self.windows:
                 trace = LayerTrace(index, repr(layer), "maxpool", relevance_out=relevance, name=node.name)
-                lower = [maxpool_layer(*self.windows[index], a, relevance, len(a), trace)]
+                lower = [maxpool_layer(*self.windows[index], a, relevance, len(a), trace,
+                                       conventions.get("maxpool_ties", "split"))]
             elif isinstance(layer, Concat):
                 lower = self.split(node, relevance)
             else:

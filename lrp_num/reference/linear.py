@@ -17,6 +17,11 @@ index arithmetic of its own, the matrix z_j = sum_i x_i w_ij + b_j of
   BatchNorm parameters (s = gamma / sqrt(var + eps), w'_ij = s w_ij, b' = s (b - mu) + beta),
   not taken from the engine's folded weights.
 
+Every sum over a row, z_j = sum_k x_k w_jk + b_j, is computed by :func:`row_dot` exactly and
+rounded once to the working precision (float64 data are rationals; their products and sums
+are exact in binary big-integer arithmetic), so no term is lost however far apart the exponents
+of the inputs and weights are: w = (1, 1e-100, -1) at x = (1, 1, 1) gives 1e-100, not 0.
+
 Padding cells are no inputs: a row's unconnected slots point at an extra zero input ``n_in``
 with weight 0. Max pooling gets its windows here too (:func:`pool_windows`); a padding cell,
 -inf in the engine, is simply not in the window, so it never wins.
@@ -29,6 +34,7 @@ from typing import Sequence
 
 import mpmath
 import numpy as np
+from mpmath.libmp import mpf_mul, mpf_pos, mpf_sum
 
 from lrp_num.errors import ShapeError
 from lrp_num.layers import (AdaptiveAvgPool2d, AvgPool2d, BatchNorm, ChannelAffine, Conv2d, Dense,
@@ -44,6 +50,56 @@ def to_mpf(array: np.ndarray) -> np.ndarray:
     out = np.empty(len(flat), dtype=object)
     out[:] = flat
     return out.reshape(np.shape(array))
+
+
+def _raw(value) -> tuple:
+    """The raw (sign, mantissa, exponent, bits) tuple of an mpf (an int or float converted)."""
+    raw = getattr(value, "_mpf_", None)
+    return raw if raw is not None else mpmath.mpf(value)._mpf_
+
+
+def row_dot(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
+    """sum_k x[j, k] w[j, k] (+ bias[j]) for every row j, rounded once to the working precision.
+
+    Each product is exact (mantissas multiplied as integers), and so is their sum: mpmath's
+    ``mpf_sum`` without a target precision adds the integer mantissas aligned to the smallest
+    exponent, dropping nothing (a float64 product spans at most about 2,200 bits of exponent,
+    far below its 10^6-bit cap). Only the result is rounded, to ``mpmath.mp.prec`` bits, so it is
+    the correctly rounded value of the exact sum whatever the cancellation or exponent spread.
+    Object arrays of mpf (two dimensional, rows by terms) in, a one-dimensional one out.
+    """
+    prec, rounding = mpmath.mp._prec_rounding
+    make = mpmath.mp.make_mpf
+    out = np.empty(len(x), dtype=object)
+    for j, (xs, ws) in enumerate(zip(x, w)):
+        terms = [mpf_mul(_raw(a), _raw(b)) for a, b in zip(xs, ws)]
+        if bias is not None:
+            terms.append(_raw(bias[j]))
+        out[j] = make(mpf_pos(mpf_sum(terms), prec, rounding))
+    return out
+
+
+def exact_products(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """x * w element by element, each product exact (an mpf holding every bit, whatever the
+    working precision); arithmetic on them afterwards rounds as usual."""
+    make = mpmath.mp.make_mpf
+    flat = [make(mpf_mul(_raw(a), _raw(b))) for a, b in zip(np.ravel(x), np.ravel(w))]
+    out = np.empty(len(flat), dtype=object)
+    out[:] = flat
+    return out.reshape(np.shape(x))
+
+
+def row_sum(terms: np.ndarray, shift: np.ndarray | None = None) -> np.ndarray:
+    """sum_k terms[j, k] (+ shift[j]) for every row j, exact and rounded once (see :func:`row_dot`)."""
+    prec, rounding = mpmath.mp._prec_rounding
+    make = mpmath.mp.make_mpf
+    out = np.empty(len(terms), dtype=object)
+    for j, row in enumerate(terms):
+        raw = [_raw(t) for t in row]
+        if shift is not None:
+            raw.append(_raw(shift[j]))
+        out[j] = make(mpf_pos(mpf_sum(raw), prec, rounding))
+    return out
 
 
 @dataclass
@@ -294,5 +350,6 @@ def to_float(values: np.ndarray) -> np.ndarray:
     return np.vectorize(float, otypes=[np.float64])(values)
 
 
-__all__ = ["FOLD_ROUNDINGS", "LINEAR_LAYERS", "LinearMatrix", "batchnorm_matrix", "fold_batchnorms",
-           "linear_matrix", "pool_windows", "to_float", "to_mpf", "window_count"]
+__all__ = ["FOLD_ROUNDINGS", "LINEAR_LAYERS", "LinearMatrix", "batchnorm_matrix", "exact_products",
+           "fold_batchnorms", "linear_matrix", "pool_windows", "row_dot", "row_sum", "to_float", "to_mpf",
+           "window_count"]

@@ -8,8 +8,8 @@
 * a linear node under a rule defined by a formula (:func:`formula_layer`: epsilon, alphabeta,
   bias_neuron and zennit's input-split rules) follows the published definition (Bach et al.
   2015, PLOS ONE 10(7) e0130140, Eqs. 56-60);
-* max pooling (:func:`maxpool_layer`) is winner-take-all with ties split equally (a padding
-  cell is no candidate);
+* max pooling (:func:`maxpool_layer`) is winner-take-all with ties split equally, or all to the
+  first maximum under the convention ``maxpool_ties="first"`` (a padding cell is no candidate);
 * an Add node y = sum_k a_k (:func:`add_node`) is a neuron with unit weights, no bias and no
   activation: its rule's search direction v_k (add_z: a_k; add_zplus: a_k^+) gives the root
   condition sum_k (a_k - t v_k) = 0, solved like a linear neuron's, and with the relevance
@@ -28,7 +28,7 @@ import numpy as np
 
 from lrp_num.reference.directions import (ROOT_POINT_RULES, add_search_direction, bias_direction, indicator,
                                           search_direction)
-from lrp_num.reference.linear import LinearMatrix, to_float
+from lrp_num.reference.linear import LinearMatrix, exact_products, row_dot, row_sum, to_float
 from lrp_num.reference.roots import (GUARD_DIGITS, cancellation_digits, displacement_digits, lrp_sign,
                                      solve_root_condition, stabiliser)
 
@@ -90,12 +90,12 @@ def root_point_layer(rule, matrix: LinearMatrix, x_ext, relevance, parameters, c
     """Relevance of a linear layer's inputs under a root-point rule (one sample)."""
     rows = np.flatnonzero(np.array([r != 0 for r in relevance], dtype=bool))
     x_all = x_ext[matrix.index]
-    z_all = (x_all * matrix.weight_mp).sum(axis=1) + matrix.bias_mp
+    z_all = row_dot(x_all, matrix.weight_mp, matrix.bias_mp)
     if rule == "flat":
         # the unit-weight neuron: weight 1 on every connection, same bias
         w_all = indicator(matrix.connected) * mpmath.mpf(1)
         w_float = matrix.connected.astype(np.float64)
-        z_model = (x_all * w_all).sum(axis=1) + matrix.bias_mp
+        z_model = row_dot(x_all, w_all, matrix.bias_mp)
     else:
         w_all, w_float, z_model = matrix.weight_mp, matrix.weight, z_all
     lower = upper = None
@@ -118,8 +118,8 @@ def root_point_layer(rule, matrix: LinearMatrix, x_ext, relevance, parameters, c
     # that much, so the step computed by the definition keeps the digits the caller asked for
     extra = cancellation_digits(z_model[rows], x, w, b)
     with mpmath.workdps(mpmath.mp.dps + extra):
-        z = (x * w).sum(axis=1) + b  # the same neurons, summed at the raised precision
-        slope = (v * w).sum(axis=1) + v0 * b
+        z = row_dot(x, w, b)  # the same neurons, rounded at the raised precision
+        slope = row_dot(np.column_stack([v, v0]), np.column_stack([w, b]))
         absorber = stabiliser(slope, r, conventions["eps"], conventions["stabilise"], rule)
         slope = slope + absorber
         moving = np.array([value != 0 for value in z], dtype=bool)
@@ -193,7 +193,7 @@ def formula_layer(rule, matrix: LinearMatrix, x_ext, relevance, parameters, conv
     """Relevance of a linear layer's inputs under epsilon, alphabeta, bias_neuron, zplus_split
     or gamma_split."""
     x = x_ext[matrix.index]
-    contributions = x * matrix.weight_mp  # z_ij = x_i w_ij (Bach et al. 2015, Eq. 50)
+    contributions = exact_products(x, matrix.weight_mp)  # z_ij = x_i w_ij (Bach et al. 2015, Eq. 50)
     b = matrix.bias_mp
     zero = mpmath.mpf(0)
     masks = None
@@ -203,7 +203,7 @@ def formula_layer(rule, matrix: LinearMatrix, x_ext, relevance, parameters, conv
         groups = [_split_group(rule, x, matrix, parameters, conventions["bias"])]
         if rule == "gamma_split" and conventions.get("by_sign"):
             # zennit's Gamma: the group of z_j's sign (z_j with its bias); z_j = 0 passes nothing
-            z = contributions.sum(axis=1) + b
+            z = row_sum(contributions, b)
             groups.append(_split_group("gamma_split_negative", x, matrix, parameters, conventions["bias"]))
             masks = [np.array([1 if v > 0 else 0 for v in z]), np.array([1 if v < 0 else 0 for v in z])]
     else:  # alpha-beta, Eq. (60): positive and negative contributions separately
@@ -223,7 +223,7 @@ def formula_layer(rule, matrix: LinearMatrix, x_ext, relevance, parameters, conv
     relevance_in[:] = zero
     flow = np.zeros(matrix.index.shape)
     for n, (coefficient, q, share) in enumerate(groups):
-        d = q.sum(axis=1) + share
+        d = row_sum(q, share)
         if rule == "epsilon":  # the rule's own stabiliser, everywhere, sign(0) = +1
             epsilon = mpmath.mpf(parameters["epsilon"])
             own = np.array([epsilon * lrp_sign(value) for value in d], dtype=object)
@@ -248,7 +248,7 @@ def magnitude_bias_split(matrix: LinearMatrix, x_ext, relevance, eps):
     """R_j times |z_j - b_j| / (|z_j - b_j| + |b_j| + eps): the share of R_j the bias does not keep
     under the "magnitude" convention (autoLRP 0.2.0, ``apply_bias_split``); 0 where the
     denominator is 0."""
-    linear = (x_ext[matrix.index] * matrix.weight_mp).sum(axis=1)
+    linear = row_dot(x_ext[matrix.index], matrix.weight_mp)
     e = mpmath.mpf(eps)
     scaled = np.empty(len(relevance), dtype=object)
     for j, (r, z, bv) in enumerate(zip(relevance, linear, matrix.bias_mp)):
@@ -293,8 +293,11 @@ def _split_group(rule, x, matrix: LinearMatrix, parameters, bias: str):
     return mpmath.mpf(1), q, share
 
 
-def maxpool_layer(index_rows, connected, x, relevance, n_in, trace: LayerTrace | None = None):
-    """Winner-take-all: R_j goes to the maximal inputs of window j, split equally between ties.
+def maxpool_layer(index_rows, connected, x, relevance, n_in, trace: LayerTrace | None = None,
+                  ties: str = "split"):
+    """Winner-take-all: R_j goes to the maximal inputs of window j, split equally between ties
+    (``ties="split"``, the p -> infinity limit of L_p pooling), or whole to the first of them in
+    window order (``ties="first"``, row-major: the convention of PyTorch's gradient).
 
     Only connected cells are candidates: a padding cell (-inf in PyTorch) never wins.
     """
@@ -308,6 +311,8 @@ def maxpool_layer(index_rows, connected, x, relevance, n_in, trace: LayerTrace |
         values = x[window[cells]]
         top = max(values)
         winners = [k for k, value in zip(cells, values) if value == top]
+        if ties == "first":
+            winners = winners[:1]
         share = relevance[j] / len(winners)
         for k in winners:
             relevance_in[window[k]] += share
@@ -343,10 +348,10 @@ def add_node(rule: str, addends: list[np.ndarray], relevance: np.ndarray, parame
     rel = np.empty(x.shape, dtype=object)
     rel[:] = zero
     if len(rows):
-        y_rows = x.sum(axis=1)
+        y_rows = row_sum(x)
         extra = cancellation_digits(y_rows, x, ones, nothing)  # a_1 + a_2 may cancel
         with mpmath.workdps(mpmath.mp.dps + extra):
-            y = x.sum(axis=1)
+            y = row_sum(x)
             if rule == "add_epsilon":
                 epsilon = mpmath.mpf(parameters["epsilon"])
                 own = np.array([epsilon * lrp_sign(value) for value in y], dtype=object)
@@ -360,7 +365,7 @@ def add_node(rule: str, addends: list[np.ndarray], relevance: np.ndarray, parame
                 v = add_search_direction(rule, x)
                 if rule == "add_z":  # R_k has the sign of R only where every a_k has the sign of y
                     trace.mixed_signs += sum(1 for row, yv in zip(x, y) if any(ak * yv < 0 for ak in row))
-                slope = v.sum(axis=1)  # -g'(t) of g(t) = sum_k (a_k - t v_k)
+                slope = row_sum(v)  # -g'(t) of g(t) = sum_k (a_k - t v_k)
                 absorber = stabiliser(slope, r, conventions["eps"], conventions["stabilise"], rule)
                 slope = slope + absorber
                 moving = np.array([value != 0 for value in y], dtype=bool)

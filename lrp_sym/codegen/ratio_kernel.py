@@ -345,6 +345,7 @@ def emit_ratio_kernel(derivation: Derivation, header: str) -> str:
         f"N_TERMS = {len(derivation.terms)}",
         f"DOMAIN = {_domain_name(derivation)!r}",
         f"NEURON = {derivation.neuron!r}",
+        f"Z_SIGN = {derivation.z_sign!r}",
     ]
     function = [f"def {_signature(derivation)}:",
                 textwrap.indent(doc, "    ").rstrip("\n"),
