@@ -53,6 +53,19 @@ def test_the_bound_follows_the_dtype_of_R():
         assert_matches_reference(off, network, x, rule="zplus")
 
 
+def test_relevance_in_float32_underflow_passes_within_the_underflow_floor():
+    """f = 1e-20 * relu(1e-20) is subnormal in float32: the first-order bound u |R| alone fails it."""
+    network = lrp_num.Sequential([Dense(np.array([[1.0]]), np.array([1e-20])), ReLU(),
+                                  Dense(np.array([[1e-20]]), np.array([0.0]))], input_shape=(1,))
+    x = np.zeros((1, 1), dtype=np.float32)
+    exact = reference.to_float(reference.explain(network, x.astype(np.float64), rule="w2", dps=40))
+    R = exact.astype(np.float32)  # rounded into float32's subnormal range: 1e-40 keeps ~17 bits
+    assert 0 < abs(R[0, 0]) < np.finfo(np.float32).tiny and R[0, 0] != exact[0, 0]
+    assert_matches_reference(R, network, x, rule="w2")
+    with pytest.raises(AssertionError, match="float32 bound"):
+        assert_matches_reference(R * np.float32(1.5), network, x, rule="w2")
+
+
 def test_a_wrong_rule_fails_naming_input_node_entry_and_size():
     network, x = small_network(), small_inputs(4)
     R = lrp_num.explain(network, x, rule="epsilon", epsilon=0.5)

@@ -11,7 +11,9 @@ the error of R_i propagated from the output down through every node's fan-in, fa
 cancellation K_j = sum_i |R_ij| / |R_j|), never below u max_p |R_ref,p| (the last bit of the
 largest relevance), plus what the library's profile leaves unmodelled (``Profile.model_error``)
 and the reference's own precision, 10^(1 - dps) max_p |R_ref,p| (it rounds once to ``dps``
-digits). No constant in it belongs to one dtype.
+digits). The first-order bound assumes no underflow; gradual underflow adds an absolute error of at
+most half the dtype's smallest subnormal number per operation, counted as 4 operations per node of
+the network (:func:`underflow_floor`). No constant in it belongs to one dtype.
 """
 
 from __future__ import annotations
@@ -27,6 +29,17 @@ from lrp_num.engine.composites import Composite, LayerRule, get_composite
 from lrp_num.engine.conventions import DTD, Conventions
 from lrp_num.errors import LRPError, ShapeError, UnsupportedLayerError
 from lrp_num.layers import Conv2d, Dense
+
+def underflow_floor(dtype: Any, n_nodes: int) -> float:
+    """Absolute error that gradual underflow can add to a value: 4 (n_nodes + 1) eta / 2.
+
+    eta is the smallest subnormal number of ``dtype`` (2^-149 in float32, 2^-1074 in float64); a
+    product or quotient that lands below the smallest normal number errs by up to eta / 2 in
+    absolute terms instead of u in relative ones (Higham 2002, Accuracy and Stability of Numerical
+    Algorithms, Sec. 2.1). Each node counts as 4 such operations.
+    """
+    return 2.0 * (n_nodes + 1) * float(np.finfo(np.dtype(dtype)).smallest_subnormal)
+
 
 #: the reference's precision (digits) unless a test passes ``dps=`` (the pytest plugin's
 #: ``--lrp-dps`` sets it for a whole run)
@@ -248,6 +261,7 @@ def assert_matches_reference(R: Any, model: Any, x: Any, rule: Any = None, compo
         raise ShapeError(f"R has {arrays[graph.input_name].size} values, x {batch_x.size}")
     bounds = rounding_bounds(network, results, dtype)
     unit = unit_roundoff(dtype)
+    floor = underflow_floor(dtype, len(graph.nodes))
     worst, failing = None, []
     order = [graph.input_name] + [node.name for node in graph.nodes]
     for name in sorted(arrays, key=order.index, reverse=True):  # from the output down
@@ -260,7 +274,7 @@ def assert_matches_reference(R: Any, model: Any, x: Any, rule: Any = None, compo
             raise ShapeError(f"relevance at {name!r} has {given.shape[1]} values per sample, the tensor "
                              f"{expected.shape[1]}")
         scale = np.abs(expected).max(axis=1, keepdims=True)
-        bound = np.maximum(bounds[name] + model_error * scale, unit * scale) + 10.0 ** (1 - dps) * scale
+        bound = np.maximum(bounds[name] + model_error * scale, unit * scale) + 10.0 ** (1 - dps) * scale + floor
         error = np.abs(given - expected)
         ratio = np.where(bound > 0, error / np.where(bound > 0, bound, 1.0), np.where(error > 0, np.inf, 0.0))
         if not np.all(ratio <= 1):
