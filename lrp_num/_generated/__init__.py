@@ -26,5 +26,8 @@ RULES = (
 LAYER_KERNELS = (
     'affine_channel',
     'batchnorm_fold',
+    'matmul_epsilon',
     'maxpool',
+    'product_uniform',
+    'softmax',
 )
