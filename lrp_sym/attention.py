@@ -26,7 +26,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from sympy import (Add, Eq, Expr, IndexedBase, Piecewise, Rational, S, Sum, Symbol, diff, exp,
+from sympy import (Add, Eq, Expr, Indexed, IndexedBase, Piecewise, Rational, S, Sum, Symbol, diff, exp,
                    expand, factor_terms, simplify)
 
 from lrp_sym.derivation import Derivation
@@ -151,7 +151,7 @@ def _softmax_rules() -> dict[str, Expr]:
     held = {coefficient[j]: R[j] * NORMALISER / exp(x[j]),
             coefficient[i]: R[i] * NORMALISER / exp(x[i])}
     tangent = simplify((x[i] * grad).xreplace(held).doit())
-    at_zero = grad.subs({x[i]: 0, x[j]: 0, x[_m]: 0}).doit()
+    at_zero = grad.replace(lambda e: isinstance(e, Indexed) and e.base == x, lambda e: S.Zero).doit()
     root_zero = (x[i] * at_zero).xreplace(held)
     return {"model": model, "gradient": grad, "tangent": tangent, "root_zero": root_zero}
 
