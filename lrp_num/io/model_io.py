@@ -27,7 +27,10 @@ key                        dtype, shape           meaning
 ``layer{k}.gamma``, ...    float, (C,)            BatchNorm: ``gamma``, ``beta``, ``mean``, ``var``
 ``layer{k}.eps``           float64, ()            BatchNorm
 ``layer{k}.scale``, ``.shift``  float, (C,)       ChannelAffine (graphs)
-``layer{k}.axis``          int64, ()              Concat (graphs)
+``layer{k}.axis``          int64, ()              Concat, Softmax (graphs)
+``layer{k}.weight``, ``.bias``  float             TokenDense: as Dense (w_ij layout)
+``layer{k}.transpose_b``   bool, ()               MatMul (graphs); ``.scale`` float64, ()
+``layer{k}.heads``         int64, ()              SplitHeads (graphs)
 ``input_shape``            int64, (d,)            optional: per-sample input shape
 ``input_domain.low``       float, input_shape     optional: lower corner l of the input box
 ``input_domain.high``      float, input_shape     optional: upper corner h (z^B rule bounds)
@@ -70,7 +73,8 @@ from lrp_num.errors import DomainError, LRPError, ModelFileError, NonFiniteError
 from lrp_num.io.files import check_output_path, write_atomic
 from lrp_num.layers import (
     AdaptiveAvgPool2d, Add, AvgPool2d, BatchNorm, ChannelAffine, Concat, Conv2d, Dense, Dropout,
-    Flatten, GlobalAvgPool, Identity, Layer, MaxPool2d, ReLU, SumPool2d,
+    Flatten, GlobalAvgPool, Identity, Layer, MatMul, MaxPool2d, MergeHeads, Multiply, ReLU, Softmax,
+    SplitHeads, SumPool2d, TokenDense,
 )
 from lrp_num.engine.network import Sequential
 
@@ -214,6 +218,11 @@ _WRITERS: dict[type, Callable[[Layer], dict[str, np.ndarray]]] = {
     Concat: lambda l: {"axis": np.int64(l.axis)},
     ReLU: lambda l: {}, Flatten: lambda l: {}, Identity: lambda l: {}, GlobalAvgPool: lambda l: {},
     Add: lambda l: {},
+    TokenDense: lambda l: {"weight": l.weight, "bias": l.bias},
+    Softmax: lambda l: {"axis": np.int64(l.axis)},
+    MatMul: lambda l: {"transpose_b": np.bool_(l.transpose_b), "scale": np.float64(l.scale)},
+    SplitHeads: lambda l: {"heads": np.int64(l.heads)},
+    Multiply: lambda l: {}, MergeHeads: lambda l: {},
 }
 
 
@@ -252,6 +261,11 @@ _READERS: dict[str, Callable[..., Layer]] = {
     "Concat": lambda a: Concat(_scalar(a("axis"), "i", "axis")),
     "ReLU": lambda a: ReLU(), "Flatten": lambda a: Flatten(), "Identity": lambda a: Identity(),
     "GlobalAvgPool": lambda a: GlobalAvgPool(), "Add": lambda a: Add(),
+    "TokenDense": lambda a: TokenDense(a("weight"), a("bias")),
+    "Softmax": lambda a: Softmax(_scalar(a("axis"), "i", "axis")),
+    "MatMul": lambda a: MatMul(_scalar(a("transpose_b"), "b", "transpose_b"), _scalar(a("scale"), "f", "scale")),
+    "SplitHeads": lambda a: SplitHeads(_scalar(a("heads"), "i", "heads")),
+    "Multiply": lambda a: Multiply(), "MergeHeads": lambda a: MergeHeads(),
 }
 
 
