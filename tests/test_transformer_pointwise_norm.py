@@ -214,3 +214,37 @@ def test_engine_refuses_a_rule_derived_for_another_node():
     from lrp_num.errors import UnknownRuleError
     with pytest.raises(UnknownRuleError, match="element-wise"):
         explain_details(graph, RNG.normal(size=(1, 3, 6)), composite=composite)
+
+
+# -- torch import ---------------------------------------------------------------------------------
+
+def test_torch_import_of_nonlinearities_and_norms():
+    torch = pytest.importorskip("torch")
+    from lrp_num.io.torch_import import from_torch_module
+
+    torch.manual_seed(0)
+    nn = torch.nn
+    norms = [nn.LayerNorm(6)] + ([nn.RMSNorm(6, eps=1e-6)] if hasattr(nn, "RMSNorm") else [])
+    model = nn.Sequential(*norms, nn.GELU(), nn.Linear(6, 6), nn.GELU(approximate="tanh"),
+                          nn.Linear(6, 6), nn.SiLU(), nn.Tanh(), nn.Sigmoid(),
+                          nn.Linear(6, 3)).double().eval()
+    with torch.no_grad():  # parameters away from their initial values
+        for parameter in model.parameters():
+            parameter.add_(0.3 * torch.randn_like(parameter))
+    graph = from_torch_module(model, (6,))
+    kinds = [type(node.operation).__name__ for node in graph.nodes]
+    assert {"LayerNorm", "GELU", "SiLU", "Tanh", "Sigmoid"} <= set(kinds)
+    x = RNG.normal(size=(4, 6))
+    with torch.no_grad():
+        want = model(torch.tensor(x)).numpy()
+    np.testing.assert_allclose(graph.forward(x), want, rtol=1e-12, atol=1e-13)
+    relevance = explain_details(graph, x, rule="lrp0").relevance
+    assert relevance.shape == x.shape and np.all(np.isfinite(relevance))
+
+
+def test_torch_import_refuses_a_norm_over_two_axes():
+    torch = pytest.importorskip("torch")
+    from lrp_num.io.torch_import import from_torch_module
+
+    with pytest.raises(UnsupportedLayerError, match="last axis"):
+        from_torch_module(torch.nn.Sequential(torch.nn.LayerNorm((2, 3))), (2, 3))
