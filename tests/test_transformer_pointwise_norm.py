@@ -248,3 +248,31 @@ def test_torch_import_refuses_a_norm_over_two_axes():
 
     with pytest.raises(UnsupportedLayerError, match="last axis"):
         from_torch_module(torch.nn.Sequential(torch.nn.LayerNorm((2, 3))), (2, 3))
+
+
+# -- model files ----------------------------------------------------------------------------------
+
+def test_model_file_round_trip_without_pickle(tmp_path):
+    from lrp_num.io.model_io import load_npz, save_npz
+
+    weight, bias = RNG.normal(size=6), RNG.normal(size=6)
+    graph = Graph([
+        Node("norm", LayerNorm(weight, bias, 1e-4), "input"),
+        Node("gelu", GELU("tanh"), "norm"),
+        Node("rms", RMSNorm(weight, 1e-6), "gelu"),
+        Node("exact", GELU(), "rms"),
+        Node("silu", SiLU(), "exact"),
+        Node("tanh", Tanh(), "silu"),
+        Node("sigmoid", Sigmoid(), "tanh"),
+        Node("flat", Flatten(), "sigmoid"),
+        Node("head", Dense(RNG.normal(size=(18, 2)), np.zeros(2)), "flat"),
+    ], input_shape=(3, 6))
+    path = tmp_path / "tokens.npz"
+    save_npz(graph, path)
+    with np.load(path, allow_pickle=False) as stored:
+        assert all(stored[key].dtype != object for key in stored.files)
+    loaded = load_npz(path).network
+    x = RNG.normal(size=(2, 3, 6))
+    np.testing.assert_array_equal(loaded.forward(x), graph.forward(x))
+    assert [repr(node.operation) for node in loaded.nodes] == \
+        [repr(node.operation) for node in graph.nodes]
