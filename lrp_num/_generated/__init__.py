@@ -31,3 +31,9 @@ LAYER_KERNELS = (
     'product_uniform',
     'softmax',
 )
+NODE_RULES = (
+    'identity_nonlinear',
+    'norm_cp',
+    'norm_full',
+    'taylor_nonlinear',
+)

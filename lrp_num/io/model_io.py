@@ -31,6 +31,8 @@ key                        dtype, shape           meaning
 ``layer{k}.weight``, ``.bias``  float             TokenDense: as Dense (w_ij layout)
 ``layer{k}.transpose_b``   bool, ()               MatMul (graphs); ``.scale`` float64, ()
 ``layer{k}.heads``         int64, ()              SplitHeads (graphs)
+``layer{k}.weight``, ``.bias``, ``.eps``          LayerNorm (RMSNorm: weight, eps)
+``layer{k}.tanh_approximation``  bool, ()         GELU (absent: the exact form)
 ``input_shape``            int64, (d,)            optional: per-sample input shape
 ``input_domain.low``       float, input_shape     optional: lower corner l of the input box
 ``input_domain.high``      float, input_shape     optional: upper corner h (z^B rule bounds)
@@ -73,8 +75,8 @@ from lrp_num.errors import DomainError, LRPError, ModelFileError, NonFiniteError
 from lrp_num.io.files import check_output_path, write_atomic
 from lrp_num.layers import (
     AdaptiveAvgPool2d, Add, AvgPool2d, BatchNorm, ChannelAffine, Concat, Conv2d, Dense, Dropout,
-    Flatten, GlobalAvgPool, Identity, Layer, MatMul, MaxPool2d, MergeHeads, Multiply, ReLU, Softmax,
-    SplitHeads, SumPool2d, TokenDense,
+    GELU, Flatten, GlobalAvgPool, Identity, Layer, LayerNorm, MatMul, MaxPool2d, MergeHeads, Multiply,
+    RMSNorm, ReLU, SiLU, Sigmoid, Softmax, SplitHeads, SumPool2d, Tanh, TokenDense,
 )
 from lrp_num.engine.network import Sequential
 
@@ -223,6 +225,10 @@ _WRITERS: dict[type, Callable[[Layer], dict[str, np.ndarray]]] = {
     MatMul: lambda l: {"transpose_b": np.bool_(l.transpose_b), "scale": np.float64(l.scale)},
     SplitHeads: lambda l: {"heads": np.int64(l.heads)},
     Multiply: lambda l: {}, MergeHeads: lambda l: {},
+    GELU: lambda l: {"tanh_approximation": np.bool_(l.approximate == "tanh")},
+    SiLU: lambda l: {}, Tanh: lambda l: {}, Sigmoid: lambda l: {},
+    LayerNorm: lambda l: {"weight": l.weight, "bias": l.bias, "eps": np.float64(l.eps)},
+    RMSNorm: lambda l: {"weight": l.weight, "eps": np.float64(l.eps)},
 }
 
 
@@ -266,6 +272,11 @@ _READERS: dict[str, Callable[..., Layer]] = {
     "MatMul": lambda a: MatMul(_scalar(a("transpose_b"), "b", "transpose_b"), _scalar(a("scale"), "f", "scale")),
     "SplitHeads": lambda a: SplitHeads(_scalar(a("heads"), "i", "heads")),
     "Multiply": lambda a: Multiply(), "MergeHeads": lambda a: MergeHeads(),
+    "GELU": lambda a: GELU("tanh" if _scalar(a("tanh_approximation", np.bool_(False)), "b",
+                                             "tanh_approximation") else "none"),
+    "SiLU": lambda a: SiLU(), "Tanh": lambda a: Tanh(), "Sigmoid": lambda a: Sigmoid(),
+    "LayerNorm": lambda a: LayerNorm(a("weight"), a("bias"), _scalar(a("eps"), "f", "eps")),
+    "RMSNorm": lambda a: RMSNorm(a("weight"), _scalar(a("eps"), "f", "eps")),
 }
 
 
