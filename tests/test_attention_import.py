@@ -180,3 +180,56 @@ def test_onnx_softmax_not_over_the_last_axis_is_refused(tmp_path):
 
     with pytest.raises(UnsupportedLayerError, match="Softmax over axis 2"):
         load_onnx(tmp_path / "block.onnx")
+
+
+def test_transformer_block_builder_matches_torch():
+    """The pre-norm block built from graph nodes (LayerNorm, attention, Add, GELU) computes what a
+    torch block with the same weights computes, and the import of that torch block gives the same
+    graph function; AttnLRP runs through it."""
+    torch = pytest.importorskip("torch")
+    from torch import nn
+    from lrp_num.engine.graph import Graph
+    from lrp_num.io.torch_import import from_torch_module
+    from lrp_num.layers import Dense, Flatten
+    from lrp_num.layers.attention import transformer_block
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.norm1, self.norm2 = nn.LayerNorm(WIDTH), nn.LayerNorm(WIDTH)
+            self.attn = nn.MultiheadAttention(WIDTH, HEADS, batch_first=True)
+            self.mlp = nn.Sequential(nn.Linear(WIDTH, 2 * WIDTH), nn.GELU(), nn.Linear(2 * WIDTH, WIDTH))
+            self.head = nn.Linear(TOKENS * WIDTH, CLASSES)
+
+        def forward(self, x):
+            y = self.norm1(x)
+            x = x + self.attn(y, y, y)[0]
+            x = x + self.mlp(self.norm2(x))
+            return self.head(x.flatten(1))
+
+    torch.manual_seed(1)
+    module = Block().double().eval()
+    with torch.no_grad():
+        for parameter in module.parameters():
+            parameter.add_(0.1 * torch.randn_like(parameter))
+    array = lambda t: t.detach().numpy().copy()  # noqa: E731
+    linear = lambda layer: (array(layer.weight).T.copy(), array(layer.bias))  # noqa: E731
+    packed, packed_bias = array(module.attn.in_proj_weight), array(module.attn.in_proj_bias)
+    parts = [(packed[k * WIDTH:(k + 1) * WIDTH].T.copy(), packed_bias[k * WIDTH:(k + 1) * WIDTH])
+             for k in range(3)]
+    nodes, out = transformer_block(
+        "block", "input", HEADS, dict(zip(("query", "key", "value"), parts), out=linear(module.attn.out_proj)),
+        ((array(module.norm1.weight), array(module.norm1.bias)), (array(module.norm2.weight), array(module.norm2.bias))),
+        (linear(module.mlp[0]), linear(module.mlp[2])))
+    graph = Graph(nodes + [("flat", Flatten(), (out,)), ("head", Dense(*linear(module.head)), ("flat",))],
+                  input_shape=(TOKENS, WIDTH))
+    x = torch.randn(3, TOKENS, WIDTH, dtype=torch.float64)
+    with torch.no_grad():
+        expected = module(x).numpy()
+    np.testing.assert_allclose(graph.forward(x.numpy()), expected, rtol=1e-12, atol=1e-13)
+    imported = from_torch_module(module, (TOKENS, WIDTH))
+    np.testing.assert_allclose(imported.forward(x.numpy()), expected, rtol=1e-12, atol=1e-13)
+    built = explain(graph, x.numpy(), composite="attnlrp", target=0)
+    np.testing.assert_allclose(explain(imported, x.numpy(), composite="attnlrp", target=0), built,
+                               rtol=1e-10, atol=1e-13)
+    assert np.isfinite(built).all() and np.abs(built).max() > 0
