@@ -24,6 +24,9 @@ ACTIVATIONS: dict[str, Callable] = {
     "tanh": mpmath.tanh,
     "sigmoid": lambda v: 1 / (1 + mpmath.exp(-v)),
 }
+#: the rules of element-wise nonlinearities and of LayerNorm / RMSNorm the reference knows
+POINTWISE_RULES = ("identity_nonlinear", "taylor_nonlinear")
+NORM_RULES = ("norm_cp", "norm_full")
 #: the Taylor rule's expansion point: the root of g, 0 for the sigmoid (which has none)
 EXPANSION_POINT = 0
 
@@ -42,6 +45,37 @@ def pointwise_values(rule: str, activation: str, values, relevance) -> list:
         g_v = g(v)
         out.append(upper if g_v == 0 else slope * (v - EXPANSION_POINT) / g_v * upper)
     return out
+
+
+def pointwise_absorbed(rule: str, activation: str, values, relevance) -> list:
+    """What ``rule`` leaves behind per neuron, by its derivation: 0 for the identity rule;
+    c (g(x~) + r(x)) = c (g(x) - g'(x~)(x - x~)), c = R_out / g(x), for the Taylor rule (its
+    limit 0 where g(x) = 0)."""
+    if rule == "identity_nonlinear":
+        return [mpmath.mpf(0)] * len(values)
+    g = ACTIVATIONS[activation]
+    slope = mpmath.diff(g, EXPANSION_POINT)
+    out = []
+    for v, upper in zip(values, relevance):
+        g_v = g(v)
+        out.append(mpmath.mpf(0) if g_v == 0 else upper / g_v * (g_v - slope * (v - EXPANSION_POINT)))
+    return out
+
+
+def norm_absorbed(rule: str, norm: str, v: list, weight: list, bias: list, eps, relevance: list
+                  ) -> tuple:
+    """(bias share, the rest) that ``rule`` leaves behind on one row, by the derivation:
+    sum_j c_j beta_j, and for ``norm_full`` also (1 - e / sigma^2) sum_j c_j (y_j - beta_j)."""
+    n = len(v)
+    y = _norm_output(norm, v, weight, bias, eps)
+    c = [r / y[j] if r != 0 else mpmath.mpf(0) for j, r in enumerate(relevance)]
+    share = mpmath.fsum(c[j] * bias[j] for j in range(n)) if norm == "layernorm" else mpmath.mpf(0)
+    if rule == "norm_cp":
+        return share, mpmath.mpf(0)
+    mean = mpmath.fsum(v) / n if norm == "layernorm" else mpmath.mpf(0)
+    sigma_squared = mpmath.fsum((a - mean) ** 2 for a in v) / n + eps
+    passed = mpmath.fsum(c[j] * (y[j] - (bias[j] if norm == "layernorm" else 0)) for j in range(n))
+    return share, (1 - eps / sigma_squared) * passed
 
 
 def row_jacobian(function: Callable[[list], list], v: list) -> list:
@@ -147,5 +181,6 @@ def _detached_matrix(norm: str, v: list, weight: list, eps) -> list:
     return [[weight[j] * (1 if i == j else 0) / sigma for i in range(n)] for j in range(n)]
 
 
-__all__ = ["ACTIVATIONS", "norm_forward", "norm_relevance", "norm_row", "norm_values",
-           "pointwise_relevance", "pointwise_values", "row_jacobian"]
+__all__ = ["ACTIVATIONS", "NORM_RULES", "POINTWISE_RULES", "norm_forward", "norm_relevance", "norm_row", "norm_values",
+           "norm_absorbed", "pointwise_absorbed", "pointwise_relevance", "pointwise_values",
+           "row_jacobian"]
