@@ -418,3 +418,17 @@ def test_reference_refuses_a_linear_rule_on_a_norm_node():
     composite = dataclasses.replace(Composite.single("lrp0"), norm=LayerRule("lrp0"))
     with pytest.raises(UnknownRuleError, match="no rule of"):
         layer_plan(_verify_graph(), composite=composite)
+
+
+def test_torch_tensors_give_the_numpy_relevance():
+    torch = pytest.importorskip("torch")
+    graph = _verify_graph()
+    x = np.random.default_rng(6).normal(size=(3, 2, 4))
+    composite = dataclasses.replace(Composite.single("epsilon", epsilon=0.1),
+                                    pointwise=LayerRule("taylor_nonlinear"),
+                                    norm=LayerRule("norm_full"))
+    for method in ({"rule": "lrp0"}, {"composite": composite}):
+        want = explain_details(graph, x, **method).relevance
+        got = explain_details(graph, torch.tensor(x), **method).relevance
+        assert isinstance(got, torch.Tensor)
+        np.testing.assert_allclose(got.numpy(), want, rtol=1e-10, atol=1e-13)
