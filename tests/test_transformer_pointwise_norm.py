@@ -366,3 +366,81 @@ def test_onnx_import_refuses_a_broken_gelu_pattern(tmp_path):
     path = _onnx_model(tmp_path, nodes, initializers, 4)
     with pytest.raises(UnsupportedLayerError, match="exact GELU"):
         load_onnx(path)
+
+
+# -- lrp verify ------------------------------------------------------------------------------------
+
+def _verify_graph() -> Graph:
+    rng = np.random.default_rng(3)
+    weight, bias = rng.normal(size=4), rng.normal(size=4)
+    return Graph([
+        Node("ln", LayerNorm(weight, bias), "input"),
+        Node("gelu", GELU(), "ln"),
+        Node("rms", RMSNorm(weight), "gelu"),
+        Node("silu", SiLU(), "rms"),
+        Node("tanh", Tanh(), "silu"),
+        Node("sigmoid", Sigmoid(), "tanh"),
+        Node("flat", Flatten(), "sigmoid"),
+        Node("head", Dense(rng.normal(size=(8, 3)), rng.normal(size=3) * 0.1), "flat"),
+    ], input_shape=(2, 4))
+
+
+def test_verify_passes_on_a_token_graph_with_the_default_rules():
+    from lrp_num.verify import verify
+
+    x = np.random.default_rng(4).normal(size=(2, 2, 4))
+    report = verify(_verify_graph(), x, rules=["lrp0", "epsilon"], composites=[])
+    for row in report.rows:
+        assert row.error is None, row.error
+        assert all(c.holds for c in row.checks if c.required), [c for c in row.checks if not c.holds]
+        # the LayerNorm's bias keeps its share: relevance is not conserved, and verify knows why
+        assert row.conservation_reference > 1e-3 and row.balance_reference < 1e-40
+
+
+def test_verify_confirms_what_the_taylor_and_full_rules_absorb():
+    from lrp_num.verify import verify_method
+
+    x = np.random.default_rng(5).normal(size=(2, 2, 4))
+    composite = dataclasses.replace(Composite.single("lrp0"),
+                                    pointwise=LayerRule("taylor_nonlinear"),
+                                    norm=LayerRule("norm_full"))
+    row = verify_method(_verify_graph(), x, composite, "composite")
+    assert all(c.holds for c in row.checks if c.required), [c for c in row.checks if not c.holds]
+    # the reference's absorbed amounts (the derivations' claims, evaluated at 50 digits) close
+    # the balance sum R + kept = f_c(x) independently of the kernels
+    assert row.balance_reference < 1e-40
+
+
+def test_reference_refuses_a_linear_rule_on_a_norm_node():
+    from lrp_num.errors import UnknownRuleError
+    from lrp_num.reference import layer_plan
+
+    composite = dataclasses.replace(Composite.single("lrp0"), norm=LayerRule("lrp0"))
+    with pytest.raises(UnknownRuleError, match="no rule of"):
+        layer_plan(_verify_graph(), composite=composite)
+
+
+def test_torch_tensors_give_the_numpy_relevance():
+    torch = pytest.importorskip("torch")
+    graph = _verify_graph()
+    x = np.random.default_rng(6).normal(size=(3, 2, 4))
+    composite = dataclasses.replace(Composite.single("epsilon", epsilon=0.1),
+                                    pointwise=LayerRule("taylor_nonlinear"),
+                                    norm=LayerRule("norm_full"))
+    for method in ({"rule": "lrp0"}, {"composite": composite}):
+        want = explain_details(graph, x, **method).relevance
+        got = explain_details(graph, torch.tensor(x), **method).relevance
+        assert isinstance(got, torch.Tensor)
+        np.testing.assert_allclose(got.numpy(), want, rtol=1e-10, atol=1e-13)
+
+
+@pytest.mark.parametrize("rule, layer", [
+    ("taylor_nonlinear", GELU()), ("taylor_nonlinear", Tanh()), ("identity_nonlinear", SiLU()),
+    ("norm_cp", LayerNorm(np.arange(1.0, 5.0), np.ones(4))), ("norm_full", RMSNorm(np.ones(4)))])
+def test_node_rule_kernels_use_only_the_array_api(rule, layer):
+    strict = pytest.importorskip("array_api_strict")
+    x = np.random.default_rng(8).normal(size=(2, 3, 4))
+    upper = np.random.default_rng(9).uniform(0.1, 1, size=x.shape)
+    got = load_kernel(rule)(layer, strict.asarray(x), strict.asarray(upper))
+    assert type(got).__module__.startswith("array_api_strict")
+    np.testing.assert_allclose(np.asarray(got), load_kernel(rule)(layer, x, upper), rtol=1e-14)
