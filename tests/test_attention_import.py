@@ -184,8 +184,9 @@ def test_onnx_softmax_not_over_the_last_axis_is_refused(tmp_path):
 
 def test_transformer_block_builder_matches_torch():
     """The pre-norm block built from graph nodes (LayerNorm, attention, Add, GELU) computes what a
-    torch block with the same weights computes, and the import of that torch block gives the same
-    graph function; AttnLRP runs through it."""
+    torch block with the same weights computes, the import of that torch block gives the same
+    graph function, and AttnLRP through it agrees with the mpmath reference (lrp verify passes,
+    the absorbed amounts included)."""
     torch = pytest.importorskip("torch")
     from torch import nn
     from lrp_num.engine.graph import Graph
@@ -232,4 +233,9 @@ def test_transformer_block_builder_matches_torch():
     built = explain(graph, x.numpy(), composite="attnlrp", target=0)
     np.testing.assert_allclose(explain(imported, x.numpy(), composite="attnlrp", target=0), built,
                                rtol=1e-10, atol=1e-13)
-    assert np.isfinite(built).all() and np.abs(built).max() > 0
+    expected = np.asarray(reference.explain(graph, x.numpy()[:2], composite="attnlrp", target=0), float)
+    np.testing.assert_allclose(built[:2], expected, rtol=1e-10, atol=1e-13)
+    from lrp_num.verify import verify
+
+    report = verify(graph, x.numpy()[:2], rules=(), composites=("attnlrp",))
+    assert report.ok, report

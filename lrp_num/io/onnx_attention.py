@@ -61,6 +61,7 @@ class _Handlers:
         self.reader = reader
         self.plain_matmul = reader._op_MatMul
         self.plain_reshape = reader._op_Reshape
+        self.plain = {op: reader.handlers.get(op) for op in ("Mul", "Div")}  # e.g. the exact GELU's steps
 
     def _value(self, node: Any, index: int) -> Any:
         return self.reader.values[node.input[index]] if index < len(node.input) and node.input[index] else None
@@ -111,25 +112,39 @@ class _Handlers:
             operation.transpose_b, operation.scale / factor if divide else operation.scale * factor)))
         self._set(node, data)
 
+    def _after_matmul(self, value: Any) -> bool:
+        producer = self.reader.builder.producer(value) if isinstance(value, Tensor) else None
+        return producer is not None and isinstance(producer.operation, MatMul)
+
+    def _otherwise(self, node: Any, attrs: dict, why: str) -> None:
+        plain = self.plain.get(node.op_type)
+        if plain is None:
+            self.reader._unsupported(node, why)
+        plain(node, attrs)
+
     def mul(self, node: Any, attrs: dict) -> None:
         a, b = self._value(node, 0), self._value(node, 1)
         if isinstance(a, Tensor) and isinstance(b, Tensor):
             self.reader._add(node, Multiply(), [a, b])
-        elif isinstance(a, Tensor) or isinstance(b, Tensor):
-            data, number = (a, b) if isinstance(a, Tensor) else (b, a)
-            self._scale(node, data, number, divide=False)
-        else:
+        elif isinstance(a, Tensor) and isinstance(b, np.ndarray) and self._after_matmul(a):
+            self._scale(node, a, b, divide=False)
+        elif isinstance(b, Tensor) and isinstance(a, np.ndarray) and self._after_matmul(b):
+            self._scale(node, b, a, divide=False)
+        elif not isinstance(a, Tensor) and not isinstance(b, Tensor) and isinstance(a, np.ndarray) \
+                and isinstance(b, np.ndarray):
             self.reader._folded(node, lambda arrays: arrays[0] * arrays[1])
+        else:
+            self._otherwise(node, attrs, "Mul other than of two model tensors or of a MatMul's output by a scalar")
 
     def div(self, node: Any, attrs: dict) -> None:
         a, b = self._value(node, 0), self._value(node, 1)
-        if isinstance(a, Tensor) and not isinstance(b, Tensor):
+        if isinstance(a, Tensor) and isinstance(b, np.ndarray) and self._after_matmul(a):
             self._scale(node, a, b, divide=True)
-        elif not isinstance(a, Tensor) and not isinstance(b, Tensor):
+        elif isinstance(a, np.ndarray) and isinstance(b, np.ndarray):
             self.reader._folded(node, lambda arrays: arrays[0] // arrays[1] if arrays[0].dtype.kind in "iuO"
                                 else arrays[0] / arrays[1])
         else:
-            self.reader._unsupported(node, "Div other than of a MatMul's output by a scalar")
+            self._otherwise(node, attrs, "Div other than of a MatMul's output by a scalar")
 
     def transpose(self, node: Any, attrs: dict) -> None:
         value = self._value(node, 0)
