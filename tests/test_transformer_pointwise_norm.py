@@ -444,3 +444,16 @@ def test_node_rule_kernels_use_only_the_array_api(rule, layer):
     got = load_kernel(rule)(layer, strict.asarray(x), strict.asarray(upper))
     assert type(got).__module__.startswith("array_api_strict")
     np.testing.assert_allclose(np.asarray(got), load_kernel(rule)(layer, x, upper), rtol=1e-14)
+
+
+def test_certified_and_local_checks_refuse_the_new_nodes_clearly():
+    from lrp_num.verify_local import verify_local
+
+    graph = _verify_graph()
+    x = np.random.default_rng(10).normal(size=(1, 2, 4))
+    with pytest.raises(UnsupportedLayerError, match="without --local"):
+        verify_local(graph, x, rule="lrp0")
+    pytest.importorskip("flint")
+    from lrp_num.certified.network import prepare_balls
+    with pytest.raises(UnsupportedLayerError, match="without --certified"):
+        prepare_balls(graph, (2, 4))
