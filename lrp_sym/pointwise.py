@@ -90,15 +90,14 @@ _SAMPLE_RANGE = (-6.0, 6.0)
 _SAMPLES = 60
 
 
-def ratio_parts(ratio: Expr) -> tuple[Expr, Expr, Expr, Expr]:
-    """(numerator, denominator, its zero, rho there) of rho after cancelling common factors.
+def ratio_parts(ratio: Expr, point: Expr = S.Zero) -> tuple[Expr, Expr, Expr]:
+    """(numerator, denominator, rho's limit at x~) of rho = numerator / denominator.
 
-    The denominator's zero is the expansion point x~ (g(x~) = 0); rho's value there is its
-    limit, which the kernel uses where the denominator is exactly 0.
+    The denominator g(x) vanishes at the root x~ = ``point``; rho's limit there is the value the
+    kernel uses where the denominator is exactly 0.
     """
     numerator, denominator = fraction(ratio)
-    at_zero = limit(numerator / denominator, X, 0)
-    return numerator, denominator, S.Zero, at_zero
+    return numerator, denominator, limit(numerator / denominator, X, point)
 
 
 def _sampled_values(expr: Expr, seed: int) -> list[tuple[mpmath.mpf, mpmath.mpf]]:
@@ -111,12 +110,22 @@ def _sampled_values(expr: Expr, seed: int) -> list[tuple[mpmath.mpf, mpmath.mpf]
     return values
 
 
-def _sign_proof(name: str, statement: str, ratio: Expr, expected: Status) -> Proof:
-    """rho(x) >= 0 for every real x: decided by SymPy where it can, else sampled."""
+def _sign_proof(name: str, statement: str, ratio: Expr, at_root: Expr,
+                expected: Status) -> Proof:
+    """rho(x) >= 0 for every real x: decided by SymPy where it can (for x real, else in the sign
+    cases x > 0, x < 0 and the limit at x = 0), else sampled."""
     claim = f"claim: {ratio} >= 0 for every real x"
     if ratio.is_nonnegative:
         return Proof(name, statement, Status.PROVED, expected, "non-negative by the assumptions "
                      "of x (real)", steps=[claim, "SymPy decides the sign from x real"])
+    magnitude = Symbol("P", positive=True)
+    cases = [("x > 0", ratio.subs(X, magnitude)), ("x < 0", ratio.subs(X, -magnitude))]
+    if all(case.is_nonnegative for _, case in cases) and at_root.is_nonnegative:
+        return Proof(name, statement, Status.PROVED, expected,
+                     "non-negative in the sign cases x = P > 0 and x = -P < 0, and its limit at "
+                     "x = 0", steps=[claim] + [f"{label}: {case} >= 0 (P > 0)"
+                                                for label, case in cases]
+                     + [f"x = 0: the limit {at_root} >= 0"])
     seed = 0
     for examined, (point, value) in enumerate(_sampled_values(ratio, seed), 1):
         if value < -NUMERIC_SLACK:
@@ -252,7 +261,7 @@ class TaylorNonlinear:
         # which would write the sigmoid's rho with exp(x) exp(-x) (overflow for large |x|)
         ratio = relevance_in.subs(C, 1) / g
         remainder = g - at_point - slope * (X - point)
-        numerator, denominator, _, at_zero = ratio_parts(ratio)
+        numerator, denominator, at_zero = ratio_parts(ratio, point)
         derivation.rows += [
             (f"{name}: g(x)", g),
             (f"{name}: expansion point x~", point),
@@ -273,7 +282,7 @@ class TaylorNonlinear:
             self._absorbed_proof(name, g, relevance_in, at_point, remainder),
             self._conservation_proof(name, ratio),
             _sign_proof(f"positivity_{name}", f"{name}: positivity, rho(x) = R_in / R_out >= 0 "
-                        f"for every real x", ratio, self._expect(f"positivity_{name}")),
+                        f"for every real x", ratio, at_zero, self._expect(f"positivity_{name}")),
         ]
 
     def _root_proof(self, name: str, at_point: Expr) -> Proof:
