@@ -20,6 +20,9 @@ _LAYER_SIGNATURES = {
     "batchnorm_fold": "fold_batchnorm(weight, bias, gamma, beta, mean, var, eps) -> (weight, bias)",
     "maxpool": "relevance(pool, x, relevance_out) -> numpy.ndarray",
     "affine_channel": "affine_from_batchnorm(gamma, beta, mean, var, eps) -> (scale, shift)",
+    "softmax": "relevance(x, relevance_out, *, axis=-1) -> array  # and softmax(x, axis)",
+    "product_uniform": "relevance(a, b, relevance_out) -> (array, array)",
+    "matmul_epsilon": "relevance(a, b, relevance_out, *, epsilon=1e-06, transpose_b=False) -> (array, array)",
 }
 #: the kernel signature of the rules of one node type, by the neuron they are derived for
 _NODE_RULE_SIGNATURES = {
