@@ -99,7 +99,8 @@ class OpRecord:
     name : str
         Its place in the model, e.g. ``blocks.0.attn.softmax``.
     kind : str
-        ``linear``, ``layer_norm``, ``gelu``, ``softmax``, ``matmul``, ``scale``, ``add``, ``mean``.
+        ``linear``, ``layer_norm``, ``gelu``, ``softmax``, ``matmul``, ``scale``, ``add``,
+        ``add_constant`` (a parameter addend), ``mean``.
     inputs : list of str
         Names of the ops whose outputs it reads (``input`` for the image).
     output : ndarray
@@ -144,8 +145,6 @@ class _RecordingOps(TorchOps):
     """
 
     times_input = False
-    kind_of = {"linear": "linear", "layer_norm": "layer_norm", "gelu": "gelu", "softmax": "softmax",
-               "matmul": "matmul", "scale": "scale", "add": "add", "mean": "mean"}
 
     def __init__(self) -> None:
         torch = require_torch()
@@ -174,6 +173,14 @@ class _RecordingOps(TorchOps):
             tapped.append(self.tap.apply(tensor, (name, k)) if tensor.requires_grad else tensor)
         self.records[name] = OpRecord(name, kind, names)
         return tapped
+
+    def _enter_add(self, name: str, a, b):
+        """A sum's data addends tapped; a parameter addend (the position embedding) is a constant
+        whose share the op keeps (kind ``add_constant``)."""
+        if isinstance(b, self.torch.nn.Parameter):
+            (a,) = self._enter(name, "add_constant", a)
+            return a, b
+        return tuple(self._enter(name, "add", a, b))
 
     def _leave(self, name: str, output):
         self.sources[id(output)] = name
@@ -253,8 +260,7 @@ class ExplicitAttnLRPOps(_RecordingOps):
         return self._leave(name, self.lf.mul2(x, factor))
 
     def add(self, name, a, b):
-        tapped = self._enter(name, "add", *[t for t in (a, b) if not isinstance(t, self.torch.nn.Parameter)])
-        a, b = (tapped[0], b) if isinstance(b, self.torch.nn.Parameter) else tapped
+        a, b = self._enter_add(name, a, b)
         return self._leave(name, self.lf.add2(a, b))
 
     def mean(self, name, x):
@@ -304,8 +310,7 @@ class EfficientOps(_RecordingOps):
         return self._leave(name, x * factor)
 
     def add(self, name, a, b):
-        tapped = self._enter(name, "add", *[t for t in (a, b) if not isinstance(t, self.torch.nn.Parameter)])
-        a, b = (tapped[0], b) if isinstance(b, self.torch.nn.Parameter) else tapped
+        a, b = self._enter_add(name, a, b)
         return self._leave(name, a + b)
 
     def mean(self, name, x):
