@@ -1,0 +1,120 @@
+"""digits-vit: the torch vision transformer, its stored weights (plain arrays, no pickle), the
+held-out accuracy and the byte-reproducible training script.
+
+Needs torch; the training checks also need scikit-learn (skipped cleanly without them).
+"""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from lrp_num.errors import ModelFileError  # noqa: E402
+from lrp_num.io.torch_vit import (DIGITS_VIT, DIGITS_VIT_WEIGHTS, VIT_TINY, TorchOps, ViTConfig,  # noqa: E402
+                                  build_vit, load_digits_vit_torch, vit_arrays, vit_from_arrays)
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+
+
+def test_stored_digits_vit_is_accurate_and_predicts_its_test_images():
+    model, extras = load_digits_vit_torch()
+    assert extras["test_accuracy"] >= 0.95
+    assert extras["test_images"].shape == (8, 1, 8, 8) and list(extras["test_labels"]) == list(range(8))
+    with torch.no_grad():
+        predicted = model(torch.tensor(extras["test_images"])).argmax(dim=1).numpy()
+    assert (predicted == extras["test_labels"]).mean() >= 7 / 8
+
+
+def test_stored_accuracy_is_the_held_out_accuracy():
+    pytest.importorskip("sklearn")
+    sys.path.insert(0, str(SCRIPTS))
+    from train_digits import load_digits_split
+
+    _, _, x_test, y_test = load_digits_split()
+    model, extras = load_digits_vit_torch()
+    with torch.no_grad():
+        predicted = model(torch.tensor(x_test.reshape(-1, 1, 8, 8))).argmax(dim=1).numpy()
+    assert float((predicted == y_test).mean()) == pytest.approx(float(extras["test_accuracy"]), abs=0)
+
+
+def test_architecture_shapes():
+    model = build_vit(DIGITS_VIT, seed=0)
+    assert model(torch.zeros(3, 1, 8, 8, dtype=torch.float64)).shape == (3, 10)
+    assert model.pos_embed.shape == (1, 16, 32) and len(model.blocks) == 2
+    assert VIT_TINY.tokens == 196 and VIT_TINY.head_width == 64
+    small = ViTConfig(channels=3, image_size=8, patch=4, width=12, depth=1, heads=3, mlp_width=24, classes=5)
+    assert build_vit(small, seed=1)(torch.ones(2, 3, 8, 8, dtype=torch.float64)).shape == (2, 5)
+
+
+def test_ops_see_every_operation_and_keep_the_forward():
+    class Counting(TorchOps):
+        def __init__(self):
+            self.names = []
+
+        def observe(self, name, tensor):
+            self.names.append(name)
+            return tensor
+
+    model = build_vit(DIGITS_VIT, seed=0)
+    x = torch.rand(2, 1, 8, 8, dtype=torch.float64)
+    with torch.no_grad():
+        plain = model(x)
+        model.ops = Counting()
+        counted = model(x)
+    assert torch.equal(plain, counted)
+    names = model.ops.names
+    for k in range(2):
+        for op in ("norm1", "attn.scores", "attn.softmax", "attn.mix", "norm2", "mlp.act", "add1", "add2"):
+            assert f"blocks.{k}.{op}" in names
+    assert names[0] == "patch_embed" and names[-1] == "head"
+
+
+def test_arrays_round_trip_and_mismatches_are_model_file_errors():
+    model = build_vit(DIGITS_VIT, seed=3)
+    arrays = vit_arrays(model)
+    again = vit_from_arrays(arrays)
+    x = torch.rand(2, 1, 8, 8, dtype=torch.float64)
+    with torch.no_grad():
+        assert torch.equal(model(x), again(x))
+    missing = dict(arrays)
+    del missing["head.bias"]
+    with pytest.raises(ModelFileError, match="missing \\['head.bias'\\]"):
+        vit_from_arrays(missing)
+    wrong = {**arrays, "head.bias": np.zeros(3)}
+    with pytest.raises(ModelFileError, match="head.bias"):
+        vit_from_arrays(wrong)
+
+
+def test_weights_file_is_read_without_pickle(tmp_path):
+    bad = tmp_path / "w.npz"
+    np.savez(bad, **{"param.head.bias": np.array([object()], dtype=object)})
+    with pytest.raises(ModelFileError):
+        load_digits_vit_torch(bad)
+    with pytest.raises(ModelFileError, match="cannot read"):
+        load_digits_vit_torch(tmp_path / "missing.npz")
+    assert DIGITS_VIT_WEIGHTS.is_file()
+
+
+def test_training_is_byte_reproducible(tmp_path):
+    pytest.importorskip("sklearn")
+    sys.path.insert(0, str(SCRIPTS))
+    import train_digits_vit
+    from train_digits import load_digits_split
+
+    from lrp_num.io.model_io import _write_archive
+
+    x, y, _, _ = load_digits_split()
+    files = []
+    for k in range(2):
+        model = train_digits_vit.train_vit(x[:96].reshape(-1, 1, 8, 8), y[:96], epochs=1, log=lambda _: None)
+        arrays = train_digits_vit.weights_arrays(model, x[:2].reshape(-1, 1, 8, 8), y[:2], 0.5)
+        path = tmp_path / f"w{k}.npz"
+        with open(path, "wb") as stream:
+            _write_archive(stream, arrays)
+        files.append(path.read_bytes())
+    assert files[0] == files[1]
+    untrained = vit_arrays(build_vit(DIGITS_VIT, seed=1))
+    assert not np.array_equal(untrained["head.weight"], arrays["param.head.weight"])  # it did train
