@@ -99,6 +99,10 @@ def kernel_section(derivation: Derivation, module: str | None,
         return ["## Generated kernel", "", note]
     if module in _LAYER_SIGNATURES:
         signature = _LAYER_SIGNATURES[module]
+    elif derivation.neuron != "linear" and derivation.neuron != "sum":
+        return ["## Generated kernel", "", f"`lrp_num/_generated/{module}.py`:", "", "```python",
+                "relevance(op, x, relevance_out, ...) -> array  # the rule of one node type",
+                "```"]
     else:
         from lrp_sym.codegen.ratio_kernel import kernel_signature
         signature = kernel_signature(derivation) + " -> numpy.ndarray"

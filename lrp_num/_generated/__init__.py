@@ -28,3 +28,7 @@ LAYER_KERNELS = (
     'batchnorm_fold',
     'maxpool',
 )
+NODE_RULES = (
+    'identity_nonlinear',
+    'taylor_nonlinear',
+)

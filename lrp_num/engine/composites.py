@@ -16,6 +16,12 @@ first linear layer). Nodes outside the composite's choice:
   search direction (under the DTD bias convention that is exactly the z-rule), whereas
   epsilon would absorb part of it and alpha-beta scale it by alpha or -beta;
 * global and adaptive average pooling use the z-rule, like sum and average pooling;
+* element-wise nonlinearities (GELU, SiLU, Tanh, Sigmoid) use the composite's ``pointwise``
+  rule, by default :data:`POINTWISE_RULE`, the identity rule R_in = R_out (AttnLRP), which
+  conserves for every g; ``taylor_nonlinear`` is the first-order Taylor rule at the root point;
+* LayerNorm and RMSNorm use the composite's ``norm`` rule, by default :data:`NORM_RULE`, the rule
+  with the normaliser held constant (CP-LRP, Ali et al. 2022): LRP-0/epsilon on the linear map
+  the layer becomes, its bias absorbing its share; ``norm_full`` linearises it fully;
 * Concat, Flatten, Dropout, Identity and ReLU route relevance without a rule.
 """
 
@@ -27,6 +33,8 @@ from typing import Callable, Mapping
 from lrp_num.errors import MissingBoundsError, UnknownRuleError
 from lrp_num.layers import (AdaptiveAvgPool2d, Add, AvgPool2d, ChannelAffine, Conv2d, Dense,
                             MaxPool2d, SumPool2d)
+from lrp_num.layers.nonlinear import NONLINEAR
+from lrp_num.layers.normalization import NORMALIZATION
 
 #: the default rule of Add nodes: the proportional split R_k = a_k / sum a R derived for the
 #: addition (derivations/add_z.py); a composite's ``add`` field chooses another (add_zplus,
@@ -34,6 +42,10 @@ from lrp_num.layers import (AdaptiveAvgPool2d, Add, AvgPool2d, ChannelAffine, Co
 ADD_RULE = "add_z"
 #: the rule of every ChannelAffine node (see the module docstring)
 AFFINE_RULE = "lrp0"
+#: the default rule of element-wise nonlinearities (derivations/identity_nonlinear.py)
+POINTWISE_RULE = "identity_nonlinear"
+#: the default rule of LayerNorm and RMSNorm (derivations/norm_cp.py)
+NORM_RULE = "norm_cp"
 
 
 @dataclass(frozen=True)
@@ -62,12 +74,20 @@ class Composite:
         The rule of every Add node (default :data:`ADD_RULE`); a rule derived for the sum
         neuron (``add_z``, ``add_zplus``, ``add_epsilon``), e.g.
         ``dataclasses.replace(get_composite("epsilon-plus"), add=LayerRule("add_zplus"))``.
+    pointwise : LayerRule
+        The rule of every element-wise nonlinearity (default :data:`POINTWISE_RULE`), a rule
+        derived for one-input neurons: ``identity_nonlinear`` or ``taylor_nonlinear``.
+    norm : LayerRule
+        The rule of every LayerNorm / RMSNorm (default :data:`NORM_RULE`): ``norm_cp`` or
+        ``norm_full``.
     """
 
     name: str
     choose: Chooser
     description: str = ""
     add: LayerRule = LayerRule(ADD_RULE)
+    pointwise: LayerRule = LayerRule(POINTWISE_RULE)
+    norm: LayerRule = LayerRule(NORM_RULE)
 
     @classmethod
     def from_types(cls, name: str, dense: LayerRule, conv: LayerRule | None = None,
@@ -115,6 +135,10 @@ class Composite:
                 plan[index] = LayerRule(AFFINE_RULE)
             elif isinstance(layer, Add):
                 plan[index] = self.add
+            elif isinstance(layer, NONLINEAR):
+                plan[index] = self.pointwise
+            elif isinstance(layer, NORMALIZATION):
+                plan[index] = self.norm
         return plan
 
 

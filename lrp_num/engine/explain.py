@@ -46,6 +46,8 @@ from lrp_num.engine.kernels import LAYER_KERNEL_NAMES, has_kernel, known_rules, 
 from lrp_num.layers import (AdaptiveAvgPool2d, Add, AvgPool2d, ChannelAffine, Concat, Conv2d,
                             Dense, Flatten, MaxPool2d, SumPool2d)
 from lrp_num.io.model_io import InputDomain
+from lrp_num.layers.nonlinear import NONLINEAR
+from lrp_num.layers.normalization import NORMALIZATION
 from lrp_num.engine.network import Sequential
 
 __all__ = ["Explanation", "LayerReport", "MissingBoundsError", "explain", "explain_details",
@@ -55,9 +57,12 @@ __all__ = ["Explanation", "LayerReport", "MissingBoundsError", "explain", "expla
 _RUNTIME_KEYWORDS = frozenset({"op", "x", "relevance_out", "lower", "upper", "eps", "stabilise",
                                "bias_shares"})
 #: the neurons a generated kernel can be derived for (its NEURON), in words
-_NEURONS = {"linear": "a linear neuron sum_i x_i w_ij + b_j", "sum": "an addition of tensors (Add node)"}
+_NEURONS = {"linear": "a linear neuron sum_i x_i w_ij + b_j", "sum": "an addition of tensors (Add node)",
+            "pointwise": "an element-wise nonlinearity y = g(x) (GELU, SiLU, Tanh, Sigmoid)",
+            "norm": "a normalisation over the last axis (LayerNorm, RMSNorm)"}
 #: operations whose relevance rule is always the shipped, derived one (never a user's kernel)
-_DERIVED_ONLY = (SumPool2d, AvgPool2d, MaxPool2d, AdaptiveAvgPool2d, ChannelAffine, Add)
+_DERIVED_ONLY = (SumPool2d, AvgPool2d, MaxPool2d, AdaptiveAvgPool2d, ChannelAffine, Add, *NONLINEAR,
+                 *NORMALIZATION)
 
 
 @dataclass
@@ -198,7 +203,7 @@ def _check_plan(plan: dict[int, LayerRule], layers: Sequence, folder: str | None
             raise UnknownRuleError(f"{choice.rule!r} is the kernel of a layer type, not a rule for "
                                    f"layer {index}; rules: {', '.join(known_rules())}")
         kernel = _kernel(choice.rule, folder, layers[index])
-        wanted = "sum" if isinstance(layers[index], Add) else "linear"
+        wanted = _neuron_of(layers[index])
         if kernel.neuron != wanted:
             raise UnknownRuleError(
                 f"rule {choice.rule!r} is derived for {_NEURONS.get(kernel.neuron, kernel.neuron)}, but "
@@ -207,6 +212,17 @@ def _check_plan(plan: dict[int, LayerRule], layers: Sequence, folder: str | None
                     "dataclasses.replace(composite, add=LayerRule('add_zplus'))"
                     if kernel.neuron == "sum" else ""))
         check_rule_parameters(choice.rule, choice.parameters, kernel.parameters)
+
+
+def _neuron_of(layer: object) -> str:
+    """The neuron a node's rule must be derived for (a key of :data:`_NEURONS`)."""
+    if isinstance(layer, Add):
+        return "sum"
+    if isinstance(layer, NONLINEAR):
+        return "pointwise"
+    if isinstance(layer, NORMALIZATION):
+        return "norm"
+    return "linear"
 
 
 def explain_details(
@@ -312,6 +328,10 @@ def _apply_node_rule(layer, inputs: list[np.ndarray], above: np.ndarray, choice:
         relevance, valid = _apply_rule(layer, operator, stacked, above, choice, conventions, box,
                                        index, diagnostics, kernel_folder)
         return [relevance[:, k, ...] for k in range(len(inputs))], valid
+    if isinstance(layer, NONLINEAR + NORMALIZATION):  # the rule takes the layer itself
+        relevance, valid = _apply_rule(layer, layer, inputs[0], above, choice, conventions, box,
+                                       index, diagnostics, kernel_folder)
+        return [relevance], valid
     relevance, valid = _apply_rule(layer, backend.operator(layer), inputs[0], above, choice,
                                    conventions, box, index, diagnostics, kernel_folder)
     return [relevance], valid

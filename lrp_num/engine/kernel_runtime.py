@@ -73,6 +73,33 @@ def heaviside(a: Array, value_at_zero: float) -> Array:
     return xp.where(a > 0, one, xp.where(a == 0, at_zero, zero))
 
 
+def normal_cdf(x: Array) -> Array:
+    """The standard normal CDF Phi(x) = erfc(-x / sqrt(2)) / 2, elementwise, in the dtype of x.
+
+    The array API standard has no erf; this takes it from the array's own library (PyTorch's
+    ``torch.special.ndtr``, SciPy's ``ndtr`` for NumPy and CuPy where installed), else from
+    Python's ``math.erfc`` element by element. erfc keeps Phi accurate where x << 0, where
+    (1 + erf) / 2 cancels.
+    """
+    xp = namespace(x)
+    if array_api_compat.is_torch_array(x):
+        import torch
+
+        return torch.special.ndtr(x)
+    if array_api_compat.is_cupy_array(x):
+        from cupyx.scipy.special import ndtr
+
+        return ndtr(x)
+    try:
+        from scipy.special import ndtr
+    except ImportError:  # scipy is optional: math.erfc, element by element
+        import math
+
+        values = numpy.frompyfunc(lambda v: 0.5 * math.erfc(-v / math.sqrt(2.0)), 1, 1)(x)
+        return xp.astype(xp.asarray(values), x.dtype)
+    return xp.astype(xp.asarray(ndtr(x)), x.dtype)
+
+
 def box_bound(value: object, name: str, x: Array, rule: str) -> Array:
     """A box bound (``lower`` l or ``upper`` h, l <= x <= h) in the dtype of ``x``.
 
@@ -222,4 +249,4 @@ def stabilised_ratio(numerator: Array, d: Array, eps: float, stabilise: str,
 
 
 __all__ = ["STABILISE_MODES", "as_float", "batch_shaped", "bias_shares", "box_bound",
-           "heaviside", "like", "namespace", "sign_stabilised", "stabilised_ratio"]
+           "heaviside", "like", "namespace", "normal_cdf", "sign_stabilised", "stabilised_ratio"]

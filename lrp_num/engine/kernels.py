@@ -31,7 +31,8 @@ def _packaged_rules() -> tuple[str, ...]:
 def _packaged_names() -> tuple[str, ...]:
     generated = importlib.import_module("lrp_num._generated")
     return _packaged_rules() + tuple(
-        name for name in getattr(generated, "LAYER_KERNELS", ()) if name not in _NOT_KERNELS)
+        name for name in getattr(generated, "LAYER_KERNELS", ()) if name not in _NOT_KERNELS) \
+        + tuple(getattr(generated, "NODE_RULES", ()))
 
 
 def _folder_names(folder: Path) -> tuple[str, ...]:

@@ -20,6 +20,7 @@ from lrp_num.layers.branching import Add, Concat
 from lrp_num.layers.conv import Conv2d
 from lrp_num.layers.dense import Dense
 from lrp_num.layers.elementwise import Dropout, Flatten, Identity, ReLU
+from lrp_num.layers.nonlinear import GELU, SiLU, Sigmoid, Tanh
 from lrp_num.layers.pooling import AvgPool2d, MaxPool2d, SumPool2d
 
 Layer = Union[Dense, Conv2d, SumPool2d, AvgPool2d, MaxPool2d, AdaptiveAvgPool2d, GlobalAvgPool,
@@ -29,7 +30,7 @@ Layer = Union[Dense, Conv2d, SumPool2d, AvgPool2d, MaxPool2d, AdaptiveAvgPool2d,
 LAYER_TYPES: dict[str, type] = {
     cls.__name__: cls
     for cls in (Dense, Conv2d, SumPool2d, AvgPool2d, MaxPool2d, AdaptiveAvgPool2d, GlobalAvgPool,
-                ReLU, Flatten, Identity, Dropout, BatchNorm)
+                ReLU, Flatten, Identity, Dropout, BatchNorm, GELU, SiLU, Tanh, Sigmoid)
 }
 #: operation class name -> class for the nodes of a :class:`~lrp_num.engine.graph.Graph`: every layer,
 #: the per-channel affine layer, and the operations with several inputs
@@ -38,6 +39,6 @@ OPERATION_TYPES: dict[str, type] = {
 
 __all__ = [
     "AdaptiveAvgPool2d", "Add", "AvgPool2d", "BatchNorm", "ChannelAffine", "Concat", "Conv2d",
-    "Dense", "Dropout", "Flatten", "GlobalAvgPool", "Identity", "LAYER_TYPES", "Layer",
-    "MaxPool2d", "OPERATION_TYPES", "ReLU", "SumPool2d",
+    "Dense", "Dropout", "Flatten", "GELU", "GlobalAvgPool", "Identity", "LAYER_TYPES", "Layer",
+    "MaxPool2d", "OPERATION_TYPES", "ReLU", "SiLU", "Sigmoid", "SumPool2d", "Tanh",
 ]

@@ -1,0 +1,3 @@
+"""Normalisation over the last axis: LayerNorm and RMSNorm (placeholder until the norm rules land)."""
+
+NORMALIZATION: tuple = ()
