@@ -26,7 +26,10 @@ RULES = (
 LAYER_KERNELS = (
     'affine_channel',
     'batchnorm_fold',
+    'matmul_epsilon',
     'maxpool',
+    'product_uniform',
+    'softmax',
 )
 NODE_RULES = (
     'identity_nonlinear',

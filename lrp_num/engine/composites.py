@@ -32,7 +32,7 @@ from typing import Callable, Mapping
 
 from lrp_num.errors import MissingBoundsError, UnknownRuleError
 from lrp_num.layers import (AdaptiveAvgPool2d, Add, AvgPool2d, ChannelAffine, Conv2d, Dense,
-                            MaxPool2d, SumPool2d)
+                            MatMul, MaxPool2d, Multiply, Softmax, SumPool2d)
 from lrp_num.layers.nonlinear import NONLINEAR
 from lrp_num.layers.normalization import NORMALIZATION
 
@@ -55,6 +55,15 @@ class LayerRule:
     rule: str
     parameters: Mapping[str, float] = field(default_factory=dict)
 
+
+#: the default rules of attention nodes (AttnLRP, Achtibat et al. 2024, ICML): softmax by its
+#: tangent at x with a bias (Prop. 3.1), element-wise products uniform, matrix products
+#: epsilon on the sum over k then uniform (Prop. 3.3); keys "softmax", "product", "matmul"
+ATTENTION_RULES: Mapping[str, LayerRule] = {
+    "softmax": LayerRule("softmax"), "product": LayerRule("product_uniform"),
+    "matmul": LayerRule("matmul_epsilon")}
+#: the attention node types and their key in a composite's ``attention`` mapping
+_ATTENTION_KEYS = ((Softmax, "softmax"), (Multiply, "product"), (MatMul, "matmul"))
 
 #: chooser(index, layer, is_first_linear, input_is_box) -> LayerRule
 Chooser = Callable[[int, object, bool, bool], LayerRule]
@@ -80,6 +89,11 @@ class Composite:
     norm : LayerRule
         The rule of every LayerNorm / RMSNorm (default :data:`NORM_RULE`): ``norm_cp`` or
         ``norm_full``.
+    attention : mapping
+        The rule of every Softmax, Multiply and MatMul node, by key ``"softmax"``,
+        ``"product"``, ``"matmul"`` (default :data:`ATTENTION_RULES`, AttnLRP).
+    node_rules : mapping
+        Node name -> LayerRule: the rule of that node of a graph, over every other choice.
     """
 
     name: str
@@ -88,6 +102,8 @@ class Composite:
     add: LayerRule = LayerRule(ADD_RULE)
     pointwise: LayerRule = LayerRule(POINTWISE_RULE)
     norm: LayerRule = LayerRule(NORM_RULE)
+    attention: Mapping[str, LayerRule] = field(default_factory=lambda: dict(ATTENTION_RULES))
+    node_rules: Mapping[str, LayerRule] = field(default_factory=dict)
 
     @classmethod
     def from_types(cls, name: str, dense: LayerRule, conv: LayerRule | None = None,
@@ -139,6 +155,12 @@ class Composite:
                 plan[index] = self.pointwise
             elif isinstance(layer, NORMALIZATION):
                 plan[index] = self.norm
+            else:
+                for kind, key in _ATTENTION_KEYS:
+                    if isinstance(layer, kind):
+                        plan[index] = self.attention.get(key, ATTENTION_RULES[key])
+            if node.name in self.node_rules:
+                plan[index] = self.node_rules[node.name]
         return plan
 
 
@@ -169,6 +191,10 @@ COMPOSITES: dict[str, Composite] = {
         Composite("epsilon-gamma-box", _epsilon_gamma_box,
                   "z^B at the input, gamma on convolutions, epsilon on dense layers"),
         Composite.single("alphabeta", alpha=2.0, beta=1.0),
+        Composite.from_types("attnlrp", dense=LayerRule("epsilon", {"epsilon": 1e-6}),
+                             description="AttnLRP (Achtibat et al. 2024): epsilon on linear layers, "
+                             "softmax by its tangent with a bias, products uniform, matrix "
+                             "products epsilon then uniform"),
     )
 }
 COMPOSITES["alpha2-beta1"] = Composite(

@@ -37,6 +37,7 @@ import numpy as np
 from lrp_num import backends
 from lrp_num.checks import (check_composite_parameters, check_orthant,
                             check_rule_parameters, check_target)
+from lrp_num.engine import attention_rules
 from lrp_num.engine.composites import Composite, LayerRule, get_composite
 from lrp_num.engine.conventions import DTD, SIGN_COUNTERPARTS, Conventions
 from lrp_num.errors import (KernelArgumentError, LRPError, MissingBoundsError, NonFiniteError,
@@ -62,7 +63,7 @@ _NEURONS = {"linear": "a linear neuron sum_i x_i w_ij + b_j", "sum": "an additio
             "norm": "a normalisation over the last axis (LayerNorm, RMSNorm)"}
 #: operations whose relevance rule is always the shipped, derived one (never a user's kernel)
 _DERIVED_ONLY = (SumPool2d, AvgPool2d, MaxPool2d, AdaptiveAvgPool2d, ChannelAffine, Add, *NONLINEAR,
-                 *NORMALIZATION)
+                 *NORMALIZATION, *attention_rules.RULED)
 
 
 @dataclass
@@ -203,11 +204,12 @@ def _check_plan(plan: dict[int, LayerRule], layers: Sequence, folder: str | None
             raise UnknownRuleError(f"{choice.rule!r} is the kernel of a layer type, not a rule for "
                                    f"layer {index}; rules: {', '.join(known_rules())}")
         kernel = _kernel(choice.rule, folder, layers[index])
-        wanted = _neuron_of(layers[index])
+        wanted = attention_rules.neuron_of(layers[index]) or _neuron_of(layers[index])
         if kernel.neuron != wanted:
+            words = {**_NEURONS, **attention_rules.NEURON_WORDS}
             raise UnknownRuleError(
-                f"rule {choice.rule!r} is derived for {_NEURONS.get(kernel.neuron, kernel.neuron)}, but "
-                f"node {index} ({layers[index]!r}) is {_NEURONS[wanted]}" + (
+                f"rule {choice.rule!r} is derived for {words.get(kernel.neuron, kernel.neuron)}, but "
+                f"node {index} ({layers[index]!r}) is {words[wanted]}" + (
                     "; choose the Add nodes' rule with a composite's add field, e.g. "
                     "dataclasses.replace(composite, add=LayerRule('add_zplus'))"
                     if kernel.neuron == "sum" else ""))
@@ -315,14 +317,18 @@ def _route(layer, inputs: list[np.ndarray], above: np.ndarray) -> list[np.ndarra
         return _split_concat(layer, above, [tuple(a.shape[1:]) for a in inputs])
     if isinstance(layer, Flatten):
         return [above.reshape(inputs[0].shape)]
-    return [above]
+    moved = attention_rules.route(layer, inputs, above)
+    return moved if moved is not None else [above]
 
 
 def _apply_node_rule(layer, inputs: list[np.ndarray], above: np.ndarray, choice: LayerRule,
                      conventions: Conventions, box: "_Box", index: int, diagnostics: bool,
                      kernel_folder: str | None, backend) -> tuple[list[np.ndarray], np.ndarray | None]:
     """A node's rule, with the layer's operator on the input's backend; an Add node's acts on
-    its addends stacked on axis 1."""
+    its addends stacked on axis 1; an attention node's kernel takes the node's inputs."""
+    if isinstance(layer, attention_rules.RULED):
+        kernel = _kernel(choice.rule, kernel_folder, layer)
+        return attention_rules.apply(layer, inputs, above, kernel.relevance, dict(choice.parameters)), None
     if isinstance(layer, Add):
         stacked, operator = backend.stack_addends(inputs), backend.addends(len(inputs))
         relevance, valid = _apply_rule(layer, operator, stacked, above, choice, conventions, box,

@@ -27,7 +27,7 @@ from lrp_num.checks import as_float_array, require_finite
 from lrp_num.errors import GraphError, LRPError, ShapeError, UnsupportedLayerError
 from lrp_num.layers import (OPERATION_TYPES, AdaptiveAvgPool2d, Add, AvgPool2d, BatchNorm,
                             ChannelAffine, Concat, Conv2d, Dense, Dropout, Flatten, Identity,
-                            MaxPool2d, SumPool2d)
+                            MatMul, MaxPool2d, Multiply, SumPool2d)
 from lrp_num.engine.network import Sequential
 
 #: the default name of the graph's input tensor
@@ -276,6 +276,8 @@ def _arity(operation: object) -> tuple[int, int | None]:
         return 2, None
     if isinstance(operation, Concat):
         return 1, None
+    if isinstance(operation, (Multiply, MatMul)):
+        return 2, 2
     return 1, 1
 
 

@@ -15,6 +15,7 @@ from typing import Union
 
 from lrp_num.layers.adaptive_pooling import AdaptiveAvgPool2d, GlobalAvgPool
 from lrp_num.layers.affine import ChannelAffine
+from lrp_num.layers.attention import MatMul, MergeHeads, Multiply, Softmax, SplitHeads, TokenDense
 from lrp_num.layers.batchnorm import BatchNorm
 from lrp_num.layers.branching import Add, Concat
 from lrp_num.layers.conv import Conv2d
@@ -35,10 +36,12 @@ LAYER_TYPES: dict[str, type] = {
 #: operation class name -> class for the nodes of a :class:`~lrp_num.engine.graph.Graph`: every layer,
 #: the per-channel affine layer, and the operations with several inputs
 OPERATION_TYPES: dict[str, type] = {
-    **LAYER_TYPES, **{cls.__name__: cls for cls in (ChannelAffine, Add, Concat)}}
+    **LAYER_TYPES, **{cls.__name__: cls for cls in (ChannelAffine, Add, Concat, Softmax, Multiply,
+                                                     MatMul, SplitHeads, MergeHeads, TokenDense)}}
 
 __all__ = [
     "AdaptiveAvgPool2d", "Add", "AvgPool2d", "BatchNorm", "ChannelAffine", "Concat", "Conv2d",
     "Dense", "Dropout", "Flatten", "GELU", "GlobalAvgPool", "Identity", "LAYER_TYPES", "Layer",
-    "MaxPool2d", "OPERATION_TYPES", "ReLU", "SiLU", "Sigmoid", "SumPool2d", "Tanh",
+    "MatMul", "MaxPool2d", "MergeHeads", "Multiply", "OPERATION_TYPES", "ReLU", "SiLU", "Sigmoid", "Softmax",
+    "SplitHeads", "SumPool2d", "Tanh", "TokenDense",
 ]

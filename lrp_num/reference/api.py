@@ -34,6 +34,8 @@ from lrp_num.layers import Add
 from lrp_num.progress import progress
 from lrp_num.reference.backward import ReferenceNetwork, prepare
 from lrp_num.reference.composites import CompositeDefinition, _own_plan, definition_of, plan_nodes
+from lrp_num.reference.attention import ATTENTION_RULES
+from lrp_num.reference.attention import OPERATIONS as ATTENTION_OPERATIONS
 from lrp_num.reference.directions import (ADD_ALIASES, ADD_RULES, BIAS_CONVENTIONS, ROOT_POINT_RULES, RULE_DEFAULTS,
                                           RULES)
 from lrp_num.reference.linear import LINEAR_LAYERS
@@ -102,6 +104,14 @@ def layer_plan(network, rule: str | None = None, composite=None, input_is_box: b
         if chosen == "maxpool":
             continue
         node = nodes[index]
+        if isinstance(node.operation, ATTENTION_OPERATIONS):
+            kind, defaults = ATTENTION_RULES.get(chosen, (None, {}))
+            if kind is None or not isinstance(node.operation, kind):
+                raise UnknownRuleError(f"node {node.name!r}: {chosen!r} is no rule of {node.operation!r}; known: "
+                                       f"{', '.join(n for n, (k, _) in ATTENTION_RULES.items() if isinstance(node.operation, k))}")
+            own = check_rule_parameters(chosen, chosen_parameters, defaults)
+            plan[index] = (chosen, {**defaults, **own})
+            continue
         if isinstance(node.operation, Add):
             original = chosen
             chosen = ADD_ALIASES.get(chosen, chosen)

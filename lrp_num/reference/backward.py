@@ -28,6 +28,7 @@ from lrp_num.checks import check_orthant
 from lrp_num.errors import GraphError, MissingBoundsError, ShapeError, UnsupportedLayerError
 from lrp_num.layers import (Add, BatchNorm, ChannelAffine, Concat, Conv2d, Dense, Dropout, Flatten,
                             Identity, MaxPool2d, ReLU)
+from lrp_num.reference import attention
 from lrp_num.reference.directions import ROOT_POINT_RULES
 from lrp_num.reference.linear import (LINEAR_LAYERS, LinearMatrix, batchnorm_matrix, fold_batchnorms,
                                       linear_matrix, pool_windows)
@@ -183,6 +184,8 @@ class ReferenceNetwork:
                     matrix = fold_batchnorms(matrix, node.batchnorms)
             self.matrices[node.index] = matrix
             return out
+        if isinstance(operation, attention.OPERATIONS):
+            return attention.output_shape(operation, shapes)
         if isinstance(operation, MaxPool2d):
             index, connected, _, out = pool_windows(operation, shape)
             self.windows[node.index] = (index, connected)
@@ -250,6 +253,8 @@ class ReferenceNetwork:
                     out = out + addend
             elif isinstance(operation, Concat):
                 out = self.concatenate(node, inputs)
+            elif isinstance(operation, attention.OPERATIONS):
+                out = attention.forward(operation, inputs, self.input_shapes(node))
             else:
                 out = a
             values[node.name] = out
@@ -280,6 +285,9 @@ class ReferenceNetwork:
                 lower = [g] * len(node.inputs)
             elif isinstance(node.operation, Concat):
                 lower = self.split(node, g)
+            elif isinstance(node.operation, attention.OPERATIONS):
+                lower = attention.gradient(node.operation, [activations[name] for name in node.inputs],
+                                           self.input_shapes(node), g)
             else:
                 lower = [g]
             _accumulate(arriving, node.inputs, lower)
@@ -354,6 +362,13 @@ class ReferenceNetwork:
                 lower = [maxpool_layer(*self.windows[index], a, relevance, len(a), trace)]
             elif isinstance(layer, Concat):
                 lower = self.split(node, relevance)
+            elif isinstance(layer, attention.OPERATIONS) and index in plan:
+                rule, parameters = plan[index]
+                trace = LayerTrace(index, repr(layer), rule, relevance_out=relevance, name=node.name)
+                lower = attention.relevance(layer, rule, parameters, inputs, self.input_shapes(node),
+                                            relevance, trace)
+            elif isinstance(layer, attention.OPERATIONS):  # head split / merge: moved back by index
+                lower = attention.gradient(layer, inputs, self.input_shapes(node), relevance)
             else:
                 lower = [relevance]
             if trace is not None:

@@ -39,8 +39,8 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from lrp_num.errors import MissingBoundsError, UnknownRuleError
-from lrp_num.layers import (AdaptiveAvgPool2d, Add, AvgPool2d, ChannelAffine, Conv2d, Dense, MaxPool2d,
-                            SumPool2d)
+from lrp_num.layers import (AdaptiveAvgPool2d, Add, AvgPool2d, ChannelAffine, Conv2d, Dense, MatMul,
+                            MaxPool2d, Multiply, Softmax, SumPool2d)
 
 #: the rule of pooling and ChannelAffine nodes: the z-rule (see the module docstring)
 Z_RULE = "lrp0"
@@ -48,6 +48,13 @@ Z_RULE = "lrp0"
 ADD_RULE = "add_z"
 
 Choice = tuple[str, Mapping[str, float]]
+#: the attention nodes' rules as AttnLRP defines them (Achtibat et al. 2024, ICML, Prop. 3.1 and
+#: 3.3): softmax by its tangent at x with a bias, element-wise products uniform (Shapley),
+#: matrix products LRP-epsilon (1e-6) on the sum over k, then uniform
+ATTENTION_DEFINITION: Mapping[str, Choice] = {
+    "softmax": ("softmax", {}), "product": ("product_uniform", {}),
+    "matmul": ("matmul_epsilon", {"epsilon": 1e-6})}
+_ATTENTION_KEYS = ((Softmax, "softmax"), (Multiply, "product"), (MatMul, "matmul"))
 
 
 @dataclass(frozen=True)
@@ -66,6 +73,8 @@ class CompositeDefinition:
     first_on_rn: Choice | str | None = None
     add: Choice = (ADD_RULE, {})
     description: str = ""
+    attention: Mapping[str, Choice] = field(default_factory=lambda: dict(ATTENTION_DEFINITION))
+    node_rules: Mapping[str, Choice] = field(default_factory=dict)
 
     def rule_of(self, layer: object, is_first: bool, input_is_box: bool) -> Choice:
         """The rule of one Dense or Conv2d node."""
@@ -95,6 +104,9 @@ COMPOSITE_DEFINITIONS: dict[str, CompositeDefinition] = {
                             description="z^B at the input, gamma on convolutions, epsilon on dense layers"),
         CompositeDefinition("alpha2-beta1", dense=_ALPHA_BETA, conv=_ALPHA_BETA,
                             description="alpha = 2, beta = 1 on every linear layer"),
+        CompositeDefinition("attnlrp", dense=("epsilon", {"epsilon": 1e-6}), conv=("epsilon", {"epsilon": 1e-6}),
+                            description="AttnLRP: epsilon on linear layers, softmax tangent with bias, "
+                            "products uniform, matrix products epsilon then uniform"),
     )
 }
 
@@ -105,6 +117,8 @@ class _ObjectDefinition:
 
     composite: Any
     add: Choice = field(default=(ADD_RULE, {}))
+    attention: Mapping[str, Choice] = field(default_factory=lambda: dict(ATTENTION_DEFINITION))
+    node_rules: Mapping[str, Choice] = field(default_factory=dict)
 
     def rule_of(self, layer: object, is_first: bool, input_is_box: bool, index: int = 0) -> Choice:
         choice = self.composite.choose(index, layer, is_first, input_is_box)
@@ -151,6 +165,12 @@ def plan_nodes(nodes, input_name: str, definition, input_is_box: bool) -> dict[i
             plan[node.index] = definition.add
         elif isinstance(layer, MaxPool2d):
             plan[node.index] = ("maxpool", {})
+        else:
+            for kind, key in _ATTENTION_KEYS:
+                if isinstance(layer, kind):
+                    plan[node.index] = definition.attention.get(key, ATTENTION_DEFINITION[key])
+        if node.name in definition.node_rules:
+            plan[node.index] = definition.node_rules[node.name]
     return plan
 
 
@@ -163,7 +183,10 @@ def definition_of(composite) -> CompositeDefinition | _ObjectDefinition:
                                    f"{', '.join(COMPOSITE_DEFINITIONS)}")
         return COMPOSITE_DEFINITIONS[composite]
     add = getattr(composite, "add", None)
-    return _ObjectDefinition(composite, (add.rule, dict(add.parameters)) if add is not None else (ADD_RULE, {}))
+    choices = lambda rules: {key: (rule.rule, dict(rule.parameters)) for key, rule in rules.items()}  # noqa: E731
+    return _ObjectDefinition(composite, (add.rule, dict(add.parameters)) if add is not None else (ADD_RULE, {}),
+                             {**ATTENTION_DEFINITION, **choices(getattr(composite, "attention", {}))},
+                             choices(getattr(composite, "node_rules", {})))
 
 
 __all__ = ["ADD_RULE", "COMPOSITE_DEFINITIONS", "CompositeDefinition", "Z_RULE", "definition_of",
