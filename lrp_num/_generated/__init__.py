@@ -33,5 +33,7 @@ LAYER_KERNELS = (
 )
 NODE_RULES = (
     'identity_nonlinear',
+    'norm_cp',
+    'norm_full',
     'taylor_nonlinear',
 )

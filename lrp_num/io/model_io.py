@@ -27,6 +27,8 @@ key                        dtype, shape           meaning
 ``layer{k}.gamma``, ...    float, (C,)            BatchNorm: ``gamma``, ``beta``, ``mean``, ``var``
 ``layer{k}.eps``           float64, ()            BatchNorm
 ``layer{k}.scale``, ``.shift``  float, (C,)       ChannelAffine (graphs)
+``layer{k}.weight``, ``.bias``, ``.eps``          LayerNorm (RMSNorm: weight, eps)
+``layer{k}.tanh_approximation``  bool, ()         GELU (absent: the exact form)
 ``layer{k}.axis``          int64, ()              Concat (graphs)
 ``input_shape``            int64, (d,)            optional: per-sample input shape
 ``input_domain.low``       float, input_shape     optional: lower corner l of the input box
@@ -70,7 +72,8 @@ from lrp_num.errors import DomainError, LRPError, ModelFileError, NonFiniteError
 from lrp_num.io.files import check_output_path, write_atomic
 from lrp_num.layers import (
     AdaptiveAvgPool2d, Add, AvgPool2d, BatchNorm, ChannelAffine, Concat, Conv2d, Dense, Dropout,
-    Flatten, GlobalAvgPool, Identity, Layer, MaxPool2d, ReLU, SumPool2d,
+    GELU, Flatten, GlobalAvgPool, Identity, Layer, LayerNorm, MaxPool2d, RMSNorm, ReLU, SiLU,
+    Sigmoid, SumPool2d, Tanh,
 )
 from lrp_num.engine.network import Sequential
 
@@ -214,6 +217,10 @@ _WRITERS: dict[type, Callable[[Layer], dict[str, np.ndarray]]] = {
     Concat: lambda l: {"axis": np.int64(l.axis)},
     ReLU: lambda l: {}, Flatten: lambda l: {}, Identity: lambda l: {}, GlobalAvgPool: lambda l: {},
     Add: lambda l: {},
+    GELU: lambda l: {"tanh_approximation": np.bool_(l.approximate == "tanh")},
+    SiLU: lambda l: {}, Tanh: lambda l: {}, Sigmoid: lambda l: {},
+    LayerNorm: lambda l: {"weight": l.weight, "bias": l.bias, "eps": np.float64(l.eps)},
+    RMSNorm: lambda l: {"weight": l.weight, "eps": np.float64(l.eps)},
 }
 
 
@@ -252,6 +259,11 @@ _READERS: dict[str, Callable[..., Layer]] = {
     "Concat": lambda a: Concat(_scalar(a("axis"), "i", "axis")),
     "ReLU": lambda a: ReLU(), "Flatten": lambda a: Flatten(), "Identity": lambda a: Identity(),
     "GlobalAvgPool": lambda a: GlobalAvgPool(), "Add": lambda a: Add(),
+    "GELU": lambda a: GELU("tanh" if _scalar(a("tanh_approximation", np.bool_(False)), "b",
+                                             "tanh_approximation") else "none"),
+    "SiLU": lambda a: SiLU(), "Tanh": lambda a: Tanh(), "Sigmoid": lambda a: Sigmoid(),
+    "LayerNorm": lambda a: LayerNorm(a("weight"), a("bias"), _scalar(a("eps"), "f", "eps")),
+    "RMSNorm": lambda a: RMSNorm(a("weight"), _scalar(a("eps"), "f", "eps")),
 }
 
 

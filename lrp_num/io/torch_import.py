@@ -41,8 +41,9 @@ import numpy as np
 from lrp_num.errors import GraphError, LRPError, UnsupportedLayerError
 from lrp_num.engine.graph import Graph
 from lrp_num.io.graph_builder import GraphBuilder, Tensor
-from lrp_num.layers import (AdaptiveAvgPool2d, Add, AvgPool2d, BatchNorm, Concat, Conv2d, Dense,
-                            Dropout, Flatten, Identity, MaxPool2d, ReLU, SumPool2d)
+from lrp_num.layers import (GELU, AdaptiveAvgPool2d, Add, AvgPool2d, BatchNorm, Concat, Conv2d,
+                            Dense, Dropout, Flatten, Identity, LayerNorm, MaxPool2d, ReLU, RMSNorm,
+                            SiLU, Sigmoid, SumPool2d, Tanh)
 from lrp_num.io.torch_bridge import require_torch
 
 
@@ -124,8 +125,11 @@ class _FxReader:
             nn.BatchNorm2d: self._batch_norm, nn.ReLU: self._relu_module, nn.MaxPool2d: self._max_pool,
             nn.AvgPool2d: self._avg_pool, nn.AdaptiveAvgPool2d: self._adaptive_avg_pool,
             nn.Dropout: self._dropout, nn.Dropout2d: self._dropout, nn.Identity: self._identity,
-            nn.Flatten: self._flatten_module,
+            nn.Flatten: self._flatten_module, nn.GELU: self._gelu, nn.SiLU: self._silu,
+            nn.Tanh: self._tanh, nn.Sigmoid: self._sigmoid, nn.LayerNorm: self._layer_norm,
         }
+        if hasattr(nn, "RMSNorm"):  # torch >= 2.4
+            self.modules[nn.RMSNorm] = self._rms_norm
         self.functions: dict[Any, Callable] = {
             operator.add: self._add, operator.iadd: self._add, torch.add: self._add,
             torch.cat: self._cat, torch.concat: self._cat, torch.flatten: self._flatten,
@@ -308,6 +312,42 @@ class _FxReader:
     def _dropout(self, node: Any, module: Any) -> Tensor:
         return self._add_node(node, self._layer(node, lambda: Dropout(module.p)),
                               [self._tensor(node, node.args[0], "an input")])
+
+    def _elementwise(self, node: Any, layer: Any) -> Tensor:
+        return self._add_node(node, layer, [self._tensor(node, node.args[0], "an input")])
+
+    def _gelu(self, node: Any, module: Any) -> Tensor:
+        return self._elementwise(node, self._layer(node, lambda: GELU(module.approximate)))
+
+    def _silu(self, node: Any, module: Any) -> Tensor:
+        return self._elementwise(node, SiLU())
+
+    def _tanh(self, node: Any, module: Any) -> Tensor:
+        return self._elementwise(node, Tanh())
+
+    def _sigmoid(self, node: Any, module: Any) -> Tensor:
+        return self._elementwise(node, Sigmoid())
+
+    def _last_axis(self, node: Any, module: Any) -> int:
+        shape = tuple(module.normalized_shape)
+        if len(shape) != 1:
+            self._unsupported(node, f"{type(module).__name__} over {shape}; only the last axis "
+                                    f"(normalized_shape of one entry)")
+        return shape[0]
+
+    def _layer_norm(self, node: Any, module: Any) -> Tensor:
+        features = self._last_axis(node, module)
+        weight = self._array(module.weight) if module.weight is not None else np.ones(features)
+        bias = self._array(module.bias) if module.bias is not None else np.zeros(features)
+        return self._elementwise(node, self._layer(node, lambda: LayerNorm(weight, bias,
+                                                                           module.eps)))
+
+    def _rms_norm(self, node: Any, module: Any) -> Tensor:
+        features = self._last_axis(node, module)
+        weight = self._array(module.weight) if module.weight is not None else np.ones(features)
+        # torch's eps=None means the dtype's machine epsilon
+        eps = module.eps if module.eps is not None else float(np.finfo(np.float32).eps)
+        return self._elementwise(node, self._layer(node, lambda: RMSNorm(weight, eps)))
 
     def _identity(self, node: Any, module: Any) -> Tensor:
         return self._add_node(node, Identity(), [self._tensor(node, node.args[0], "an input")])

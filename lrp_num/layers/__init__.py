@@ -22,6 +22,7 @@ from lrp_num.layers.conv import Conv2d
 from lrp_num.layers.dense import Dense
 from lrp_num.layers.elementwise import Dropout, Flatten, Identity, ReLU
 from lrp_num.layers.nonlinear import GELU, SiLU, Sigmoid, Tanh
+from lrp_num.layers.normalization import LayerNorm, RMSNorm
 from lrp_num.layers.pooling import AvgPool2d, MaxPool2d, SumPool2d
 
 Layer = Union[Dense, Conv2d, SumPool2d, AvgPool2d, MaxPool2d, AdaptiveAvgPool2d, GlobalAvgPool,
@@ -31,7 +32,8 @@ Layer = Union[Dense, Conv2d, SumPool2d, AvgPool2d, MaxPool2d, AdaptiveAvgPool2d,
 LAYER_TYPES: dict[str, type] = {
     cls.__name__: cls
     for cls in (Dense, Conv2d, SumPool2d, AvgPool2d, MaxPool2d, AdaptiveAvgPool2d, GlobalAvgPool,
-                ReLU, Flatten, Identity, Dropout, BatchNorm, GELU, SiLU, Tanh, Sigmoid)
+                ReLU, Flatten, Identity, Dropout, BatchNorm, GELU, SiLU, Tanh, Sigmoid,
+                LayerNorm, RMSNorm)
 }
 #: operation class name -> class for the nodes of a :class:`~lrp_num.engine.graph.Graph`: every layer,
 #: the per-channel affine layer, and the operations with several inputs
@@ -41,7 +43,7 @@ OPERATION_TYPES: dict[str, type] = {
 
 __all__ = [
     "AdaptiveAvgPool2d", "Add", "AvgPool2d", "BatchNorm", "ChannelAffine", "Concat", "Conv2d",
-    "Dense", "Dropout", "Flatten", "GELU", "GlobalAvgPool", "Identity", "LAYER_TYPES", "Layer",
-    "MatMul", "MaxPool2d", "MergeHeads", "Multiply", "OPERATION_TYPES", "ReLU", "SiLU", "Sigmoid", "Softmax",
-    "SplitHeads", "SumPool2d", "Tanh", "TokenDense",
+    "Dense", "Dropout", "Flatten", "GELU", "GlobalAvgPool", "Identity", "LAYER_TYPES", "Layer", "LayerNorm",
+    "MatMul", "MaxPool2d", "MergeHeads", "Multiply", "OPERATION_TYPES", "RMSNorm", "ReLU", "SiLU", "Sigmoid",
+    "Softmax", "SplitHeads", "SumPool2d", "Tanh", "TokenDense",
 ]

@@ -20,6 +20,7 @@ import sympy
 
 from lrp_sym.codegen.elementwise_kernel import emit_elementwise_kernel
 from lrp_sym.codegen.errors import CodegenError
+from lrp_sym.codegen.norm_kernel import emit_norm_kernel
 from lrp_sym.codegen.layer_kernels import LAYER_KERNELS, emit_layer_kernel
 from lrp_sym.codegen.ratio_kernel import emit_ratio_kernel
 from lrp_sym.codegen.root_point_condition import (emit_root_point_condition,
@@ -114,7 +115,7 @@ def derive_folder(folder: Path | str | None = None) -> list[Source]:
 
 #: the emitter of each neuron kind whose rules are not ratio rules over a linear operator:
 #: their kernels are rules of one node type (element-wise nonlinearities, normalisation)
-NODE_RULE_EMITTERS = {"pointwise": emit_elementwise_kernel}
+NODE_RULE_EMITTERS = {"pointwise": emit_elementwise_kernel, "norm": emit_norm_kernel}
 
 
 def register_node_rule_emitter(neuron: str, emit) -> None:

@@ -1,0 +1,278 @@
+"""Element-wise nonlinearities and LayerNorm / RMSNorm: derivation statuses, generated kernels
+against the mpmath reference (50 digits), conservation and absorbed amounts, layers against torch,
+and the engine on a small (batch, tokens, features) graph."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import mpmath
+import numpy as np
+import pytest
+
+from lrp_num.engine.composites import Composite, LayerRule
+from lrp_num.engine.explain import explain_details
+from lrp_num.engine.graph import Graph, Node
+from lrp_num.engine.kernels import load_kernel, load_module
+from lrp_num.errors import GraphError, ShapeError, UnsupportedLayerError
+from lrp_num.layers import GELU, Dense, Flatten, LayerNorm, RMSNorm, SiLU, Sigmoid, Tanh
+from lrp_num.reference import transformer_nodes as reference
+
+ACTIVATION_LAYERS = {"gelu": GELU(), "gelu_tanh": GELU("tanh"), "silu": SiLU(), "tanh": Tanh(),
+                     "sigmoid": Sigmoid()}
+RNG = np.random.default_rng(15)
+
+
+def _float(values: np.ndarray) -> np.ndarray:
+    return np.vectorize(lambda v: float(v), otypes=[float])(values)
+
+
+# -- derivations -------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def derived():
+    from lrp_sym.registry import load_declarations
+    rules = load_declarations()
+    return {name: rules[name].derive() for name in
+            ("identity_nonlinear", "taylor_nonlinear", "norm_cp", "norm_full")}
+
+
+def test_derivations_have_the_expected_statuses(derived):
+    for derivation in derived.values():
+        assert derivation.as_expected, [(p.name, p.status) for p in derivation.proofs
+                                        if not p.as_expected]
+    statuses = {p.name: p.status.value for d in derived.values() for p in d.proofs}
+    assert statuses["conservation"] == "proved"  # identity rule, any g
+    assert statuses["conservation_gelu"] == "refuted"  # Taylor: the remainder is lost
+    assert statuses["root_point_sigmoid"] == "refuted"  # sigmoid has no root
+    assert statuses["root_point_silu"] == "proved"
+    assert statuses["remainder_order_sigmoid"] == "proved"
+    assert statuses["positivity_sigmoid"] == "refuted"
+    taylor = derived["taylor_nonlinear"].proofs
+    assert not any(p.name == "positivity_tanh" and p.status.value == "proved" for p in taylor)
+    cp, full = derived["norm_cp"], derived["norm_full"]
+    assert cp.proof("conservation_rmsnorm").status.value == "proved"
+    assert cp.proof("conservation_layernorm").status.value == "refuted"
+    assert cp.proof("passed_layernorm").status.value == "proved"
+    assert full.proof("passed_layernorm").status.value == "proved"
+    assert full.proof("conservation_rmsnorm").status.value == "refuted"
+
+
+# -- element-wise kernels against the reference --------------------------------------------------
+
+@pytest.mark.parametrize("activation", sorted(ACTIVATION_LAYERS))
+@pytest.mark.parametrize("rule", ["identity_nonlinear", "taylor_nonlinear"])
+def test_pointwise_kernel_matches_reference(rule, activation):
+    x = RNG.normal(size=(2, 3, 5)) * 3
+    x[0, 0, 0] = 0.0  # the root point: the kernel's limit value
+    upper = RNG.uniform(-1, 1, size=x.shape)
+    layer = ACTIVATION_LAYERS[activation]
+    got = load_kernel(rule)(layer, x, upper)
+    want = _float(reference.pointwise_relevance(rule, activation, x, upper))
+    assert got.shape == x.shape
+    np.testing.assert_allclose(got, want, rtol=1e-13, atol=1e-300)
+
+
+def test_taylor_rule_absorbs_what_the_derivation_says():
+    """R_out - R_in = c (g(0) + r(x)), c = R_out / g(x): the sigmoid loses c / 2 and more."""
+    x = np.linspace(-3, 3, 13)
+    upper = np.ones_like(x)
+    g = Sigmoid()(x[None])[0]
+    got = load_kernel("taylor_nonlinear")(Sigmoid(), x, upper)
+    remainder = g - 0.5 - x / 4
+    np.testing.assert_allclose(upper - got, upper / g * (0.5 + remainder), rtol=1e-12, atol=1e-15)
+    identity = load_kernel("identity_nonlinear")(Sigmoid(), x, upper)
+    np.testing.assert_array_equal(identity, upper)
+
+
+def test_pointwise_kernel_refuses_an_unknown_activation():
+    class Other:
+        activation = "relu6"
+    with pytest.raises(UnsupportedLayerError, match="relu6"):
+        load_kernel("taylor_nonlinear")(Other(), np.ones(3), np.ones(3))
+
+
+# -- normalisation kernels against the reference -------------------------------------------------
+
+def _norm(norm: str, features: int = 5):
+    weight, bias = RNG.normal(size=features), RNG.normal(size=features)
+    return LayerNorm(weight, bias, eps=1e-3) if norm == "layernorm" else RMSNorm(weight, eps=1e-3)
+
+
+@pytest.mark.parametrize("norm", ["layernorm", "rmsnorm"])
+@pytest.mark.parametrize("rule", ["norm_cp", "norm_full"])
+def test_norm_kernel_matches_reference(rule, norm):
+    layer = _norm(norm)
+    x = RNG.normal(size=(2, 3, 5))
+    upper = RNG.uniform(0.1, 1, size=x.shape)
+    got = load_kernel(rule)(layer, x, upper)
+    want = _float(reference.norm_relevance(rule, norm, x, layer.weight, layer.bias, layer.eps,
+                                           upper))
+    scale = np.abs(upper / layer(x)).max() * np.abs(x).max() * np.abs(layer.weight).max()
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12 * scale)
+
+
+@pytest.mark.parametrize("norm", ["layernorm", "rmsnorm"])
+def test_norm_forward_matches_reference(norm):
+    layer = _norm(norm, 7)
+    x = RNG.normal(size=(3, 7)) * 2
+    want = _float(reference.norm_forward(norm, x, layer.weight, layer.bias, layer.eps))
+    np.testing.assert_allclose(layer(x), want, rtol=1e-13, atol=1e-14)
+
+
+def test_norm_conservation_and_bias_share():
+    """norm_cp: sum R_in = sum c (y - beta) (RMSNorm: all of it); norm_full: only e / sigma^2."""
+    x = RNG.normal(size=(4, 6))
+    for layer in (_norm("layernorm", 6), _norm("rmsnorm", 6)):
+        y = layer(x)
+        upper = RNG.uniform(0.1, 1, size=x.shape)
+        c = upper / y
+        passed = (c * (y - layer.bias)).sum(axis=-1)
+        cp = load_kernel("norm_cp")(layer, x, upper).sum(axis=-1)
+        np.testing.assert_allclose(cp, passed, rtol=1e-10)
+        if isinstance(layer, RMSNorm):
+            np.testing.assert_allclose(cp, upper.sum(axis=-1), rtol=1e-10)
+            sigma2 = (x**2).mean(axis=-1) + layer.eps
+        else:
+            assert not np.allclose(cp, upper.sum(axis=-1))
+            sigma2 = x.var(axis=-1) + layer.eps
+        full = load_kernel("norm_full")(layer, x, upper).sum(axis=-1)
+        np.testing.assert_allclose(full, layer.eps / sigma2 * passed, rtol=1e-8, atol=1e-13)
+
+
+def test_norm_layers_check_their_input():
+    with pytest.raises(ShapeError, match="eps"):
+        LayerNorm(np.ones(3), np.zeros(3), eps=0)
+    with pytest.raises(ShapeError, match="features"):
+        LayerNorm(np.ones(3), np.zeros(3))(np.ones((2, 4)))
+    with pytest.raises(ShapeError, match="approximate"):
+        GELU("erf")
+
+
+# -- layers against torch ------------------------------------------------------------------------
+
+def test_layers_match_torch():
+    torch = pytest.importorskip("torch")
+    x = RNG.normal(size=(2, 4, 6)) * 3
+    pairs = [(GELU(), torch.nn.GELU()), (GELU("tanh"), torch.nn.GELU(approximate="tanh")),
+             (SiLU(), torch.nn.SiLU()), (Tanh(), torch.nn.Tanh()), (Sigmoid(), torch.nn.Sigmoid())]
+    weight, bias = RNG.normal(size=6), RNG.normal(size=6)
+    layer_norm = torch.nn.LayerNorm(6, eps=1e-5, dtype=torch.float64)
+    layer_norm.weight.data, layer_norm.bias.data = torch.tensor(weight), torch.tensor(bias)
+    pairs.append((LayerNorm(weight, bias, 1e-5), layer_norm))
+    if hasattr(torch.nn, "RMSNorm"):
+        rms = torch.nn.RMSNorm(6, eps=1e-6, dtype=torch.float64)
+        rms.weight.data = torch.tensor(weight)
+        pairs.append((RMSNorm(weight, 1e-6), rms))
+    for ours, theirs in pairs:
+        with torch.no_grad():
+            want = theirs(torch.tensor(x)).numpy()
+        np.testing.assert_allclose(ours(x), want, rtol=1e-13, atol=1e-14, err_msg=repr(ours))
+
+
+# -- the engine on a token graph ------------------------------------------------------------------
+
+def _token_graph(tokens: int = 3, features: int = 6) -> Graph:
+    weight, bias = RNG.normal(size=features), RNG.normal(size=features)
+    return Graph([
+        Node("norm", LayerNorm(weight, bias), "input"),
+        Node("act", GELU(), "norm"),
+        Node("rms", RMSNorm(weight), "act"),
+        Node("flat", Flatten(), "rms"),
+        Node("head", Dense(RNG.normal(size=(tokens * features, 4)), np.zeros(4)), "flat"),
+    ], input_shape=(tokens, features))
+
+
+def test_engine_default_composite_on_tokens():
+    graph = _token_graph()
+    x = RNG.normal(size=(2, 3, 6))
+    result = explain_details(graph, x, rule="lrp0")
+    rules = {report.name: report.rule for report in result.layers}
+    assert rules["act"] == "identity_nonlinear" and rules["norm"] == "norm_cp"
+    by_name = {report.name: report for report in result.layers}
+    np.testing.assert_allclose(by_name["act"].relevance_in, by_name["act"].relevance_out)
+    np.testing.assert_allclose(by_name["rms"].relevance_in, by_name["rms"].relevance_out)
+    assert result.relevance.shape == x.shape
+
+
+def test_engine_rules_selectable_per_node_type():
+    graph = _token_graph()
+    x = RNG.normal(size=(2, 3, 6))
+    composite = dataclasses.replace(Composite.single("lrp0"),
+                                    pointwise=LayerRule("taylor_nonlinear"),
+                                    norm=LayerRule("norm_full"))
+    result = explain_details(graph, x, composite=composite)
+    by_name = {report.name: report for report in result.layers}
+    assert by_name["act"].rule == "taylor_nonlinear" and by_name["rms"].rule == "norm_full"
+    # the full linearisation absorbs almost everything (e / sigma^2 passes)
+    assert np.all(np.abs(by_name["rms"].relevance_in) < 0.01 * np.abs(by_name["rms"].relevance_out))
+
+
+def test_engine_refuses_a_rule_derived_for_another_node():
+    graph = _token_graph()
+    composite = dataclasses.replace(Composite.single("lrp0"), pointwise=LayerRule("norm_cp"))
+    from lrp_num.errors import UnknownRuleError
+    with pytest.raises(UnknownRuleError, match="element-wise"):
+        explain_details(graph, RNG.normal(size=(1, 3, 6)), composite=composite)
+
+
+# -- torch import ---------------------------------------------------------------------------------
+
+def test_torch_import_of_nonlinearities_and_norms():
+    torch = pytest.importorskip("torch")
+    from lrp_num.io.torch_import import from_torch_module
+
+    torch.manual_seed(0)
+    nn = torch.nn
+    norms = [nn.LayerNorm(6)] + ([nn.RMSNorm(6, eps=1e-6)] if hasattr(nn, "RMSNorm") else [])
+    model = nn.Sequential(*norms, nn.GELU(), nn.Linear(6, 6), nn.GELU(approximate="tanh"),
+                          nn.Linear(6, 6), nn.SiLU(), nn.Tanh(), nn.Sigmoid(),
+                          nn.Linear(6, 3)).double().eval()
+    with torch.no_grad():  # parameters away from their initial values
+        for parameter in model.parameters():
+            parameter.add_(0.3 * torch.randn_like(parameter))
+    graph = from_torch_module(model, (6,))
+    kinds = [type(node.operation).__name__ for node in graph.nodes]
+    assert {"LayerNorm", "GELU", "SiLU", "Tanh", "Sigmoid"} <= set(kinds)
+    x = RNG.normal(size=(4, 6))
+    with torch.no_grad():
+        want = model(torch.tensor(x)).numpy()
+    np.testing.assert_allclose(graph.forward(x), want, rtol=1e-12, atol=1e-13)
+    relevance = explain_details(graph, x, rule="lrp0").relevance
+    assert relevance.shape == x.shape and np.all(np.isfinite(relevance))
+
+
+def test_torch_import_refuses_a_norm_over_two_axes():
+    torch = pytest.importorskip("torch")
+    from lrp_num.io.torch_import import from_torch_module
+
+    with pytest.raises(UnsupportedLayerError, match="last axis"):
+        from_torch_module(torch.nn.Sequential(torch.nn.LayerNorm((2, 3))), (2, 3))
+
+
+# -- model files ----------------------------------------------------------------------------------
+
+def test_model_file_round_trip_without_pickle(tmp_path):
+    from lrp_num.io.model_io import load_npz, save_npz
+
+    weight, bias = RNG.normal(size=6), RNG.normal(size=6)
+    graph = Graph([
+        Node("norm", LayerNorm(weight, bias, 1e-4), "input"),
+        Node("gelu", GELU("tanh"), "norm"),
+        Node("rms", RMSNorm(weight, 1e-6), "gelu"),
+        Node("exact", GELU(), "rms"),
+        Node("silu", SiLU(), "exact"),
+        Node("tanh", Tanh(), "silu"),
+        Node("sigmoid", Sigmoid(), "tanh"),
+        Node("flat", Flatten(), "sigmoid"),
+        Node("head", Dense(RNG.normal(size=(18, 2)), np.zeros(2)), "flat"),
+    ], input_shape=(3, 6))
+    path = tmp_path / "tokens.npz"
+    save_npz(graph, path)
+    with np.load(path, allow_pickle=False) as stored:
+        assert all(stored[key].dtype != object for key in stored.files)
+    loaded = load_npz(path).network
+    x = RNG.normal(size=(2, 3, 6))
+    np.testing.assert_array_equal(loaded.forward(x), graph.forward(x))
+    assert [repr(node.operation) for node in loaded.nodes] == \
+        [repr(node.operation) for node in graph.nodes]
