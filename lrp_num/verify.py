@@ -34,6 +34,7 @@ import numpy as np
 
 from lrp_num import reference
 from lrp_num.layers import Add, Concat, ReLU
+from lrp_num import verify_attention
 from lrp_num.reference.node_rules import AMBIGUOUS_MARGIN
 
 U = 2.0 ** -53
@@ -84,6 +85,9 @@ def forward_error(prepared: reference.ReferenceNetwork, activations: dict) -> di
             out = sum(errors[name] for name in node.inputs) + U * np.abs(activations[node.name])
         elif isinstance(node.operation, Concat):
             out = prepared.concatenate(node, [errors[name] for name in node.inputs])
+        elif isinstance(node.operation, verify_attention.OPERATIONS):
+            out = verify_attention.forward_error(node.operation, [activations[name] for name in node.inputs],
+                                                 [errors[name] for name in node.inputs], prepared.input_shapes(node))
         else:
             out = e
         errors[node.name] = out
@@ -124,7 +128,14 @@ def rounding_bound(result: reference.ReferenceResult, prepared: reference.Refere
     for node in reversed(prepared.nodes):
         e = error.pop(node.name)
         trace = traces.get(node.index)
-        if trace is not None:
+        if isinstance(node.operation, verify_attention.OPERATIONS):
+            lower = verify_attention.relevance_error(
+                node.operation, _parameters(result, node.index), [activations[name] for name in node.inputs],
+                [forward[name] for name in node.inputs], prepared.input_shapes(node),
+                reference.to_float(result.relevance_at[node.name]), e)
+            contributions = trace.relevance_inputs if trace is not None else [
+                np.zeros(len(part)) for part in lower]  # a head split/merge sums nothing
+        elif trace is not None:
             e_in = _step_bound(trace, e, _stacked(prepared, node, activations),
                                _stacked(prepared, node, forward), node.index in prepared.windows)
             lower = np.split(e_in, len(node.inputs)) if len(node.inputs) > 1 else [e_in]
@@ -141,6 +152,14 @@ def rounding_bound(result: reference.ReferenceResult, prepared: reference.Refere
                                          else np.asarray(contribution))
             error[name] = error[name] + part if name in error else part
     return 2 * error[prepared.input_name]
+
+
+def _parameters(result: reference.ReferenceResult, index: int) -> dict:
+    """The rule parameters the reference used at node ``index`` (an attention node's trace)."""
+    for trace in result.traces:
+        if trace.index == index:
+            return dict(trace.parameters or {})
+    return {}
 
 
 def _step_bound(trace, error: np.ndarray, a: np.ndarray, forward: np.ndarray,

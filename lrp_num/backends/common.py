@@ -20,7 +20,8 @@ import numpy as np
 from lrp_num.backends import operator_of
 from lrp_num.checks import check_target
 from lrp_num.errors import NonFiniteError, ShapeError, UnsupportedLayerError
-from lrp_num.layers import (Add, ChannelAffine, Concat, Dense, Dropout, Flatten, Identity, ReLU)
+from lrp_num.layers import (Add, ChannelAffine, Concat, Dense, Dropout, Flatten, Identity, MatMul,
+                            MergeHeads, Multiply, ReLU, Softmax, SplitHeads)
 from lrp_num.layers.branching import StackedAddends
 from lrp_num.layers.operators import weight_transform
 
@@ -155,6 +156,31 @@ class ArrayElementwise:
         return inputs[0]  # Identity, Dropout (the identity at inference)
 
 
+class ArrayAttention:
+    """Softmax, Multiply, MatMul, SplitHeads and MergeHeads as array-API functions."""
+
+    def __init__(self, layer: object, backend: "ArrayBackend") -> None:
+        self.layer, self.xp = layer, backend.xp
+
+    def __repr__(self) -> str:
+        return repr(self.layer)
+
+    def __call__(self, *inputs: Array) -> Array:
+        xp, layer = self.xp, self.layer
+        layer.output_shape(*(tuple(a.shape[1:]) for a in inputs))
+        if isinstance(layer, Softmax):
+            axis = layer.batch_axis(inputs[0].ndim - 1)
+            shifted = xp.exp(inputs[0] - xp.max(inputs[0], axis=axis, keepdims=True))
+            return shifted / xp.sum(shifted, axis=axis, keepdims=True)
+        if isinstance(layer, Multiply):
+            return inputs[0] * inputs[1]
+        if isinstance(layer, MatMul):
+            right = xp.matrix_transpose(inputs[1]) if layer.transpose_b else inputs[1]
+            out = xp.matmul(inputs[0], right)
+            return out * layer.scale if layer.scale != 1.0 else out
+        return layer.apply(inputs[0])  # SplitHeads, MergeHeads
+
+
 class DLPackBridge:
     """Another library's operator applied to this backend's arrays: each array crosses by
     DLPack, without a copy (the CuPy backend runs torch's convolutions on CuPy arrays so).
@@ -259,6 +285,8 @@ class ArrayBackend:
             return ArrayAffine(layer, self)
         if isinstance(layer, (ReLU, Flatten, Identity, Dropout, Add, Concat)):
             return ArrayElementwise(layer, self)
+        if isinstance(layer, (Softmax, Multiply, MatMul, SplitHeads, MergeHeads)):
+            return ArrayAttention(layer, self)
         spatial = self.build_spatial(layer)
         if spatial is None:
             raise UnsupportedLayerError(f"the {self.name} backend has no operator for {layer!r}")

@@ -29,7 +29,10 @@ key                        dtype, shape           meaning
 ``layer{k}.scale``, ``.shift``  float, (C,)       ChannelAffine (graphs)
 ``layer{k}.weight``, ``.bias``, ``.eps``          LayerNorm (RMSNorm: weight, eps)
 ``layer{k}.tanh_approximation``  bool, ()         GELU (absent: the exact form)
-``layer{k}.axis``          int64, ()              Concat (graphs)
+``layer{k}.axis``          int64, ()              Concat, Softmax (graphs)
+``layer{k}.weight``, ``.bias``  float             TokenDense: as Dense (w_ij layout)
+``layer{k}.transpose_b``   bool, ()               MatMul (graphs); ``.scale`` float64, ()
+``layer{k}.heads``         int64, ()              SplitHeads (graphs)
 ``input_shape``            int64, (d,)            optional: per-sample input shape
 ``input_domain.low``       float, input_shape     optional: lower corner l of the input box
 ``input_domain.high``      float, input_shape     optional: upper corner h (z^B rule bounds)
@@ -72,8 +75,8 @@ from lrp_num.errors import DomainError, LRPError, ModelFileError, NonFiniteError
 from lrp_num.io.files import check_output_path, write_atomic
 from lrp_num.layers import (
     AdaptiveAvgPool2d, Add, AvgPool2d, BatchNorm, ChannelAffine, Concat, Conv2d, Dense, Dropout,
-    GELU, Flatten, GlobalAvgPool, Identity, Layer, LayerNorm, MaxPool2d, RMSNorm, ReLU, SiLU,
-    Sigmoid, SumPool2d, Tanh,
+    Flatten, GELU, GlobalAvgPool, Identity, Layer, LayerNorm, MatMul, MaxPool2d, MergeHeads, Multiply,
+    RMSNorm, ReLU, SiLU, Sigmoid, Softmax, SplitHeads, SumPool2d, Tanh, TokenDense,
 )
 from lrp_num.engine.network import Sequential
 
@@ -221,6 +224,11 @@ _WRITERS: dict[type, Callable[[Layer], dict[str, np.ndarray]]] = {
     SiLU: lambda l: {}, Tanh: lambda l: {}, Sigmoid: lambda l: {},
     LayerNorm: lambda l: {"weight": l.weight, "bias": l.bias, "eps": np.float64(l.eps)},
     RMSNorm: lambda l: {"weight": l.weight, "eps": np.float64(l.eps)},
+    TokenDense: lambda l: {"weight": l.weight, "bias": l.bias},
+    Softmax: lambda l: {"axis": np.int64(l.axis)},
+    MatMul: lambda l: {"transpose_b": np.bool_(l.transpose_b), "scale": np.float64(l.scale)},
+    SplitHeads: lambda l: {"heads": np.int64(l.heads)},
+    Multiply: lambda l: {}, MergeHeads: lambda l: {},
 }
 
 
@@ -264,6 +272,11 @@ _READERS: dict[str, Callable[..., Layer]] = {
     "SiLU": lambda a: SiLU(), "Tanh": lambda a: Tanh(), "Sigmoid": lambda a: Sigmoid(),
     "LayerNorm": lambda a: LayerNorm(a("weight"), a("bias"), _scalar(a("eps"), "f", "eps")),
     "RMSNorm": lambda a: RMSNorm(a("weight"), _scalar(a("eps"), "f", "eps")),
+    "TokenDense": lambda a: TokenDense(a("weight"), a("bias")),
+    "Softmax": lambda a: Softmax(_scalar(a("axis"), "i", "axis")),
+    "MatMul": lambda a: MatMul(_scalar(a("transpose_b"), "b", "transpose_b"), _scalar(a("scale"), "f", "scale")),
+    "SplitHeads": lambda a: SplitHeads(_scalar(a("heads"), "i", "heads")),
+    "Multiply": lambda a: Multiply(), "MergeHeads": lambda a: MergeHeads(),
 }
 
 

@@ -161,6 +161,7 @@ def relevance(operation, rule: str, parameters, inputs: list[np.ndarray], shapes
     if kind is None or not isinstance(operation, kind):
         raise UnknownRuleError(f"the reference has no rule {rule!r} for {operation!r}; known: "
                                f"{', '.join(name for name, (k, _) in ATTENTION_RULES.items() if isinstance(operation, k))}")
+    trace.parameters = dict(parameters)
     if isinstance(operation, Softmax):
         return [_softmax_relevance(operation, inputs[0], shapes[0], upper, trace)]
     if isinstance(operation, Multiply):
