@@ -9,14 +9,17 @@ cosine learning-rate schedule, float64; deterministic: fixed seeds, ``torch.use_
 one thread, so two runs on one machine write byte-identical files (the last bits of the weights
 may differ across torch builds and CPUs).
 
-The output ``lrp_num/models/digits_vit_weights.npz`` holds every parameter as ``param.<state-dict
+Two outputs. ``lrp_num/models/digits_vit.npz``: the model as the engine's graph
+(:func:`lrp_num.io.torch_vit.vit_graph`: LayerNorm, attention, GELU and skip-connection nodes) in
+the project's model format, the built-in model ``digits-vit``.
+``lrp_num/models/digits_vit_weights.npz``, its torch twin for the LXT audit, holds every parameter as ``param.<state-dict
 name>`` (float64), 8 held-out images (the first of each digit 0..7, shape (8, 1, 8, 8)) with their
 labels, and the accuracy on the whole held-out set; it is read with ``allow_pickle=False`` by
 :func:`lrp_num.io.torch_vit.load_digits_vit_torch`.
 
 Regenerate (needs scikit-learn and torch)::
 
-    python scripts/train_digits_vit.py              # writes lrp_num/models/digits_vit_weights.npz
+    python scripts/train_digits_vit.py              # writes lrp_num/models/digits_vit{,_weights}.npz
 """
 
 from __future__ import annotations
@@ -34,7 +37,12 @@ from train_digits import load_digits_split, stored_test_indices  # noqa: E402
 
 from lrp_num.io.files import write_atomic  # noqa: E402
 from lrp_num.io.model_io import _write_archive  # noqa: E402  (fixed timestamps: equal arrays, equal bytes)
-from lrp_num.io.torch_vit import DIGITS_VIT, DIGITS_VIT_WEIGHTS, WEIGHT_PREFIX, build_vit, vit_arrays  # noqa: E402
+from lrp_num.io.model_io import save_npz  # noqa: E402
+from lrp_num.io.torch_vit import (DIGITS_VIT, DIGITS_VIT_WEIGHTS, WEIGHT_PREFIX, build_vit, vit_arrays,  # noqa: E402
+                                  vit_graph)
+
+#: the engine's model file of digits-vit (lrp_num.load_builtin("digits-vit"))
+DIGITS_VIT_GRAPH = DIGITS_VIT_WEIGHTS.with_name("digits_vit.npz")
 
 EPOCHS = 60
 BATCH = 32
@@ -93,9 +101,19 @@ def weights_arrays(model, images: np.ndarray, labels: np.ndarray, test_accuracy:
     return arrays
 
 
+def save_graph_model(model, images: np.ndarray, labels: np.ndarray, test_accuracy: float, path: Path) -> None:
+    """digits-vit as the engine's graph (:func:`lrp_num.io.torch_vit.vit_graph`) in the project's
+    model format, with the input box [0, 1] and the same stored test images."""
+    shape = (DIGITS_VIT.channels, DIGITS_VIT.image_size, DIGITS_VIT.image_size)
+    save_npz(vit_graph(model), path, input_domain=(np.zeros(shape), np.ones(shape)),
+             extra={"test_images": np.asarray(images, dtype=np.float64), "test_labels": np.asarray(labels, dtype=np.int64),
+                    "test_accuracy": np.float64(test_accuracy)})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", type=Path, default=DIGITS_VIT_WEIGHTS, help="output .npz file")
+    parser.add_argument("--out", type=Path, default=DIGITS_VIT_WEIGHTS, help="output .npz file of the torch weights")
+    parser.add_argument("--graph-out", type=Path, default=DIGITS_VIT_GRAPH, help="output .npz model file of the graph")
     parser.add_argument("--epochs", type=int, default=EPOCHS)
     args = parser.parse_args()
     x_train, y_train, x_test, y_test = load_digits_split()
@@ -109,6 +127,8 @@ def main() -> None:
     arrays = weights_arrays(model, x_test[keep].reshape(shape), y_test[keep], test_accuracy)
     write_atomic(args.out, lambda stream: _write_archive(stream, arrays))
     print(f"  wrote {args.out} ({args.out.stat().st_size} bytes)")
+    save_graph_model(model, x_test[keep].reshape(shape), y_test[keep], test_accuracy, args.graph_out)
+    print(f"  wrote {args.graph_out} ({args.graph_out.stat().st_size} bytes)")
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ key                        dtype, shape           meaning
 ``layer{k}.weight``, ``.bias``  float             TokenDense: as Dense (w_ij layout)
 ``layer{k}.transpose_b``   bool, ()               MatMul (graphs); ``.scale`` float64, ()
 ``layer{k}.heads``         int64, ()              SplitHeads (graphs)
+``layer{k}.shape``         int64, (d,)            Reshape: the per-sample output shape
 ``input_shape``            int64, (d,)            optional: per-sample input shape
 ``input_domain.low``       float, input_shape     optional: lower corner l of the input box
 ``input_domain.high``      float, input_shape     optional: upper corner h (z^B rule bounds)
@@ -76,7 +77,7 @@ from lrp_num.io.files import check_output_path, write_atomic
 from lrp_num.layers import (
     AdaptiveAvgPool2d, Add, AvgPool2d, BatchNorm, ChannelAffine, Concat, Conv2d, Dense, Dropout,
     Flatten, GELU, GlobalAvgPool, Identity, Layer, LayerNorm, MatMul, MaxPool2d, MergeHeads, Multiply,
-    RMSNorm, ReLU, SiLU, Sigmoid, Softmax, SplitHeads, SumPool2d, Tanh, TokenDense,
+    RMSNorm, ReLU, Reshape, SiLU, Sigmoid, Softmax, SplitHeads, SumPool2d, Tanh, TokenDense,
 )
 from lrp_num.engine.network import Sequential
 
@@ -93,6 +94,7 @@ BUILTIN_MODELS: dict[str, str] = {
     "digits-cnn": "digits_cnn.npz",
     "digits-resnet": "digits_resnet.npz",
     "digits-paths": "digits_paths.npz",
+    "digits-vit": "digits_vit.npz",
 }
 
 
@@ -219,7 +221,7 @@ _WRITERS: dict[type, Callable[[Layer], dict[str, np.ndarray]]] = {
     Dropout: lambda l: {"p": np.float64(l.p)},
     Concat: lambda l: {"axis": np.int64(l.axis)},
     ReLU: lambda l: {}, Flatten: lambda l: {}, Identity: lambda l: {}, GlobalAvgPool: lambda l: {},
-    Add: lambda l: {},
+    Add: lambda l: {}, Reshape: lambda l: {"shape": np.asarray(l.shape, dtype=np.int64)},
     GELU: lambda l: {"tanh_approximation": np.bool_(l.approximate == "tanh")},
     SiLU: lambda l: {}, Tanh: lambda l: {}, Sigmoid: lambda l: {},
     LayerNorm: lambda l: {"weight": l.weight, "bias": l.bias, "eps": np.float64(l.eps)},
@@ -267,6 +269,7 @@ _READERS: dict[str, Callable[..., Layer]] = {
     "Concat": lambda a: Concat(_scalar(a("axis"), "i", "axis")),
     "ReLU": lambda a: ReLU(), "Flatten": lambda a: Flatten(), "Identity": lambda a: Identity(),
     "GlobalAvgPool": lambda a: GlobalAvgPool(), "Add": lambda a: Add(),
+    "Reshape": lambda a: Reshape(tuple(np.atleast_1d(a("shape")).tolist())),
     "GELU": lambda a: GELU("tanh" if _scalar(a("tanh_approximation", np.bool_(False)), "b",
                                              "tanh_approximation") else "none"),
     "SiLU": lambda a: SiLU(), "Tanh": lambda a: Tanh(), "Sigmoid": lambda a: Sigmoid(),

@@ -30,12 +30,15 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
 from lrp_num.errors import ModelFileError
 from lrp_num.io.torch_bridge import require_torch
+
+if TYPE_CHECKING:
+    from lrp_num.engine.graph import Graph
 
 
 @dataclass(frozen=True)
@@ -257,5 +260,76 @@ def config_dict(config: ViTConfig) -> dict:
     return asdict(config)
 
 
+# ---- the same model as a Graph of the engine's layers ------------------------------------------
+
+def patch_embedding_matrix(conv_weight: np.ndarray, conv_bias: np.ndarray, pos_embed: np.ndarray,
+                           config: ViTConfig) -> tuple[np.ndarray, np.ndarray]:
+    """The patch convolution and the position embedding as one Dense on the flattened image.
+
+    Token t = (p, q) (row-major over the (H/P, W/P) patch grid), feature j:
+    z[t D + j] = sum_{c, u, v} K[j, c, u, v] x[c, p P + u, q P + v] + b_j + pos[t, j]. Returns the
+    weight (C H W, T D) in the w_ij layout and the bias (T D,).
+    """
+    c_in, size, p = config.channels, config.image_size, config.patch
+    grid, width = size // p, config.width
+    weight = np.zeros((c_in, size, size, grid * grid, width))
+    for row in range(grid):
+        for col in range(grid):
+            token = row * grid + col
+            # K[j, c, u, v] -> (c, u, v, j) at the patch's pixels
+            weight[:, row * p:(row + 1) * p, col * p:(col + 1) * p, token, :] = np.transpose(conv_weight, (1, 2, 3, 0))
+    bias = (np.asarray(conv_bias)[None, :] + np.asarray(pos_embed).reshape(grid * grid, width)).reshape(-1)
+    return weight.reshape(c_in * size * size, grid * grid * width), bias
+
+
+def vit_graph(model) -> "Graph":
+    """The engine's :class:`~lrp_num.engine.graph.Graph` computing what the torch :class:`ViT` computes.
+
+    Nodes: ``flatten`` (the image as a vector), ``patch_embed`` (a Dense on it: the patch
+    convolution and the position embedding, :func:`patch_embedding_matrix`), ``tokens`` (Reshape to
+    (T, D)); per block ``blocks.k.norm1`` (LayerNorm), the attention nodes of
+    :func:`lrp_num.layers.attention.multi_head_attention` under ``blocks.k.attn``, ``blocks.k.add1``,
+    ``blocks.k.norm2``, ``blocks.k.mlp.fc1`` (TokenDense), ``blocks.k.mlp.act`` (GELU),
+    ``blocks.k.mlp.fc2``, ``blocks.k.add2``; then ``norm`` (LayerNorm), ``pooled`` (Flatten of the
+    tokens) and ``head``: mean pooling and the classifier as one Dense, w[t D + j, c] = W_head[c, j] / T
+    (the mean over tokens is linear, so head(mean_t x_t) = sum_t x_t W_head^T / T + b).
+    """
+    from lrp_num.engine.graph import INPUT, Graph
+    from lrp_num.layers import GELU, Add, Dense, Flatten, LayerNorm, Reshape, TokenDense
+    from lrp_num.layers.attention import multi_head_attention
+
+    config: ViTConfig = model.config
+    p = vit_arrays(model)
+    tokens, width = config.tokens, config.width
+
+    def linear(prefix: str) -> tuple[np.ndarray, np.ndarray]:
+        return p[f"{prefix}.weight"].T.copy(), p[f"{prefix}.bias"]
+
+    def norm(prefix: str):
+        return LayerNorm(p[f"{prefix}.weight"], p[f"{prefix}.bias"], config.norm_eps)
+
+    embed_weight, embed_bias = patch_embedding_matrix(p["patch_embed.weight"], p["patch_embed.bias"],
+                                                      p["pos_embed"], config)
+    nodes: list[tuple] = [("flatten", Flatten(), (INPUT,)), ("patch_embed", Dense(embed_weight, embed_bias), ("flatten",)),
+                          ("tokens", Reshape((tokens, width)), ("patch_embed",))]
+    stream = "tokens"
+    for k in range(config.depth):
+        b = f"blocks.{k}"
+        nodes.append((f"{b}.norm1", norm(f"{b}.norm1"), (stream,)))
+        attention, out = multi_head_attention(f"{b}.attn", f"{b}.norm1", config.heads, linear(f"{b}.attn.q"),
+                                              linear(f"{b}.attn.k"), linear(f"{b}.attn.v"), linear(f"{b}.attn.proj"))
+        nodes += attention
+        nodes += [(f"{b}.add1", Add(), (stream, out)), (f"{b}.norm2", norm(f"{b}.norm2"), (f"{b}.add1",)),
+                  (f"{b}.mlp.fc1", TokenDense(*linear(f"{b}.mlp.fc1")), (f"{b}.norm2",)),
+                  (f"{b}.mlp.act", GELU("none"), (f"{b}.mlp.fc1",)),
+                  (f"{b}.mlp.fc2", TokenDense(*linear(f"{b}.mlp.fc2")), (f"{b}.mlp.act",)),
+                  (f"{b}.add2", Add(), (f"{b}.add1", f"{b}.mlp.fc2"))]
+        stream = f"{b}.add2"
+    head_weight = np.tile(p["head.weight"].T / tokens, (tokens, 1))  # (T D, classes)
+    nodes += [("norm", norm("norm"), (stream,)), ("pooled", Flatten(), ("norm",)),
+              ("head", Dense(head_weight, p["head.bias"]), ("pooled",))]
+    return Graph(nodes, input_shape=(config.channels, config.image_size, config.image_size))
+
+
 __all__ = ["DIGITS_VIT", "DIGITS_VIT_WEIGHTS", "TorchOps", "VIT_TINY", "ViTConfig", "build_vit",
-           "load_digits_vit_torch", "vit_arrays", "vit_from_arrays"]
+           "load_digits_vit_torch", "patch_embedding_matrix", "vit_arrays", "vit_from_arrays", "vit_graph"]
