@@ -118,3 +118,94 @@ def test_training_is_byte_reproducible(tmp_path):
     assert files[0] == files[1]
     untrained = vit_arrays(build_vit(DIGITS_VIT, seed=1))
     assert not np.array_equal(untrained["head.weight"], arrays["param.head.weight"])  # it did train
+
+
+# ---- the engine's graph of digits-vit ------------------------------------------------------------
+
+def test_reshape_layer_and_its_model_file_entry(tmp_path):
+    from lrp_num.engine.graph import INPUT, Graph
+    from lrp_num.errors import ShapeError
+    from lrp_num.io.model_io import load_npz, save_npz
+    from lrp_num.layers import Dense, Flatten, Reshape
+
+    layer = Reshape((2, 3))
+    assert layer(np.arange(12.0).reshape(2, 6)).shape == (2, 2, 3)
+    with pytest.raises(ShapeError, match="cannot reshape"):
+        layer(np.zeros((2, 5)))
+    for bad in [(), (0, 3), (2.5,), "ab"]:
+        with pytest.raises(ShapeError):
+            Reshape(bad)
+    rng = np.random.default_rng(0)
+    graph = Graph([("tokens", Reshape((2, 3)), (INPUT,)), ("flat", Flatten(), ("tokens",)),
+                   ("fc", Dense(rng.normal(size=(6, 4)), rng.normal(size=4)), ("flat",))], input_shape=(6,))
+    save_npz(graph, tmp_path / "g.npz")
+    again = load_npz(tmp_path / "g.npz").network
+    assert repr(again.node("tokens").operation) == "Reshape((2, 3))"
+    x = rng.normal(size=(3, 6))
+    np.testing.assert_array_equal(again.forward(x), graph.forward(x))
+
+
+def test_relevance_passes_a_reshape_unchanged():
+    import lrp_num
+    from lrp_num.engine.graph import INPUT, Graph
+    from lrp_num.layers import Dense, Flatten, Reshape, TokenDense
+
+    rng = np.random.default_rng(1)
+    w, b = rng.normal(size=(3, 2)), rng.normal(size=2)
+    graph = Graph([("tokens", Reshape((2, 3)), (INPUT,)), ("mix", TokenDense(w, b), ("tokens",)),
+                   ("flat", Flatten(), ("mix",)), ("fc", Dense(rng.normal(size=(4, 3)), np.zeros(3)), ("flat",))],
+                  input_shape=(6,))
+    x = rng.normal(size=(2, 6))
+    explanation = lrp_num.explain(graph, x, rule="epsilon")
+    assert explanation.shape == x.shape
+    # the same as the tokens given directly to a graph without the Reshape
+    direct = Graph([("mix", TokenDense(w, b), (INPUT,)), ("flat", Flatten(), ("mix",)),
+                    ("fc", graph.node("fc").operation, ("flat",))], input_shape=(2, 3))
+    np.testing.assert_allclose(explanation, lrp_num.explain(direct, x.reshape(2, 2, 3), rule="epsilon").reshape(2, 6),
+                               rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("config", [DIGITS_VIT, ViTConfig(channels=3, image_size=8, patch=4, width=12, depth=2,
+                                                          heads=3, mlp_width=24, classes=5)])
+def test_graph_computes_what_the_torch_model_computes(config):
+    from lrp_num.io.torch_vit import vit_graph
+
+    model = build_vit(config, seed=4)
+    with torch.no_grad():  # a position embedding and biases well away from 0
+        model.pos_embed.normal_(0.0, 0.5)
+        for module in model.modules():
+            if isinstance(module, torch.nn.LayerNorm):
+                module.bias.normal_(0.0, 0.3)
+    x = np.random.default_rng(2).random((3, config.channels, config.image_size, config.image_size))
+    graph = vit_graph(model)
+    with torch.no_grad():
+        expected = model(torch.tensor(x)).numpy()
+    np.testing.assert_allclose(graph.forward(x), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_builtin_digits_vit_is_the_trained_model():
+    import lrp_num
+
+    model = lrp_num.load_builtin("digits-vit")
+    twin, extras = load_digits_vit_torch()
+    np.testing.assert_array_equal(model.test_images, extras["test_images"])
+    assert float(model.extra["test_accuracy"]) == float(extras["test_accuracy"])
+    with torch.no_grad():
+        expected = twin(torch.tensor(model.test_images)).numpy()
+    np.testing.assert_allclose(model.network.forward(model.test_images), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_engine_attnlrp_on_digits_vit_is_close_to_lxt():
+    """The engine's derived AttnLRP (composite attnlrp) and LXT's explicit AttnLRP give the same
+    input relevance up to their stabilisers (LXT adds 1e-6 to every linear denominator, 1e-8 elsewhere)."""
+    pytest.importorskip("lxt")
+    import lrp_num
+    from lrp_num.audit.lxt_adapter import run_lxt
+
+    model = lrp_num.load_builtin("digits-vit")
+    twin, _ = load_digits_vit_torch()
+    x, labels = model.test_images[:3], model.test_labels[:3]
+    ours = lrp_num.explain(model.network, x, composite="attnlrp", target=labels)
+    lxt = run_lxt(twin, x, labels, "attnlrp").relevance
+    scale = np.abs(ours).max()
+    assert np.abs(ours - lxt).max() < 1e-3 * scale

@@ -81,12 +81,21 @@ def _check_box_rule(spec: str, model) -> None:
                        "--rules deep-taylor (z^B at the input, z+ above)")
 
 
+#: built-in models ``lrp verify`` leaves out by default, with the reason (``--model NAME`` still
+#: runs them and reports the node the reference cannot evaluate)
+NOT_VERIFIED_BY_DEFAULT: dict[str, str] = {
+    "digits-vit": "the graph reference (lrp_num/reference/backward.py, reference/composites.py) and the "
+                  "rounding bounds (lrp_num/verify.py) do not cover LayerNorm and GELU nodes yet",
+}
+
+
 def default_models() -> list[str]:
     """The models ``lrp verify`` checks by default: every built-in model
-    (:data:`lrp_num.io.model_io.BUILTIN_MODELS`), so a model added there is verified too."""
+    (:data:`lrp_num.io.model_io.BUILTIN_MODELS`), so a model added there is verified too, except
+    those in :data:`NOT_VERIFIED_BY_DEFAULT`."""
     from lrp_num.io.model_io import BUILTIN_MODELS
 
-    return list(BUILTIN_MODELS)
+    return [name for name in BUILTIN_MODELS if name not in NOT_VERIFIED_BY_DEFAULT]
 
 
 def verify_batch(spec: str, model, samples: int, inputs: str | None = None):
