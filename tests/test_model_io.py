@@ -184,7 +184,7 @@ def test_missing_corrupt_and_foreign_files(tmp_path):
     ("change", "message"),
     [
         ({"format_version": np.int64(2)}, "format version 2, this lrp-toolkit reads version 1"),
-        ({"layer_types": np.array(["Dense", "Softmax"])}, "layer 1 has unknown type 'Softmax'"),
+        ({"layer_types": np.array(["Dense", "Transformer"])}, "layer 1 has unknown type 'Transformer'"),
         ({"layer_types": np.array(["Dense", "Dense"])}, "layer 1 (Dense) lacks the array 'layer1.weight'"),
         ({"layer0.weight": np.ones((2, 2, 2))}, "layer 0 (Dense) is invalid: Dense weight must have 2"),
         ({"layer0.weight": np.full((2, 2), np.nan)}, "layer 0 (Dense) is invalid: Dense weight holds 4 NaN"),
