@@ -209,3 +209,30 @@ def test_engine_attnlrp_on_digits_vit_is_close_to_lxt():
     lxt = run_lxt(twin, x, labels, "attnlrp").relevance
     scale = np.abs(ours).max()
     assert np.abs(ours - lxt).max() < 1e-3 * scale
+
+
+def test_large_models_embed_patches_by_convolution(monkeypatch):
+    import lrp_num
+    import lrp_num.io.torch_vit as torch_vit
+    from lrp_num.errors import UnsupportedLayerError
+    from lrp_num.layers import Conv2d, SplitHeads
+
+    monkeypatch.setattr(torch_vit, "DENSE_EMBEDDING_LIMIT", 0)
+    config = ViTConfig(channels=3, image_size=16, patch=4, width=12, depth=1, heads=3, mlp_width=24, classes=5)
+    model = build_vit(config, seed=5)
+    with pytest.raises(UnsupportedLayerError, match="zero position embedding"):
+        torch_vit.vit_graph(model)
+    with torch.no_grad():
+        model.pos_embed.zero_()
+    graph = torch_vit.vit_graph(model)
+    assert isinstance(graph.node("patch_embed").operation, Conv2d)
+    assert isinstance(graph.node("patch_tokens").operation, SplitHeads)
+    x = np.random.default_rng(3).random((2, 3, 16, 16))
+    with torch.no_grad():
+        expected = model(torch.tensor(x)).numpy()
+    np.testing.assert_allclose(graph.forward(x), expected, rtol=1e-12, atol=1e-13)
+    # relevance comes back through the transposing nodes to the pixels: the same as with the Dense embedding
+    monkeypatch.setattr(torch_vit, "DENSE_EMBEDDING_LIMIT", 10**9)
+    dense = torch_vit.vit_graph(model)
+    np.testing.assert_allclose(lrp_num.explain(graph, x, composite="attnlrp"),
+                               lrp_num.explain(dense, x, composite="attnlrp"), rtol=1e-9, atol=1e-12)

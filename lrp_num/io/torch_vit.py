@@ -282,20 +282,31 @@ def patch_embedding_matrix(conv_weight: np.ndarray, conv_bias: np.ndarray, pos_e
     return weight.reshape(c_in * size * size, grid * grid * width), bias
 
 
+#: largest patch-embedding Dense (C H W x T D entries) :func:`vit_graph` builds; above, the convolution
+DENSE_EMBEDDING_LIMIT = 4_000_000
+
+
 def vit_graph(model) -> "Graph":
     """The engine's :class:`~lrp_num.engine.graph.Graph` computing what the torch :class:`ViT` computes.
 
-    Nodes: ``flatten`` (the image as a vector), ``patch_embed`` (a Dense on it: the patch
-    convolution and the position embedding, :func:`patch_embedding_matrix`), ``tokens`` (Reshape to
-    (T, D)); per block ``blocks.k.norm1`` (LayerNorm), the attention nodes of
-    :func:`lrp_num.layers.attention.multi_head_attention` under ``blocks.k.attn``, ``blocks.k.add1``,
-    ``blocks.k.norm2``, ``blocks.k.mlp.fc1`` (TokenDense), ``blocks.k.mlp.act`` (GELU),
-    ``blocks.k.mlp.fc2``, ``blocks.k.add2``; then ``norm`` (LayerNorm), ``pooled`` (Flatten of the
-    tokens) and ``head``: mean pooling and the classifier as one Dense, w[t D + j, c] = W_head[c, j] / T
-    (the mean over tokens is linear, so head(mean_t x_t) = sum_t x_t W_head^T / T + b).
+    Nodes: the patch embedding (below), ``tokens`` (T, D); per block ``blocks.k.norm1`` (LayerNorm),
+    the attention nodes of :func:`lrp_num.layers.attention.multi_head_attention` under
+    ``blocks.k.attn``, ``blocks.k.add1``, ``blocks.k.norm2``, ``blocks.k.mlp.fc1`` (TokenDense),
+    ``blocks.k.mlp.act`` (GELU), ``blocks.k.mlp.fc2``, ``blocks.k.add2``; then ``norm`` (LayerNorm),
+    ``pooled`` (Flatten of the tokens) and ``head``: mean pooling and the classifier as one Dense,
+    w[t D + j, c] = W_head[c, j] / T (the mean over tokens is linear, so
+    head(mean_t x_t) = sum_t x_t W_head^T / T + b).
+
+    The patch embedding is ``flatten`` and one Dense ``patch_embed`` on the flattened image (the
+    patch convolution and the position embedding, :func:`patch_embedding_matrix`) when that matrix
+    has at most :data:`DENSE_EMBEDDING_LIMIT` entries (digits-vit); otherwise (ViT-Tiny) the
+    convolution ``patch_embed``, ``patch_flat`` (Flatten, (D, T) order), ``patch_rows`` (Reshape to
+    (D, T)) and ``patch_tokens`` (SplitHeads(T): (D, T) -> (T, D, 1), a transpose), which needs a
+    zero position embedding (the graph has no node adding a constant): UnsupportedLayerError otherwise.
     """
     from lrp_num.engine.graph import INPUT, Graph
-    from lrp_num.layers import GELU, Add, Dense, Flatten, LayerNorm, Reshape, TokenDense
+    from lrp_num.errors import UnsupportedLayerError
+    from lrp_num.layers import GELU, Add, Conv2d, Dense, Flatten, LayerNorm, Reshape, SplitHeads, TokenDense
     from lrp_num.layers.attention import multi_head_attention
 
     config: ViTConfig = model.config
@@ -308,10 +319,22 @@ def vit_graph(model) -> "Graph":
     def norm(prefix: str):
         return LayerNorm(p[f"{prefix}.weight"], p[f"{prefix}.bias"], config.norm_eps)
 
-    embed_weight, embed_bias = patch_embedding_matrix(p["patch_embed.weight"], p["patch_embed.bias"],
-                                                      p["pos_embed"], config)
-    nodes: list[tuple] = [("flatten", Flatten(), (INPUT,)), ("patch_embed", Dense(embed_weight, embed_bias), ("flatten",)),
-                          ("tokens", Reshape((tokens, width)), ("patch_embed",))]
+    pixels = config.channels * config.image_size ** 2
+    if pixels * tokens * width <= DENSE_EMBEDDING_LIMIT:
+        embed_weight, embed_bias = patch_embedding_matrix(p["patch_embed.weight"], p["patch_embed.bias"],
+                                                          p["pos_embed"], config)
+        nodes: list[tuple] = [("flatten", Flatten(), (INPUT,)),
+                              ("patch_embed", Dense(embed_weight, embed_bias), ("flatten",)),
+                              ("tokens", Reshape((tokens, width)), ("patch_embed",))]
+    else:
+        if np.any(p["pos_embed"] != 0):
+            raise UnsupportedLayerError(f"vit_graph: a {pixels} x {tokens * width} patch-embedding matrix is too "
+                                        "large, and the convolution route needs a zero position embedding")
+        conv = Conv2d(p["patch_embed.weight"], p["patch_embed.bias"], config.patch, 0)
+        nodes = [("patch_embed", conv, (INPUT,)), ("patch_flat", Flatten(), ("patch_embed",)),
+                 ("patch_rows", Reshape((width, tokens)), ("patch_flat",)),
+                 ("patch_tokens", SplitHeads(tokens), ("patch_rows",)),
+                 ("tokens", Reshape((tokens, width)), ("patch_tokens",))]
     stream = "tokens"
     for k in range(config.depth):
         b = f"blocks.{k}"
