@@ -276,3 +276,145 @@ def test_model_file_round_trip_without_pickle(tmp_path):
     np.testing.assert_array_equal(loaded.forward(x), graph.forward(x))
     assert [repr(node.operation) for node in loaded.nodes] == \
         [repr(node.operation) for node in graph.nodes]
+
+
+# -- ONNX import ----------------------------------------------------------------------------------
+
+def _onnx_model(tmp_path, nodes, initializers, features, opset=17, name="model.onnx"):
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, features])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3, features])],
+        initializer=initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    path = tmp_path / name
+    onnx.save(model, str(path))
+    return path
+
+
+def _onnx_forward(path, x):
+    onnx = pytest.importorskip("onnx")
+    from onnx.reference import ReferenceEvaluator
+
+    return ReferenceEvaluator(onnx.load(str(path))).run(
+        None, {"x": x.astype(np.float32)})[0].astype(np.float64)
+
+
+def test_onnx_import_of_layer_norm_erf_gelu_sigmoid_tanh(tmp_path):
+    onnx = pytest.importorskip("onnx")
+    from onnx import helper, numpy_helper
+
+    from lrp_num.io.onnx_import import load_onnx
+
+    features = 5
+    scale = RNG.normal(size=features).astype(np.float32)
+    bias = RNG.normal(size=features).astype(np.float32)
+    constants = {"scale": scale, "bias": bias, "sqrt2": np.float32(np.sqrt(2)),
+                 "one": np.float32(1), "half": np.float32(0.5)}
+    nodes = [
+        helper.make_node("LayerNormalization", ["x", "scale", "bias"], ["n"], name="norm",
+                         epsilon=1e-3),
+        # the exact GELU as torch's exporter writes it for opsets below 20
+        helper.make_node("Div", ["n", "sqrt2"], ["d"], name="div"),
+        helper.make_node("Erf", ["d"], ["e"], name="erf"),
+        helper.make_node("Add", ["e", "one"], ["e1"], name="add_one"),
+        helper.make_node("Mul", ["n", "e1"], ["m"], name="times_x"),
+        helper.make_node("Mul", ["m", "half"], ["g"], name="gelu"),
+        helper.make_node("Sigmoid", ["g"], ["s"], name="sigmoid"),
+        helper.make_node("Tanh", ["s"], ["y"], name="tanh"),
+    ]
+    initializers = [numpy_helper.from_array(np.asarray(v), k) for k, v in constants.items()]
+    path = _onnx_model(tmp_path, nodes, initializers, features)
+    network = load_onnx(path)
+    kinds = [type(layer).__name__ for layer in network.layers]
+    assert kinds == ["LayerNorm", "GELU", "Sigmoid", "Tanh"]
+    x = RNG.normal(size=(2, 3, features))
+    np.testing.assert_allclose(network.forward(x.astype(np.float32)), _onnx_forward(path, x),
+                               rtol=2e-5, atol=2e-6)
+
+
+def test_onnx_import_of_gelu_op_in_both_forms(tmp_path):
+    pytest.importorskip("onnx")
+    from onnx import helper
+
+    from lrp_num.io.onnx_import import load_onnx
+
+    nodes = [helper.make_node("Gelu", ["x"], ["t"], name="tanh_form", approximate="tanh"),
+             helper.make_node("Gelu", ["t"], ["y"], name="exact")]
+    path = _onnx_model(tmp_path, nodes, [], 4, opset=20)
+    network = load_onnx(path)
+    assert [repr(layer) for layer in network.layers] == ["GELU(approximate='tanh')", "GELU()"]
+    x = RNG.normal(size=(2, 3, 4)) * 2
+    try:
+        want = _onnx_forward(path, x)
+    except Exception as error:  # an onnx without the opset-20 Gelu reference
+        pytest.skip(f"onnx.reference cannot run Gelu: {error}")
+    np.testing.assert_allclose(network.forward(x.astype(np.float32)), want, rtol=2e-5, atol=2e-6)
+
+
+def test_onnx_import_refuses_a_broken_gelu_pattern(tmp_path):
+    pytest.importorskip("onnx")
+    from onnx import helper, numpy_helper
+
+    from lrp_num.io.onnx_import import load_onnx
+
+    nodes = [helper.make_node("Div", ["x", "sqrt2"], ["d"], name="div"),
+             helper.make_node("Tanh", ["d"], ["y"], name="tanh")]
+    initializers = [numpy_helper.from_array(np.float32(np.sqrt(2)), "sqrt2")]
+    path = _onnx_model(tmp_path, nodes, initializers, 4)
+    with pytest.raises(UnsupportedLayerError, match="exact GELU"):
+        load_onnx(path)
+
+
+# -- lrp verify ------------------------------------------------------------------------------------
+
+def _verify_graph() -> Graph:
+    rng = np.random.default_rng(3)
+    weight, bias = rng.normal(size=4), rng.normal(size=4)
+    return Graph([
+        Node("ln", LayerNorm(weight, bias), "input"),
+        Node("gelu", GELU(), "ln"),
+        Node("rms", RMSNorm(weight), "gelu"),
+        Node("silu", SiLU(), "rms"),
+        Node("tanh", Tanh(), "silu"),
+        Node("sigmoid", Sigmoid(), "tanh"),
+        Node("flat", Flatten(), "sigmoid"),
+        Node("head", Dense(rng.normal(size=(8, 3)), rng.normal(size=3) * 0.1), "flat"),
+    ], input_shape=(2, 4))
+
+
+def test_verify_passes_on_a_token_graph_with_the_default_rules():
+    from lrp_num.verify import verify
+
+    x = np.random.default_rng(4).normal(size=(2, 2, 4))
+    report = verify(_verify_graph(), x, rules=["lrp0", "epsilon"], composites=[])
+    for row in report.rows:
+        assert row.error is None, row.error
+        assert all(c.holds for c in row.checks if c.required), [c for c in row.checks if not c.holds]
+        # the LayerNorm's bias keeps its share: relevance is not conserved, and verify knows why
+        assert row.conservation_reference > 1e-3 and row.balance_reference < 1e-40
+
+
+def test_verify_confirms_what_the_taylor_and_full_rules_absorb():
+    from lrp_num.verify import verify_method
+
+    x = np.random.default_rng(5).normal(size=(2, 2, 4))
+    composite = dataclasses.replace(Composite.single("lrp0"),
+                                    pointwise=LayerRule("taylor_nonlinear"),
+                                    norm=LayerRule("norm_full"))
+    row = verify_method(_verify_graph(), x, composite, "composite")
+    assert all(c.holds for c in row.checks if c.required), [c for c in row.checks if not c.holds]
+    # the reference's absorbed amounts (the derivations' claims, evaluated at 50 digits) close
+    # the balance sum R + kept = f_c(x) independently of the kernels
+    assert row.balance_reference < 1e-40
+
+
+def test_reference_refuses_a_linear_rule_on_a_norm_node():
+    from lrp_num.errors import UnknownRuleError
+    from lrp_num.reference import layer_plan
+
+    composite = dataclasses.replace(Composite.single("lrp0"), norm=LayerRule("lrp0"))
+    with pytest.raises(UnknownRuleError, match="no rule of"):
+        layer_plan(_verify_graph(), composite=composite)

@@ -41,11 +41,17 @@ from typing import Any, Mapping
 from lrp_num.errors import MissingBoundsError, UnknownRuleError
 from lrp_num.layers import (AdaptiveAvgPool2d, Add, AvgPool2d, ChannelAffine, Conv2d, Dense, MatMul,
                             MaxPool2d, Multiply, Softmax, SumPool2d)
+from lrp_num.layers.nonlinear import NONLINEAR
+from lrp_num.layers.normalization import NORMALIZATION
 
 #: the rule of pooling and ChannelAffine nodes: the z-rule (see the module docstring)
 Z_RULE = "lrp0"
 #: the default rule of an Add node: the proportional split of the unit-weight neuron
 ADD_RULE = "add_z"
+#: the default rules of element-wise nonlinearities (the identity rule) and of LayerNorm /
+#: RMSNorm (sigma held constant, CP-LRP), restated from their definitions
+POINTWISE_RULE = "identity_nonlinear"
+NORM_RULE = "norm_cp"
 
 Choice = tuple[str, Mapping[str, float]]
 #: the attention nodes' rules as AttnLRP defines them (Achtibat et al. 2024, ICML, Prop. 3.1 and
@@ -75,6 +81,8 @@ class CompositeDefinition:
     description: str = ""
     attention: Mapping[str, Choice] = field(default_factory=lambda: dict(ATTENTION_DEFINITION))
     node_rules: Mapping[str, Choice] = field(default_factory=dict)
+    pointwise: Choice = (POINTWISE_RULE, {})
+    norm: Choice = (NORM_RULE, {})
 
     def rule_of(self, layer: object, is_first: bool, input_is_box: bool) -> Choice:
         """The rule of one Dense or Conv2d node."""
@@ -119,6 +127,8 @@ class _ObjectDefinition:
     add: Choice = field(default=(ADD_RULE, {}))
     attention: Mapping[str, Choice] = field(default_factory=lambda: dict(ATTENTION_DEFINITION))
     node_rules: Mapping[str, Choice] = field(default_factory=dict)
+    pointwise: Choice = field(default=(POINTWISE_RULE, {}))
+    norm: Choice = field(default=(NORM_RULE, {}))
 
     def rule_of(self, layer: object, is_first: bool, input_is_box: bool, index: int = 0) -> Choice:
         choice = self.composite.choose(index, layer, is_first, input_is_box)
@@ -165,6 +175,10 @@ def plan_nodes(nodes, input_name: str, definition, input_is_box: bool) -> dict[i
             plan[node.index] = definition.add
         elif isinstance(layer, MaxPool2d):
             plan[node.index] = ("maxpool", {})
+        elif isinstance(layer, NONLINEAR):
+            plan[node.index] = definition.pointwise
+        elif isinstance(layer, NORMALIZATION):
+            plan[node.index] = definition.norm
         else:
             for kind, key in _ATTENTION_KEYS:
                 if isinstance(layer, kind):
@@ -182,11 +196,14 @@ def definition_of(composite) -> CompositeDefinition | _ObjectDefinition:
             raise UnknownRuleError(f"unknown composite {composite!r}; the reference knows: "
                                    f"{', '.join(COMPOSITE_DEFINITIONS)}")
         return COMPOSITE_DEFINITIONS[composite]
-    add = getattr(composite, "add", None)
+    def read(field_name: str, default: str) -> Choice:
+        choice = getattr(composite, field_name, None)
+        return (choice.rule, dict(choice.parameters)) if choice is not None else (default, {})
     choices = lambda rules: {key: (rule.rule, dict(rule.parameters)) for key, rule in rules.items()}  # noqa: E731
-    return _ObjectDefinition(composite, (add.rule, dict(add.parameters)) if add is not None else (ADD_RULE, {}),
-                             {**ATTENTION_DEFINITION, **choices(getattr(composite, "attention", {}))},
-                             choices(getattr(composite, "node_rules", {})))
+    return _ObjectDefinition(composite, read("add", ADD_RULE),
+                             attention={**ATTENTION_DEFINITION, **choices(getattr(composite, "attention", {}))},
+                             node_rules=choices(getattr(composite, "node_rules", {})),
+                             pointwise=read("pointwise", POINTWISE_RULE), norm=read("norm", NORM_RULE))
 
 
 __all__ = ["ADD_RULE", "COMPOSITE_DEFINITIONS", "CompositeDefinition", "Z_RULE", "definition_of",
