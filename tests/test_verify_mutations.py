@@ -11,8 +11,7 @@ import lrp_num.layers.batchnorm as batchnorm_module
 from lrp_num import reference as ref
 from lrp_num.engine import composites, explain as engine_explain, kernel_runtime
 from lrp_num.errors import MissingBoundsError
-from lrp_num.commands.verify import default_models
-from lrp_num.io.model_io import load_builtin
+from lrp_num.io.model_io import BUILTIN_MODELS, load_builtin
 from lrp_num.verify import verify
 
 ORIGINAL_FOLD = batchnorm_module.fold_batchnorm
@@ -85,7 +84,7 @@ def test_a_dropped_clamp_fails_the_conservation_check(monkeypatch):
     assert "conservation" in failed["deep-taylor"] and "conservation" in failed["zplus"]
 
 
-@pytest.mark.parametrize("name", default_models())
+@pytest.mark.parametrize("name", list(BUILTIN_MODELS))
 @pytest.mark.parametrize("composite", list(composites.COMPOSITES))
 @pytest.mark.parametrize("box", [True, False])
 def test_the_reference_plan_restates_the_engine_composites(name, composite, box):

@@ -81,21 +81,21 @@ def _check_box_rule(spec: str, model) -> None:
                        "--rules deep-taylor (z^B at the input, z+ above)")
 
 
-#: built-in models ``lrp verify`` leaves out by default, with the reason (``--model NAME`` still
-#: runs them and reports the node the reference cannot evaluate)
-NOT_VERIFIED_BY_DEFAULT: dict[str, str] = {
-    "digits-vit": "the graph reference (lrp_num/reference/backward.py, reference/composites.py) and the "
-                  "rounding bounds (lrp_num/verify.py) do not cover LayerNorm and GELU nodes yet",
+#: built-in models whose default check (no ``--rules``) is their own (rules, composites), not every
+#: rule: the transformer digits-vit gets the composite its layers were derived for, AttnLRP (the
+#: ReLU networks' root-point rules assume inputs in an orthant or a box, which token activations
+#: are not), and the reference takes about 25 s per sample and method on it
+MODEL_DEFAULT_METHODS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "digits-vit": ((), ("attnlrp",)),
 }
 
 
 def default_models() -> list[str]:
     """The models ``lrp verify`` checks by default: every built-in model
-    (:data:`lrp_num.io.model_io.BUILTIN_MODELS`), so a model added there is verified too, except
-    those in :data:`NOT_VERIFIED_BY_DEFAULT`."""
+    (:data:`lrp_num.io.model_io.BUILTIN_MODELS`), so a model added there is verified too."""
     from lrp_num.io.model_io import BUILTIN_MODELS
 
-    return [name for name in BUILTIN_MODELS if name not in NOT_VERIFIED_BY_DEFAULT]
+    return list(BUILTIN_MODELS)
 
 
 def verify_batch(spec: str, model, samples: int, inputs: str | None = None):
@@ -161,16 +161,20 @@ def run(args: argparse.Namespace) -> int:
         where = ("" if not distributed else f", on {args.workers} local worker(s)" if args.scheduler is None
                  else f", on the Dask cluster at {args.scheduler}")
         what = f"the {args.inputs} inputs" if args.inputs else f"{args.samples} sample(s) each"
+        own = "" if args.rules else "".join(f" ({spec}: {', '.join(sum(MODEL_DEFAULT_METHODS[spec], ()))})"
+                                            for spec in specs if spec in MODEL_DEFAULT_METHODS)
         print(f"lrp verify: {len(specs)} model(s), {len(rules) + len(composites)} rules and "
-              f"composites, {what}, reference at {args.dps} digits{where}\n", flush=True)
+              f"composites{own}, {what}, reference at {args.dps} digits{where}\n", flush=True)
     reports, per_sample = [], []
     with open_client(args.workers, args.scheduler) if distributed else contextlib.nullcontext() as client:
         for spec in progress(specs, "models"):
             model = load_model(spec)
             x, targets = verify_batch(spec, model, args.samples, args.inputs)
-            if "zbox" in rules:
+            model_rules, model_composites = (MODEL_DEFAULT_METHODS[spec] if not args.rules and spec in MODEL_DEFAULT_METHODS
+                                             else (rules, composites))
+            if "zbox" in model_rules:
                 _check_box_rule(spec, model)
-            common = dict(rules=rules, composites=composites, targets=targets, input_domain=model.input_domain,
+            common = dict(rules=model_rules, composites=model_composites, targets=targets, input_domain=model.input_domain,
                           dps=args.dps, model_name=spec)
             if distributed:
                 from lrp_num.distributed import verify_distributed
