@@ -236,3 +236,19 @@ def test_large_models_embed_patches_by_convolution(monkeypatch):
     dense = torch_vit.vit_graph(model)
     np.testing.assert_allclose(lrp_num.explain(graph, x, composite="attnlrp"),
                                lrp_num.explain(dense, x, composite="attnlrp"), rtol=1e-9, atol=1e-12)
+
+
+def test_lrp_verify_checks_digits_vit_with_attnlrp_by_default(capsys):
+    """The default run (no --rules) checks digits-vit with the composite its layers were derived
+    for, against the mpmath reference, with conservation and the balance of absorbed amounts."""
+    import json
+
+    from lrp_num.cli import main
+    from lrp_num.commands.verify import MODEL_DEFAULT_METHODS, default_models
+
+    assert "digits-vit" in default_models() and MODEL_DEFAULT_METHODS["digits-vit"] == ((), ("attnlrp",))
+    assert main(["verify", "--model", "digits-vit", "--samples", "1", "--dps", "30", "--json"]) == 0
+    (report,) = json.loads(capsys.readouterr().out)
+    assert report["ok"] and [(row["name"], row["kind"]) for row in report["rows"]] == [("attnlrp", "composite")]
+    checks = {check["name"]: check["status"] for check in report["rows"][0]["checks"]}
+    assert checks["conservation"] == "pass" and checks["balance"] == "pass" and checks["agreement"] == "pass"

@@ -161,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
         where = ("" if not distributed else f", on {args.workers} local worker(s)" if args.scheduler is None
                  else f", on the Dask cluster at {args.scheduler}")
         what = f"the {args.inputs} inputs" if args.inputs else f"{args.samples} sample(s) each"
-        own = "" if args.rules else "".join(f" ({spec}: {', '.join(sum(MODEL_DEFAULT_METHODS[spec], ()))})"
+        own = "" if args.rules else "".join(f" ({spec}: {', '.join(sum(MODEL_DEFAULT_METHODS[spec], ()))} only)"
                                             for spec in specs if spec in MODEL_DEFAULT_METHODS)
         print(f"lrp verify: {len(specs)} model(s), {len(rules) + len(composites)} rules and "
               f"composites{own}, {what}, reference at {args.dps} digits{where}\n", flush=True)
