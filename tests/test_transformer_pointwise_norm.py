@@ -418,3 +418,29 @@ def test_reference_refuses_a_linear_rule_on_a_norm_node():
     composite = dataclasses.replace(Composite.single("lrp0"), norm=LayerRule("lrp0"))
     with pytest.raises(UnknownRuleError, match="no rule of"):
         layer_plan(_verify_graph(), composite=composite)
+
+
+def test_torch_tensors_give_the_numpy_relevance():
+    torch = pytest.importorskip("torch")
+    graph = _verify_graph()
+    x = np.random.default_rng(6).normal(size=(3, 2, 4))
+    composite = dataclasses.replace(Composite.single("epsilon", epsilon=0.1),
+                                    pointwise=LayerRule("taylor_nonlinear"),
+                                    norm=LayerRule("norm_full"))
+    for method in ({"rule": "lrp0"}, {"composite": composite}):
+        want = explain_details(graph, x, **method).relevance
+        got = explain_details(graph, torch.tensor(x), **method).relevance
+        assert isinstance(got, torch.Tensor)
+        np.testing.assert_allclose(got.numpy(), want, rtol=1e-10, atol=1e-13)
+
+
+@pytest.mark.parametrize("rule, layer", [
+    ("taylor_nonlinear", GELU()), ("taylor_nonlinear", Tanh()), ("identity_nonlinear", SiLU()),
+    ("norm_cp", LayerNorm(np.arange(1.0, 5.0), np.ones(4))), ("norm_full", RMSNorm(np.ones(4)))])
+def test_node_rule_kernels_use_only_the_array_api(rule, layer):
+    strict = pytest.importorskip("array_api_strict")
+    x = np.random.default_rng(8).normal(size=(2, 3, 4))
+    upper = np.random.default_rng(9).uniform(0.1, 1, size=x.shape)
+    got = load_kernel(rule)(layer, strict.asarray(x), strict.asarray(upper))
+    assert type(got).__module__.startswith("array_api_strict")
+    np.testing.assert_allclose(np.asarray(got), load_kernel(rule)(layer, x, upper), rtol=1e-14)

@@ -204,7 +204,7 @@ def _check_plan(plan: dict[int, LayerRule], layers: Sequence, folder: str | None
             raise UnknownRuleError(f"{choice.rule!r} is the kernel of a layer type, not a rule for "
                                    f"layer {index}; rules: {', '.join(known_rules())}")
         kernel = _kernel(choice.rule, folder, layers[index])
-        wanted = attention_rules.neuron_of(layers[index]) or _neuron_of(layers[index])
+        wanted = _neuron_of(layers[index])
         if kernel.neuron != wanted:
             words = {**_NEURONS, **attention_rules.NEURON_WORDS}
             raise UnknownRuleError(
@@ -217,7 +217,11 @@ def _check_plan(plan: dict[int, LayerRule], layers: Sequence, folder: str | None
 
 
 def _neuron_of(layer: object) -> str:
-    """The neuron a node's rule must be derived for (a key of :data:`_NEURONS`)."""
+    """The neuron a node's rule must be derived for (a key of :data:`_NEURONS` or of
+    :data:`lrp_num.engine.attention_rules.NEURON_WORDS`)."""
+    attention = attention_rules.neuron_of(layer)
+    if attention is not None:
+        return attention
     if isinstance(layer, Add):
         return "sum"
     if isinstance(layer, NONLINEAR):

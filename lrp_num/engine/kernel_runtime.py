@@ -60,6 +60,9 @@ def as_float(x: object) -> Array:
 def like(value: object, x: Array) -> Array:
     """``value`` as an array of the library, device and dtype of ``x`` (no copy if it is one)."""
     xp = namespace(x)
+    if isinstance(value, numpy.ndarray) and not value.flags.writeable \
+            and not isinstance(x, numpy.ndarray):
+        value = value.copy()  # a read-only layer parameter: torch warns on sharing it
     return xp.asarray(value, dtype=x.dtype, device=array_api_compat.device(x))
 
 

@@ -13,6 +13,9 @@ ONNX node:
   their padding (MaxPool pads with -inf, so a zero Pad before it is refused);
 * Add and Sum of two or more model tensors -> Add; Concat of model tensors (not on the batch
   axis) -> Concat;
+* attention (:mod:`lrp_num.io.onnx_attention`): MatMul of tokens by a constant (TokenDense) or of
+  two model tensors, Softmax over the last axis, Mul, Mul/Div of scores by a scalar, Transpose
+  and Reshape of the head split and merge;
 * Relu, Identity, Dropout (inference), Flatten (axis 1), Reshape that flattens each sample
   ((0, -1), (N, -1), (-1, k) with k the sample size) or keeps its shape;
 * BatchNormalization (inference) -> :class:`~lrp_num.layers.BatchNorm`, folded into the layer
@@ -132,7 +135,9 @@ def load_onnx(path: str | os.PathLike) -> Sequential | Graph:
     except Exception as error:  # onnx raises protobuf DecodeError, ValidationError, ...
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ModelFileError(f"{path} is not a valid ONNX model: {message}") from None
-    return _GraphReader(model.graph, onnx).network()
+    reader = _GraphReader(model.graph, onnx)
+    reader.opset = next((entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx")), 13)
+    return reader.network()
 
 
 class _GraphReader:
@@ -151,6 +156,10 @@ class _GraphReader:
             self.readers.setdefault(output.name, []).append(None)
         self.builder: GraphBuilder | None = None
         self.handlers: dict[str, Callable] = {op: getattr(self, f"_op_{op}") for op in SUPPORTED_OPS}
+        self.opset = 13
+        from lrp_num.io import onnx_attention  # MatMul of two tensors, Softmax, Mul, Div, Transpose
+
+        onnx_attention.register(self)
 
     def network(self) -> Sequential | Graph:
         inputs = [i for i in self.graph.input if i.name not in self.values]
@@ -163,7 +172,7 @@ class _GraphReader:
             if handler is None or node.domain not in ("", "ai.onnx"):
                 raise UnsupportedLayerError(
                     f"ONNX node {_name(node)!r} has unsupported op type {node.op_type}; "
-                    f"supported: {', '.join(SUPPORTED_OPS)}")
+                    f"supported: {', '.join(sorted(self.handlers))}")
             handler(node, self._attributes(node))
         outputs = [o.name for o in self.graph.output]
         if len(outputs) != 1:
@@ -352,7 +361,7 @@ class _GraphReader:
             bias = np.broadcast_to(constant, (1, previous.n_out)).reshape(previous.n_out)
         except ValueError:
             self._unsupported(node, f"Add of shape {constant.shape} after {previous!r}")
-        self.builder.replace(data, Dense(previous.weight, previous.bias + bias))
+        self.builder.replace(data, type(previous)(previous.weight, previous.bias + bias))  # Dense or TokenDense
         self.values[node.output[0]] = data
 
     def _op_Gelu(self, node: Any, attrs: dict) -> None:

@@ -17,7 +17,10 @@ translated into a graph node of the engine:
   node), ``torch.cat`` (a Concat node), ``torch.flatten(x, 1)`` / ``x.flatten(1)``,
   ``x.view(x.size(0), -1)`` / ``x.reshape(x.shape[0], -1)`` / ``view(-1, k)`` (Flatten),
   ``torch.relu`` / ``F.relu`` / ``x.relu()``; ``x.size(...)`` and ``x.shape[...]`` are resolved
-  from the input shape.
+  from the input shape;
+* attention (:mod:`lrp_num.io.torch_attention`): ``nn.MultiheadAttention`` (batch_first,
+  self-attention), ``nn.Linear`` on tokens, softmax, ``a * b``, ``a @ b`` with
+  ``k.transpose(-2, -1)`` and a constant scale, the head split and merge.
 
 Node names are the modules' qualified names (``layer1.0.conv1``; a module called twice gets
 ``@1`` on its second call, ``layer1.0.relu@1``) and, for functions, the innermost module that
@@ -140,6 +143,9 @@ class _FxReader:
             "add": self._add, "add_": self._add, "flatten": self._flatten, "view": self._reshape,
             "reshape": self._reshape, "size": self._size, "relu": self._relu, "relu_": self._relu,
         }
+        from lrp_num.io import torch_attention  # attention: Linear on tokens, softmax, products, heads
+
+        torch_attention.register(self, torch)
 
     # ---- walking the fx graph ----
 

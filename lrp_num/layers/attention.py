@@ -318,3 +318,44 @@ def multi_head_attention(name: str, source: str, heads: int, query: tuple, key: 
         (f"{name}.out", o, (f"{name}.merged",)),
     ]
     return nodes, f"{name}.out"
+
+
+def transformer_block(name: str, source: str, heads: int, attention: dict, norms: tuple, mlp: tuple,
+                      eps: float = 1e-5) -> tuple[list[tuple], str]:
+    """The graph nodes of a pre-norm transformer block on tokens (N, T, D), and its output node.
+
+    y = x + MHA(LN_1(x)),  out = y + W_2 GELU(W_1 LN_2(y))  (the ViT block; skip connections are
+    Add nodes, the norms LayerNorm over the features, GELU the exact form).
+
+    Parameters
+    ----------
+    name, source, heads
+        As in :func:`multi_head_attention`.
+    attention : dict
+        ``query``, ``key``, ``value``, ``out``: (weight (n_in, n_out), bias) pairs.
+    norms : ((weight, bias), (weight, bias))
+        The two LayerNorms' scale and shift, (D,) each.
+    mlp : ((weight, bias), (weight, bias))
+        The MLP's two token-wise layers, w_ij layout.
+    eps : float
+        The LayerNorms' epsilon.
+    """
+    from lrp_num.layers.branching import Add
+    from lrp_num.layers.nonlinear import GELU
+    from lrp_num.layers.normalization import LayerNorm
+
+    (w1, b1), (w2, b2) = norms
+    nodes = [(f"{name}.norm1", LayerNorm(w1, b1, eps), (source,))]
+    block, attended = multi_head_attention(f"{name}.attn", f"{name}.norm1", heads, attention["query"],
+                                           attention["key"], attention["value"], attention["out"])
+    nodes += block
+    (m1, c1), (m2, c2) = mlp
+    nodes += [
+        (f"{name}.skip1", Add(), (source, attended)),
+        (f"{name}.norm2", LayerNorm(w2, b2, eps), (f"{name}.skip1",)),
+        (f"{name}.mlp.fc1", TokenDense(m1, c1), (f"{name}.norm2",)),
+        (f"{name}.mlp.gelu", GELU(), (f"{name}.mlp.fc1",)),
+        (f"{name}.mlp.fc2", TokenDense(m2, c2), (f"{name}.mlp.gelu",)),
+        (f"{name}.skip2", Add(), (f"{name}.skip1", f"{name}.mlp.fc2")),
+    ]
+    return nodes, f"{name}.skip2"

@@ -34,11 +34,11 @@ from lrp_num.layers import Add
 from lrp_num.progress import progress
 from lrp_num.reference.backward import ReferenceNetwork, prepare
 from lrp_num.reference.composites import CompositeDefinition, _own_plan, definition_of, plan_nodes
-from lrp_num.reference.attention import ATTENTION_RULES
-from lrp_num.reference.attention import OPERATIONS as ATTENTION_OPERATIONS
 from lrp_num.layers.nonlinear import NONLINEAR
 from lrp_num.layers.normalization import NORMALIZATION
 from lrp_num.reference.transformer_nodes import NORM_RULES, POINTWISE_RULES
+from lrp_num.reference.attention import ATTENTION_RULES
+from lrp_num.reference.attention import OPERATIONS as ATTENTION_OPERATIONS
 from lrp_num.reference.directions import (ADD_ALIASES, ADD_RULES, BIAS_CONVENTIONS, ROOT_POINT_RULES, RULE_DEFAULTS,
                                           RULES)
 from lrp_num.reference.linear import LINEAR_LAYERS

@@ -266,14 +266,14 @@ class ReferenceNetwork:
                     out = out + addend
             elif isinstance(operation, Concat):
                 out = self.concatenate(node, inputs)
-            elif isinstance(operation, attention.OPERATIONS):
-                out = attention.forward(operation, inputs, self.input_shapes(node))
             elif isinstance(operation, NONLINEAR):
                 g = transformer_nodes.ACTIVATIONS[operation.activation]
                 out = np.array([g(value) for value in a], dtype=object)
             elif isinstance(operation, NORMALIZATION):
                 out = self._norm_rows(operation, a, lambda row, w, b, e: transformer_nodes.norm_values(
                     operation.norm, row, w, b, e))
+            elif isinstance(operation, attention.OPERATIONS):
+                out = attention.forward(operation, inputs, self.input_shapes(node))
             else:
                 out = a
             values[node.name] = out
@@ -304,14 +304,14 @@ class ReferenceNetwork:
                 lower = [g] * len(node.inputs)
             elif isinstance(node.operation, Concat):
                 lower = self.split(node, g)
-            elif isinstance(node.operation, attention.OPERATIONS):
-                lower = attention.gradient(node.operation, [activations[name] for name in node.inputs],
-                                           self.input_shapes(node), g)
             elif isinstance(node.operation, NONLINEAR):
                 function = transformer_nodes.ACTIVATIONS[node.operation.activation]
                 lower = [np.array([gv * mpmath.diff(function, av) for gv, av in zip(g, a)], dtype=object)]
             elif isinstance(node.operation, NORMALIZATION):
                 lower = [self._norm_gradient(node.operation, a, g)]
+            elif isinstance(node.operation, attention.OPERATIONS):
+                lower = attention.gradient(node.operation, [activations[name] for name in node.inputs],
+                                           self.input_shapes(node), g)
             else:
                 lower = [g]
             _accumulate(arriving, node.inputs, lower)
@@ -449,6 +449,11 @@ class ReferenceNetwork:
                 lower = [maxpool_layer(*self.windows[index], a, relevance, len(a), trace)]
             elif isinstance(layer, Concat):
                 lower = self.split(node, relevance)
+            elif isinstance(layer, NONLINEAR + NORMALIZATION):
+                rule, parameters = plan[index]
+                trace = LayerTrace(index, repr(layer), rule, relevance_out=relevance, name=node.name)
+                step = self._pointwise_step if isinstance(layer, NONLINEAR) else self._norm_step
+                lower = [step(layer, rule, a, relevance, trace)]
             elif isinstance(layer, attention.OPERATIONS) and index in plan:
                 rule, parameters = plan[index]
                 trace = LayerTrace(index, repr(layer), rule, relevance_out=relevance, name=node.name)
@@ -456,11 +461,6 @@ class ReferenceNetwork:
                                             relevance, trace)
             elif isinstance(layer, attention.OPERATIONS):  # head split / merge: moved back by index
                 lower = attention.gradient(layer, inputs, self.input_shapes(node), relevance)
-            elif isinstance(layer, NONLINEAR + NORMALIZATION):
-                rule, parameters = plan[index]
-                trace = LayerTrace(index, repr(layer), rule, relevance_out=relevance, name=node.name)
-                step = self._pointwise_step if isinstance(layer, NONLINEAR) else self._norm_step
-                lower = [step(layer, rule, a, relevance, trace)]
             else:
                 lower = [relevance]
             if trace is not None:

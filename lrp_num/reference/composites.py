@@ -79,10 +79,10 @@ class CompositeDefinition:
     first_on_rn: Choice | str | None = None
     add: Choice = (ADD_RULE, {})
     description: str = ""
-    attention: Mapping[str, Choice] = field(default_factory=lambda: dict(ATTENTION_DEFINITION))
-    node_rules: Mapping[str, Choice] = field(default_factory=dict)
     pointwise: Choice = (POINTWISE_RULE, {})
     norm: Choice = (NORM_RULE, {})
+    attention: Mapping[str, Choice] = field(default_factory=lambda: dict(ATTENTION_DEFINITION))
+    node_rules: Mapping[str, Choice] = field(default_factory=dict)
 
     def rule_of(self, layer: object, is_first: bool, input_is_box: bool) -> Choice:
         """The rule of one Dense or Conv2d node."""
@@ -125,10 +125,10 @@ class _ObjectDefinition:
 
     composite: Any
     add: Choice = field(default=(ADD_RULE, {}))
-    attention: Mapping[str, Choice] = field(default_factory=lambda: dict(ATTENTION_DEFINITION))
-    node_rules: Mapping[str, Choice] = field(default_factory=dict)
     pointwise: Choice = field(default=(POINTWISE_RULE, {}))
     norm: Choice = field(default=(NORM_RULE, {}))
+    attention: Mapping[str, Choice] = field(default_factory=lambda: dict(ATTENTION_DEFINITION))
+    node_rules: Mapping[str, Choice] = field(default_factory=dict)
 
     def rule_of(self, layer: object, is_first: bool, input_is_box: bool, index: int = 0) -> Choice:
         choice = self.composite.choose(index, layer, is_first, input_is_box)
@@ -200,10 +200,10 @@ def definition_of(composite) -> CompositeDefinition | _ObjectDefinition:
         choice = getattr(composite, field_name, None)
         return (choice.rule, dict(choice.parameters)) if choice is not None else (default, {})
     choices = lambda rules: {key: (rule.rule, dict(rule.parameters)) for key, rule in rules.items()}  # noqa: E731
-    return _ObjectDefinition(composite, read("add", ADD_RULE),
-                             attention={**ATTENTION_DEFINITION, **choices(getattr(composite, "attention", {}))},
-                             node_rules=choices(getattr(composite, "node_rules", {})),
-                             pointwise=read("pointwise", POINTWISE_RULE), norm=read("norm", NORM_RULE))
+    return _ObjectDefinition(composite, read("add", ADD_RULE), read("pointwise", POINTWISE_RULE),
+                             read("norm", NORM_RULE),
+                             {**ATTENTION_DEFINITION, **choices(getattr(composite, "attention", {}))},
+                             choices(getattr(composite, "node_rules", {})))
 
 
 __all__ = ["ADD_RULE", "COMPOSITE_DEFINITIONS", "CompositeDefinition", "Z_RULE", "definition_of",
