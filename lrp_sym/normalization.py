@@ -207,13 +207,15 @@ class NormalizationRule:
         passed = Sum(norm_c[j] * (parts["output"] - (norm_beta[j] if norm == "layernorm"
                                                       else 0)), (j, 1, n))
         bias_share = Sum(norm_c[j] * norm_beta[j], (j, 1, n)) if norm == "layernorm" else S.Zero
+        kept = "c_j (y_j - beta_j)" if norm == "layernorm" else "c_j y_j (no bias)"
         if self.detached:
-            claim, statement = passed, (f"{norm}: sum_i R_i = sum_j c_j (y_j - beta_j): "
-                                        f"everything but the bias share sum_j c_j beta_j")
+            claim = passed
+            statement = (f"{norm}: sum_i R_i = sum_j {kept}: everything but the bias share "
+                         f"sum_j c_j beta_j" if norm == "layernorm" else
+                         f"{norm}: sum_i R_i = sum_j {kept}")
         else:
             claim = norm_eps / SIGMA**2 * passed
-            statement = (f"{norm}: sum_i R_i = e / sigma^2 sum_j c_j (y_j - beta_j): the rest "
-                         f"is absorbed")
+            statement = f"{norm}: sum_i R_i = e / sigma^2 sum_j {kept}: the rest is absorbed"
         holds = sums_equal(total, claim, norm)
         derivation.proofs.append(Proof(
             f"passed_{norm}", statement, Status.PROVED if holds else Status.UNDECIDED,

@@ -90,15 +90,14 @@ _SAMPLE_RANGE = (-6.0, 6.0)
 _SAMPLES = 60
 
 
-def ratio_parts(ratio: Expr) -> tuple[Expr, Expr, Expr, Expr]:
-    """(numerator, denominator, its zero, rho there) of rho after cancelling common factors.
+def ratio_parts(ratio: Expr, point: Expr = S.Zero) -> tuple[Expr, Expr, Expr]:
+    """(numerator, denominator, rho's limit at x~) of rho = numerator / denominator.
 
-    The denominator's zero is the expansion point x~ (g(x~) = 0); rho's value there is its
-    limit, which the kernel uses where the denominator is exactly 0.
+    The denominator g(x) vanishes at the root x~ = ``point``; rho's limit there is the value the
+    kernel uses where the denominator is exactly 0.
     """
     numerator, denominator = fraction(ratio)
-    at_zero = limit(numerator / denominator, X, 0)
-    return numerator, denominator, S.Zero, at_zero
+    return numerator, denominator, limit(numerator / denominator, X, point)
 
 
 def _sampled_values(expr: Expr, seed: int) -> list[tuple[mpmath.mpf, mpmath.mpf]]:
@@ -252,7 +251,7 @@ class TaylorNonlinear:
         # which would write the sigmoid's rho with exp(x) exp(-x) (overflow for large |x|)
         ratio = relevance_in.subs(C, 1) / g
         remainder = g - at_point - slope * (X - point)
-        numerator, denominator, _, at_zero = ratio_parts(ratio)
+        numerator, denominator, at_zero = ratio_parts(ratio, point)
         derivation.rows += [
             (f"{name}: g(x)", g),
             (f"{name}: expansion point x~", point),

@@ -444,3 +444,41 @@ def test_node_rule_kernels_use_only_the_array_api(rule, layer):
     got = load_kernel(rule)(layer, strict.asarray(x), strict.asarray(upper))
     assert type(got).__module__.startswith("array_api_strict")
     np.testing.assert_allclose(np.asarray(got), load_kernel(rule)(layer, x, upper), rtol=1e-14)
+
+
+def test_certified_and_local_checks_refuse_the_new_nodes_clearly():
+    from lrp_num.verify_local import verify_local
+
+    graph = _verify_graph()
+    x = np.random.default_rng(10).normal(size=(1, 2, 4))
+    with pytest.raises(UnsupportedLayerError, match="without --local"):
+        verify_local(graph, x, rule="lrp0")
+    pytest.importorskip("flint")
+    from lrp_num.certified.network import prepare_balls
+    with pytest.raises(UnsupportedLayerError, match="without --certified"):
+        prepare_balls(graph, (2, 4))
+
+
+def test_torch_import_of_functional_nonlinearities():
+    torch = pytest.importorskip("torch")
+    from lrp_num.io.torch_import import from_torch_module
+
+    class Block(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = torch.nn.Linear(5, 5)
+
+        def forward(self, x):
+            h = torch.nn.functional.gelu(self.fc(x), approximate="tanh")
+            h = torch.nn.functional.silu(h).tanh()
+            return torch.sigmoid(torch.nn.functional.gelu(h))
+
+    torch.manual_seed(1)
+    model = Block().double().eval()
+    graph = from_torch_module(model, (5,))
+    assert [repr(node.operation) for node in graph.nodes][1:] == [
+        "GELU(approximate='tanh')", "SiLU()", "Tanh()", "GELU()", "Sigmoid()"]
+    x = RNG.normal(size=(3, 5)) * 2
+    with torch.no_grad():
+        want = model(torch.tensor(x)).numpy()
+    np.testing.assert_allclose(graph.forward(x), want, rtol=1e-12, atol=1e-14)

@@ -11,12 +11,14 @@ translated into a graph node of the engine:
   layer before it where possible), ``nn.ReLU``, ``nn.MaxPool2d`` (padding, ceil_mode),
   ``nn.AvgPool2d`` (padding, ceil_mode, count_include_pad; ``divisor_override=1`` is sum
   pooling), ``nn.AdaptiveAvgPool2d``, ``nn.Dropout`` / ``nn.Dropout2d`` (identity at inference),
-  ``nn.Identity``, ``nn.Flatten`` (start_dim 1); ``nn.Sequential`` and user modules are traced
-  through;
+  ``nn.Identity``, ``nn.Flatten`` (start_dim 1), ``nn.GELU`` (both forms), ``nn.SiLU``,
+  ``nn.Tanh``, ``nn.Sigmoid``, ``nn.LayerNorm`` and ``nn.RMSNorm`` over the last axis;
+  ``nn.Sequential`` and user modules are traced through;
 * functions and methods: ``+`` / ``+=`` / ``torch.add`` / ``Tensor.add`` of two tensors (an Add
   node), ``torch.cat`` (a Concat node), ``torch.flatten(x, 1)`` / ``x.flatten(1)``,
   ``x.view(x.size(0), -1)`` / ``x.reshape(x.shape[0], -1)`` / ``view(-1, k)`` (Flatten),
-  ``torch.relu`` / ``F.relu`` / ``x.relu()``; ``x.size(...)`` and ``x.shape[...]`` are resolved
+  ``torch.relu`` / ``F.relu`` / ``x.relu()``, ``F.gelu``, ``F.silu``, ``torch.tanh`` /
+  ``x.tanh()``, ``torch.sigmoid`` / ``x.sigmoid()``; ``x.size(...)`` and ``x.shape[...]`` are resolved
   from the input shape;
 * attention (:mod:`lrp_num.io.torch_attention`): ``nn.MultiheadAttention`` (batch_first,
   self-attention), ``nn.Linear`` on tokens, softmax, ``a * b``, ``a @ b`` with
@@ -138,10 +140,14 @@ class _FxReader:
             torch.cat: self._cat, torch.concat: self._cat, torch.flatten: self._flatten,
             torch.relu: self._relu, functional.relu: self._relu,
             getattr: self._getattr, operator.getitem: self._getitem,
+            functional.gelu: self._gelu_function, functional.silu: self._silu_function,
+            torch.tanh: self._tanh_function, functional.tanh: self._tanh_function,
+            torch.sigmoid: self._sigmoid_function, functional.sigmoid: self._sigmoid_function,
         }
         self.methods: dict[str, Callable] = {
             "add": self._add, "add_": self._add, "flatten": self._flatten, "view": self._reshape,
             "reshape": self._reshape, "size": self._size, "relu": self._relu, "relu_": self._relu,
+            "tanh": self._tanh_function, "sigmoid": self._sigmoid_function,
         }
         from lrp_num.io import torch_attention  # attention: Linear on tokens, softmax, products, heads
 
@@ -176,8 +182,9 @@ class _FxReader:
                     kind = "function" if node.op == "call_function" else "method"
                     raise UnsupportedLayerError(
                         f"fx node {node.name!r} calls the {kind} {_target_name(node.target)}, which is not "
-                        "supported (supported: Conv2d, Linear, BatchNorm, ReLU, pooling, Dropout, Identity, "
-                        "Flatten modules; add, cat, flatten, view/reshape to (N, -1), relu)")
+                        "supported (supported: Conv2d, Linear, BatchNorm, LayerNorm, RMSNorm, ReLU, GELU, "
+                        "SiLU, Tanh, Sigmoid, pooling, Dropout, Identity, Flatten modules; add, cat, "
+                        "flatten, view/reshape to (N, -1), relu, gelu, silu, tanh, sigmoid)")
                 self.values[node] = handler(node)
         return self.builder.graph(output, f"the {type(self.traced).__name__} model")
 
@@ -425,6 +432,21 @@ class _FxReader:
         if not isinstance(container, tuple):  # a size tuple; indexing a tensor is not supported
             self._unsupported(node, "indexing or slicing a tensor")
         return container[index]
+
+    def _gelu_function(self, node: Any) -> Tensor:
+        approximate = self._argument(node, 1, "approximate", "none")
+        return self._elementwise(node, self._layer(node, lambda: GELU(approximate)))
+
+    def _silu_function(self, node: Any) -> Tensor:
+        if self._argument(node, 1, "inplace", False) is True:
+            self._unsupported(node, "silu(inplace=True)")
+        return self._elementwise(node, SiLU())
+
+    def _tanh_function(self, node: Any) -> Tensor:
+        return self._elementwise(node, Tanh())
+
+    def _sigmoid_function(self, node: Any) -> Tensor:
+        return self._elementwise(node, Sigmoid())
 
     def _relu(self, node: Any) -> Tensor:
         in_place = node.target == "relu_" or self._argument(node, 1, "inplace", False) is True
