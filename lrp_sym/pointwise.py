@@ -110,12 +110,22 @@ def _sampled_values(expr: Expr, seed: int) -> list[tuple[mpmath.mpf, mpmath.mpf]
     return values
 
 
-def _sign_proof(name: str, statement: str, ratio: Expr, expected: Status) -> Proof:
-    """rho(x) >= 0 for every real x: decided by SymPy where it can, else sampled."""
+def _sign_proof(name: str, statement: str, ratio: Expr, at_root: Expr,
+                expected: Status) -> Proof:
+    """rho(x) >= 0 for every real x: decided by SymPy where it can (for x real, else in the sign
+    cases x > 0, x < 0 and the limit at x = 0), else sampled."""
     claim = f"claim: {ratio} >= 0 for every real x"
     if ratio.is_nonnegative:
         return Proof(name, statement, Status.PROVED, expected, "non-negative by the assumptions "
                      "of x (real)", steps=[claim, "SymPy decides the sign from x real"])
+    magnitude = Symbol("P", positive=True)
+    cases = [("x > 0", ratio.subs(X, magnitude)), ("x < 0", ratio.subs(X, -magnitude))]
+    if all(case.is_nonnegative for _, case in cases) and at_root.is_nonnegative:
+        return Proof(name, statement, Status.PROVED, expected,
+                     "non-negative in the sign cases x = P > 0 and x = -P < 0, and its limit at "
+                     "x = 0", steps=[claim] + [f"{label}: {case} >= 0 (P > 0)"
+                                                for label, case in cases]
+                     + [f"x = 0: the limit {at_root} >= 0"])
     seed = 0
     for examined, (point, value) in enumerate(_sampled_values(ratio, seed), 1):
         if value < -NUMERIC_SLACK:
@@ -272,7 +282,7 @@ class TaylorNonlinear:
             self._absorbed_proof(name, g, relevance_in, at_point, remainder),
             self._conservation_proof(name, ratio),
             _sign_proof(f"positivity_{name}", f"{name}: positivity, rho(x) = R_in / R_out >= 0 "
-                        f"for every real x", ratio, self._expect(f"positivity_{name}")),
+                        f"for every real x", ratio, at_zero, self._expect(f"positivity_{name}")),
         ]
 
     def _root_proof(self, name: str, at_point: Expr) -> Proof:
