@@ -244,3 +244,29 @@ def test_torch_backend_runs_the_block():
     expected = explain(graph, x, composite="attnlrp", target=1)
     got = explain(graph, torch.tensor(x), composite="attnlrp", target=1)
     np.testing.assert_allclose(got.numpy(), expected, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("kernel, name", [(softmax, "softmax"), (matmul_epsilon, "matmul_epsilon"),
+                                          (product_uniform, "product_uniform")])
+def test_verify_catches_a_mutated_attention_kernel(monkeypatch, kernel, name):
+    """A kernel off by 1e-9 (relative) fails lrp verify's agreement check: the rounding bounds
+    through the attention nodes are tight enough to see it."""
+    from lrp_num.engine import explain as engine_explain
+    from lrp_num.verify import verify
+
+    original = kernel.relevance
+
+    def mutated(*args, **kwargs):
+        out = original(*args, **kwargs)
+        return tuple(r * (1 + 1e-9) for r in out) if isinstance(out, tuple) else out * (1 + 1e-9)
+
+    graph, x = _block()
+    engine_explain._kernel_of.cache_clear()
+    monkeypatch.setattr(kernel, "relevance", mutated)
+    try:
+        report = verify(graph, x[:2], rules=(), composites=("attnlrp",))
+    finally:
+        monkeypatch.undo()
+        engine_explain._kernel_of.cache_clear()
+    failed = {check.name for check in report.rows[0].checks if check.required and not check.holds}
+    assert "agreement" in failed, report.rows[0]
