@@ -61,7 +61,7 @@ class LayerRule:
 #: epsilon on the sum over k then uniform (Prop. 3.3); keys "softmax", "product", "matmul"
 ATTENTION_RULES: Mapping[str, LayerRule] = {
     "softmax": LayerRule("softmax"), "product": LayerRule("product_uniform"),
-    "matmul": LayerRule("matmul_epsilon")}
+    "matmul": LayerRule("matmul_epsilon", {"epsilon": 1e-6})}  # the kernel's default, stated as the reference states it
 #: the attention node types and their key in a composite's ``attention`` mapping
 _ATTENTION_KEYS = ((Softmax, "softmax"), (Multiply, "product"), (MatMul, "matmul"))
 

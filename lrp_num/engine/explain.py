@@ -45,7 +45,7 @@ from lrp_num.errors import (KernelArgumentError, LRPError, MissingBoundsError, N
 from lrp_num.engine.graph import SHAPE_ONLY, Graph, as_graph
 from lrp_num.engine.kernels import LAYER_KERNEL_NAMES, has_kernel, known_rules, load_module
 from lrp_num.layers import (AdaptiveAvgPool2d, Add, AvgPool2d, ChannelAffine, Concat, Conv2d,
-                            Dense, Flatten, MaxPool2d, SumPool2d)
+                            Dense, Flatten, MaxPool2d, Reshape, SumPool2d)
 from lrp_num.io.model_io import InputDomain
 from lrp_num.layers.nonlinear import NONLINEAR
 from lrp_num.layers.normalization import NORMALIZATION
@@ -319,7 +319,7 @@ def _route(layer, inputs: list[np.ndarray], above: np.ndarray) -> list[np.ndarra
         if isinstance(above, np.ndarray):
             return layer.split(above, [a.shape[1:] for a in inputs])
         return _split_concat(layer, above, [tuple(a.shape[1:]) for a in inputs])
-    if isinstance(layer, Flatten):
+    if isinstance(layer, (Flatten, Reshape)):
         return [above.reshape(inputs[0].shape)]
     moved = attention_rules.route(layer, inputs, above)
     return moved if moved is not None else [above]

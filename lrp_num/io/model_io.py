@@ -33,6 +33,7 @@ key                        dtype, shape           meaning
 ``layer{k}.heads``         int64, ()              SplitHeads (graphs)
 ``layer{k}.weight``, ``.bias``, ``.eps``          LayerNorm (RMSNorm: weight, eps)
 ``layer{k}.tanh_approximation``  bool, ()         GELU (absent: the exact form)
+``layer{k}.shape``         int64, (d,)            Reshape: the per-sample output shape
 ``input_shape``            int64, (d,)            optional: per-sample input shape
 ``input_domain.low``       float, input_shape     optional: lower corner l of the input box
 ``input_domain.high``      float, input_shape     optional: upper corner h (z^B rule bounds)
@@ -75,8 +76,8 @@ from lrp_num.errors import DomainError, LRPError, ModelFileError, NonFiniteError
 from lrp_num.io.files import check_output_path, write_atomic
 from lrp_num.layers import (
     AdaptiveAvgPool2d, Add, AvgPool2d, BatchNorm, ChannelAffine, Concat, Conv2d, Dense, Dropout,
-    GELU, Flatten, GlobalAvgPool, Identity, Layer, LayerNorm, MatMul, MaxPool2d, MergeHeads, Multiply,
-    RMSNorm, ReLU, SiLU, Sigmoid, Softmax, SplitHeads, SumPool2d, Tanh, TokenDense,
+    Flatten, GELU, GlobalAvgPool, Identity, Layer, LayerNorm, MatMul, MaxPool2d, MergeHeads, Multiply,
+    RMSNorm, ReLU, Reshape, SiLU, Sigmoid, Softmax, SplitHeads, SumPool2d, Tanh, TokenDense,
 )
 from lrp_num.engine.network import Sequential
 
@@ -93,6 +94,7 @@ BUILTIN_MODELS: dict[str, str] = {
     "digits-cnn": "digits_cnn.npz",
     "digits-resnet": "digits_resnet.npz",
     "digits-paths": "digits_paths.npz",
+    "digits-vit": "digits_vit.npz",
 }
 
 
@@ -219,7 +221,7 @@ _WRITERS: dict[type, Callable[[Layer], dict[str, np.ndarray]]] = {
     Dropout: lambda l: {"p": np.float64(l.p)},
     Concat: lambda l: {"axis": np.int64(l.axis)},
     ReLU: lambda l: {}, Flatten: lambda l: {}, Identity: lambda l: {}, GlobalAvgPool: lambda l: {},
-    Add: lambda l: {},
+    Add: lambda l: {}, Reshape: lambda l: {"shape": np.asarray(l.shape, dtype=np.int64)},
     TokenDense: lambda l: {"weight": l.weight, "bias": l.bias},
     Softmax: lambda l: {"axis": np.int64(l.axis)},
     MatMul: lambda l: {"transpose_b": np.bool_(l.transpose_b), "scale": np.float64(l.scale)},
@@ -272,6 +274,7 @@ _READERS: dict[str, Callable[..., Layer]] = {
     "MatMul": lambda a: MatMul(_scalar(a("transpose_b"), "b", "transpose_b"), _scalar(a("scale"), "f", "scale")),
     "SplitHeads": lambda a: SplitHeads(_scalar(a("heads"), "i", "heads")),
     "Multiply": lambda a: Multiply(), "MergeHeads": lambda a: MergeHeads(),
+    "Reshape": lambda a: Reshape(tuple(np.atleast_1d(a("shape")).tolist())),
     "GELU": lambda a: GELU("tanh" if _scalar(a("tanh_approximation", np.bool_(False)), "b",
                                              "tanh_approximation") else "none"),
     "SiLU": lambda a: SiLU(), "Tanh": lambda a: Tanh(), "Sigmoid": lambda a: Sigmoid(),

@@ -20,7 +20,7 @@ from lrp_num.layers.batchnorm import BatchNorm
 from lrp_num.layers.branching import Add, Concat
 from lrp_num.layers.conv import Conv2d
 from lrp_num.layers.dense import Dense
-from lrp_num.layers.elementwise import Dropout, Flatten, Identity, ReLU
+from lrp_num.layers.elementwise import Dropout, Flatten, Identity, ReLU, Reshape
 from lrp_num.layers.nonlinear import GELU, SiLU, Sigmoid, Tanh
 from lrp_num.layers.normalization import LayerNorm, RMSNorm
 from lrp_num.layers.pooling import AvgPool2d, MaxPool2d, SumPool2d
@@ -33,7 +33,7 @@ LAYER_TYPES: dict[str, type] = {
     cls.__name__: cls
     for cls in (Dense, Conv2d, SumPool2d, AvgPool2d, MaxPool2d, AdaptiveAvgPool2d, GlobalAvgPool,
                 ReLU, Flatten, Identity, Dropout, BatchNorm, GELU, SiLU, Tanh, Sigmoid,
-                LayerNorm, RMSNorm)
+                LayerNorm, RMSNorm, Reshape)
 }
 #: operation class name -> class for the nodes of a :class:`~lrp_num.engine.graph.Graph`: every layer,
 #: the per-channel affine layer, and the operations with several inputs
@@ -44,6 +44,6 @@ OPERATION_TYPES: dict[str, type] = {
 __all__ = [
     "AdaptiveAvgPool2d", "Add", "AvgPool2d", "BatchNorm", "ChannelAffine", "Concat", "Conv2d",
     "Dense", "Dropout", "Flatten", "GELU", "GlobalAvgPool", "Identity", "LAYER_TYPES", "Layer", "LayerNorm",
-    "MatMul", "MaxPool2d", "MergeHeads", "Multiply", "OPERATION_TYPES", "RMSNorm", "ReLU", "SiLU", "Sigmoid",
+    "MatMul", "MaxPool2d", "MergeHeads", "Multiply", "OPERATION_TYPES", "RMSNorm", "ReLU", "Reshape", "SiLU", "Sigmoid",
     "Softmax", "SplitHeads", "SumPool2d", "Tanh", "TokenDense",
 ]

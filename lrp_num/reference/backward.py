@@ -29,11 +29,10 @@ import numpy as np
 from lrp_num.checks import check_orthant
 from lrp_num.errors import GraphError, MissingBoundsError, ShapeError, UnsupportedLayerError
 from lrp_num.layers import (Add, BatchNorm, ChannelAffine, Concat, Conv2d, Dense, Dropout, Flatten,
-                            Identity, MaxPool2d, ReLU)
+                            Identity, MaxPool2d, ReLU, Reshape)
 from lrp_num.layers.nonlinear import NONLINEAR
 from lrp_num.layers.normalization import NORMALIZATION
-from lrp_num.reference import transformer_nodes
-from lrp_num.reference import attention
+from lrp_num.reference import attention, transformer_nodes
 from lrp_num.reference.directions import ROOT_POINT_RULES
 from lrp_num.reference.linear import (LINEAR_LAYERS, LinearMatrix, batchnorm_matrix, fold_batchnorms,
                                       linear_matrix, pool_windows)
@@ -44,9 +43,9 @@ from lrp_num.reference.roots import GUARD_DIGITS
 
 #: operations that pass values and relevance on unchanged (Flatten reshapes; every tensor of the
 #: reference is flattened in C order, so it is the identity here too)
-_PASS_THROUGH = (ReLU, Identity, Dropout, Flatten)
+_PASS_THROUGH = (ReLU, Identity, Dropout, Flatten, Reshape)
 #: operations a z^B node may follow: they do not change values, so the input box still bounds them
-_SHAPE_ONLY = (Identity, Dropout, Flatten)
+_SHAPE_ONLY = (Identity, Dropout, Flatten, Reshape)
 
 
 @dataclass(frozen=True)
@@ -204,6 +203,8 @@ class ReferenceNetwork:
             return shape
         if isinstance(operation, Flatten):
             return (int(np.prod(shape)),)
+        if isinstance(operation, Reshape):
+            return operation.output_shape(shape)
         if isinstance(operation, _PASS_THROUGH):
             return shape
         if isinstance(operation, Add):
