@@ -33,8 +33,12 @@ from typing import Any, Sequence
 import mpmath
 import numpy as np
 
+from lrp_num.layers.nonlinear import NONLINEAR
+from lrp_num.layers.normalization import NORMALIZATION
+
 from lrp_num import reference
 from lrp_num.layers import Add, Concat, ReLU
+from lrp_num import verify_attention
 from lrp_num.reference.node_rules import AMBIGUOUS_MARGIN
 
 U = 2.0 ** -53
@@ -85,10 +89,48 @@ def forward_error(prepared: reference.ReferenceNetwork, activations: dict) -> di
             out = sum(errors[name] for name in node.inputs) + U * np.abs(activations[node.name])
         elif isinstance(node.operation, Concat):
             out = prepared.concatenate(node, [errors[name] for name in node.inputs])
+        elif isinstance(node.operation, verify_attention.OPERATIONS):
+            out = verify_attention.forward_error(node.operation, [activations[name] for name in node.inputs],
+                                                 [errors[name] for name in node.inputs], prepared.input_shapes(node))
+        elif isinstance(node.operation, NONLINEAR):
+            out = _pointwise_forward_error(node.operation, a, e, activations[node.name])
+        elif isinstance(node.operation, NORMALIZATION):
+            out = _norm_forward_error(node.operation, a, e, activations[node.name])
         else:
             out = e
         errors[node.name] = out
     return errors
+
+
+#: a bound on the slope |g'| of each element-wise nonlinearity (GELU's is below 1.13)
+_SLOPE_BOUND = {"gelu": 1.13, "gelu_tanh": 1.13, "silu": 1.1, "tanh": 1.0, "sigmoid": 0.25}
+
+
+def _pointwise_forward_error(operation, a: np.ndarray, e: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """|g'| e from the input's error plus the activation's own rounding: 16 u (|g(a)| + |a|), a
+    generous bound for the few correctly rounded steps (exp, tanh, erfc) of each form."""
+    return _SLOPE_BOUND[operation.activation] * e + 16 * U * (np.abs(out) + np.abs(a))
+
+
+def _norm_forward_error(operation, a: np.ndarray, e: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """Per row of n features: |dy_j/dx_i| <= |gamma_j| / sigma (1 + 2/n... ) summed with e, and
+    the rounding of the mean, variance and division, u (n + 8) (|y_j - beta_j| + |beta_j|)."""
+    features = operation.weight.shape[0]
+    rows = a.reshape(-1, features)
+    if operation.norm == "layernorm":
+        centred = rows - rows.mean(axis=1, keepdims=True)
+    else:
+        centred = rows
+    sigma = np.sqrt((centred**2).mean(axis=1, keepdims=True) + operation.eps)
+    scaled = np.abs(operation.weight) / sigma  # (rows, n)
+    standard = np.abs(centred) / sigma
+    row_error = e.reshape(-1, features)
+    # |J_ji| <= |gamma_j| / sigma (delta_ji + 1/n + |x^_i x^_j| / n)
+    propagated = scaled * (row_error + row_error.mean(axis=1, keepdims=True)
+                           + standard * (standard * row_error).mean(axis=1, keepdims=True))
+    rounding = U * (features + 8) * (np.abs(out.reshape(-1, features) - operation.bias)
+                                     + np.abs(operation.bias))
+    return (propagated + rounding).ravel()
 
 
 def rounding_bound(result: reference.ReferenceResult, prepared: reference.ReferenceNetwork,
@@ -125,7 +167,14 @@ def rounding_bound(result: reference.ReferenceResult, prepared: reference.Refere
     for node in reversed(prepared.nodes):
         e = error.pop(node.name)
         trace = traces.get(node.index)
-        if trace is not None:
+        if isinstance(node.operation, verify_attention.OPERATIONS):
+            lower = verify_attention.relevance_error(
+                node.operation, _parameters(result, node.index), [activations[name] for name in node.inputs],
+                [forward[name] for name in node.inputs], prepared.input_shapes(node),
+                reference.to_float(result.relevance_at[node.name]), e)
+            contributions = trace.relevance_inputs if trace is not None else [
+                np.zeros(len(part)) for part in lower]  # a head split/merge sums nothing
+        elif trace is not None:
             e_in = _step_bound(trace, e, _stacked(prepared, node, activations),
                                _stacked(prepared, node, forward), node.index in prepared.windows)
             lower = np.split(e_in, len(node.inputs)) if len(node.inputs) > 1 else [e_in]
@@ -142,6 +191,14 @@ def rounding_bound(result: reference.ReferenceResult, prepared: reference.Refere
                                          else np.asarray(contribution))
             error[name] = error[name] + part if name in error else part
     return 2 * error[prepared.input_name]
+
+
+def _parameters(result: reference.ReferenceResult, index: int) -> dict:
+    """The rule parameters the reference used at node ``index`` (an attention node's trace)."""
+    for trace in result.traces:
+        if trace.index == index:
+            return dict(trace.parameters or {})
+    return {}
 
 
 def _step_bound(trace, error: np.ndarray, a: np.ndarray, forward: np.ndarray,

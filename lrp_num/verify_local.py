@@ -57,7 +57,7 @@ from typing import Any
 import mpmath
 import numpy as np
 
-from lrp_num.errors import DerivationScopeWarning, LRPError, ShapeError
+from lrp_num.errors import DerivationScopeWarning, LRPError, ShapeError, UnsupportedLayerError
 
 U = 2.0 ** -53
 #: rules that pass on exactly the relevance they receive, by their derivation (DTD bias convention)
@@ -777,6 +777,13 @@ def verify_local(network, x, rule: str | None = None, composite=None, target=Non
     conv = _conventions(conventions)
     method = rule if rule is not None else (composite if isinstance(composite, str) else type(composite).__name__)
 
+    from lrp_num.layers.nonlinear import NONLINEAR
+    from lrp_num.layers.normalization import NORMALIZATION
+    for node in graph.nodes:  # the sampled-neuron check knows linear, pooling and Add nodes
+        if isinstance(node.operation, NONLINEAR + NORMALIZATION):
+            raise UnsupportedLayerError(
+                f"node {node.name!r} ({node.operation!r}): the local check has no element-wise "
+                f"nonlinearity or normalisation yet; use lrp verify without --local")
     start = time.perf_counter()
     engine_plan = _engine_plan(graph, rule, composite, parameters, domain is not None)
     activations, kept, backend, box = _engine_pass(graph, x, engine_plan, target, conventions, domain)

@@ -20,6 +20,16 @@ _LAYER_SIGNATURES = {
     "batchnorm_fold": "fold_batchnorm(weight, bias, gamma, beta, mean, var, eps) -> (weight, bias)",
     "maxpool": "relevance(pool, x, relevance_out) -> numpy.ndarray",
     "affine_channel": "affine_from_batchnorm(gamma, beta, mean, var, eps) -> (scale, shift)",
+    "softmax": "relevance(x, relevance_out, *, axis=-1) -> array  # and softmax(x, axis)",
+    "product_uniform": "relevance(a, b, relevance_out) -> (array, array)",
+    "matmul_epsilon": "relevance(a, b, relevance_out, *, epsilon=1e-06, transpose_b=False) -> (array, array)",
+}
+#: the kernel signature of the rules of one node type, by the neuron they are derived for
+_NODE_RULE_SIGNATURES = {
+    "pointwise": "relevance(op, x, relevance_out) -> array  # op.activation: gelu, gelu_tanh, "
+                 "silu, tanh, sigmoid",
+    "norm": "relevance(op, x, relevance_out, eps=0.0, stabilise='zero') -> array  # op.norm: "
+            "layernorm, rmsnorm",
 }
 _STATUS_MARK = {"proved": "proved", "checked": "checked", "refuted": "refuted",
                 "assumed": "assumed", "undecided": "undecided"}
@@ -99,6 +109,9 @@ def kernel_section(derivation: Derivation, module: str | None,
         return ["## Generated kernel", "", note]
     if module in _LAYER_SIGNATURES:
         signature = _LAYER_SIGNATURES[module]
+    elif derivation.neuron in _NODE_RULE_SIGNATURES:
+        return ["## Generated kernel", "", f"`lrp_num/_generated/{module}.py`:", "", "```python",
+                _NODE_RULE_SIGNATURES[derivation.neuron], "```"]
     else:
         from lrp_sym.codegen.ratio_kernel import kernel_signature
         signature = kernel_signature(derivation) + " -> numpy.ndarray"

@@ -124,7 +124,8 @@ def _headers_and_imports(text: str) -> None:
     imports = [line for line in lines if line.startswith(("import ", "from "))]
     # array-API code: no array library is imported, the namespace comes from the inputs
     assert set(imports) <= {"from lrp_num.engine import kernel_runtime",
-                            "from lrp_num.errors import ShapeError"}
+                            "from lrp_num.errors import ShapeError",
+                            "from lrp_num.errors import UnsupportedLayerError"}
     assert "numpy." not in text
 
 

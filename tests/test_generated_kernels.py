@@ -90,14 +90,18 @@ def _of_kind(kind: str) -> list[str]:
 RULES = _of_kind("rule")
 LAYERS = _of_kind("layer")
 DOCS_ONLY = _of_kind("docs")
+#: rules of one node type (element-wise nonlinearities, normalisation)
+NODE_RULES = _of_kind("node_rule")
 
 
 def test_every_derivation_is_a_rule_a_layer_kernel_or_docs_only():
-    assert LAYERS == ["affine_channel", "batchnorm", "maxpool"]
+    assert {"affine_channel", "batchnorm", "maxpool", "softmax", "product_uniform",
+            "matmul_epsilon"} <= set(LAYERS)
     assert {"zplus", "zbox", "gamma", "lrp0", "epsilon", "add_z", "add_zplus",
             "add_epsilon"} <= set(RULES)
     assert {"sensitivity", "taylor", "sumpool", "avgpool", "lppool", "concat"} <= set(DOCS_ONLY)
-    assert sorted(RULES + LAYERS + DOCS_ONLY) == sorted(shipped_derivations())
+    assert NODE_RULES == ["identity_nonlinear", "norm_cp", "norm_full", "taylor_nonlinear"]
+    assert sorted(RULES + LAYERS + DOCS_ONLY + NODE_RULES) == sorted(shipped_derivations())
 
 
 @pytest.mark.parametrize("name", DOCS_ONLY)

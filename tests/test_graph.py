@@ -461,8 +461,8 @@ def _graph_arrays(tmp_path):
     ({"graph": np.asarray("{not json")}, "the graph header is not valid"),
     ({"graph": np.asarray('{"input": "input", "output": "r"}')}, "the graph header is not valid"),
     ({"graph": np.asarray(['a', 'b'])}, "the graph header is not valid"),
-    ({"graph": np.asarray('{"input": "input", "output": "r", "nodes": [{"name": "a", "type": "Softmax", '
-                          '"inputs": ["input"]}]}')}, "node 0 'a' has unknown type 'Softmax'"),
+    ({"graph": np.asarray('{"input": "input", "output": "r", "nodes": [{"name": "a", "type": "Transformer", '
+                          '"inputs": ["input"]}]}')}, "node 0 'a' has unknown type 'Transformer'"),
     ({"graph": np.asarray('{"input": "input", "output": "r", "nodes": [{"name": "a", "type": "Dense", '
                           '"inputs": ["input"]}, {"name": "r", "type": "ReLU", "inputs": ["q"]}]}')},
      "node 'r' reads 'q', which no node produces"),

@@ -184,7 +184,7 @@ def test_missing_corrupt_and_foreign_files(tmp_path):
     ("change", "message"),
     [
         ({"format_version": np.int64(2)}, "format version 2, this lrp-toolkit reads version 1"),
-        ({"layer_types": np.array(["Dense", "Softmax"])}, "layer 1 has unknown type 'Softmax'"),
+        ({"layer_types": np.array(["Dense", "Transformer"])}, "layer 1 has unknown type 'Transformer'"),
         ({"layer_types": np.array(["Dense", "Dense"])}, "layer 1 (Dense) lacks the array 'layer1.weight'"),
         ({"layer0.weight": np.ones((2, 2, 2))}, "layer 0 (Dense) is invalid: Dense weight must have 2"),
         ({"layer0.weight": np.full((2, 2), np.nan)}, "layer 0 (Dense) is invalid: Dense weight holds 4 NaN"),
@@ -212,7 +212,8 @@ def test_invalid_contents(tmp_path, change, message):
 
 @pytest.mark.parametrize(("name", "accuracy", "input_shape"), [("digits-mlp", 0.95, (64,)), ("digits-cnn", 0.97, (1, 8, 8)),
                                                                    ("digits-resnet", 0.97, (1, 8, 8)),
-                                                                   ("digits-paths", 0.93, (1, 8, 8))])
+                                                                   ("digits-paths", 0.93, (1, 8, 8)),
+                                                                   ("digits-vit", 0.95, (1, 8, 8))])
 def test_builtin_models(name, accuracy, input_shape):
     model = load_builtin(name)
     assert model.network.input_shape == input_shape and model.network.n_outputs == 10
@@ -236,9 +237,9 @@ def test_builtin_cnn_stores_a_batchnorm_that_folds():
 
 
 def test_unknown_builtin():
-    assert set(BUILTIN_MODELS) == {"digits-mlp", "digits-cnn", "digits-resnet", "digits-paths"}
+    assert set(BUILTIN_MODELS) == {"digits-mlp", "digits-cnn", "digits-resnet", "digits-paths", "digits-vit"}
     with pytest.raises(ModelFileError, match="no built-in model 'mnist'; available: digits-mlp, digits-cnn, "
-                                             "digits-resnet, digits-paths"):
+                                             "digits-resnet, digits-paths, digits-vit"):
         load_builtin("mnist")
 
 

@@ -382,6 +382,9 @@ def test_lrp_verify_default_models_are_the_built_in_ones(monkeypatch):
     from lrp_num.io import model_io
     from lrp_num.commands.verify import default_models
 
+    from lrp_num.commands.verify import MODEL_DEFAULT_METHODS
+
     assert default_models() == list(model_io.BUILTIN_MODELS)
+    assert set(MODEL_DEFAULT_METHODS) <= set(model_io.BUILTIN_MODELS)
     monkeypatch.setitem(model_io.BUILTIN_MODELS, "digits-resnet", "digits_resnet.npz")
     assert "digits-resnet" in default_models()

@@ -26,5 +26,14 @@ RULES = (
 LAYER_KERNELS = (
     'affine_channel',
     'batchnorm_fold',
+    'matmul_epsilon',
     'maxpool',
+    'product_uniform',
+    'softmax',
+)
+NODE_RULES = (
+    'identity_nonlinear',
+    'norm_cp',
+    'norm_full',
+    'taylor_nonlinear',
 )

@@ -424,3 +424,124 @@ def get_profile(library: str, runnable: bool = False) -> Profile:
 
 __all__ = ["ATTRIBUTION_PROFILES", "AUTOLRP", "BIAS_NEURON", "CAPTUM", "CONVENTION_PROFILES", "DTD", "PROFILES", "Profile",
            "RuleMapping", "ZENNIT", "get_profile"]
+
+
+# ---- transformers: LXT 2.1 (lrp audit --library lxt) ------------------------------------------
+
+@dataclass(frozen=True)
+class OpRule:
+    """What one LXT variant does at one kind of op of a transformer, and what it conserves.
+
+    Attributes
+    ----------
+    kind : str
+        ``linear``, ``layer_norm``, ``gelu``, ``softmax``, ``matmul``, ``scale``, ``add``,
+        ``add_constant``, ``mean``.
+    library_rule : str
+        The LXT function or patch that implements it.
+    conserves : bool
+        Whether the rule passes on all relevance arriving at the op's output to its data inputs
+        (up to its stabiliser); False where the derivation gives an absorbed term.
+    absorbed : str
+        What is absorbed where ``conserves`` is False (or "" where nothing is).
+    source : str
+        File in LXT 2.1 and the paper's equation.
+    """
+
+    kind: str
+    library_rule: str
+    conserves: bool
+    absorbed: str = ""
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class TransformerProfile:
+    """One LXT variant (``--rule`` of ``lrp audit --library lxt``): its rule per op kind."""
+
+    name: str
+    library: str
+    version: str
+    paper: str
+    ops: Mapping[str, OpRule]
+    stabiliser: str
+
+
+_LXT_EXPLICIT = "lxt/explicit/functional.py"
+_LXT_EFFICIENT = "lxt/efficient/rules.py, lxt/efficient/patches.py"
+_CONSTANT = "the constant addend (the position embedding) keeps its share p / (x + p) R"
+_BIAS = "the bias b_j keeps b_j / (z_j + eps) R_j (epsilon rule with the bias in the denominator)"
+
+LXT_ATTNLRP = TransformerProfile(
+    name="attnlrp", library="lxt", version="2.1",
+    paper="Achtibat et al. 2024, AttnLRP, ICML (Prop. 3.1, 3.3, 3.4, Eqs. 8-9)",
+    ops={op.kind: op for op in (
+        OpRule("linear", "linear_epsilon (eps 1e-6); patch conv: rules.epsilon_lrp (eps 1e-8)", False, _BIAS,
+               f"{_LXT_EXPLICIT}: linear_epsilon_fn; lxt/explicit/rules.py: epsilon_lrp_fn; Eq. 8"),
+        OpRule("layer_norm", "layer_norm: the standard deviation detached, epsilon on the rest", False,
+               "the shift beta keeps beta / (y + eps) R (Prop. 3.4 with the affine part as a linear layer)",
+               f"{_LXT_EXPLICIT}: layer_norm_grad_fn"),
+        OpRule("gelu", "rules.identity", True, "", "lxt/explicit/rules.py: identity_fn; Eq. 9 (identity rule)"),
+        OpRule("softmax", "softmax: R_i = x_i (R_i - s_i sum_j R_j)", False,
+               "the bias term of the expansion at x: sum_j R_j - sum_i x_i (R_i - s_i sum_j R_j)",
+               f"{_LXT_EXPLICIT}: softmax_fn; Prop. 3.1"),
+        OpRule("matmul", "matmul: epsilon, then each factor half (uniform rule)", True, "",
+               f"{_LXT_EXPLICIT}: matmul_fn; Prop. 3.3"),
+        OpRule("scale", "mul2 by a constant: all relevance to the tensor", True, "", f"{_LXT_EXPLICIT}: mul2_fn"),
+        OpRule("add", "add2: epsilon on a sum", True, "", f"{_LXT_EXPLICIT}: add2_tensors_fn; Eq. 8"),
+        OpRule("add_constant", "add2 with a parameter addend", False, _CONSTANT, f"{_LXT_EXPLICIT}: add2_tensors_fn"),
+        OpRule("mean", "mean: epsilon on the mean", True, "", f"{_LXT_EXPLICIT}: mean_fn"),
+    )},
+    stabiliser="z + eps (eps added, not eps sign(z): a z near -eps is amplified, not damped)",
+)
+"""AttnLRP with LXT's explicit autograd functions (backward returns relevance)."""
+
+LXT_ATTNLRP_EFFICIENT = TransformerProfile(
+    name="attnlrp-efficient", library="lxt", version="2.1",
+    paper="Achtibat et al. 2024, AttnLRP, ICML (gradient x input form)",
+    ops={op.kind: op for op in (
+        OpRule("linear", "the gradient (q, k: divide_gradient 4; v: divide_gradient 2)", False,
+               "the bias b_j keeps b_j / z_j R_j (gradient x input)", f"{_LXT_EFFICIENT}: wrap_attention_forward"),
+        OpRule("layer_norm", "layer_norm_forward: stop_gradient on the standard deviation", False,
+               "the shift beta keeps beta / y R", f"{_LXT_EFFICIENT}: layer_norm_forward"),
+        OpRule("gelu", "identity_rule_implicit", True, "", f"{_LXT_EFFICIENT}: identity_rule_implicit_fn"),
+        OpRule("softmax", "the gradient (gradient x input at x)", False, "the bias term of Prop. 3.1",
+               "Prop. 3.1"),
+        OpRule("matmul", "the gradient; the uniform halves come from divide_gradient at q, k, v", False,
+               "gradient x input gives each factor all of R (2 R in total); the halving happens at q, k, v",
+               f"{_LXT_EFFICIENT}: wrap_attention_forward"),
+        OpRule("scale", "the gradient", True, "", ""),
+        OpRule("add", "the gradient (z-rule on a sum)", True, "", ""),
+        OpRule("add_constant", "the gradient", False, _CONSTANT, ""),
+        OpRule("mean", "the gradient", True, "", ""),
+    )},
+    stabiliser="none (gradient x input)",
+)
+"""AttnLRP as ``lxt.efficient`` patches a model: gradient x input with three modifications."""
+
+LXT_CPLRP = TransformerProfile(
+    name="cplrp", library="lxt", version="2.1",
+    paper="Ali et al. 2022, XAI for transformers: better explanations through conservative propagation, ICML",
+    ops={op.kind: op for op in (
+        OpRule("linear", "the gradient; q and k detached (stop_gradient)", False,
+               "the bias b_j keeps b_j / z_j R_j (gradient x input)",
+               f"{_LXT_EFFICIENT}: cp_multi_head_attention_forward"),
+        OpRule("layer_norm", "layer_norm_forward: stop_gradient on the standard deviation", False,
+               "the shift beta keeps beta / y R", f"{_LXT_EFFICIENT}: layer_norm_forward"),
+        OpRule("gelu", "identity_rule_implicit", True, "", f"{_LXT_EFFICIENT}: identity_rule_implicit_fn"),
+        OpRule("softmax", "no relevance: the attention weights are constants", True, "",
+               f"{_LXT_EFFICIENT}: cp_multi_head_attention_forward"),
+        OpRule("matmul", "the gradient to v only (A constant)", True, "", "Ali et al. 2022, Sec. 3"),
+        OpRule("scale", "the gradient", True, "", ""),
+        OpRule("add", "the gradient (z-rule on a sum)", True, "", ""),
+        OpRule("add_constant", "the gradient", False, _CONSTANT, ""),
+        OpRule("mean", "the gradient", True, "", ""),
+    )},
+    stabiliser="none (gradient x input)",
+)
+"""CP-LRP as LXT applies it to torch's ViT (``lxt/efficient/models/vit_torch.py``)."""
+
+#: ``lrp audit --library lxt --rule NAME``
+LXT_PROFILES: dict[str, TransformerProfile] = {p.name: p for p in (LXT_ATTNLRP, LXT_ATTNLRP_EFFICIENT, LXT_CPLRP)}
+
+__all__ += ["LXT_ATTNLRP", "LXT_ATTNLRP_EFFICIENT", "LXT_CPLRP", "LXT_PROFILES", "OpRule", "TransformerProfile"]

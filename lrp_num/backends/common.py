@@ -11,6 +11,7 @@ backend's own (:meth:`ArrayBackend.build`).
 
 from __future__ import annotations
 
+import math
 from types import ModuleType
 from typing import Any
 
@@ -20,7 +21,10 @@ import numpy as np
 from lrp_num.backends import operator_of
 from lrp_num.checks import check_target
 from lrp_num.errors import NonFiniteError, ShapeError, UnsupportedLayerError
-from lrp_num.layers import (Add, ChannelAffine, Concat, Dense, Dropout, Flatten, Identity, ReLU)
+from lrp_num.engine import kernel_runtime
+from lrp_num.layers import (GELU, Add, ChannelAffine, Concat, Dense, Dropout, Flatten, Identity,
+                            LayerNorm, MatMul, MergeHeads, Multiply, ReLU, RMSNorm, SiLU, Sigmoid,
+                            Softmax, SplitHeads, Tanh)
 from lrp_num.layers.branching import StackedAddends
 from lrp_num.layers.operators import weight_transform
 
@@ -155,6 +159,68 @@ class ArrayElementwise:
         return inputs[0]  # Identity, Dropout (the identity at inference)
 
 
+class ArrayTransformerLayer:
+    """GELU, SiLU, Tanh, Sigmoid, LayerNorm and RMSNorm as array-API functions (the forward
+    passes of :mod:`lrp_num.layers.nonlinear` and :mod:`lrp_num.layers.normalization`; their
+    rules take the layer itself)."""
+
+    def __init__(self, layer: object, backend: "ArrayBackend") -> None:
+        self.layer, self.xp = layer, backend.xp
+
+    def __repr__(self) -> str:
+        return repr(self.layer)
+
+    def _sigmoid(self, x: Array) -> Array:
+        xp = self.xp
+        e = xp.exp(-xp.abs(x))
+        return xp.where(x >= 0, 1 / (1 + e), e / (1 + e))
+
+    def __call__(self, x: Array) -> Array:
+        xp, layer = self.xp, self.layer
+        if isinstance(layer, GELU):
+            if layer.approximate == "tanh":
+                inner = math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)
+                return x * (1 + xp.tanh(inner)) / 2
+            return x * kernel_runtime.normal_cdf(x)
+        if isinstance(layer, SiLU):
+            return x * self._sigmoid(x)
+        if isinstance(layer, Sigmoid):
+            return self._sigmoid(x)
+        if isinstance(layer, Tanh):
+            return xp.tanh(x)
+        layer.output_shape(tuple(x.shape[1:]))
+        weight, bias = kernel_runtime.like(layer.weight, x), kernel_runtime.like(layer.bias, x)
+        if isinstance(layer, LayerNorm):
+            x = x - xp.mean(x, axis=-1, keepdims=True)
+        sigma = xp.sqrt(xp.mean(x * x, axis=-1, keepdims=True) + layer.eps)
+        return weight * x / sigma + bias
+
+
+class ArrayAttention:
+    """Softmax, Multiply, MatMul, SplitHeads and MergeHeads as array-API functions."""
+
+    def __init__(self, layer: object, backend: "ArrayBackend") -> None:
+        self.layer, self.xp = layer, backend.xp
+
+    def __repr__(self) -> str:
+        return repr(self.layer)
+
+    def __call__(self, *inputs: Array) -> Array:
+        xp, layer = self.xp, self.layer
+        layer.output_shape(*(tuple(a.shape[1:]) for a in inputs))
+        if isinstance(layer, Softmax):
+            axis = layer.batch_axis(inputs[0].ndim - 1)
+            shifted = xp.exp(inputs[0] - xp.max(inputs[0], axis=axis, keepdims=True))
+            return shifted / xp.sum(shifted, axis=axis, keepdims=True)
+        if isinstance(layer, Multiply):
+            return inputs[0] * inputs[1]
+        if isinstance(layer, MatMul):
+            right = xp.matrix_transpose(inputs[1]) if layer.transpose_b else inputs[1]
+            out = xp.matmul(inputs[0], right)
+            return out * layer.scale if layer.scale != 1.0 else out
+        return layer.apply(inputs[0])  # SplitHeads, MergeHeads
+
+
 class DLPackBridge:
     """Another library's operator applied to this backend's arrays: each array crosses by
     DLPack, without a copy (the CuPy backend runs torch's convolutions on CuPy arrays so).
@@ -259,6 +325,10 @@ class ArrayBackend:
             return ArrayAffine(layer, self)
         if isinstance(layer, (ReLU, Flatten, Identity, Dropout, Add, Concat)):
             return ArrayElementwise(layer, self)
+        if isinstance(layer, (Softmax, Multiply, MatMul, SplitHeads, MergeHeads)):
+            return ArrayAttention(layer, self)
+        if isinstance(layer, (GELU, SiLU, Sigmoid, Tanh, LayerNorm, RMSNorm)):
+            return ArrayTransformerLayer(layer, self)
         spatial = self.build_spatial(layer)
         if spatial is None:
             raise UnsupportedLayerError(f"the {self.name} backend has no operator for {layer!r}")

@@ -33,8 +33,10 @@ from lrp_num.certified.balls import precision_bits, require_flint, sign, to_ball
 from lrp_num.certified.layers import (FORMULA_RULES, ROOT_POINT_RULES, BallMatrix, NodeRecord, add_relevance,
                                      formula_contributions, maxpool_relevance, root_point_contributions)
 from lrp_num.checks import check_dps, check_orthant
-from lrp_num.errors import MissingBoundsError
+from lrp_num.errors import MissingBoundsError, UnsupportedLayerError
 from lrp_num.layers import (AdaptiveAvgPool2d, Add, AvgPool2d, BatchNorm, ChannelAffine, Concat, ReLU, SumPool2d)
+from lrp_num.layers.nonlinear import NONLINEAR
+from lrp_num.layers.normalization import NORMALIZATION
 from lrp_num.reference.linear import linear_matrix
 
 
@@ -95,6 +97,12 @@ class BallNetwork:
         from lrp_num import reference
 
         self.prepared = reference.prepare(network, input_shape, dps)
+        for node in self.prepared.nodes:
+            if isinstance(node.operation, NONLINEAR + NORMALIZATION):
+                raise UnsupportedLayerError(
+                    f"node {node.name!r} ({node.operation!r}): the certified (ball arithmetic) "
+                    f"reference has no element-wise nonlinearity or normalisation; verify without "
+                    f"--certified (the mpmath reference covers it)")
         self.bits = precision_bits(dps, GUARD_DIGITS)
         self.matrices: dict[int, BallMatrix] = {}
         with working_precision(self.bits):

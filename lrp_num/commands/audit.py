@@ -7,6 +7,7 @@
     lrp audit --attribution R.npy --model net.npz --input x.npy --rule zplus --layers relevance/ --plot audit.png
     lrp audit --library autolrp --model digits-mlp --rule epsilon --sample 0
     lrp audit --library zennit --model digits-cnn --input x.npy --rule zplus --workers 2   # one task per sample
+    lrp audit --library lxt --model digits-vit --rule attnlrp --sample 0 --sample 1   # LXT 2.1 on a transformer
 
 The library runs on the PyTorch twin of the model (float64, or float32 with ``--dtype``); the
 mpmath reference runs under the library's profile (:mod:`lrp_num.audit.profiles`) and under the
@@ -23,6 +24,12 @@ attribution was computed in (``--tolerance`` replaces it by a relative tolerance
    what the convention implies; with ``--strict`` also any departure from DTD ("verdict: fails");
 2  an error: bad input, or a missing torch, zennit, captum, autoLRP (``--library autolrp``) or
    matplotlib (``--plot``) is one line saying what to install.
+
+``--library lxt`` (LXT 2.1, ``pip install --no-deps lxt==2.1``) audits a vision transformer op by op
+(:mod:`lrp_num.audit.lxt_audit`): ``--model digits-vit`` (or a weights file written by
+``scripts/train_digits_vit.py``), ``--rule attnlrp``, ``attnlrp-efficient`` or ``cplrp``; the report
+names the ops (softmax, matmul, layer_norm, ...) where relevance leaks; exit 1 where an op whose
+rule conserves relevance absorbs some.
 """
 
 from __future__ import annotations
@@ -41,7 +48,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with --model WEIGHTS.pt (a torch state dict): the module list (see "
                              "lrp_num.io.torch_bridge.ARCHITECTURE_HELP)")
     what = parser.add_mutually_exclusive_group(required=True)
-    what.add_argument("--library", choices=("zennit", "captum", "autolrp"), help="run this library's LRP and audit it")
+    what.add_argument("--library", choices=("zennit", "captum", "autolrp", "lxt"),
+                      help="run this library's LRP and audit it (lxt: on a vision transformer, --model digits-vit)")
     what.add_argument("--attribution", metavar="R.npy", help="audit a saved input relevance from any tool")
     how = parser.add_mutually_exclusive_group(required=True)
     how.add_argument("--rule", help="one of our rule names on every linear layer (zplus, epsilon, gamma, "
@@ -99,6 +107,8 @@ def run(args: argparse.Namespace) -> int:
     from lrp_num.audit.report import render_json, render_markdown, render_table
 
     check_dps(args.dps, "--dps")  # before loading anything (audit_library checks it again)
+    if args.library == "lxt":
+        return _run_lxt(args)
     if args.workers is not None or args.scheduler is not None:
         return _run_distributed(args)
     if args.plot is not None:  # before the audit runs: a missing matplotlib or a bad path costs nothing
@@ -174,3 +184,60 @@ def _run_distributed(args: argparse.Namespace) -> int:
     else:
         print(batch.render_table())
     return batch.exit_status
+
+
+def _run_lxt(args: argparse.Namespace) -> int:
+    """--library lxt: LXT's AttnLRP / CP-LRP on a torch vision transformer, audited op by op."""
+    from pathlib import Path
+
+    from lrp_num.audit.lxt_audit import DEFAULT_TOLERANCE, audit_lxt, lxt_profile, render_json, render_markdown, render_table
+    from lrp_num.commands.common import as_batch
+    from lrp_num.errors import LRPError, ShapeError
+    from lrp_num.io.torch_bridge import require_torch
+    from lrp_num.io.torch_vit import DIGITS_VIT, DIGITS_VIT_WEIGHTS, load_digits_vit_torch
+
+    unsupported = [flag for flag, value in (("--composite", args.composite), ("--plot", args.plot),
+                                            ("--layers", args.layers), ("--for-library", args.for_library),
+                                            ("--convention", args.convention), ("--architecture", args.architecture),
+                                            ("--workers", args.workers), ("--scheduler", args.scheduler))
+                   if value is not None]
+    unsupported += [f"--{name}" for name in ("epsilon", "gamma", "alpha", "beta") if getattr(args, name) is not None]
+    if unsupported:
+        raise LRPError(f"--library lxt takes --rule attnlrp|attnlrp-efficient|cplrp, not {', '.join(unsupported)}")
+    lxt_profile(args.rule)  # an unknown variant fails before torch or the model is loaded
+    torch = require_torch()
+    from lrp_num.io.model_io import BUILTIN_MODELS
+
+    if args.model != "digits-vit" and (args.model in BUILTIN_MODELS or not Path(args.model).is_file()):
+        raise LRPError(f"--library lxt audits a vision transformer: --model digits-vit or a weights .npz written by "
+                       f"scripts/train_digits_vit.py, not {args.model!r}")
+    weights = DIGITS_VIT_WEIGHTS if args.model == "digits-vit" else Path(args.model)
+    model, extras = load_digits_vit_torch(weights, dtype=torch.float32 if args.dtype == "float32" else torch.float64)
+    shape = (DIGITS_VIT.channels, DIGITS_VIT.image_size, DIGITS_VIT.image_size)
+    if args.input is not None:
+        x = as_batch(read_array(args.input, "--input"), shape, args.input)
+    else:
+        images = extras.get("test_images")
+        if images is None:
+            raise LRPError(f"{weights} stores no test images: pass --input X.npy")
+        samples = args.sample or [0]
+        for k in samples:
+            if not 0 <= k < len(images):
+                raise ShapeError(f"--sample {k} out of range: the model stores {len(images)} test images")
+        x = images[samples]
+    targets = None
+    if args.target is not None:
+        if not 0 <= args.target < DIGITS_VIT.classes:
+            raise ShapeError(f"--target {args.target} out of range: the model has {DIGITS_VIT.classes} outputs")
+        targets = np.full(len(x), args.target)
+    tolerance = DEFAULT_TOLERANCE if args.tolerance is None else args.tolerance
+    if not tolerance > 0:
+        raise LRPError(f"--tolerance must be positive, got {args.tolerance}")
+    report = audit_lxt(model, np.asarray(x, dtype=np.float64), targets, args.rule, tolerance)
+    if args.json:
+        print(render_json(report))
+    elif args.markdown:
+        print(render_markdown(report), end="")
+    else:
+        print(render_table(report))
+    return report.exit_status

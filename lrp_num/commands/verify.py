@@ -85,6 +85,15 @@ def _check_box_rule(spec: str, model) -> None:
                        "--rules deep-taylor (z^B at the input, z+ above)")
 
 
+#: built-in models whose default check (no ``--rules``) is their own (rules, composites), not every
+#: rule: the transformer digits-vit gets the composite its layers were derived for, AttnLRP (the
+#: ReLU networks' root-point rules assume inputs in an orthant or a box, which token activations
+#: are not), and the reference takes about 25 s per sample and method on it
+MODEL_DEFAULT_METHODS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "digits-vit": ((), ("attnlrp",)),
+}
+
+
 def default_models() -> list[str]:
     """The models ``lrp verify`` checks by default: every built-in model
     (:data:`lrp_num.io.model_io.BUILTIN_MODELS`), so a model added there is verified too."""
@@ -158,16 +167,20 @@ def run(args: argparse.Namespace) -> int:
         where = ("" if not distributed else f", on {args.workers} local worker(s)" if args.scheduler is None
                  else f", on the Dask cluster at {args.scheduler}")
         what = f"the {args.inputs} inputs" if args.inputs else f"{args.samples} sample(s) each"
+        own = "" if args.rules else "".join(f" ({spec}: {', '.join(sum(MODEL_DEFAULT_METHODS[spec], ()))} only)"
+                                            for spec in specs if spec in MODEL_DEFAULT_METHODS)
         print(f"lrp verify: {len(specs)} model(s), {len(rules) + len(composites)} rules and "
-              f"composites, {what}, reference at {args.dps} digits{where}\n", flush=True)
+              f"composites{own}, {what}, reference at {args.dps} digits{where}\n", flush=True)
     reports, per_sample = [], []
     with open_client(args.workers, args.scheduler) if distributed else contextlib.nullcontext() as client:
         for spec in progress(specs, "models"):
             model = load_model(spec)
             x, targets = verify_batch(spec, model, args.samples, args.inputs)
-            if "zbox" in rules:
+            model_rules, model_composites = (MODEL_DEFAULT_METHODS[spec] if not args.rules and spec in MODEL_DEFAULT_METHODS
+                                             else (rules, composites))
+            if "zbox" in model_rules:
                 _check_box_rule(spec, model)
-            common = dict(rules=rules, composites=composites, targets=targets, input_domain=model.input_domain,
+            common = dict(rules=model_rules, composites=model_composites, targets=targets, input_domain=model.input_domain,
                           dps=args.dps, model_name=spec)
             if distributed:
                 from lrp_num.distributed import verify_distributed

@@ -16,6 +16,12 @@ first linear layer). Nodes outside the composite's choice:
   search direction (under the DTD bias convention that is exactly the z-rule), whereas
   epsilon would absorb part of it and alpha-beta scale it by alpha or -beta;
 * global and adaptive average pooling use the z-rule, like sum and average pooling;
+* element-wise nonlinearities (GELU, SiLU, Tanh, Sigmoid) use the composite's ``pointwise``
+  rule, by default :data:`POINTWISE_RULE`, the identity rule R_in = R_out (AttnLRP), which
+  conserves for every g; ``taylor_nonlinear`` is the first-order Taylor rule at the root point;
+* LayerNorm and RMSNorm use the composite's ``norm`` rule, by default :data:`NORM_RULE`, the rule
+  with the normaliser held constant (CP-LRP, Ali et al. 2022): LRP-0/epsilon on the linear map
+  the layer becomes, its bias absorbing its share; ``norm_full`` linearises it fully;
 * Concat, Flatten, Dropout, Identity and ReLU route relevance without a rule.
 """
 
@@ -26,7 +32,9 @@ from typing import Callable, Mapping
 
 from lrp_num.errors import MissingBoundsError, UnknownRuleError
 from lrp_num.layers import (AdaptiveAvgPool2d, Add, AvgPool2d, ChannelAffine, Conv2d, Dense,
-                            MaxPool2d, SumPool2d)
+                            MatMul, MaxPool2d, Multiply, Softmax, SumPool2d)
+from lrp_num.layers.nonlinear import NONLINEAR
+from lrp_num.layers.normalization import NORMALIZATION
 
 #: the default rule of Add nodes: the proportional split R_k = a_k / sum a R derived for the
 #: addition (derivations/add_z.py); a composite's ``add`` field chooses another (add_zplus,
@@ -34,6 +42,10 @@ from lrp_num.layers import (AdaptiveAvgPool2d, Add, AvgPool2d, ChannelAffine, Co
 ADD_RULE = "add_z"
 #: the rule of every ChannelAffine node (see the module docstring)
 AFFINE_RULE = "lrp0"
+#: the default rule of element-wise nonlinearities (derivations/identity_nonlinear.py)
+POINTWISE_RULE = "identity_nonlinear"
+#: the default rule of LayerNorm and RMSNorm (derivations/norm_cp.py)
+NORM_RULE = "norm_cp"
 
 
 @dataclass(frozen=True)
@@ -43,6 +55,15 @@ class LayerRule:
     rule: str
     parameters: Mapping[str, float] = field(default_factory=dict)
 
+
+#: the default rules of attention nodes (AttnLRP, Achtibat et al. 2024, ICML): softmax by its
+#: tangent at x with a bias (Prop. 3.1), element-wise products uniform, matrix products
+#: epsilon on the sum over k then uniform (Prop. 3.3); keys "softmax", "product", "matmul"
+ATTENTION_RULES: Mapping[str, LayerRule] = {
+    "softmax": LayerRule("softmax"), "product": LayerRule("product_uniform"),
+    "matmul": LayerRule("matmul_epsilon", {"epsilon": 1e-6})}  # the kernel's default, stated as the reference states it
+#: the attention node types and their key in a composite's ``attention`` mapping
+_ATTENTION_KEYS = ((Softmax, "softmax"), (Multiply, "product"), (MatMul, "matmul"))
 
 #: chooser(index, layer, is_first_linear, input_is_box) -> LayerRule
 Chooser = Callable[[int, object, bool, bool], LayerRule]
@@ -62,12 +83,27 @@ class Composite:
         The rule of every Add node (default :data:`ADD_RULE`); a rule derived for the sum
         neuron (``add_z``, ``add_zplus``, ``add_epsilon``), e.g.
         ``dataclasses.replace(get_composite("epsilon-plus"), add=LayerRule("add_zplus"))``.
+    pointwise : LayerRule
+        The rule of every element-wise nonlinearity (default :data:`POINTWISE_RULE`), a rule
+        derived for one-input neurons: ``identity_nonlinear`` or ``taylor_nonlinear``.
+    norm : LayerRule
+        The rule of every LayerNorm / RMSNorm (default :data:`NORM_RULE`): ``norm_cp`` or
+        ``norm_full``.
+    attention : mapping
+        The rule of every Softmax, Multiply and MatMul node, by key ``"softmax"``,
+        ``"product"``, ``"matmul"`` (default :data:`ATTENTION_RULES`, AttnLRP).
+    node_rules : mapping
+        Node name -> LayerRule: the rule of that node of a graph, over every other choice.
     """
 
     name: str
     choose: Chooser
     description: str = ""
     add: LayerRule = LayerRule(ADD_RULE)
+    pointwise: LayerRule = LayerRule(POINTWISE_RULE)
+    norm: LayerRule = LayerRule(NORM_RULE)
+    attention: Mapping[str, LayerRule] = field(default_factory=lambda: dict(ATTENTION_RULES))
+    node_rules: Mapping[str, LayerRule] = field(default_factory=dict)
 
     @classmethod
     def from_types(cls, name: str, dense: LayerRule, conv: LayerRule | None = None,
@@ -124,6 +160,16 @@ class Composite:
                 plan[index] = LayerRule(AFFINE_RULE)
             elif isinstance(layer, Add):
                 plan[index] = self.add
+            elif isinstance(layer, NONLINEAR):
+                plan[index] = self.pointwise
+            elif isinstance(layer, NORMALIZATION):
+                plan[index] = self.norm
+            else:
+                for kind, key in _ATTENTION_KEYS:
+                    if isinstance(layer, kind):
+                        plan[index] = self.attention.get(key, ATTENTION_RULES[key])
+            if node.name in self.node_rules:
+                plan[index] = self.node_rules[node.name]
         return plan
 
 
@@ -154,6 +200,10 @@ COMPOSITES: dict[str, Composite] = {
         Composite("epsilon-gamma-box", _epsilon_gamma_box,
                   "z^B at the input, gamma on convolutions, epsilon on dense layers"),
         Composite.single("alphabeta", alpha=2.0, beta=1.0),
+        Composite.from_types("attnlrp", dense=LayerRule("epsilon", {"epsilon": 1e-6}),
+                             description="AttnLRP (Achtibat et al. 2024): epsilon on linear layers, "
+                             "softmax by its tangent with a bias, products uniform, matrix "
+                             "products epsilon then uniform"),
     )
 }
 COMPOSITES["alpha2-beta1"] = Composite(

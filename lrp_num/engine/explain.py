@@ -38,6 +38,7 @@ import numpy as np
 from lrp_num import backends
 from lrp_num.checks import (check_composite_parameters, check_orthant,
                             check_rule_parameters, check_target)
+from lrp_num.engine import attention_rules
 from lrp_num.engine.composites import Composite, LayerRule, get_composite
 from lrp_num.engine.conventions import DTD, SIGN_COUNTERPARTS, Conventions
 from lrp_num.errors import (DerivationScopeWarning, KernelArgumentError, LRPError, MissingBoundsError,
@@ -45,8 +46,10 @@ from lrp_num.errors import (DerivationScopeWarning, KernelArgumentError, LRPErro
 from lrp_num.engine.graph import SHAPE_ONLY, Graph, as_graph
 from lrp_num.engine.kernels import LAYER_KERNEL_NAMES, has_kernel, known_rules, load_module
 from lrp_num.layers import (AdaptiveAvgPool2d, Add, AvgPool2d, ChannelAffine, Concat, Conv2d,
-                            Dense, Flatten, MaxPool2d, SumPool2d)
+                            Dense, Flatten, MaxPool2d, Reshape, SumPool2d)
 from lrp_num.io.model_io import InputDomain
+from lrp_num.layers.nonlinear import NONLINEAR
+from lrp_num.layers.normalization import NORMALIZATION
 from lrp_num.engine.network import Sequential
 
 __all__ = ["Explanation", "LayerReport", "MissingBoundsError", "explain", "explain_details",
@@ -56,9 +59,12 @@ __all__ = ["Explanation", "LayerReport", "MissingBoundsError", "explain", "expla
 _RUNTIME_KEYWORDS = frozenset({"op", "x", "relevance_out", "lower", "upper", "eps", "stabilise",
                                "bias_shares"})
 #: the neurons a generated kernel can be derived for (its NEURON), in words
-_NEURONS = {"linear": "a linear neuron sum_i x_i w_ij + b_j", "sum": "an addition of tensors (Add node)"}
+_NEURONS = {"linear": "a linear neuron sum_i x_i w_ij + b_j", "sum": "an addition of tensors (Add node)",
+            "pointwise": "an element-wise nonlinearity y = g(x) (GELU, SiLU, Tanh, Sigmoid)",
+            "norm": "a normalisation over the last axis (LayerNorm, RMSNorm)"}
 #: operations whose relevance rule is always the shipped, derived one (never a user's kernel)
-_DERIVED_ONLY = (SumPool2d, AvgPool2d, MaxPool2d, AdaptiveAvgPool2d, ChannelAffine, Add)
+_DERIVED_ONLY = (SumPool2d, AvgPool2d, MaxPool2d, AdaptiveAvgPool2d, ChannelAffine, Add, *NONLINEAR,
+                 *NORMALIZATION, *attention_rules.RULED)
 
 
 @dataclass
@@ -201,15 +207,31 @@ def _check_plan(plan: dict[int, LayerRule], layers: Sequence, folder: str | None
             raise UnknownRuleError(f"{choice.rule!r} is the kernel of a layer type, not a rule for "
                                    f"layer {index}; rules: {', '.join(known_rules())}")
         kernel = _kernel(choice.rule, folder, layers[index])
-        wanted = "sum" if isinstance(layers[index], Add) else "linear"
+        wanted = _neuron_of(layers[index])
         if kernel.neuron != wanted:
+            words = {**_NEURONS, **attention_rules.NEURON_WORDS}
             raise UnknownRuleError(
-                f"rule {choice.rule!r} is derived for {_NEURONS.get(kernel.neuron, kernel.neuron)}, but "
-                f"node {index} ({layers[index]!r}) is {_NEURONS[wanted]}" + (
+                f"rule {choice.rule!r} is derived for {words.get(kernel.neuron, kernel.neuron)}, but "
+                f"node {index} ({layers[index]!r}) is {words[wanted]}" + (
                     "; choose the Add nodes' rule with a composite's add field, e.g. "
                     "dataclasses.replace(composite, add=LayerRule('add_zplus'))"
                     if kernel.neuron == "sum" else ""))
         check_rule_parameters(choice.rule, choice.parameters, kernel.parameters)
+
+
+def _neuron_of(layer: object) -> str:
+    """The neuron a node's rule must be derived for (a key of :data:`_NEURONS` or of
+    :data:`lrp_num.engine.attention_rules.NEURON_WORDS`)."""
+    attention = attention_rules.neuron_of(layer)
+    if attention is not None:
+        return attention
+    if isinstance(layer, Add):
+        return "sum"
+    if isinstance(layer, NONLINEAR):
+        return "pointwise"
+    if isinstance(layer, NORMALIZATION):
+        return "norm"
+    return "linear"
 
 
 def explain_details(
@@ -300,9 +322,10 @@ def _route(layer, inputs: list[np.ndarray], above: np.ndarray) -> list[np.ndarra
         if isinstance(above, np.ndarray):
             return layer.split(above, [a.shape[1:] for a in inputs])
         return _split_concat(layer, above, [tuple(a.shape[1:]) for a in inputs])
-    if isinstance(layer, Flatten):
+    if isinstance(layer, (Flatten, Reshape)):
         return [above.reshape(inputs[0].shape)]
-    return [above]
+    moved = attention_rules.route(layer, inputs, above)
+    return moved if moved is not None else [above]
 
 
 def _apply_node_rule(layer, inputs: list[np.ndarray], above: np.ndarray, choice: LayerRule,
@@ -310,13 +333,20 @@ def _apply_node_rule(layer, inputs: list[np.ndarray], above: np.ndarray, choice:
                      kernel_folder: str | None, backend, output=None
                      ) -> tuple[list[np.ndarray], np.ndarray | None]:
     """A node's rule, with the layer's operator on the input's backend; an Add node's acts on
-    its addends stacked on axis 1. ``output``: the node's output z from the forward trace (None:
-    recomputed where needed)."""
+    its addends stacked on axis 1; an attention node's kernel takes the node's inputs. ``output``: the node's
+    output z from the forward trace (None: recomputed where needed)."""
+    if isinstance(layer, attention_rules.RULED):
+        kernel = _kernel(choice.rule, kernel_folder, layer)
+        return attention_rules.apply(layer, inputs, above, kernel.relevance, dict(choice.parameters)), None
     if isinstance(layer, Add):
         stacked, operator = backend.stack_addends(inputs), backend.addends(len(inputs))
         relevance, valid = _apply_rule(layer, operator, stacked, above, choice, conventions, box,
                                        index, diagnostics, kernel_folder)
         return [relevance[:, k, ...] for k in range(len(inputs))], valid
+    if isinstance(layer, NONLINEAR + NORMALIZATION):  # the rule takes the layer itself
+        relevance, valid = _apply_rule(layer, layer, inputs[0], above, choice, conventions, box,
+                                       index, diagnostics, kernel_folder)
+        return [relevance], valid
     if output is not None and tuple(output.shape) != tuple(above.shape):
         output = None  # not this node's z_j: recomputed from the operator
     relevance, valid = _apply_rule(layer, backend.operator(layer), inputs[0], above, choice,

@@ -27,13 +27,13 @@ from lrp_num.checks import as_float_array, require_finite
 from lrp_num.errors import GraphError, LRPError, ShapeError, UnsupportedLayerError
 from lrp_num.layers import (OPERATION_TYPES, AdaptiveAvgPool2d, Add, AvgPool2d, BatchNorm,
                             ChannelAffine, Concat, Conv2d, Dense, Dropout, Flatten, Identity,
-                            MaxPool2d, SumPool2d)
+                            MatMul, MaxPool2d, Multiply, Reshape, SumPool2d)
 from lrp_num.engine.network import Sequential
 
 #: the default name of the graph's input tensor
 INPUT = "input"
 #: operations that only pass values on or reshape them: the input box still bounds their output
-SHAPE_ONLY = (Flatten, Identity, Dropout)
+SHAPE_ONLY = (Flatten, Reshape, Identity, Dropout)
 #: the linear layers whose rule a composite chooses
 LINEAR = (Dense, Conv2d)
 #: operations with remembered window geometry, which two nodes must not share
@@ -276,6 +276,8 @@ def _arity(operation: object) -> tuple[int, int | None]:
         return 2, None
     if isinstance(operation, Concat):
         return 1, None
+    if isinstance(operation, (Multiply, MatMul)):
+        return 2, 2
     return 1, 1
 
 

@@ -62,6 +62,9 @@ def as_float(x: object) -> Array:
 def like(value: object, x: Array) -> Array:
     """``value`` as an array of the library, device and dtype of ``x`` (no copy if it is one)."""
     xp = namespace(x)
+    if isinstance(value, numpy.ndarray) and not value.flags.writeable \
+            and not isinstance(x, numpy.ndarray):
+        value = value.copy()  # a read-only layer parameter: torch warns on sharing it
     return xp.asarray(value, dtype=x.dtype, device=array_api_compat.device(x))
 
 
@@ -92,6 +95,33 @@ def heaviside(a: Array, value_at_zero: float) -> Array:
     xp = namespace(a)
     one, zero, at_zero = (like(v, a) for v in (1, 0, value_at_zero))
     return xp.where(a > 0, one, xp.where(a == 0, at_zero, zero))
+
+
+def normal_cdf(x: Array) -> Array:
+    """The standard normal CDF Phi(x) = erfc(-x / sqrt(2)) / 2, elementwise, in the dtype of x.
+
+    The array API standard has no erf; this takes it from the array's own library (PyTorch's
+    ``torch.special.ndtr``, SciPy's ``ndtr`` for NumPy and CuPy where installed), else from
+    Python's ``math.erfc`` element by element. erfc keeps Phi accurate where x << 0, where
+    (1 + erf) / 2 cancels.
+    """
+    xp = namespace(x)
+    if array_api_compat.is_torch_array(x):
+        import torch
+
+        return torch.special.ndtr(x)
+    if array_api_compat.is_cupy_array(x):
+        from cupyx.scipy.special import ndtr
+
+        return ndtr(x)
+    try:
+        from scipy.special import ndtr
+    except ImportError:  # scipy is optional: math.erfc, element by element
+        import math
+
+        values = numpy.frompyfunc(lambda v: 0.5 * math.erfc(-v / math.sqrt(2.0)), 1, 1)(x)
+        return xp.astype(xp.asarray(values), x.dtype)
+    return xp.astype(xp.asarray(ndtr(x)), x.dtype)
 
 
 def box_bound(value: object, name: str, x: Array, rule: str) -> Array:
@@ -243,4 +273,4 @@ def stabilised_ratio(numerator: Array, d: Array, eps: float, stabilise: str,
 
 
 __all__ = ["STABILISE_MODES", "as_float", "batch_shaped", "bias_shares", "box_bound",
-           "heaviside", "like", "namespace", "sign_stabilised", "stabilised_ratio"]
+           "heaviside", "like", "namespace", "normal_cdf", "sign_stabilised", "stabilised_ratio"]

@@ -19,7 +19,7 @@ from lrp_num.errors import UnknownRuleError
 
 
 #: kernels generated for a layer type rather than a rule (max pooling); never a user's rule
-LAYER_KERNEL_NAMES = ("maxpool",)
+LAYER_KERNEL_NAMES = ("maxpool", "softmax", "product_uniform", "matmul_epsilon")
 #: generated modules that are no relevance kernel at all
 _NOT_KERNELS = ("batchnorm_fold", "affine_channel")
 
@@ -31,7 +31,8 @@ def _packaged_rules() -> tuple[str, ...]:
 def _packaged_names() -> tuple[str, ...]:
     generated = importlib.import_module("lrp_num._generated")
     return _packaged_rules() + tuple(
-        name for name in getattr(generated, "LAYER_KERNELS", ()) if name not in _NOT_KERNELS)
+        name for name in getattr(generated, "LAYER_KERNELS", ()) if name not in _NOT_KERNELS) \
+        + tuple(getattr(generated, "NODE_RULES", ()))
 
 
 def _folder_names(folder: Path) -> tuple[str, ...]:

@@ -27,7 +27,13 @@ key                        dtype, shape           meaning
 ``layer{k}.gamma``, ...    float, (C,)            BatchNorm: ``gamma``, ``beta``, ``mean``, ``var``
 ``layer{k}.eps``           float64, ()            BatchNorm
 ``layer{k}.scale``, ``.shift``  float, (C,)       ChannelAffine (graphs)
-``layer{k}.axis``          int64, ()              Concat (graphs)
+``layer{k}.axis``          int64, ()              Concat, Softmax (graphs)
+``layer{k}.weight``, ``.bias``  float             TokenDense: as Dense (w_ij layout)
+``layer{k}.transpose_b``   bool, ()               MatMul (graphs); ``.scale`` float64, ()
+``layer{k}.heads``         int64, ()              SplitHeads (graphs)
+``layer{k}.weight``, ``.bias``, ``.eps``          LayerNorm (RMSNorm: weight, eps)
+``layer{k}.tanh_approximation``  bool, ()         GELU (absent: the exact form)
+``layer{k}.shape``         int64, (d,)            Reshape: the per-sample output shape
 ``input_shape``            int64, (d,)            optional: per-sample input shape
 ``input_domain.low``       float, input_shape     optional: lower corner l of the input box
 ``input_domain.high``      float, input_shape     optional: upper corner h (z^B rule bounds)
@@ -70,7 +76,8 @@ from lrp_num.errors import DomainError, LRPError, ModelFileError, NonFiniteError
 from lrp_num.io.files import check_output_path, write_atomic
 from lrp_num.layers import (
     AdaptiveAvgPool2d, Add, AvgPool2d, BatchNorm, ChannelAffine, Concat, Conv2d, Dense, Dropout,
-    Flatten, GlobalAvgPool, Identity, Layer, MaxPool2d, ReLU, SumPool2d,
+    Flatten, GELU, GlobalAvgPool, Identity, Layer, LayerNorm, MatMul, MaxPool2d, MergeHeads, Multiply,
+    RMSNorm, ReLU, Reshape, SiLU, Sigmoid, Softmax, SplitHeads, SumPool2d, Tanh, TokenDense,
 )
 from lrp_num.engine.network import Sequential
 
@@ -87,6 +94,7 @@ BUILTIN_MODELS: dict[str, str] = {
     "digits-cnn": "digits_cnn.npz",
     "digits-resnet": "digits_resnet.npz",
     "digits-paths": "digits_paths.npz",
+    "digits-vit": "digits_vit.npz",
 }
 
 
@@ -213,7 +221,16 @@ _WRITERS: dict[type, Callable[[Layer], dict[str, np.ndarray]]] = {
     Dropout: lambda l: {"p": np.float64(l.p)},
     Concat: lambda l: {"axis": np.int64(l.axis)},
     ReLU: lambda l: {}, Flatten: lambda l: {}, Identity: lambda l: {}, GlobalAvgPool: lambda l: {},
-    Add: lambda l: {},
+    Add: lambda l: {}, Reshape: lambda l: {"shape": np.asarray(l.shape, dtype=np.int64)},
+    TokenDense: lambda l: {"weight": l.weight, "bias": l.bias},
+    Softmax: lambda l: {"axis": np.int64(l.axis)},
+    MatMul: lambda l: {"transpose_b": np.bool_(l.transpose_b), "scale": np.float64(l.scale)},
+    SplitHeads: lambda l: {"heads": np.int64(l.heads)},
+    Multiply: lambda l: {}, MergeHeads: lambda l: {},
+    GELU: lambda l: {"tanh_approximation": np.bool_(l.approximate == "tanh")},
+    SiLU: lambda l: {}, Tanh: lambda l: {}, Sigmoid: lambda l: {},
+    LayerNorm: lambda l: {"weight": l.weight, "bias": l.bias, "eps": np.float64(l.eps)},
+    RMSNorm: lambda l: {"weight": l.weight, "eps": np.float64(l.eps)},
 }
 
 
@@ -252,6 +269,17 @@ _READERS: dict[str, Callable[..., Layer]] = {
     "Concat": lambda a: Concat(_scalar(a("axis"), "i", "axis")),
     "ReLU": lambda a: ReLU(), "Flatten": lambda a: Flatten(), "Identity": lambda a: Identity(),
     "GlobalAvgPool": lambda a: GlobalAvgPool(), "Add": lambda a: Add(),
+    "TokenDense": lambda a: TokenDense(a("weight"), a("bias")),
+    "Softmax": lambda a: Softmax(_scalar(a("axis"), "i", "axis")),
+    "MatMul": lambda a: MatMul(_scalar(a("transpose_b"), "b", "transpose_b"), _scalar(a("scale"), "f", "scale")),
+    "SplitHeads": lambda a: SplitHeads(_scalar(a("heads"), "i", "heads")),
+    "Multiply": lambda a: Multiply(), "MergeHeads": lambda a: MergeHeads(),
+    "Reshape": lambda a: Reshape(tuple(np.atleast_1d(a("shape")).tolist())),
+    "GELU": lambda a: GELU("tanh" if _scalar(a("tanh_approximation", np.bool_(False)), "b",
+                                             "tanh_approximation") else "none"),
+    "SiLU": lambda a: SiLU(), "Tanh": lambda a: Tanh(), "Sigmoid": lambda a: Sigmoid(),
+    "LayerNorm": lambda a: LayerNorm(a("weight"), a("bias"), _scalar(a("eps"), "f", "eps")),
+    "RMSNorm": lambda a: RMSNorm(a("weight"), _scalar(a("eps"), "f", "eps")),
 }
 
 

@@ -13,10 +13,17 @@ ONNX node:
   their padding (MaxPool pads with -inf, so a zero Pad before it is refused);
 * Add and Sum of two or more model tensors -> Add; Concat of model tensors (not on the batch
   axis) -> Concat;
+* attention (:mod:`lrp_num.io.onnx_attention`): MatMul of tokens by a constant (TokenDense) or of
+  two model tensors, Softmax over the last axis, Mul, Mul/Div of scores by a scalar, Transpose
+  and Reshape of the head split and merge;
 * Relu, Identity, Dropout (inference), Flatten (axis 1), Reshape that flattens each sample
   ((0, -1), (N, -1), (-1, k) with k the sample size) or keeps its shape;
 * BatchNormalization (inference) -> :class:`~lrp_num.layers.BatchNorm`, folded into the layer
   before it where possible;
+* Gelu (opset 20, both forms), and the exact GELU as older exporters write it,
+  Div(x, sqrt 2) (or Mul by 1/sqrt 2) -> Erf -> Add 1 -> Mul by x -> Mul by 0.5 (the two Mul in
+  either order) -> :class:`~lrp_num.layers.GELU`; Sigmoid, Tanh -> Sigmoid, Tanh;
+  LayerNormalization over the last axis -> :class:`~lrp_num.layers.LayerNorm`;
 * Constant, and chains of Shape, Gather, Unsqueeze, Squeeze, Concat, Cast, Identity on
   constants and on the input's shape (as ``torch.onnx.export`` writes ``x.view(x.size(0), -1)``):
   evaluated at import, the batch size kept symbolic, and folded away.
@@ -41,15 +48,30 @@ import numpy as np
 from lrp_num.errors import LRPError, MissingDependencyError, ModelFileError, UnsupportedLayerError
 from lrp_num.engine.graph import Graph
 from lrp_num.io.graph_builder import GraphBuilder, Tensor
-from lrp_num.layers import (Add, AvgPool2d, BatchNorm, Concat, Conv2d, Dense, Dropout, Flatten,
-                            GlobalAvgPool, Identity, MaxPool2d, ReLU)
+from lrp_num.layers import (GELU, Add, AvgPool2d, BatchNorm, Concat, Conv2d, Dense, Dropout,
+                            Flatten, GlobalAvgPool, Identity, LayerNorm, MaxPool2d, ReLU, Sigmoid,
+                            Tanh)
 from lrp_num.engine.network import Sequential
 
 SUPPORTED_OPS = (
     "Gemm", "MatMul", "Add", "Sum", "Conv", "Relu", "MaxPool", "AveragePool", "GlobalAveragePool",
     "Pad", "Concat", "Flatten", "Reshape", "BatchNormalization", "Identity", "Dropout", "Constant",
-    "Shape", "Gather", "Unsqueeze", "Squeeze", "Cast",
+    "Shape", "Gather", "Unsqueeze", "Squeeze", "Cast", "Gelu", "Sigmoid", "Tanh",
+    "LayerNormalization", "Div", "Mul", "Erf",
 )
+#: the stages of the exact GELU x (1 + erf(x / sqrt 2)) / 2 written as elementary ONNX ops
+_GELU_STAGES = ("x / sqrt 2", "erf(x / sqrt 2)", "1 + erf(x / sqrt 2)", "x (1 + erf(x / sqrt 2))",
+                "x / 2")
+
+
+@dataclass
+class _GeluPart:
+    """A partial result of the exact GELU pattern: ``stage`` (an index into _GELU_STAGES) of the
+    model tensor ``data``; only the next op of the pattern may read it."""
+
+    data: Tensor
+    stage: int
+    node: Any
 
 
 class _Batch:
@@ -113,7 +135,9 @@ def load_onnx(path: str | os.PathLike) -> Sequential | Graph:
     except Exception as error:  # onnx raises protobuf DecodeError, ValidationError, ...
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ModelFileError(f"{path} is not a valid ONNX model: {message}") from None
-    return _GraphReader(model.graph, onnx).network()
+    reader = _GraphReader(model.graph, onnx)
+    reader.opset = next((entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx")), 13)
+    return reader.network()
 
 
 class _GraphReader:
@@ -132,6 +156,10 @@ class _GraphReader:
             self.readers.setdefault(output.name, []).append(None)
         self.builder: GraphBuilder | None = None
         self.handlers: dict[str, Callable] = {op: getattr(self, f"_op_{op}") for op in SUPPORTED_OPS}
+        self.opset = 13
+        from lrp_num.io import onnx_attention  # MatMul of two tensors, Softmax, Mul, Div, Transpose
+
+        onnx_attention.register(self)
 
     def network(self) -> Sequential | Graph:
         inputs = [i for i in self.graph.input if i.name not in self.values]
@@ -144,7 +172,7 @@ class _GraphReader:
             if handler is None or node.domain not in ("", "ai.onnx"):
                 raise UnsupportedLayerError(
                     f"ONNX node {_name(node)!r} has unsupported op type {node.op_type}; "
-                    f"supported: {', '.join(SUPPORTED_OPS)}")
+                    f"supported: {', '.join(sorted(self.handlers))}")
             handler(node, self._attributes(node))
         outputs = [o.name for o in self.graph.output]
         if len(outputs) != 1:
@@ -152,6 +180,9 @@ class _GraphReader:
         output = self.values.get(outputs[0])
         if isinstance(output, _Padded):
             self._unsupported(output.node, "a Pad whose result is the model output")
+        if isinstance(output, _GeluPart):
+            self._unsupported(output.node, f"a partial GELU ({_GELU_STAGES[output.stage]}) as "
+                                           f"the model output")
         if not isinstance(output, Tensor):
             raise UnsupportedLayerError(f"ONNX graph output {outputs[0]!r} is a constant, not computed from the input")
         if not self.builder.nodes:
@@ -172,6 +203,10 @@ class _GraphReader:
         if index >= len(node.input) or not node.input[index]:
             return None
         value = self.values[node.input[index]]
+        if isinstance(value, _GeluPart) and node.op_type not in ("Erf", "Add", "Mul"):
+            self._unsupported(value.node, f"{_GELU_STAGES[value.stage]} read by "
+                                          f"{node.op_type} {_name(node)!r} (only the exact GELU "
+                                          f"pattern x (1 + erf(x / sqrt 2)) / 2 is imported)")
         if isinstance(value, _Padded) and node.op_type not in ("Conv", "AveragePool"):
             what = "a MaxPool (it pads with -inf)" if node.op_type == "MaxPool" else f"{node.op_type} {_name(node)!r}"
             self._unsupported(value.node, f"a zero Pad feeding {what}; only a Pad feeding Conv or AveragePool")
@@ -302,6 +337,14 @@ class _GraphReader:
 
     def _op_Add(self, node: Any, attrs: dict) -> None:
         values = [self._input(node, k) for k in range(len(node.input))]
+        parts = [v for v in values if isinstance(v, _GeluPart)]
+        if parts:  # 1 + erf(x / sqrt 2) of an exact GELU
+            others = [v for v in values if not isinstance(v, _GeluPart)]
+            if len(parts) != 1 or parts[0].stage != 1 or len(others) != 1 \
+                    or isinstance(others[0], Tensor) or not _is_scalar(others[0], 1.0):
+                self._unsupported(node, "Add other than 1 + erf(x / sqrt 2) of an exact GELU")
+            self._gelu_part(node, parts[0].data, 2)
+            return
         if all(isinstance(v, Tensor) for v in values):
             self._add(node, Add(), values)
             return
@@ -318,8 +361,78 @@ class _GraphReader:
             bias = np.broadcast_to(constant, (1, previous.n_out)).reshape(previous.n_out)
         except ValueError:
             self._unsupported(node, f"Add of shape {constant.shape} after {previous!r}")
-        self.builder.replace(data, Dense(previous.weight, previous.bias + bias))
+        self.builder.replace(data, type(previous)(previous.weight, previous.bias + bias))  # Dense or TokenDense
         self.values[node.output[0]] = data
+
+    def _op_Gelu(self, node: Any, attrs: dict) -> None:
+        approximate = attrs.get("approximate", b"none")
+        approximate = approximate.decode() if isinstance(approximate, bytes) else approximate
+        self._add(node, self._layer(node, lambda: GELU(approximate)), [self._data(node, 0)])
+
+    def _op_Sigmoid(self, node: Any, attrs: dict) -> None:
+        self._add(node, Sigmoid(), [self._data(node, 0)])
+
+    def _op_Tanh(self, node: Any, attrs: dict) -> None:
+        self._add(node, Tanh(), [self._data(node, 0)])
+
+    def _op_LayerNormalization(self, node: Any, attrs: dict) -> None:
+        data = self._data(node, 0)
+        axis = attrs.get("axis", -1)
+        rank = None if data.shape is None else len(data.shape) + 1
+        if axis != -1 and axis != (rank or 0) - 1:
+            self._unsupported(node, f"LayerNormalization over axis {axis} (only the last axis)")
+        scale = self._constant(node, 1, "a LayerNormalization scale")
+        bias = self._constant(node, 2, "a LayerNormalization bias")
+        if scale is None or np.ndim(scale) != 1:
+            self._unsupported(node, "LayerNormalization without a 1-d scale")
+        self._add(node, self._layer(node, lambda: LayerNorm(scale, bias,
+                                                            attrs.get("epsilon", 1e-5))), [data])
+
+    # ---- the exact GELU written as Div/Mul -> Erf -> Add -> Mul -> Mul ----
+
+    def _gelu_part(self, node: Any, data: Tensor, stage: int) -> None:
+        self._single_output(node)
+        self.values[node.output[0]] = _GeluPart(data, stage, node)
+
+    def _op_Div(self, node: Any, attrs: dict) -> None:
+        values = [self._input(node, k) for k in range(2)]
+        if all(not isinstance(v, (Tensor, _GeluPart)) for v in values):
+            self._folded(node, lambda a: a[0] / a[1])
+            return
+        if isinstance(values[0], Tensor) and _is_scalar(values[1], math.sqrt(2)):
+            self._gelu_part(node, values[0], 0)
+            return
+        self._unsupported(node, "Div other than x / sqrt 2 starting an exact GELU")
+
+    def _op_Erf(self, node: Any, attrs: dict) -> None:
+        value = self._input(node, 0)
+        if not isinstance(value, _GeluPart) or value.stage != 0:
+            self._unsupported(node, "Erf other than erf(x / sqrt 2) of an exact GELU")
+        self._gelu_part(node, value.data, 1)
+
+    def _op_Mul(self, node: Any, attrs: dict) -> None:
+        values = [self._input(node, k) for k in range(2)]
+        if all(not isinstance(v, (Tensor, _GeluPart)) for v in values):
+            self._folded(node, lambda a: a[0] * a[1])
+            return
+        tensors = [v for v in values if isinstance(v, Tensor)]
+        parts = [v for v in values if isinstance(v, _GeluPart)]
+        constants = [v for v in values if not isinstance(v, (Tensor, _GeluPart))]
+        if len(tensors) == 1 and len(constants) == 1 and _is_scalar(constants[0], 1 / math.sqrt(2)):
+            self._gelu_part(node, tensors[0], 0)  # x * (1 / sqrt 2)
+        elif len(tensors) == 1 and len(constants) == 1 and _is_scalar(constants[0], 0.5):
+            self._gelu_part(node, tensors[0], 4)  # x / 2, to be multiplied by 1 + erf
+        elif len(tensors) == 1 and len(parts) == 1 and parts[0].stage == 2 \
+                and parts[0].data == tensors[0]:
+            self._gelu_part(node, tensors[0], 3)  # x (1 + erf), to be halved
+        elif len(parts) == 1 and len(constants) == 1 and parts[0].stage == 3 \
+                and _is_scalar(constants[0], 0.5):
+            self._add(node, GELU(), [parts[0].data])
+        elif len(parts) == 2 and {p.stage for p in parts} == {2, 4} \
+                and parts[0].data == parts[1].data:
+            self._add(node, GELU(), [parts[0].data])
+        else:
+            self._unsupported(node, "Mul other than a step of the exact GELU pattern")
 
     def _op_Sum(self, node: Any, attrs: dict) -> None:
         values = [self._input(node, k) for k in range(len(node.input))]
@@ -463,6 +576,14 @@ class _GraphReader:
         gamma, beta, mean, var = (self._constant(node, k, "a BatchNormalization parameter") for k in range(1, 5))
         self._add(node, self._layer(node, lambda: BatchNorm(gamma, beta, mean, var, attrs.get("epsilon", 1e-5))),
                   [data])
+
+
+def _is_scalar(value: Any, expected: float) -> bool:
+    """Whether ``value`` is a constant holding one number within float32 rounding of ``expected``."""
+    if value is None or isinstance(value, (Tensor, _Padded, _GeluPart)):
+        return False
+    array = np.asarray(value, dtype=np.float64)
+    return array.size == 1 and abs(float(array.ravel()[0]) - expected) <= 1e-6 * abs(expected)
 
 
 def _name(node: Any) -> str:

@@ -11,13 +11,18 @@ translated into a graph node of the engine:
   layer before it where possible), ``nn.ReLU``, ``nn.MaxPool2d`` (padding, ceil_mode),
   ``nn.AvgPool2d`` (padding, ceil_mode, count_include_pad; ``divisor_override=1`` is sum
   pooling), ``nn.AdaptiveAvgPool2d``, ``nn.Dropout`` / ``nn.Dropout2d`` (identity at inference),
-  ``nn.Identity``, ``nn.Flatten`` (start_dim 1); ``nn.Sequential`` and user modules are traced
-  through;
+  ``nn.Identity``, ``nn.Flatten`` (start_dim 1), ``nn.GELU`` (both forms), ``nn.SiLU``,
+  ``nn.Tanh``, ``nn.Sigmoid``, ``nn.LayerNorm`` and ``nn.RMSNorm`` over the last axis;
+  ``nn.Sequential`` and user modules are traced through;
 * functions and methods: ``+`` / ``+=`` / ``torch.add`` / ``Tensor.add`` of two tensors (an Add
   node), ``torch.cat`` (a Concat node), ``torch.flatten(x, 1)`` / ``x.flatten(1)``,
   ``x.view(x.size(0), -1)`` / ``x.reshape(x.shape[0], -1)`` / ``view(-1, k)`` (Flatten),
-  ``torch.relu`` / ``F.relu`` / ``x.relu()``; ``x.size(...)`` and ``x.shape[...]`` are resolved
-  from the input shape.
+  ``torch.relu`` / ``F.relu`` / ``x.relu()``, ``F.gelu``, ``F.silu``, ``torch.tanh`` /
+  ``x.tanh()``, ``torch.sigmoid`` / ``x.sigmoid()``; ``x.size(...)`` and ``x.shape[...]`` are resolved
+  from the input shape;
+* attention (:mod:`lrp_num.io.torch_attention`): ``nn.MultiheadAttention`` (batch_first,
+  self-attention), ``nn.Linear`` on tokens, softmax, ``a * b``, ``a @ b`` with
+  ``k.transpose(-2, -1)`` and a constant scale, the head split and merge.
 
 Node names are the modules' qualified names (``layer1.0.conv1``; a module called twice gets
 ``@1`` on its second call, ``layer1.0.relu@1``) and, for functions, the innermost module that
@@ -41,8 +46,9 @@ import numpy as np
 from lrp_num.errors import GraphError, LRPError, UnsupportedLayerError
 from lrp_num.engine.graph import Graph
 from lrp_num.io.graph_builder import GraphBuilder, Tensor
-from lrp_num.layers import (AdaptiveAvgPool2d, Add, AvgPool2d, BatchNorm, Concat, Conv2d, Dense,
-                            Dropout, Flatten, Identity, MaxPool2d, ReLU, SumPool2d)
+from lrp_num.layers import (GELU, AdaptiveAvgPool2d, Add, AvgPool2d, BatchNorm, Concat, Conv2d,
+                            Dense, Dropout, Flatten, Identity, LayerNorm, MaxPool2d, ReLU, RMSNorm,
+                            SiLU, Sigmoid, SumPool2d, Tanh)
 from lrp_num.io.torch_bridge import require_torch
 
 
@@ -124,19 +130,29 @@ class _FxReader:
             nn.BatchNorm2d: self._batch_norm, nn.ReLU: self._relu_module, nn.MaxPool2d: self._max_pool,
             nn.AvgPool2d: self._avg_pool, nn.AdaptiveAvgPool2d: self._adaptive_avg_pool,
             nn.Dropout: self._dropout, nn.Dropout2d: self._dropout, nn.Identity: self._identity,
-            nn.Flatten: self._flatten_module,
+            nn.Flatten: self._flatten_module, nn.GELU: self._gelu, nn.SiLU: self._silu,
+            nn.Tanh: self._tanh, nn.Sigmoid: self._sigmoid, nn.LayerNorm: self._layer_norm,
         }
+        if hasattr(nn, "RMSNorm"):  # torch >= 2.4
+            self.modules[nn.RMSNorm] = self._rms_norm
         self.functions: dict[Any, Callable] = {
             operator.add: self._add, operator.iadd: self._add, torch.add: self._add,
             torch.cat: self._cat, torch.concat: self._cat, torch.flatten: self._flatten,
             torch.relu: self._relu, functional.relu: self._relu,
             getattr: self._getattr, operator.getitem: self._getitem,
+            functional.gelu: self._gelu_function, functional.silu: self._silu_function,
+            torch.tanh: self._tanh_function, functional.tanh: self._tanh_function,
+            torch.sigmoid: self._sigmoid_function, functional.sigmoid: self._sigmoid_function,
         }
         self.methods: dict[str, Callable] = {
             "add": self._add, "add_": self._add, "flatten": self._flatten, "view": self._reshape,
             "reshape": self._reshape, "size": self._size, "relu": self._relu, "relu_": self._relu,
             "view_as": self._view_as,
+            "tanh": self._tanh_function, "sigmoid": self._sigmoid_function,
         }
+        from lrp_num.io import torch_attention  # attention: Linear on tokens, softmax, products, heads
+
+        torch_attention.register(self, torch)
 
     # ---- walking the fx graph ----
 
@@ -167,8 +183,9 @@ class _FxReader:
                     kind = "function" if node.op == "call_function" else "method"
                     raise UnsupportedLayerError(
                         f"fx node {node.name!r} calls the {kind} {_target_name(node.target)}, which is not "
-                        "supported (supported: Conv2d, Linear, BatchNorm, ReLU, pooling, Dropout, Identity, "
-                        "Flatten modules; add, cat, flatten, view/reshape to (N, -1), relu)")
+                        "supported (supported: Conv2d, Linear, BatchNorm, LayerNorm, RMSNorm, ReLU, GELU, "
+                        "SiLU, Tanh, Sigmoid, pooling, Dropout, Identity, Flatten modules; add, cat, "
+                        "flatten, view/reshape to (N, -1), relu, gelu, silu, tanh, sigmoid)")
                 self.values[node] = handler(node)
         return self.builder.graph(output, f"the {type(self.traced).__name__} model")
 
@@ -310,6 +327,42 @@ class _FxReader:
         return self._add_node(node, self._layer(node, lambda: Dropout(module.p)),
                               [self._tensor(node, node.args[0], "an input")])
 
+    def _elementwise(self, node: Any, layer: Any) -> Tensor:
+        return self._add_node(node, layer, [self._tensor(node, node.args[0], "an input")])
+
+    def _gelu(self, node: Any, module: Any) -> Tensor:
+        return self._elementwise(node, self._layer(node, lambda: GELU(module.approximate)))
+
+    def _silu(self, node: Any, module: Any) -> Tensor:
+        return self._elementwise(node, SiLU())
+
+    def _tanh(self, node: Any, module: Any) -> Tensor:
+        return self._elementwise(node, Tanh())
+
+    def _sigmoid(self, node: Any, module: Any) -> Tensor:
+        return self._elementwise(node, Sigmoid())
+
+    def _last_axis(self, node: Any, module: Any) -> int:
+        shape = tuple(module.normalized_shape)
+        if len(shape) != 1:
+            self._unsupported(node, f"{type(module).__name__} over {shape}; only the last axis "
+                                    f"(normalized_shape of one entry)")
+        return shape[0]
+
+    def _layer_norm(self, node: Any, module: Any) -> Tensor:
+        features = self._last_axis(node, module)
+        weight = self._array(module.weight) if module.weight is not None else np.ones(features)
+        bias = self._array(module.bias) if module.bias is not None else np.zeros(features)
+        return self._elementwise(node, self._layer(node, lambda: LayerNorm(weight, bias,
+                                                                           module.eps)))
+
+    def _rms_norm(self, node: Any, module: Any) -> Tensor:
+        features = self._last_axis(node, module)
+        weight = self._array(module.weight) if module.weight is not None else np.ones(features)
+        # torch's eps=None means the dtype's machine epsilon
+        eps = module.eps if module.eps is not None else float(np.finfo(np.float32).eps)
+        return self._elementwise(node, self._layer(node, lambda: RMSNorm(weight, eps)))
+
     def _identity(self, node: Any, module: Any) -> Tensor:
         return self._add_node(node, Identity(), [self._tensor(node, node.args[0], "an input")])
 
@@ -387,6 +440,21 @@ class _FxReader:
         if not isinstance(container, tuple):  # a size tuple; indexing a tensor is not supported
             self._unsupported(node, "indexing or slicing a tensor")
         return container[index]
+
+    def _gelu_function(self, node: Any) -> Tensor:
+        approximate = self._argument(node, 1, "approximate", "none")
+        return self._elementwise(node, self._layer(node, lambda: GELU(approximate)))
+
+    def _silu_function(self, node: Any) -> Tensor:
+        if self._argument(node, 1, "inplace", False) is True:
+            self._unsupported(node, "silu(inplace=True)")
+        return self._elementwise(node, SiLU())
+
+    def _tanh_function(self, node: Any) -> Tensor:
+        return self._elementwise(node, Tanh())
+
+    def _sigmoid_function(self, node: Any) -> Tensor:
+        return self._elementwise(node, Sigmoid())
 
     def _relu(self, node: Any) -> Tensor:
         in_place = node.target == "relu_" or self._argument(node, 1, "inplace", False) is True

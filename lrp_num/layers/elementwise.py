@@ -1,5 +1,5 @@
-"""Layers without parameters that act per element or only reshape: ReLU, Flatten, Identity,
-Dropout (the identity at inference)."""
+"""Layers without parameters that act per element or only reshape: ReLU, Flatten, Reshape,
+Identity, Dropout (the identity at inference)."""
 
 from __future__ import annotations
 
@@ -79,3 +79,39 @@ class Flatten(_ParameterFree):
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         return (math.prod(input_shape),)
+
+
+class Reshape(_ParameterFree):
+    """Reshape every sample to ``shape`` in C order, keeping the batch axis: (N, ...) -> (N, *shape).
+
+    Relevance moves back by the inverse reshape (each value keeps its own relevance), as through
+    :class:`Flatten`; e.g. (N, T D) -> (N, T, D) turns a vector into T tokens of width D.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        The per-sample output shape (positive sizes; their product is the input's size).
+    """
+
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        try:
+            sizes = tuple(int(n) for n in shape)
+            valid = len(sizes) >= 1 and all(n >= 1 and n == s for n, s in zip(sizes, shape))
+        except (TypeError, ValueError):
+            valid = False
+        if not valid:
+            raise ShapeError(f"Reshape shape must be a non-empty tuple of positive ints, got {shape!r}")
+        self.shape = sizes
+
+    def __repr__(self) -> str:
+        return f"Reshape({self.shape})"
+
+    def _apply(self, x: np.ndarray) -> np.ndarray:
+        self.output_shape(tuple(x.shape[1:]))
+        return x.reshape(x.shape[0], *self.shape)
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        if math.prod(input_shape) != math.prod(self.shape):
+            raise ShapeError(f"{self!r} cannot reshape samples of shape {tuple(input_shape)} "
+                             f"({math.prod(input_shape)} values) to {self.shape}")
+        return self.shape

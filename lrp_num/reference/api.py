@@ -34,6 +34,11 @@ from lrp_num.layers import Add
 from lrp_num.progress import progress
 from lrp_num.reference.backward import ReferenceNetwork, prepare
 from lrp_num.reference.composites import CompositeDefinition, _own_plan, definition_of, plan_nodes
+from lrp_num.layers.nonlinear import NONLINEAR
+from lrp_num.layers.normalization import NORMALIZATION
+from lrp_num.reference.transformer_nodes import NORM_RULES, POINTWISE_RULES
+from lrp_num.reference.attention import ATTENTION_RULES
+from lrp_num.reference.attention import OPERATIONS as ATTENTION_OPERATIONS
 from lrp_num.reference.directions import (ADD_ALIASES, ADD_RULES, BIAS_CONVENTIONS, ROOT_POINT_RULES, RULE_DEFAULTS,
                                           RULES)
 from lrp_num.reference.linear import LINEAR_LAYERS
@@ -103,12 +108,25 @@ def layer_plan(network, rule: str | None = None, composite=None, input_is_box: b
         if chosen == "maxpool":
             continue
         node = nodes[index]
+        if isinstance(node.operation, ATTENTION_OPERATIONS):
+            kind, defaults = ATTENTION_RULES.get(chosen, (None, {}))
+            if kind is None or not isinstance(node.operation, kind):
+                raise UnknownRuleError(f"node {node.name!r}: {chosen!r} is no rule of {node.operation!r}; known: "
+                                       f"{', '.join(n for n, (k, _) in ATTENTION_RULES.items() if isinstance(node.operation, k))}")
+            own = check_rule_parameters(chosen, chosen_parameters, defaults)
+            plan[index] = (chosen, {**defaults, **own})
+            continue
         if isinstance(node.operation, Add):
             original = chosen
             chosen = ADD_ALIASES.get(chosen, chosen)
             if chosen not in ADD_RULES:
                 raise UnknownRuleError(f"node {node.name!r}: {original!r} is no rule of an Add node; "
                                        f"known: {', '.join(ADD_RULES)}")
+        elif isinstance(node.operation, NONLINEAR + NORMALIZATION):
+            known = POINTWISE_RULES if isinstance(node.operation, NONLINEAR) else NORM_RULES
+            if chosen not in known:
+                raise UnknownRuleError(f"node {node.name!r}: {chosen!r} is no rule of "
+                                       f"{node.operation!r}; known: {', '.join(known)}")
         elif chosen not in RULES:
             raise UnknownRuleError(f"node {node.name!r}: unknown rule {chosen!r}; known: {', '.join(RULES)}")
         own = check_rule_parameters(chosen, chosen_parameters, RULE_DEFAULTS.get(chosen, {}))

@@ -11,7 +11,9 @@ with the engine's kernels:
 * graph models (:class:`lrp_num.engine.graph.Graph`; a Sequential is the chain of its layers)
   are walked node by node in reverse topological order, relevance arriving at a tensor from
   several consumers is summed, and Concat slices it back onto its inputs;
-* each node's relevance follows its rule's definition (:mod:`lrp_num.reference.node_rules`);
+* each node's relevance follows its rule's definition (:mod:`lrp_num.reference.node_rules`;
+  element-wise nonlinearities and LayerNorm / RMSNorm by :mod:`lrp_num.reference.transformer_nodes`,
+  their values by their definitions: GELU with mpmath.erf, the norms' mean and variance in mpmath);
   ReLU, Flatten, Identity and Dropout pass relevance through.
 """
 
@@ -27,7 +29,10 @@ import numpy as np
 from lrp_num.checks import check_orthant
 from lrp_num.errors import GraphError, MissingBoundsError, ShapeError, UnsupportedLayerError
 from lrp_num.layers import (Add, BatchNorm, ChannelAffine, Concat, Conv2d, Dense, Dropout, Flatten,
-                            Identity, MaxPool2d, ReLU)
+                            Identity, MaxPool2d, ReLU, Reshape)
+from lrp_num.layers.nonlinear import NONLINEAR
+from lrp_num.layers.normalization import NORMALIZATION
+from lrp_num.reference import attention, transformer_nodes
 from lrp_num.reference.directions import ROOT_POINT_RULES
 from lrp_num.reference.linear import (LINEAR_LAYERS, LinearMatrix, batchnorm_matrix, fold_batchnorms,
                                       linear_matrix, pool_windows)
@@ -39,9 +44,9 @@ from lrp_num.reference.roots import GUARD_DIGITS
 
 #: operations that pass values and relevance on unchanged (Flatten reshapes; every tensor of the
 #: reference is flattened in C order, so it is the identity here too)
-_PASS_THROUGH = (ReLU, Identity, Dropout, Flatten)
+_PASS_THROUGH = (ReLU, Identity, Dropout, Flatten, Reshape)
 #: operations a z^B node may follow: they do not change values, so the input box still bounds them
-_SHAPE_ONLY = (Identity, Dropout, Flatten)
+_SHAPE_ONLY = (Identity, Dropout, Flatten, Reshape)
 
 
 @dataclass(frozen=True)
@@ -184,12 +189,23 @@ class ReferenceNetwork:
                     matrix = fold_batchnorms(matrix, node.batchnorms)
             self.matrices[node.index] = matrix
             return out
+        if isinstance(operation, attention.OPERATIONS):
+            return attention.output_shape(operation, shapes)
         if isinstance(operation, MaxPool2d):
             index, connected, _, out = pool_windows(operation, shape)
             self.windows[node.index] = (index, connected)
             return out
+        if isinstance(operation, NONLINEAR):
+            return shape
+        if isinstance(operation, NORMALIZATION):
+            if not shape or shape[-1] != operation.weight.shape[0]:
+                raise ShapeError(f"{operation!r} normalises a last axis of "
+                                 f"{operation.weight.shape[0]} features, got {shape}")
+            return shape
         if isinstance(operation, Flatten):
             return (int(np.prod(shape)),)
+        if isinstance(operation, Reshape):
+            return operation.output_shape(shape)
         if isinstance(operation, _PASS_THROUGH):
             return shape
         if isinstance(operation, Add):
@@ -249,6 +265,14 @@ class ReferenceNetwork:
                 out = row_sum(np.stack(inputs, axis=1))  # exact, rounded once
             elif isinstance(operation, Concat):
                 out = self.concatenate(node, inputs)
+            elif isinstance(operation, NONLINEAR):
+                g = transformer_nodes.ACTIVATIONS[operation.activation]
+                out = np.array([g(value) for value in a], dtype=object)
+            elif isinstance(operation, NORMALIZATION):
+                out = self._norm_rows(operation, a, lambda row, w, b, e: transformer_nodes.norm_values(
+                    operation.norm, row, w, b, e))
+            elif isinstance(operation, attention.OPERATIONS):
+                out = attention.forward(operation, inputs, self.input_shapes(node))
             else:
                 out = a
             values[node.name] = out
@@ -279,10 +303,81 @@ class ReferenceNetwork:
                 lower = [g] * len(node.inputs)
             elif isinstance(node.operation, Concat):
                 lower = self.split(node, g)
+            elif isinstance(node.operation, NONLINEAR):
+                function = transformer_nodes.ACTIVATIONS[node.operation.activation]
+                lower = [np.array([gv * mpmath.diff(function, av) for gv, av in zip(g, a)], dtype=object)]
+            elif isinstance(node.operation, NORMALIZATION):
+                lower = [self._norm_gradient(node.operation, a, g)]
+            elif isinstance(node.operation, attention.OPERATIONS):
+                lower = attention.gradient(node.operation, [activations[name] for name in node.inputs],
+                                           self.input_shapes(node), g)
             else:
                 lower = [g]
             _accumulate(arriving, node.inputs, lower)
         return arriving[self.input_name]
+
+    # normalisation over the last axis, row by row
+
+    @staticmethod
+    def _parameters(operation) -> tuple[list, list, Any]:
+        return ([mpmath.mpf(float(v)) for v in operation.weight],
+                [mpmath.mpf(float(v)) for v in operation.bias], mpmath.mpf(operation.eps))
+
+    def _norm_rows(self, operation, a: np.ndarray, row_function) -> np.ndarray:
+        weight, bias, eps = self._parameters(operation)
+        features = operation.weight.shape[0]
+        out = np.empty(len(a), dtype=object)
+        for start in range(0, len(a), features):
+            out[start:start + features] = row_function(list(a[start:start + features]), weight,
+                                                       bias, eps)
+        return out
+
+    def _norm_gradient(self, operation, a: np.ndarray, g: np.ndarray) -> np.ndarray:
+        weight, bias, eps = self._parameters(operation)
+        features = operation.weight.shape[0]
+        out = np.empty(len(a), dtype=object)
+        for start in range(0, len(a), features):
+            row = list(a[start:start + features])
+            jacobian = transformer_nodes.row_jacobian(
+                lambda u: transformer_nodes.norm_values(operation.norm, u, weight, bias, eps), row)
+            upper = g[start:start + features]
+            out[start:start + features] = [mpmath.fsum(upper[j] * jacobian[j][i] for j in range(features))
+                                           for i in range(features)]
+        return out
+
+    def _pointwise_step(self, operation, rule: str, a: np.ndarray, relevance: np.ndarray,
+                        trace: LayerTrace) -> np.ndarray:
+        """The element-wise rule (one input per neuron); its flows for the rounding bound."""
+        lower = np.array(transformer_nodes.pointwise_values(rule, operation.activation, a, relevance),
+                         dtype=object)
+        # what the Taylor rule drops, by the derivation: c (g(x~) + r(x)) per neuron
+        trace.absorbed_stabiliser += mpmath.fsum(transformer_nodes.pointwise_absorbed(
+            rule, operation.activation, a, relevance))
+        rows = np.flatnonzero(np.array([r != 0 for r in relevance], dtype=bool))
+        trace.record_flow(rows, rows[:, None], lower[rows][:, None], relevance[rows])
+        return lower
+
+    def _norm_step(self, operation, rule: str, a: np.ndarray, relevance: np.ndarray,
+                   trace: LayerTrace) -> np.ndarray:
+        """The normalisation rule row by row; R_ij of every neuron j for the rounding bound."""
+        weight, bias, eps = self._parameters(operation)
+        features = operation.weight.shape[0]
+        lower = np.empty(len(a), dtype=object)
+        flows, index = [], []
+        for start in range(0, len(a), features):
+            block = np.arange(start, start + features)
+            values, row_flows = transformer_nodes.norm_row(rule, operation.norm, list(a[block]), weight,
+                                                           bias, eps, list(relevance[block]))
+            bias_share, rest = transformer_nodes.norm_absorbed(rule, operation.norm, list(a[block]), weight,
+                                                               bias, eps, list(relevance[block]))
+            trace.absorbed_bias += bias_share
+            trace.absorbed_stabiliser += rest
+            lower[block] = values
+            flows += row_flows
+            index += [block] * features
+        rows = np.arange(len(a))
+        trace.record_flow(rows, np.array(index), np.array(flows, dtype=object), relevance)
+        return lower
 
     # relevance
 
@@ -355,6 +450,18 @@ class ReferenceNetwork:
                                        conventions.get("maxpool_ties", "split"))]
             elif isinstance(layer, Concat):
                 lower = self.split(node, relevance)
+            elif isinstance(layer, NONLINEAR + NORMALIZATION):
+                rule, parameters = plan[index]
+                trace = LayerTrace(index, repr(layer), rule, relevance_out=relevance, name=node.name)
+                step = self._pointwise_step if isinstance(layer, NONLINEAR) else self._norm_step
+                lower = [step(layer, rule, a, relevance, trace)]
+            elif isinstance(layer, attention.OPERATIONS) and index in plan:
+                rule, parameters = plan[index]
+                trace = LayerTrace(index, repr(layer), rule, relevance_out=relevance, name=node.name)
+                lower = attention.relevance(layer, rule, parameters, inputs, self.input_shapes(node),
+                                            relevance, trace)
+            elif isinstance(layer, attention.OPERATIONS):  # head split / merge: moved back by index
+                lower = attention.gradient(layer, inputs, self.input_shapes(node), relevance)
             else:
                 lower = [relevance]
             if trace is not None:

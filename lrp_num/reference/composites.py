@@ -39,15 +39,28 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from lrp_num.errors import MissingBoundsError, UnknownRuleError
-from lrp_num.layers import (AdaptiveAvgPool2d, Add, AvgPool2d, ChannelAffine, Conv2d, Dense, MaxPool2d,
-                            SumPool2d)
+from lrp_num.layers import (AdaptiveAvgPool2d, Add, AvgPool2d, ChannelAffine, Conv2d, Dense, MatMul,
+                            MaxPool2d, Multiply, Softmax, SumPool2d)
+from lrp_num.layers.nonlinear import NONLINEAR
+from lrp_num.layers.normalization import NORMALIZATION
 
 #: the rule of pooling and ChannelAffine nodes: the z-rule (see the module docstring)
 Z_RULE = "lrp0"
 #: the default rule of an Add node: the proportional split of the unit-weight neuron
 ADD_RULE = "add_z"
+#: the default rules of element-wise nonlinearities (the identity rule) and of LayerNorm /
+#: RMSNorm (sigma held constant, CP-LRP), restated from their definitions
+POINTWISE_RULE = "identity_nonlinear"
+NORM_RULE = "norm_cp"
 
 Choice = tuple[str, Mapping[str, float]]
+#: the attention nodes' rules as AttnLRP defines them (Achtibat et al. 2024, ICML, Prop. 3.1 and
+#: 3.3): softmax by its tangent at x with a bias, element-wise products uniform (Shapley),
+#: matrix products LRP-epsilon (1e-6) on the sum over k, then uniform
+ATTENTION_DEFINITION: Mapping[str, Choice] = {
+    "softmax": ("softmax", {}), "product": ("product_uniform", {}),
+    "matmul": ("matmul_epsilon", {"epsilon": 1e-6})}
+_ATTENTION_KEYS = ((Softmax, "softmax"), (Multiply, "product"), (MatMul, "matmul"))
 
 
 @dataclass(frozen=True)
@@ -66,6 +79,10 @@ class CompositeDefinition:
     first_on_rn: Choice | str | None = None
     add: Choice = (ADD_RULE, {})
     description: str = ""
+    pointwise: Choice = (POINTWISE_RULE, {})
+    norm: Choice = (NORM_RULE, {})
+    attention: Mapping[str, Choice] = field(default_factory=lambda: dict(ATTENTION_DEFINITION))
+    node_rules: Mapping[str, Choice] = field(default_factory=dict)
 
     def rule_of(self, layer: object, is_first: bool, input_is_box: bool) -> Choice:
         """The rule of one Dense or Conv2d node."""
@@ -95,6 +112,9 @@ COMPOSITE_DEFINITIONS: dict[str, CompositeDefinition] = {
                             description="z^B at the input, gamma on convolutions, epsilon on dense layers"),
         CompositeDefinition("alpha2-beta1", dense=_ALPHA_BETA, conv=_ALPHA_BETA,
                             description="alpha = 2, beta = 1 on every linear layer"),
+        CompositeDefinition("attnlrp", dense=("epsilon", {"epsilon": 1e-6}), conv=("epsilon", {"epsilon": 1e-6}),
+                            description="AttnLRP: epsilon on linear layers, softmax tangent with bias, "
+                            "products uniform, matrix products epsilon then uniform"),
     )
 }
 
@@ -105,6 +125,10 @@ class _ObjectDefinition:
 
     composite: Any
     add: Choice = field(default=(ADD_RULE, {}))
+    pointwise: Choice = field(default=(POINTWISE_RULE, {}))
+    norm: Choice = field(default=(NORM_RULE, {}))
+    attention: Mapping[str, Choice] = field(default_factory=lambda: dict(ATTENTION_DEFINITION))
+    node_rules: Mapping[str, Choice] = field(default_factory=dict)
 
     def rule_of(self, layer: object, is_first: bool, input_is_box: bool, index: int = 0) -> Choice:
         choice = self.composite.choose(index, layer, is_first, input_is_box)
@@ -151,6 +175,16 @@ def plan_nodes(nodes, input_name: str, definition, input_is_box: bool) -> dict[i
             plan[node.index] = definition.add
         elif isinstance(layer, MaxPool2d):
             plan[node.index] = ("maxpool", {})
+        elif isinstance(layer, NONLINEAR):
+            plan[node.index] = definition.pointwise
+        elif isinstance(layer, NORMALIZATION):
+            plan[node.index] = definition.norm
+        else:
+            for kind, key in _ATTENTION_KEYS:
+                if isinstance(layer, kind):
+                    plan[node.index] = definition.attention.get(key, ATTENTION_DEFINITION[key])
+        if node.name in definition.node_rules:
+            plan[node.index] = definition.node_rules[node.name]
     return plan
 
 
@@ -162,8 +196,14 @@ def definition_of(composite) -> CompositeDefinition | _ObjectDefinition:
             raise UnknownRuleError(f"unknown composite {composite!r}; the reference knows: "
                                    f"{', '.join(COMPOSITE_DEFINITIONS)}")
         return COMPOSITE_DEFINITIONS[composite]
-    add = getattr(composite, "add", None)
-    return _ObjectDefinition(composite, (add.rule, dict(add.parameters)) if add is not None else (ADD_RULE, {}))
+    def read(field_name: str, default: str) -> Choice:
+        choice = getattr(composite, field_name, None)
+        return (choice.rule, dict(choice.parameters)) if choice is not None else (default, {})
+    choices = lambda rules: {key: (rule.rule, dict(rule.parameters)) for key, rule in rules.items()}  # noqa: E731
+    return _ObjectDefinition(composite, read("add", ADD_RULE), read("pointwise", POINTWISE_RULE),
+                             read("norm", NORM_RULE),
+                             {**ATTENTION_DEFINITION, **choices(getattr(composite, "attention", {}))},
+                             choices(getattr(composite, "node_rules", {})))
 
 
 __all__ = ["ADD_RULE", "COMPOSITE_DEFINITIONS", "CompositeDefinition", "Z_RULE", "definition_of",

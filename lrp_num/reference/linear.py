@@ -38,7 +38,7 @@ from mpmath.libmp import mpf_mul, mpf_pos, mpf_sum
 
 from lrp_num.errors import ShapeError
 from lrp_num.layers import (AdaptiveAvgPool2d, AvgPool2d, BatchNorm, ChannelAffine, Conv2d, Dense,
-                            SumPool2d)
+                            SumPool2d, TokenDense)
 
 #: the layers :func:`linear_matrix` turns into a matrix
 LINEAR_LAYERS = (Dense, Conv2d, SumPool2d, AvgPool2d, AdaptiveAvgPool2d, ChannelAffine)
@@ -263,6 +263,17 @@ def _diagonal_matrix(scale, shift, input_shape, scale_mp=None, shift_mp=None, **
 def linear_matrix(layer: object, input_shape: tuple[int, ...]) -> tuple[LinearMatrix, tuple[int, ...]]:
     """The explicit matrix of a linear layer on per-sample inputs of ``input_shape``."""
     input_shape = tuple(input_shape)
+    if isinstance(layer, TokenDense):  # one Dense per token: a block-diagonal matrix
+        n_in, n_out = layer.weight.shape
+        if len(input_shape) != 2 or input_shape[1] != n_in:
+            raise ShapeError(f"{layer!r} expects (tokens, {n_in}), gets {input_shape}")
+        tokens = input_shape[0]
+        index = (np.arange(tokens)[:, None, None] * n_in + np.arange(n_in)[None, None, :]
+                 ).repeat(n_out, axis=1).reshape(tokens * n_out, n_in)
+        weight = np.tile(np.ascontiguousarray(layer.weight.T), (tokens, 1))
+        matrix = LinearMatrix(tokens * n_in, tokens * n_out, index, np.ones(index.shape, bool), weight,
+                              np.tile(layer.bias, tokens))
+        return matrix, (tokens, n_out)
     if isinstance(layer, Dense):
         n_in, n_out = layer.weight.shape
         if input_shape != (n_in,):

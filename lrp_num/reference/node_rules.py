@@ -75,6 +75,7 @@ class LayerTrace:
     relevance_inputs: Any = None
     mixed_signs: int = 0
     n_ambiguous: int = 0
+    parameters: Any = None
 
     def record_flow(self, rows: np.ndarray, index: np.ndarray, relevance_ij: np.ndarray,
                     upper: np.ndarray) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from sympy import Expr, Indexed, Symbol, cse, numbered_symbols, sstr, sympify
 
+from lrp_sym.codegen.attention_kernels import ATTENTION_KERNELS, EMITTERS as ATTENTION_EMITTERS
 from lrp_sym.codegen.errors import CodegenError
 from lrp_sym.codegen.printer import print_array_api
 from lrp_sym.derivation import Derivation
@@ -25,7 +26,7 @@ BATCHNORM_NAMES = {w: "weight", b: "bias", bn_gamma: "gamma", bn_beta: "beta", b
 BATCHNORM_SYMBOLS = frozenset({bn_gamma, bn_beta, bn_mean, bn_var, bn_eps})
 #: which derivation produces which layer kernel file
 LAYER_KERNELS = {"batchnorm": "batchnorm_fold", "maxpool": "maxpool",
-                 "affine_channel": "affine_channel"}
+                 "affine_channel": "affine_channel", **ATTENTION_KERNELS}
 
 
 def _result(derivation: Derivation, key: str) -> Expr:
@@ -183,7 +184,7 @@ def is_layer_derivation(derivation: Derivation) -> bool:
 
 def emit_layer_kernel(derivation: Derivation, header: str) -> str:
     emit = {"batchnorm": emit_batchnorm_fold, "maxpool": emit_maxpool,
-            "affine_channel": emit_affine_channel}[derivation.name]
+            "affine_channel": emit_affine_channel, **ATTENTION_EMITTERS}[derivation.name]
     return emit(derivation, header)
 
 

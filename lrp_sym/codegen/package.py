@@ -18,7 +18,9 @@ from pathlib import Path
 
 import sympy
 
+from lrp_sym.codegen.elementwise_kernel import emit_elementwise_kernel
 from lrp_sym.codegen.errors import CodegenError
+from lrp_sym.codegen.norm_kernel import emit_norm_kernel
 from lrp_sym.codegen.layer_kernels import LAYER_KERNELS, emit_layer_kernel
 from lrp_sym.codegen.ratio_kernel import emit_ratio_kernel
 from lrp_sym.codegen.root_point_condition import (emit_root_point_condition,
@@ -111,10 +113,23 @@ def derive_folder(folder: Path | str | None = None) -> list[Source]:
     return sources
 
 
+#: the emitter of each neuron kind whose rules are not ratio rules over a linear operator:
+#: their kernels are rules of one node type (element-wise nonlinearities, normalisation)
+NODE_RULE_EMITTERS = {"pointwise": emit_elementwise_kernel, "norm": emit_norm_kernel}
+
+
+def register_node_rule_emitter(neuron: str, emit) -> None:
+    """Generate the kernels of derivations with ``neuron`` by ``emit(derivation, header)``."""
+    NODE_RULE_EMITTERS[neuron] = emit
+
+
 def kernel_kind(derivation: Derivation) -> str:
-    """``"layer"`` (batch norm, max pool), ``"rule"`` (a ratio rule) or ``"docs"`` (no kernel)."""
+    """``"layer"`` (batch norm, max pool), ``"rule"`` (a ratio rule), ``"node_rule"`` (the rule
+    of one node type: an element-wise nonlinearity, a normalisation) or ``"docs"``."""
     if derivation.name in LAYER_KERNELS:
         return "layer"
+    if derivation.neuron in NODE_RULE_EMITTERS:
+        return "node_rule"
     return "rule" if derivation.terms and derivation.name not in SERVED_BY else "docs"
 
 
@@ -127,7 +142,8 @@ def _rule_module(derivation: Derivation, head: str) -> str:
     return text
 
 
-def _init_module(rules: list[str], layers: list[str], head: str) -> str:
+def _init_module(rules: list[str], layers: list[str], head: str,
+                 node_rules: list[str] = ()) -> str:
     return "\n".join([
         head.rstrip("\n"),
         '"""Kernels generated from the derivations: one module per rule, plus layer kernels.',
@@ -138,6 +154,8 @@ def _init_module(rules: list[str], layers: list[str], head: str) -> str:
         "RULES = (" + "".join(f"\n    {name!r}," for name in rules) + ("\n" if rules else "") + ")",
         "LAYER_KERNELS = (" + "".join(f"\n    {name!r}," for name in layers)
         + ("\n" if layers else "") + ")",
+        "NODE_RULES = (" + "".join(f"\n    {name!r}," for name in node_rules)
+        + ("\n" if node_rules else "") + ")",
     ]) + "\n"
 
 
@@ -148,7 +166,7 @@ def build_outputs(sources: list[Source], command: str = DEFAULT_COMMAND,
 
     pinned = check_sympy_version()
     outputs = Outputs()
-    rules, layers, pages = [], [], []
+    rules, layers, node_rules, pages = [], [], [], []
     for source in sorted(sources, key=lambda s: s.derivation.name):
         derivation = source.derivation
         if not _NAME.match(derivation.name) or derivation.name == "kernels":
@@ -161,6 +179,14 @@ def build_outputs(sources: list[Source], command: str = DEFAULT_COMMAND,
             module = LAYER_KERNELS[derivation.name]
             outputs.kernels[f"{module}.py"] = emit_layer_kernel(derivation, head)
             layers.append(module)
+        elif kind == "node_rule":
+            module = derivation.name
+            try:
+                outputs.kernels[f"{module}.py"] = NODE_RULE_EMITTERS[derivation.neuron](
+                    derivation, head)
+            except CodegenError as error:
+                raise CodegenError(f"{source.path}: {error}") from None
+            node_rules.append(module)
         elif kind == "rule":
             if derivation.name in LAYER_KERNELS.values():
                 raise CodegenError(f"{source.path}: rule name {derivation.name!r} is the name "
@@ -177,7 +203,8 @@ def build_outputs(sources: list[Source], command: str = DEFAULT_COMMAND,
                                     served_by=SERVED_BY.get(derivation.name))
             outputs.docs[f"{derivation.name}.md"] = page
             pages.append((derivation, source.path, module))
-    outputs.kernels["__init__.py"] = _init_module(rules, layers, header(None, command, pinned))
+    outputs.kernels["__init__.py"] = _init_module(rules, layers, header(None, command, pinned),
+                                                  node_rules)
     if docs:
         outputs.docs["README.md"] = render_index(pages, header(None, command, pinned, "html"))
     return outputs
