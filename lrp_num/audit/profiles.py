@@ -460,6 +460,18 @@ class TransformerProfile:
     paper: str
     ops: Mapping[str, OpRule]
     stabiliser: str
+    #: the reference's composite for it (:data:`lrp_num.reference.composites.COMPOSITE_DEFINITIONS`)
+    reference: str | None = "attnlrp"
+    #: LXT's conventions where they differ from that composite, restated as reference rules:
+    #: "linear", "matmul", "add", "patch_embed" -> (rule, parameters)
+    reference_rules: Mapping[str, tuple] = field(default_factory=dict)
+    #: what the graph cannot restate (a stabiliser on an op the graph folds away), x max |R_ref|
+    model_error: float = 0.0
+    #: op kinds below which the reference has no rule for the variant: the comparison stops at the
+    #: first tensor such an op reads
+    reference_stops_at: tuple[str, ...] = ()
+    #: the convention differences, as the report states them
+    conventions: tuple[str, ...] = ()
 
 
 _LXT_EXPLICIT = "lxt/explicit/functional.py"
@@ -488,6 +500,16 @@ LXT_ATTNLRP = TransformerProfile(
         OpRule("mean", "mean: epsilon on the mean", True, "", f"{_LXT_EXPLICIT}: mean_fn"),
     )},
     stabiliser="z + eps (eps added, not eps sign(z): a z near -eps is amplified, not damped)",
+    reference_rules={"matmul": ("matmul_epsilon", {"epsilon": 1e-8}), "add": ("add_epsilon", {"epsilon": 1e-8}),
+                     "patch_embed": ("epsilon", {"epsilon": 1e-8})},
+    model_error=1e-6,
+    conventions=("LXT's matmul and add2 stabilise with eps 1e-8 (our attnlrp: matmul 1e-6, add_z without "
+                 "one): the reference runs with LXT's values",
+                 "the patch convolution (eps 1e-8) and the position embedding are one Dense in the graph: "
+                 "the reference gives it eps 1e-8",
+                 "LXT's mean pooling (eps 1e-6) and its LayerNorm's epsilon 1e-6 have no node in the graph "
+                 "(the mean is folded into the head; norm_cp has no stabiliser): the bound allows 1e-6 "
+                 "max|R_ref| for them"),
 )
 """AttnLRP with LXT's explicit autograd functions (backward returns relevance)."""
 
@@ -511,6 +533,9 @@ LXT_ATTNLRP_EFFICIENT = TransformerProfile(
         OpRule("mean", "the gradient", True, "", ""),
     )},
     stabiliser="none (gradient x input)",
+    reference_rules={"linear": ("lrp0", {}), "matmul": ("matmul_epsilon", {"epsilon": 0.0}), "add": ("add_z", {})},
+    conventions=("gradient x input has no stabiliser: the reference runs lrp0 on linear nodes and the "
+                 "matrix products with epsilon 0 (our attnlrp: epsilon 1e-6)",),
 )
 """AttnLRP as ``lxt.efficient`` patches a model: gradient x input with three modifications."""
 
@@ -533,6 +558,11 @@ LXT_CPLRP = TransformerProfile(
         OpRule("mean", "the gradient", True, "", ""),
     )},
     stabiliser="none (gradient x input)",
+    reference_rules={"linear": ("lrp0", {}), "add": ("add_z", {})},
+    reference_stops_at=("matmul",),
+    conventions=("the reference has no rule holding the attention weights constant (CP-LRP's A V gives v all "
+                 "of R): LXT is compared down to the first tensor a matrix product reads, with lrp0, "
+                 "norm_cp and the identity rule",),
 )
 """CP-LRP as LXT applies it to torch's ViT (``lxt/efficient/models/vit_torch.py``)."""
 
