@@ -191,6 +191,8 @@ def compare_with_reference(model, x: np.ndarray, run, top: np.ndarray, profile, 
             break
         ours = np.asarray(reference.nodes[graph_name], dtype=np.float64)
         theirs = relevance[lxt].reshape(ours.shape)
+        factor = next((value for suffix, value in profile.relevance_scale.items() if graph_name.endswith(suffix)), 1.0)
+        theirs = theirs / factor
         flat_gap = np.abs(theirs - ours).reshape(len(ours), -1)
         deviation = float(flat_gap.max())
         scale = float(np.max(np.abs(ours)))

@@ -107,13 +107,14 @@ def layer_plan(network, rule: str | None = None, composite=None, input_is_box: b
         if chosen == "maxpool":
             continue
         node = nodes[index]
+        chosen_parameters, signed = _signed_parameter(node.name, chosen, chosen_parameters)
         if isinstance(node.operation, ATTENTION_OPERATIONS):
             kind, defaults = ATTENTION_RULES.get(chosen, (None, {}))
             if kind is None or not isinstance(node.operation, kind):
                 raise UnknownRuleError(f"node {node.name!r}: {chosen!r} is no rule of {node.operation!r}; known: "
                                        f"{', '.join(n for n, (k, _) in ATTENTION_RULES.items() if isinstance(node.operation, k))}")
             own = check_rule_parameters(chosen, chosen_parameters, defaults)
-            plan[index] = (chosen, {**defaults, **own})
+            plan[index] = (chosen, {**defaults, **own, **signed})
             continue
         if isinstance(node.operation, Add):
             original = chosen
@@ -129,8 +130,28 @@ def layer_plan(network, rule: str | None = None, composite=None, input_is_box: b
         elif chosen not in RULES:
             raise UnknownRuleError(f"node {node.name!r}: unknown rule {chosen!r}; known: {', '.join(RULES)}")
         own = check_rule_parameters(chosen, chosen_parameters, RULE_DEFAULTS.get(chosen, {}))
-        plan[index] = (chosen, {**RULE_DEFAULTS.get(chosen, {}), **own})
+        plan[index] = (chosen, {**RULE_DEFAULTS.get(chosen, {}), **own, **signed})
     return plan
+
+
+#: rules whose stabiliser the reference can also place as d + eps whatever d's sign (parameter
+#: ``signed`` = 0; 1, the default, is the definition's eps sign(d)): how LXT 2.1 stabilises
+#: (``lxt/explicit/functional.py: _stabilize``), restated for its audit; the engine has no such option
+SIGNED_RULES = ("epsilon", "matmul_epsilon", "add_epsilon")
+
+
+def _signed_parameter(name: str, rule: str, parameters: Mapping[str, Any]
+                      ) -> tuple[dict[str, Any], dict[str, float]]:
+    """(the parameters without ``signed``, {"signed": 0.0 or 1.0} where given); KernelArgumentError
+    for ``signed`` on another rule or with another value."""
+    parameters = dict(parameters)
+    if "signed" not in parameters:
+        return parameters, {}
+    signed = parameters.pop("signed")
+    if rule not in SIGNED_RULES or signed not in (0, 1):
+        raise KernelArgumentError(f"node {name!r}: the reference's parameter signed (0 or 1) belongs to "
+                                  f"{', '.join(SIGNED_RULES)}, not {rule!r} = {signed!r}")
+    return parameters, {"signed": float(signed)}
 
 
 def _object_plan(network, composite, input_is_box: bool) -> dict[int, tuple[str, Mapping[str, float]]]:
