@@ -74,6 +74,8 @@ class ReferenceComparison:
     model_error: float
     conventions: list[str]
     tensors: list[TensorComparison] = field(default_factory=list)
+    #: compared with LXT's conventions restated (False: against our derivation as it stands)
+    with_conventions: bool = True
     #: the tensor where the comparison stopped (``profile.reference_stops_at``), None if it reached the input
     stopped_at: str | None = None
 
@@ -88,6 +90,7 @@ class ReferenceComparison:
     def to_dict(self) -> dict:
         data = asdict(self)
         first = self.first_deviating
+        data["with_conventions"] = self.with_conventions
         data["verdict"] = self.verdict
         data["first_deviating"] = None if first is None else first.graph_tensor
         return data
@@ -160,12 +163,21 @@ def reference_plan(graph, profile) -> dict[int, LayerRule]:
 
 
 def compare_with_reference(model, x: np.ndarray, run, top: np.ndarray, profile, dtype, dps: int = 30,
-                           tolerance: float | None = None) -> ReferenceComparison:
+                           tolerance: float | None = None, conventions: bool = True) -> ReferenceComparison:
     """LXT's ``run`` on ``model`` at ``x`` against the reference on the graph twin (module docstring).
 
     ``top``: the output relevance LXT started from, (batch, classes); ``dtype``: the dtype LXT ran
-    in (its rounding bound); ``tolerance``: a fixed relative bound instead (x max |R_ref|).
+    in (its rounding bound); ``tolerance``: a fixed relative bound instead (x max |R_ref|);
+    ``conventions``: the reference with LXT's conventions restated (``profile.reference_rules``,
+    ``profile.model_error``), or False: our derivation as it stands (the composite
+    ``profile.reference``, no model error; ``lrp audit --strict``).
     """
+    from dataclasses import replace
+
+    if not conventions:
+        profile = replace(profile, reference_rules={}, model_error=0.0,
+                          conventions=(f"our derivation: the {profile.reference} composite as defined, without "
+                                       "LXT's conventions",))
     from lrp_num.audit.graph_compare import node_bounds, reference_nodes
     from lrp_num.audit.tolerance import dtype_name
     from lrp_num.engine.conventions import DTD
@@ -181,7 +193,7 @@ def compare_with_reference(model, x: np.ndarray, run, top: np.ndarray, profile, 
     order = [node.name for node in reversed(graph.nodes)] + [graph.input_name]
     back = {graph_name: lxt for lxt, (graph_name, _) in mapping.items()}
     comparison = ReferenceComparison(profile.reference, dtype_name(dtype), profile.model_error,
-                                     list(profile.conventions))
+                                     list(profile.conventions), with_conventions=conventions)
     for graph_name in order:
         lxt = back.get(graph_name)
         if lxt is None or lxt not in relevance:
@@ -206,7 +218,8 @@ def compare_with_reference(model, x: np.ndarray, run, top: np.ndarray, profile, 
 
 def render_comparison(comparison: ReferenceComparison) -> list[str]:
     """Report lines: the tensors from the output down, the convention notes, the first deviation."""
-    lines = ["", f"against the mpmath reference (composite {comparison.reference_plan} with LXT's conventions; "
+    how = "with LXT's conventions" if comparison.with_conventions else "as derived, without LXT's conventions"
+    lines = ["", f"against the mpmath reference (composite {comparison.reference_plan} {how}; "
                  f"bound: {comparison.dtype} rounding + {comparison.model_error:.0e} max|R_ref|)",
              f"{'graph tensor':28s} {'LXT tensor':24s} {'max|dR|':>10s} {'relative':>10s} {'/bound':>9s}"]
     for row in comparison.tensors:
@@ -216,10 +229,11 @@ def render_comparison(comparison: ReferenceComparison) -> list[str]:
     if comparison.stopped_at is not None:
         lines.append(f"reference: not compared from {comparison.stopped_at} down (no reference rule there)")
     first = comparison.first_deviating
+    label = "reference" if comparison.with_conventions else "derivation"
     if first is None:
-        lines.append("reference: LXT matches at every node")
+        lines.append(f"{label}: LXT matches at every node compared")
     else:
-        lines.append(f"reference: LXT first deviates at {first.graph_tensor} (relative {first.relative:.2e}, "
+        lines.append(f"{label}: LXT first deviates at {first.graph_tensor} (relative {first.relative:.2e}, "
                      f"{first.over_bound:.3g} x the bound), produced by "
                      f"{', '.join(first.rule_of) or 'the output'}")
     return lines

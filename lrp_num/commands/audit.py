@@ -233,7 +233,8 @@ def _run_lxt(args: argparse.Namespace) -> int:
     tolerance = DEFAULT_TOLERANCE if args.tolerance is None else args.tolerance
     if not tolerance > 0:
         raise LRPError(f"--tolerance must be positive, got {args.tolerance}")
-    report = audit_lxt(model, np.asarray(x, dtype=np.float64), targets, args.rule, tolerance)
+    report = audit_lxt(model, np.asarray(x, dtype=np.float64), targets, args.rule, tolerance,
+                       reference=True, strict=args.strict, dps=args.dps)
     if args.json:
         print(render_json(report))
     elif args.markdown:
