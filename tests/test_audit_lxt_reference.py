@@ -1,0 +1,95 @@
+"""lrp audit --library lxt against the mpmath reference, node by node (lrp_num.audit.lxt_reference).
+
+Needs torch and LXT (``pip install --no-deps lxt==2.1``); skipped cleanly without them. One sample
+of digits-vit at 20 digits keeps each reference run to a few seconds.
+"""
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("lxt")
+
+from lrp_num.audit.lxt_audit import audit_lxt, render_table  # noqa: E402
+from lrp_num.io.torch_vit import load_digits_vit_torch  # noqa: E402
+
+DPS = 20
+
+
+@pytest.fixture(scope="module")
+def digits():
+    model, extras = load_digits_vit_torch(dtype=torch.float64)
+    return model, extras["test_images"][:1].astype(np.float64)
+
+
+@pytest.mark.parametrize("variant", ["attnlrp", "attnlrp-efficient"])
+def test_correct_lxt_matches_the_reference_at_every_node(digits, variant):
+    model, x = digits
+    audit = audit_lxt(model, x, variant=variant, dps=DPS)
+    comparison = audit.reference
+    assert comparison.verdict == "matches" and audit.exit_status == 0, render_table(audit)
+    compared = {row.graph_tensor for row in comparison.tensors}
+    # every kind of op's input: softmax, both products, norms, GELU, linear maps, the input
+    assert {"input", "tokens", "blocks.0.attn.scores", "blocks.0.attn.attention", "blocks.0.attn.v_heads",
+            "blocks.1.attn.q_heads", "blocks.1.attn.k_heads", "blocks.1.norm2", "blocks.1.mlp.fc1",
+            "blocks.1.mlp.act", "norm"} <= compared
+    assert comparison.conventions  # LXT's convention differences are stated in the report
+    assert "convention: " in render_table(audit)
+
+
+def test_cplrp_is_compared_down_to_the_attention(digits):
+    model, x = digits
+    comparison = audit_lxt(model, x, variant="cplrp", dps=DPS).reference
+    assert comparison.verdict == "matches"
+    assert comparison.stopped_at == "blocks.1.attn.attention"
+    assert {"norm", "blocks.1.mlp.act", "blocks.1.attn.merged"} <= {row.graph_tensor for row in comparison.tensors}
+
+
+def test_a_corrupted_softmax_is_named_at_its_node(digits, monkeypatch):
+    """Softmax without Prop. 3.1's s_i sum_j R_j term: LXT's own bookkeeping cannot see it (the
+    softmax absorbs by its rule anyway); the reference names the softmax of the last block."""
+    import lxt.explicit.functional as lf
+
+    model, x = digits
+
+    def no_bias_term(ctx, *out):  # R_i = x_i R_i^out: the s_i sum_j R_j^out term left out
+        inputs, _ = ctx.saved_tensors
+        return (inputs * out[0], None, None, None, None)
+
+    monkeypatch.setattr(lf.softmax_fn, "backward", staticmethod(no_bias_term))
+    audit = audit_lxt(model, x, variant="attnlrp", dps=DPS)
+    first = audit.reference.first_deviating
+    assert first is not None and first.graph_tensor == "blocks.1.attn.scores"
+    assert first.rule_of == ["blocks.1.attn.softmax (softmax)"]
+    assert audit.exit_status == 1 and any("deviates-from-reference" in f for f in audit.findings)
+    assert not any(op.unexpected for op in audit.ops)  # the bookkeeping alone passes it
+
+
+def test_a_corrupted_product_split_is_named_at_its_node(digits, monkeypatch):
+    """A V splitting 0.7 / 0.3 instead of halves conserves relevance, so the bookkeeping passes
+    it; against the reference the first deviating tensor is the attention weights, from A V."""
+    import lxt.explicit.functional as lf
+
+    model, x = digits
+    original = lf.matmul_fn.backward
+
+    def skewed(ctx, *out):
+        ra, rb, *rest = original(ctx, *out)
+        return (1.4 * ra, 0.6 * rb, *rest)
+
+    monkeypatch.setattr(lf.matmul_fn, "backward", staticmethod(skewed))
+    audit = audit_lxt(model, x, variant="attnlrp", dps=DPS)
+    first = audit.reference.first_deviating
+    assert first is not None and first.graph_tensor == "blocks.1.attn.attention"
+    assert first.rule_of == ["blocks.1.attn.mix (matmul)"]
+    assert audit.exit_status == 1
+
+
+def test_strict_names_lxts_departure_from_our_derivation(digits):
+    """Without LXT's conventions restated (its d + eps stabiliser, its epsilons) the reference is
+    our attnlrp as derived: LXT departs from it beyond float64 rounding, a finding under strict."""
+    model, x = digits
+    audit = audit_lxt(model, x, variant="attnlrp", dps=DPS, strict=True)
+    assert audit.reference.verdict == "matches"
+    assert audit.derivation.verdict == "deviates" and not audit.derivation.with_conventions
+    assert audit.exit_status == 1 and any("departs-from-derivation" in f for f in audit.findings)
