@@ -135,7 +135,7 @@ def lxt_tensor_relevance(run, mapping: Mapping[str, tuple[str, bool]]) -> tuple[
 def reference_plan(graph, profile) -> dict[int, LayerRule]:
     """Node index -> the reference's rule under ``profile.reference`` (a registered composite's
     definition, :data:`lrp_num.reference.composites.COMPOSITE_DEFINITIONS`) with the profile's
-    per-kind conventions (``profile.reference_rules``: "linear", "matmul", "add", "patch_embed")."""
+    per-kind conventions (``profile.reference_rules``: "linear", "matmul", "add", "norm", "patch_embed")."""
     from dataclasses import replace
 
     from lrp_num.reference.composites import COMPOSITE_DEFINITIONS, plan_nodes
@@ -150,6 +150,8 @@ def reference_plan(graph, profile) -> dict[int, LayerRule]:
         definition = replace(definition, attention={**definition.attention, "matmul": rules["matmul"]})
     if "add" in rules:
         definition = replace(definition, add=rules["add"])
+    if "norm" in rules:
+        definition = replace(definition, norm=rules["norm"])
     if "patch_embed" in rules:
         definition = replace(definition, node_rules={**definition.node_rules, "patch_embed": rules["patch_embed"]})
 

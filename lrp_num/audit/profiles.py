@@ -506,6 +506,7 @@ LXT_ATTNLRP = TransformerProfile(
     reference_rules={"linear": ("epsilon", {"epsilon": 1e-6, "signed": 0.0}),
                      "matmul": ("matmul_epsilon", {"epsilon": 5e-9, "signed": 0.0}),
                      "add": ("add_epsilon", {"epsilon": 1e-8, "signed": 0.0}),
+                     "norm": ("norm_cp", {"stabiliser": 1e-6}),
                      "patch_embed": ("epsilon", {"epsilon": 1e-8, "signed": 0.0})},
     model_error=1e-4,
     conventions=("LXT's stabiliser is d + eps whatever d's sign (ours: d + eps sign(d)); its linear layers use "
@@ -513,9 +514,11 @@ LXT_ATTNLRP = TransformerProfile(
                  "C (ours: 1e-6): the reference runs with LXT's values and its unsigned stabiliser",
                  "the patch convolution (eps 1e-8) and the position embedding are one Dense in the graph: "
                  "the reference gives it eps 1e-8",
-                 "LXT's mean pooling (R / (sum x + 1e-6)) and LayerNorm (R / (y + 1e-6)) stabilisers have no "
-                 "counterpart in the reference (the mean is folded into the head; norm_cp has none): the bound "
-                 "allows 1e-4 max|R_ref| for them (3.5e-5 measured on digits-vit)"),
+                 "LXT's layer_norm divides by y + 1e-6 (our norm_cp: by y): the reference restates it "
+                 "(stabiliser 1e-6)",
+                 "LXT's mean pooling (R / (sum x + 1e-6)) has no node in the graph (the mean is folded into the "
+                 "head): the bound allows 1e-4 max|R_ref| for it (up to 1.8e-5 of max|R_ref| measured on "
+                 "the 8 stored digits-vit test images)"),
 )
 """AttnLRP with LXT's explicit autograd functions (backward returns relevance)."""
 
@@ -541,7 +544,7 @@ LXT_ATTNLRP_EFFICIENT = TransformerProfile(
     stabiliser="none (gradient x input)",
     reference_rules={"linear": ("epsilon", {"epsilon": 0.0}), "matmul": ("matmul_epsilon", {"epsilon": 0.0}),
                      "add": ("add_z", {})},
-    model_error=1e-8,
+    model_error=1e-6,
     relevance_scale={"attn.scores": 2.0, "attn.attention": 2.0, "attn.v_heads": 2.0, "attn.q_heads": 4.0,
                      "attn.k_heads": 4.0},
     conventions=("gradient x input has no stabiliser and keeps the bias in the denominator: the reference runs "
@@ -549,7 +552,7 @@ LXT_ATTNLRP_EFFICIENT = TransformerProfile(
                  "the uniform rule is applied as divide_gradient at q, k (4) and v (2), below the products: "
                  "between them and q, k, v LXT carries 2 R (scores, attention weights, v) and 4 R (q, k); "
                  "the audit divides by these factors (relevance_scale) and compares at q, k, v's inputs as is",
-                 "identity_rule_implicit divides g(x) by x + 1e-10: the bound allows 1e-8 max|R_ref| for it"),
+                 "identity_rule_implicit divides g(x) by x + 1e-10: the bound allows 1e-6 max|R_ref| for it (up to 5.6e-8 measured on the 8 stored digits-vit test images)"),
 )
 """AttnLRP as ``lxt.efficient`` patches a model: gradient x input with three modifications."""
 
@@ -574,8 +577,8 @@ LXT_CPLRP = TransformerProfile(
     stabiliser="none (gradient x input)",
     reference_rules={"linear": ("epsilon", {"epsilon": 0.0}), "add": ("add_z", {})},
     reference_stops_at=("matmul",),
-    model_error=1e-8,
-    conventions=("identity_rule_implicit divides g(x) by x + 1e-10: the bound allows 1e-8 max|R_ref| for it",
+    model_error=1e-6,
+    conventions=("identity_rule_implicit divides g(x) by x + 1e-10: the bound allows 1e-6 max|R_ref| for it (up to 5.6e-8 measured on the 8 stored digits-vit test images)",
                  "the reference has no rule holding the attention weights constant (CP-LRP's A V gives v all "
                  "of R): LXT is compared down to the first tensor a matrix product reads, with epsilon 0, "
                  "norm_cp and the identity rule",),

@@ -134,24 +134,31 @@ def layer_plan(network, rule: str | None = None, composite=None, input_is_box: b
     return plan
 
 
-#: rules whose stabiliser the reference can also place as d + eps whatever d's sign (parameter
-#: ``signed`` = 0; 1, the default, is the definition's eps sign(d)): how LXT 2.1 stabilises
-#: (``lxt/explicit/functional.py: _stabilize``), restated for its audit; the engine has no such option
-SIGNED_RULES = ("epsilon", "matmul_epsilon", "add_epsilon")
+#: parameters the reference alone takes, to restate another library's convention for its audit
+#: (the engine has no such option), and the rules that take them:
+#: ``signed`` (0 or 1; 1, the default, is the definition's eps sign(d)): 0 places the stabiliser as
+#: d + eps whatever d's sign, as LXT 2.1 does (``lxt/explicit/functional.py: _stabilize``);
+#: ``stabiliser`` (>= 0, default 0): LayerNorm / RMSNorm relevance over y_j + s, as LXT's layer_norm
+REFERENCE_PARAMETERS = {"signed": ("epsilon", "matmul_epsilon", "add_epsilon"), "stabiliser": NORM_RULES}
 
 
 def _signed_parameter(name: str, rule: str, parameters: Mapping[str, Any]
                       ) -> tuple[dict[str, Any], dict[str, float]]:
-    """(the parameters without ``signed``, {"signed": 0.0 or 1.0} where given); KernelArgumentError
-    for ``signed`` on another rule or with another value."""
+    """(the parameters without the reference-only ones, those given, checked): KernelArgumentError
+    for one on another rule or with a value outside its range (see :data:`REFERENCE_PARAMETERS`)."""
     parameters = dict(parameters)
-    if "signed" not in parameters:
-        return parameters, {}
-    signed = parameters.pop("signed")
-    if rule not in SIGNED_RULES or signed not in (0, 1):
-        raise KernelArgumentError(f"node {name!r}: the reference's parameter signed (0 or 1) belongs to "
-                                  f"{', '.join(SIGNED_RULES)}, not {rule!r} = {signed!r}")
-    return parameters, {"signed": float(signed)}
+    own = {}
+    for key, rules in REFERENCE_PARAMETERS.items():
+        if key not in parameters:
+            continue
+        value = parameters.pop(key)
+        valid = value in (0, 1) if key == "signed" else (isinstance(value, (int, float)) and 0 <= value < float("inf"))
+        if rule not in rules or not valid:
+            raise KernelArgumentError(f"node {name!r}: the reference's parameter {key} belongs to "
+                                      f"{', '.join(rules)} ({'0 or 1' if key == 'signed' else 'finite, >= 0'}), "
+                                      f"not {rule!r} = {value!r}")
+        own[key] = float(value)
+    return parameters, own
 
 
 def _object_plan(network, composite, input_is_box: bool) -> dict[int, tuple[str, Mapping[str, float]]]:
