@@ -93,3 +93,42 @@ def test_strict_names_lxts_departure_from_our_derivation(digits):
     assert audit.reference.verdict == "matches"
     assert audit.derivation.verdict == "deviates" and not audit.derivation.with_conventions
     assert audit.exit_status == 1 and any("departs-from-derivation" in f for f in audit.findings)
+
+
+def test_reference_only_parameters_are_checked_and_change_the_result():
+    """signed = 0 places the stabiliser as d + eps (LXT's); stabiliser s divides a norm's
+    relevance by y + s; either on another rule, or out of range, is a KernelArgumentError."""
+    from lrp_num.engine.graph import INPUT, Graph
+    from lrp_num.errors import KernelArgumentError
+    from lrp_num.layers import Dense, LayerNorm
+    from lrp_num.reference import explain
+    from lrp_num.reference.api import layer_plan
+
+    weight = np.array([[1.0, -2.0], [0.5, 1.0], [-1.0, 0.25]])
+    graph = Graph([("dense", Dense(weight, np.array([0.0, -0.5])), (INPUT,)),
+                   ("norm", LayerNorm(np.array([1.0, 2.0]), np.array([0.1, -0.2]), 1e-5), ("dense",))],
+                  input_shape=(3,))
+    x = np.array([[0.3, -0.2, 0.4]])
+
+    def planned(dense, norm):
+        from lrp_num.audit.graph_compare import PlannedComposite
+        from lrp_num.engine.composites import LayerRule
+
+        return PlannedComposite("test", {0: LayerRule(*dense), 1: LayerRule(*norm)})
+
+    plain = explain(graph, x, composite=planned(("epsilon", {"epsilon": 0.5}), ("norm_cp", {})), target=0, dps=20)
+    signed = explain(graph, x, composite=planned(("epsilon", {"epsilon": 0.5, "signed": 1}), ("norm_cp", {})),
+                     target=0, dps=20)
+    unsigned = explain(graph, x, composite=planned(("epsilon", {"epsilon": 0.5, "signed": 0}), ("norm_cp", {})),
+                       target=0, dps=20)
+    held = explain(graph, x, composite=planned(("epsilon", {"epsilon": 0.5}), ("norm_cp", {"stabiliser": 0.3})),
+                   target=0, dps=20)
+    assert np.array_equal(plain, signed)
+    assert not np.allclose(np.asarray(plain, float), np.asarray(unsigned, float))
+    assert not np.allclose(np.asarray(plain, float), np.asarray(held, float))
+    for dense, norm in ((("epsilon", {"epsilon": 0.5, "signed": 0.5}), ("norm_cp", {})),
+                        (("zplus", {"signed": 0}), ("norm_cp", {})),
+                        (("epsilon", {"epsilon": 0.5}), ("norm_cp", {"stabiliser": -1.0})),
+                        (("epsilon", {"epsilon": 0.5}), ("norm_cp", {"signed": 0}))):
+        with pytest.raises(KernelArgumentError, match="reference's parameter"):
+            layer_plan(graph, composite=planned(dense, norm))

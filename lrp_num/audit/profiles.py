@@ -552,7 +552,8 @@ LXT_ATTNLRP_EFFICIENT = TransformerProfile(
                  "the uniform rule is applied as divide_gradient at q, k (4) and v (2), below the products: "
                  "between them and q, k, v LXT carries 2 R (scores, attention weights, v) and 4 R (q, k); "
                  "the audit divides by these factors (relevance_scale) and compares at q, k, v's inputs as is",
-                 "identity_rule_implicit divides g(x) by x + 1e-10: the bound allows 1e-6 max|R_ref| for it (up to 5.6e-8 measured on the 8 stored digits-vit test images)"),
+                 "identity_rule_implicit divides g(x) by x + 1e-10: the bound allows 1e-6 max|R_ref| for it (up to "
+                 "5.6e-8 measured on the 8 stored digits-vit test images)"),
 )
 """AttnLRP as ``lxt.efficient`` patches a model: gradient x input with three modifications."""
 
@@ -578,7 +579,8 @@ LXT_CPLRP = TransformerProfile(
     reference_rules={"linear": ("epsilon", {"epsilon": 0.0}), "add": ("add_z", {})},
     reference_stops_at=("matmul",),
     model_error=1e-6,
-    conventions=("identity_rule_implicit divides g(x) by x + 1e-10: the bound allows 1e-6 max|R_ref| for it (up to 5.6e-8 measured on the 8 stored digits-vit test images)",
+    conventions=("identity_rule_implicit divides g(x) by x + 1e-10: the bound allows 1e-6 max|R_ref| for it (up to "
+                 "5.6e-8 measured on the 8 stored digits-vit test images)",
                  "the reference has no rule holding the attention weights constant (CP-LRP's A V gives v all "
                  "of R): LXT is compared down to the first tensor a matrix product reads, with epsilon 0, "
                  "norm_cp and the identity rule",),
