@@ -132,3 +132,51 @@ def test_reference_only_parameters_are_checked_and_change_the_result():
                         (("epsilon", {"epsilon": 0.5}), ("norm_cp", {"signed": 0}))):
         with pytest.raises(KernelArgumentError, match="reference's parameter"):
             layer_plan(graph, composite=planned(dense, norm))
+
+
+def _mha_transformer():
+    """A small PyTorch transformer block: nn.LayerNorm, nn.MultiheadAttention(batch_first=True),
+    skip connections, an MLP with nn.GELU, a linear head on the flattened tokens."""
+    from torch import nn
+
+    class Small(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.norm1, self.norm2 = nn.LayerNorm(8), nn.LayerNorm(8)
+            self.attn = nn.MultiheadAttention(8, 2, batch_first=True)
+            self.fc1, self.act, self.fc2 = nn.Linear(8, 16), nn.GELU(), nn.Linear(16, 8)
+            self.head = nn.Linear(4 * 8, 3)
+
+        def forward(self, x):
+            h = self.norm1(x)
+            x = x + self.attn(h, h, h)[0]
+            x = x + self.fc2(self.act(self.fc1(self.norm2(x))))
+            return self.head(x.flatten(1))
+
+    torch.manual_seed(0)
+    return Small().double().eval()
+
+
+def test_nn_multihead_attention_transformer_cplrp_against_the_reference(monkeypatch):
+    from lrp_num.audit.lxt_module import compare_module_with_reference, run_lxt_module
+    from lrp_num.errors import UnsupportedLayerError
+
+    module = _mha_transformer()
+    x = np.random.default_rng(0).normal(size=(2, 4, 8))
+    with torch.no_grad():
+        plain = module(torch.tensor(x)).numpy()
+    run = run_lxt_module(module, x, plain.argmax(axis=1))
+    np.testing.assert_allclose(run.logits, plain, rtol=1e-12, atol=1e-14)
+    assert "forward" not in module.attn.__dict__ and "forward" not in module.norm1.__dict__  # patches undone
+    comparison = compare_module_with_reference(module, x, run, dps=DPS)
+    assert comparison.verdict == "matches" and comparison.stopped_at == "attn.context"
+    assert [row.graph_tensor for row in comparison.tensors] == ["fc2", "act", "fc1", "norm2", "attn.out"]
+    with pytest.raises(UnsupportedLayerError, match="cannot explain nn.MultiheadAttention with attnlrp"):
+        run_lxt_module(module, x, plain.argmax(axis=1), "attnlrp")
+    # LXT's GELU rule replaced by the plain gradient: named at GELU's input
+    from lrp_num.audit.lxt_adapter import import_lxt_efficient_rules
+
+    monkeypatch.setattr(import_lxt_efficient_rules(), "identity_rule_implicit", lambda fn, h: fn(h))
+    first = compare_module_with_reference(module, x, run_lxt_module(module, x, plain.argmax(axis=1)),
+                                          dps=DPS).first_deviating
+    assert first is not None and first.graph_tensor == "fc1" and first.rule_of == ["act (GELU)"]
