@@ -29,7 +29,10 @@ attribution was computed in (``--tolerance`` replaces it by a relative tolerance
 (:mod:`lrp_num.audit.lxt_audit`): ``--model digits-vit`` (or a weights file written by
 ``scripts/train_digits_vit.py``), ``--rule attnlrp``, ``attnlrp-efficient`` or ``cplrp``; the report
 names the ops (softmax, matmul, layer_norm, ...) where relevance leaks; exit 1 where an op whose
-rule conserves relevance absorbs some.
+rule conserves relevance absorbs some, or where LXT's relevance at some node deviates from the
+mpmath reference with LXT's conventions restated (:mod:`lrp_num.audit.lxt_reference`, at ``--dps``
+digits; the report names the first deviating node from the output down; ``--no-reference`` skips
+it); with ``--strict`` also where it departs from our ``attnlrp`` as derived.
 """
 
 from __future__ import annotations
