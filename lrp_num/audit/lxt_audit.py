@@ -208,8 +208,8 @@ def render_markdown(audit: LXTAudit) -> str:
     for comparison in (audit.reference, audit.derivation):
         if comparison is not None:
             rows += ["", "| graph tensor | LXT tensor | max abs(dR) | relative | / bound |", "|---|---|---|---|---|"]
-            rows += [f"| {t.graph_tensor} | {t.lxt_tensor} | {t.deviation:.2e} | {t.relative:.2e} | {t.over_bound:.3g} |"
-                     for t in comparison.tensors]
+            rows += [f"| {t.graph_tensor} | {t.lxt_tensor} | {t.deviation:.2e} | {t.relative:.2e} | "
+                     f"{t.over_bound:.3g} |" for t in comparison.tensors]
             rows += [f"- convention: {text}" for text in comparison.conventions]
     rows += ["", *[f"- finding: {text}" for text in audit.findings],
              f"- verdict: {'fails' if audit.findings else 'matches'}", ""]

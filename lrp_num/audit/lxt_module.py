@@ -144,7 +144,8 @@ def compare_module_with_reference(module, x: np.ndarray, run: ModuleRun, dps: in
         ratio = np.divide(gap, bound, out=np.where(gap > 0, np.inf, 0.0), where=bound > 0)
         scale = float(np.max(np.abs(ours)))
         deviation = float(gap.max())
-        readers = [f"{other.name} ({type(other.operation).__name__})" for other in graph.nodes if node.name in other.inputs]
+        readers = [f"{other.name} ({type(other.operation).__name__})" for other in graph.nodes
+                   if node.name in other.inputs]
         comparison.tensors.append(TensorComparison(node.name, node.name, readers, deviation,
                                                    deviation / scale if scale > 0 else deviation,
                                                    float(ratio.max()), float(ratio.max()) > 1.0))
