@@ -35,15 +35,15 @@ def test_efficient_rules_load_without_transformers():
 @pytest.mark.parametrize("variant", ["attnlrp", "attnlrp-efficient", "cplrp"])
 def test_bookkeeping_closes_and_forward_is_kept(digits, variant):
     model, x = digits
-    audit = audit_lxt(model, x, variant=variant)
+    audit = audit_lxt(model, x, variant=variant, reference=False)
     assert audit.closure < 1e-12 and audit.forward_deviation < 1e-12
     assert audit.exit_status == 0, audit.findings
 
 
 def test_attnlrp_leaks_at_softmax_and_cplrp_does_not(digits):
     model, x = digits
-    attn = audit_lxt(model, x, variant="attnlrp")
-    cp = audit_lxt(model, x, variant="cplrp")
+    attn = audit_lxt(model, x, variant="attnlrp", reference=False)
+    cp = audit_lxt(model, x, variant="cplrp", reference=False)
     assert attn.worst_by_kind()["softmax"].name.endswith("attn.softmax")
     assert "softmax" not in cp.worst_by_kind() and "matmul" not in cp.worst_by_kind()
     # explicit AttnLRP: the products (epsilon + uniform) and GELU (identity) conserve
@@ -83,7 +83,7 @@ def test_a_corrupted_product_is_named(digits, monkeypatch):
         return tuple(2 * r if r is not None else None for r in original(ctx, *out))
 
     monkeypatch.setattr(lf.matmul_fn, "backward", staticmethod(doubled))
-    audit = audit_lxt(model, x, variant="attnlrp")
+    audit = audit_lxt(model, x, variant="attnlrp", reference=False)
     assert audit.exit_status == 1
     flagged = {op.name for op in audit.ops if op.unexpected}
     assert flagged and all(name.endswith(("attn.scores", "attn.mix")) for name in flagged)
@@ -93,24 +93,25 @@ def test_a_corrupted_product_is_named(digits, monkeypatch):
 def test_small_transformer(variant):
     model = build_vit(SMALL, seed=2)
     x = np.random.default_rng(0).random((2, 3, 8, 8))
-    audit = audit_lxt(model, x, variant=variant)
+    audit = audit_lxt(model, x, variant=variant, reference=False)
     assert audit.closure < 1e-12 and audit.exit_status == 0
     assert {op.kind for op in audit.ops} >= {"softmax", "matmul", "layer_norm", "gelu", "add", "add_constant"}
 
 
 def test_unknown_variant():
     with pytest.raises(UnknownRuleError, match="attnlrp, attnlrp-efficient, cplrp"):
-        audit_lxt(build_vit(SMALL, seed=0), np.zeros((1, 3, 8, 8)), variant="zplus")
+        audit_lxt(build_vit(SMALL, seed=0), np.zeros((1, 3, 8, 8)), variant="zplus", reference=False)
 
 
 def test_cli(capsys, tmp_path):
     from lrp_num.cli import main
 
     assert main(["audit", "--library", "lxt", "--model", "digits-vit", "--rule", "attnlrp", "--sample", "1",
-                 "--json"]) == 0
+                 "--json", "--dps", "20"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["verdict"] == "matches" and "softmax" in report["worst_by_kind"]
-    assert main(["audit", "--library", "lxt", "--model", "digits-vit", "--rule", "cplrp"]) == 0
+    assert report["reference"]["verdict"] == "matches" and report["exit_status"] == 0
+    assert main(["audit", "--library", "lxt", "--model", "digits-vit", "--rule", "cplrp", "--no-reference"]) == 0
     out = capsys.readouterr().out
     assert "relevance leaks most at:" in out and "verdict: matches" in out
     assert main(["audit", "--library", "lxt", "--model", "digits-cnn", "--rule", "attnlrp"]) == 2

@@ -15,7 +15,17 @@ Checks:
 * no op whose rule conserves absorbs more than ``tolerance`` |f_c(x)|.
 
 The report names every op that leaks beyond ``tolerance`` and, per kind (softmax, matmul,
-layer_norm, ...), the op that leaks most. Exit status 0 when every check holds, 1 when one fails.
+layer_norm, ...), the op that leaks most.
+
+Against the mpmath reference (:mod:`lrp_num.audit.lxt_reference`, ``reference=True``): LXT's
+relevance at every tensor (the input, each softmax, product, norm, GELU and linear op's input)
+against the reference's on the model's graph twin, under the composite the profile names with
+LXT's conventions restated, within the rounding bound of the dtype LXT ran in; the first tensor
+from the output down that deviates is a finding ("deviates-from-reference"). With ``strict`` the
+reference also runs as derived, without LXT's conventions, and a departure there is a finding
+too ("departs-from-derivation").
+
+Exit status 0 when every check holds ("verdict: matches"), 1 when one fails ("verdict: fails").
 """
 
 from __future__ import annotations
@@ -26,6 +36,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from lrp_num.audit.lxt_adapter import LXTRun, run_lxt
+from lrp_num.audit.lxt_reference import ReferenceComparison, compare_with_reference, render_comparison
 from lrp_num.audit.profiles import LXT_PROFILES, TransformerProfile
 from lrp_num.errors import UnknownRuleError
 
@@ -62,6 +73,10 @@ class LXTAudit:
     forward_deviation: float
     ops: list[OpAudit] = field(default_factory=list)
     findings: list[str] = field(default_factory=list)
+    #: LXT against the reference with its conventions (None: not run)
+    reference: ReferenceComparison | None = None
+    #: with ``strict``: against our derivation as it stands
+    derivation: ReferenceComparison | None = None
 
     @property
     def leaking(self) -> list[OpAudit]:
@@ -82,6 +97,10 @@ class LXTAudit:
         data = asdict(self)
         data["worst_by_kind"] = {kind: op.name for kind, op in self.worst_by_kind().items()}
         data["verdict"] = "fails" if self.findings else "matches"
+        data["exit_status"] = self.exit_status
+        for key in ("reference", "derivation"):
+            value = getattr(self, key)
+            data[key] = None if value is None else value.to_dict()
         return data
 
 
@@ -94,10 +113,13 @@ def lxt_profile(variant: str) -> TransformerProfile:
 
 
 def audit_lxt(model, x: np.ndarray, targets: np.ndarray | None = None, variant: str = "attnlrp",
-              tolerance: float = DEFAULT_TOLERANCE) -> LXTAudit:
+              tolerance: float = DEFAULT_TOLERANCE, reference: bool = True, strict: bool = False,
+              dps: int = 30) -> LXTAudit:
     """Run LXT's ``variant`` on the torch ViT ``model`` and audit every op (see the module docstring).
 
-    ``targets`` default to the model's predictions.
+    ``targets`` default to the model's predictions; ``reference``: compare with the mpmath
+    reference at ``dps`` digits (node by node); ``strict``: also against our derivation without
+    LXT's conventions.
     """
     import torch
 
@@ -132,6 +154,18 @@ def audit_lxt(model, x: np.ndarray, targets: np.ndarray | None = None, variant: 
         if op.unexpected:
             audit.findings.append(f"{op.name} ({op.kind}) absorbs {op.relative:.2e} |f_c| although its rule "
                                   f"conserves relevance")
+    if reference or strict:
+        dtype = np.dtype(str(next(model.parameters()).dtype).replace("torch.", ""))
+        audit.reference = compare_with_reference(model, x, run, run.top, profile, dtype, dps)
+        if strict:
+            audit.derivation = compare_with_reference(model, x, run, run.top, profile, dtype, dps, conventions=False)
+        for label, comparison in (("deviates-from-reference", audit.reference),
+                                  ("departs-from-derivation", audit.derivation)):
+            first = None if comparison is None else comparison.first_deviating
+            if first is not None:
+                audit.findings.append(f"{label}: {run.library} {variant} first deviates at {first.graph_tensor} "
+                                      f"(relative {first.relative:.2e}, {first.over_bound:.3g} x the bound), "
+                                      f"produced by {', '.join(first.rule_of)}")
     return audit
 
 
@@ -154,6 +188,9 @@ def render_table(audit: LXTAudit) -> str:
                                                             for kind, op in sorted(worst.items())))
     lines.append(f"bookkeeping: input + absorbed = f_c(x) within {audit.closure:.1e}; "
                  f"forward unchanged within {audit.forward_deviation:.1e}")
+    for comparison in (audit.reference, audit.derivation):
+        if comparison is not None:
+            lines.extend(render_comparison(comparison))
     lines.extend(f"finding: {text}" for text in audit.findings)
     lines.append(f"verdict: {'fails' if audit.findings else 'matches'}")
     return "\n".join(lines)
@@ -168,6 +205,12 @@ def render_markdown(audit: LXTAudit) -> str:
             "|---|---|---|---|"]
     rows += [f"| {op.name} | {op.kind} | {op.relative:.3e} | {'yes' if op.conserves else 'no'} |"
              for op in audit.ops if op.leaks]
+    for comparison in (audit.reference, audit.derivation):
+        if comparison is not None:
+            rows += ["", "| graph tensor | LXT tensor | max abs(dR) | relative | / bound |", "|---|---|---|---|---|"]
+            rows += [f"| {t.graph_tensor} | {t.lxt_tensor} | {t.deviation:.2e} | {t.relative:.2e} | "
+                     f"{t.over_bound:.3g} |" for t in comparison.tensors]
+            rows += [f"- convention: {text}" for text in comparison.conventions]
     rows += ["", *[f"- finding: {text}" for text in audit.findings],
              f"- verdict: {'fails' if audit.findings else 'matches'}", ""]
     return "\n".join(rows)

@@ -465,6 +465,21 @@ class TransformerProfile:
     paper: str
     ops: Mapping[str, OpRule]
     stabiliser: str
+    #: the reference's composite for it (:data:`lrp_num.reference.composites.COMPOSITE_DEFINITIONS`)
+    reference: str | None = "attnlrp"
+    #: LXT's conventions where they differ from that composite, restated as reference rules:
+    #: "linear", "matmul", "add", "patch_embed" -> (rule, parameters)
+    reference_rules: Mapping[str, tuple] = field(default_factory=dict)
+    #: what the graph cannot restate (a stabiliser on an op the graph folds away), x max |R_ref|
+    model_error: float = 0.0
+    #: op kinds below which the reference has no rule for the variant: the comparison stops at the
+    #: first tensor such an op reads
+    reference_stops_at: tuple[str, ...] = ()
+    #: graph tensor suffix -> the factor by which the variant's relevance there is a multiple of the
+    #: reference's by construction (compared after dividing by it)
+    relevance_scale: Mapping[str, float] = field(default_factory=dict)
+    #: the convention differences, as the report states them
+    conventions: tuple[str, ...] = ()
 
 
 _LXT_EXPLICIT = "lxt/explicit/functional.py"
@@ -493,6 +508,22 @@ LXT_ATTNLRP = TransformerProfile(
         OpRule("mean", "mean: epsilon on the mean", True, "", f"{_LXT_EXPLICIT}: mean_fn"),
     )},
     stabiliser="z + eps (eps added, not eps sign(z): a z near -eps is amplified, not damped)",
+    reference_rules={"linear": ("epsilon", {"epsilon": 1e-6, "signed": 0.0}),
+                     "matmul": ("matmul_epsilon", {"epsilon": 5e-9, "signed": 0.0}),
+                     "add": ("add_epsilon", {"epsilon": 1e-8, "signed": 0.0}),
+                     "norm": ("norm_cp", {"stabiliser": 1e-6}),
+                     "patch_embed": ("epsilon", {"epsilon": 1e-8, "signed": 0.0})},
+    model_error=1e-4,
+    conventions=("LXT's stabiliser is d + eps whatever d's sign (ours: d + eps sign(d)); its linear layers use "
+                 "eps 1e-6, add2 1e-8 (our attnlrp: add_z, none) and matmul R / (2 C + 1e-8), i.e. eps 5e-9 on "
+                 "C (ours: 1e-6): the reference runs with LXT's values and its unsigned stabiliser",
+                 "the patch convolution (eps 1e-8) and the position embedding are one Dense in the graph: "
+                 "the reference gives it eps 1e-8",
+                 "LXT's layer_norm divides by y + 1e-6 (our norm_cp: by y): the reference restates it "
+                 "(stabiliser 1e-6)",
+                 "LXT's mean pooling (R / (sum x + 1e-6)) has no node in the graph (the mean is folded into the "
+                 "head): the bound allows 1e-4 max|R_ref| for it (up to 1.8e-5 of max|R_ref| measured on "
+                 "the 8 stored digits-vit test images)"),
 )
 """AttnLRP with LXT's explicit autograd functions (backward returns relevance)."""
 
@@ -516,6 +547,18 @@ LXT_ATTNLRP_EFFICIENT = TransformerProfile(
         OpRule("mean", "the gradient", True, "", ""),
     )},
     stabiliser="none (gradient x input)",
+    reference_rules={"linear": ("epsilon", {"epsilon": 0.0}), "matmul": ("matmul_epsilon", {"epsilon": 0.0}),
+                     "add": ("add_z", {})},
+    model_error=1e-6,
+    relevance_scale={"attn.scores": 2.0, "attn.attention": 2.0, "attn.v_heads": 2.0, "attn.q_heads": 4.0,
+                     "attn.k_heads": 4.0},
+    conventions=("gradient x input has no stabiliser and keeps the bias in the denominator: the reference runs "
+                 "epsilon 0 on linear nodes and the matrix products (our attnlrp: epsilon 1e-6)",
+                 "the uniform rule is applied as divide_gradient at q, k (4) and v (2), below the products: "
+                 "between them and q, k, v LXT carries 2 R (scores, attention weights, v) and 4 R (q, k); "
+                 "the audit divides by these factors (relevance_scale) and compares at q, k, v's inputs as is",
+                 "identity_rule_implicit divides g(x) by x + 1e-10: the bound allows 1e-6 max|R_ref| for it (up to "
+                 "5.6e-8 measured on the 8 stored digits-vit test images)"),
 )
 """AttnLRP as ``lxt.efficient`` patches a model: gradient x input with three modifications."""
 
@@ -538,6 +581,14 @@ LXT_CPLRP = TransformerProfile(
         OpRule("mean", "the gradient", True, "", ""),
     )},
     stabiliser="none (gradient x input)",
+    reference_rules={"linear": ("epsilon", {"epsilon": 0.0}), "add": ("add_z", {})},
+    reference_stops_at=("matmul",),
+    model_error=1e-6,
+    conventions=("identity_rule_implicit divides g(x) by x + 1e-10: the bound allows 1e-6 max|R_ref| for it (up to "
+                 "5.6e-8 measured on the 8 stored digits-vit test images)",
+                 "the reference has no rule holding the attention weights constant (CP-LRP's A V gives v all "
+                 "of R): LXT is compared down to the first tensor a matrix product reads, with epsilon 0, "
+                 "norm_cp and the identity rule",),
 )
 """CP-LRP as LXT applies it to torch's ViT (``lxt/efficient/models/vit_torch.py``)."""
 

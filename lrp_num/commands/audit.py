@@ -29,7 +29,10 @@ attribution was computed in (``--tolerance`` replaces it by a relative tolerance
 (:mod:`lrp_num.audit.lxt_audit`): ``--model digits-vit`` (or a weights file written by
 ``scripts/train_digits_vit.py``), ``--rule attnlrp``, ``attnlrp-efficient`` or ``cplrp``; the report
 names the ops (softmax, matmul, layer_norm, ...) where relevance leaks; exit 1 where an op whose
-rule conserves relevance absorbs some.
+rule conserves relevance absorbs some, or where LXT's relevance at some node deviates from the
+mpmath reference with LXT's conventions restated (:mod:`lrp_num.audit.lxt_reference`, at ``--dps``
+digits; the report names the first deviating node from the output down; ``--no-reference`` skips
+it); with ``--strict`` also where it departs from our ``attnlrp`` as derived.
 """
 
 from __future__ import annotations
@@ -73,6 +76,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with --library: the type the library computes in (default float64)")
     parser.add_argument("--strict", action="store_true",
                         help="fail (exit 1) also where the attribution departs from DTD")
+    parser.add_argument("--no-reference", action="store_true", dest="no_reference",
+                        help="--library lxt: skip the node-by-node comparison with the mpmath reference "
+                             "(only LXT's bookkeeping against its own profile)")
     parser.add_argument("--dps", type=int, default=50,
                         help=f"digits of the mpmath reference, {MIN_DPS} to {MAX_DPS} (default 50)")
     parser.add_argument("--plot", metavar="FILE.png",
@@ -109,6 +115,10 @@ def run(args: argparse.Namespace) -> int:
     check_dps(args.dps, "--dps")  # before loading anything (audit_library checks it again)
     if args.library == "lxt":
         return _run_lxt(args)
+    if args.no_reference:
+        from lrp_num.errors import LRPError
+
+        raise LRPError("--no-reference belongs to --library lxt (the other audits always compare with the reference)")
     if args.workers is not None or args.scheduler is not None:
         return _run_distributed(args)
     if args.plot is not None:  # before the audit runs: a missing matplotlib or a bad path costs nothing
@@ -233,7 +243,8 @@ def _run_lxt(args: argparse.Namespace) -> int:
     tolerance = DEFAULT_TOLERANCE if args.tolerance is None else args.tolerance
     if not tolerance > 0:
         raise LRPError(f"--tolerance must be positive, got {args.tolerance}")
-    report = audit_lxt(model, np.asarray(x, dtype=np.float64), targets, args.rule, tolerance)
+    report = audit_lxt(model, np.asarray(x, dtype=np.float64), targets, args.rule, tolerance,
+                       reference=not args.no_reference, strict=args.strict, dps=args.dps)
     if args.json:
         print(render_json(report))
     elif args.markdown:

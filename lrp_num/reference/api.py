@@ -108,13 +108,14 @@ def layer_plan(network, rule: str | None = None, composite=None, input_is_box: b
         if chosen == "maxpool":
             continue
         node = nodes[index]
+        chosen_parameters, signed = _signed_parameter(node.name, chosen, chosen_parameters)
         if isinstance(node.operation, ATTENTION_OPERATIONS):
             kind, defaults = ATTENTION_RULES.get(chosen, (None, {}))
             if kind is None or not isinstance(node.operation, kind):
                 raise UnknownRuleError(f"node {node.name!r}: {chosen!r} is no rule of {node.operation!r}; known: "
                                        f"{', '.join(n for n, (k, _) in ATTENTION_RULES.items() if isinstance(node.operation, k))}")
             own = check_rule_parameters(chosen, chosen_parameters, defaults)
-            plan[index] = (chosen, {**defaults, **own})
+            plan[index] = (chosen, {**defaults, **own, **signed})
             continue
         if isinstance(node.operation, Add):
             original = chosen
@@ -130,8 +131,35 @@ def layer_plan(network, rule: str | None = None, composite=None, input_is_box: b
         elif chosen not in RULES:
             raise UnknownRuleError(f"node {node.name!r}: unknown rule {chosen!r}; known: {', '.join(RULES)}")
         own = check_rule_parameters(chosen, chosen_parameters, RULE_DEFAULTS.get(chosen, {}))
-        plan[index] = (chosen, {**RULE_DEFAULTS.get(chosen, {}), **own})
+        plan[index] = (chosen, {**RULE_DEFAULTS.get(chosen, {}), **own, **signed})
     return plan
+
+
+#: parameters the reference alone takes, to restate another library's convention for its audit
+#: (the engine has no such option), and the rules that take them:
+#: ``signed`` (0 or 1; 1, the default, is the definition's eps sign(d)): 0 places the stabiliser as
+#: d + eps whatever d's sign, as LXT 2.1 does (``lxt/explicit/functional.py: _stabilize``);
+#: ``stabiliser`` (>= 0, default 0): LayerNorm / RMSNorm relevance over y_j + s, as LXT's layer_norm
+REFERENCE_PARAMETERS = {"signed": ("epsilon", "matmul_epsilon", "add_epsilon"), "stabiliser": NORM_RULES}
+
+
+def _signed_parameter(name: str, rule: str, parameters: Mapping[str, Any]
+                      ) -> tuple[dict[str, Any], dict[str, float]]:
+    """(the parameters without the reference-only ones, those given, checked): KernelArgumentError
+    for one on another rule or with a value outside its range (see :data:`REFERENCE_PARAMETERS`)."""
+    parameters = dict(parameters)
+    own = {}
+    for key, rules in REFERENCE_PARAMETERS.items():
+        if key not in parameters:
+            continue
+        value = parameters.pop(key)
+        valid = value in (0, 1) if key == "signed" else (isinstance(value, (int, float)) and 0 <= value < float("inf"))
+        if rule not in rules or not valid:
+            raise KernelArgumentError(f"node {name!r}: the reference's parameter {key} belongs to "
+                                      f"{', '.join(rules)} ({'0 or 1' if key == 'signed' else 'finite, >= 0'}), "
+                                      f"not {rule!r} = {value!r}")
+        own[key] = float(value)
+    return parameters, own
 
 
 def _object_plan(network, composite, input_is_box: bool) -> dict[int, tuple[str, Mapping[str, float]]]:

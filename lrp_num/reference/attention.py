@@ -166,7 +166,8 @@ def relevance(operation, rule: str, parameters, inputs: list[np.ndarray], shapes
         return [_softmax_relevance(operation, inputs[0], shapes[0], upper, trace)]
     if isinstance(operation, Multiply):
         return _product_relevance(inputs[0], inputs[1], upper)
-    return _matmul_relevance(operation, inputs, shapes, upper, mpmath.mpf(parameters["epsilon"]), trace)
+    return _matmul_relevance(operation, inputs, shapes, upper, mpmath.mpf(parameters["epsilon"]), trace,
+                             bool(parameters.get("signed", 1.0)))
 
 
 def _softmax_relevance(operation: Softmax, x: np.ndarray, shape, upper: np.ndarray, trace) -> np.ndarray:
@@ -205,7 +206,10 @@ def _product_relevance(a: np.ndarray, b: np.ndarray, upper: np.ndarray) -> list[
     return [ra, rb]
 
 
-def _matmul_relevance(operation: MatMul, inputs, shapes, upper, epsilon, trace) -> list[np.ndarray]:
+def _matmul_relevance(operation: MatMul, inputs, shapes, upper, epsilon, trace, signed: bool = True
+                      ) -> list[np.ndarray]:
+    """``signed``: the stabiliser is eps sign(C_ij) (the definition); False: + eps whatever the sign
+    (LXT 2.1's ``_stabilize``, restated for the audit)."""
     a, b = _matrices(inputs[0], shapes[0]), _matrices(inputs[1], shapes[1])
     out_shape = output_shape(operation, shapes)
     rm = _matrices(upper, out_shape)
@@ -220,11 +224,12 @@ def _matmul_relevance(operation: MatMul, inputs, shapes, upper, epsilon, trace) 
             second = [b[m, j, k] if operation.transpose_b else b[m, k, j] for k in range(q)]
             z = [scale * a[m, i, k] * second[k] for k in range(q)]
             total = mpmath.fsum(z)
-            d = total + epsilon * _sign(total)
+            own = epsilon * _sign(total) if signed else epsilon
+            d = total + own
             if d == 0:
                 raise ZeroDenominatorError(f"{operation!r}: entry ({i}, {j}) of matrix {m} is 0 with relevance "
                                            "arriving and epsilon = 0")
-            trace.absorbed_stabiliser += epsilon * _sign(total) / d * rm[m, i, j]
+            trace.absorbed_stabiliser += own / d * rm[m, i, j]
             for k in range(q):
                 share_a, share_b = _shapley_share(scale * a[m, i, k], second[k], z[k] / d * rm[m, i, j])
                 ra[m, i, k] += share_a

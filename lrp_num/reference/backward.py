@@ -358,18 +358,20 @@ class ReferenceNetwork:
         return lower
 
     def _norm_step(self, operation, rule: str, a: np.ndarray, relevance: np.ndarray,
-                   trace: LayerTrace) -> np.ndarray:
-        """The normalisation rule row by row; R_ij of every neuron j for the rounding bound."""
+                   trace: LayerTrace, stabiliser: float = 0.0) -> np.ndarray:
+        """The normalisation rule row by row; R_ij of every neuron j for the rounding bound;
+        ``stabiliser``: the reference-only parameter of :func:`transformer_nodes.norm_row`."""
         weight, bias, eps = self._parameters(operation)
+        stabiliser = mpmath.mpf(stabiliser)
         features = operation.weight.shape[0]
         lower = np.empty(len(a), dtype=object)
         flows, index = [], []
         for start in range(0, len(a), features):
             block = np.arange(start, start + features)
             values, row_flows = transformer_nodes.norm_row(rule, operation.norm, list(a[block]), weight,
-                                                           bias, eps, list(relevance[block]))
+                                                           bias, eps, list(relevance[block]), stabiliser)
             bias_share, rest = transformer_nodes.norm_absorbed(rule, operation.norm, list(a[block]), weight,
-                                                               bias, eps, list(relevance[block]))
+                                                               bias, eps, list(relevance[block]), stabiliser)
             trace.absorbed_bias += bias_share
             trace.absorbed_stabiliser += rest
             lower[block] = values
@@ -453,8 +455,11 @@ class ReferenceNetwork:
             elif isinstance(layer, NONLINEAR + NORMALIZATION):
                 rule, parameters = plan[index]
                 trace = LayerTrace(index, repr(layer), rule, relevance_out=relevance, name=node.name)
-                step = self._pointwise_step if isinstance(layer, NONLINEAR) else self._norm_step
-                lower = [step(layer, rule, a, relevance, trace)]
+                if isinstance(layer, NONLINEAR):
+                    lower = [self._pointwise_step(layer, rule, a, relevance, trace)]
+                else:
+                    lower = [self._norm_step(layer, rule, a, relevance, trace,
+                                             parameters.get("stabiliser", 0.0))]
             elif isinstance(layer, attention.OPERATIONS) and index in plan:
                 rule, parameters = plan[index]
                 trace = LayerTrace(index, repr(layer), rule, relevance_out=relevance, name=node.name)

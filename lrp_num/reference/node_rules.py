@@ -227,7 +227,9 @@ def formula_layer(rule, matrix: LinearMatrix, x_ext, relevance, parameters, conv
         d = row_sum(q, share)
         if rule == "epsilon":  # the rule's own stabiliser, everywhere, sign(0) = +1
             epsilon = mpmath.mpf(parameters["epsilon"])
-            own = np.array([epsilon * lrp_sign(value) for value in d], dtype=object)
+            # "signed" 0: d + eps whatever d's sign (LXT 2.1, restated for its audit)
+            signed = bool(parameters.get("signed", 1.0))
+            own = np.array([epsilon * (lrp_sign(value) if signed else 1) for value in d], dtype=object)
             d = d + own
         else:
             own = np.zeros(len(d), dtype=object)
@@ -355,7 +357,8 @@ def add_node(rule: str, addends: list[np.ndarray], relevance: np.ndarray, parame
             y = row_sum(x)
             if rule == "add_epsilon":
                 epsilon = mpmath.mpf(parameters["epsilon"])
-                own = np.array([epsilon * lrp_sign(value) for value in y], dtype=object)
+                signed = bool(parameters.get("signed", 1.0))  # 0: y + eps whatever y's sign (LXT)
+                own = np.array([epsilon * (lrp_sign(value) if signed else 1) for value in y], dtype=object)
                 d = y + own
                 absorber = stabiliser(d, r, conventions["eps"], conventions["stabilise"], rule)
                 d = d + absorber

@@ -62,20 +62,22 @@ def pointwise_absorbed(rule: str, activation: str, values, relevance) -> list:
     return out
 
 
-def norm_absorbed(rule: str, norm: str, v: list, weight: list, bias: list, eps, relevance: list
-                  ) -> tuple:
+def norm_absorbed(rule: str, norm: str, v: list, weight: list, bias: list, eps, relevance: list,
+                  stabiliser=0) -> tuple:
     """(bias share, the rest) that ``rule`` leaves behind on one row, by the derivation:
-    sum_j c_j beta_j, and for ``norm_full`` also (1 - e / sigma^2) sum_j c_j (y_j - beta_j)."""
+    sum_j c_j beta_j, and for ``norm_full`` also (1 - e / sigma^2) sum_j c_j (y_j - beta_j);
+    with a ``stabiliser`` s (c_j = R_j / (y_j + s)) the rest also holds s sum_j c_j."""
     n = len(v)
     y = _norm_output(norm, v, weight, bias, eps)
-    c = [r / y[j] if r != 0 else mpmath.mpf(0) for j, r in enumerate(relevance)]
+    c = [r / (y[j] + stabiliser) if r != 0 else mpmath.mpf(0) for j, r in enumerate(relevance)]
     share = mpmath.fsum(c[j] * bias[j] for j in range(n)) if norm == "layernorm" else mpmath.mpf(0)
+    held = stabiliser * mpmath.fsum(c)
     if rule == "norm_cp":
-        return share, mpmath.mpf(0)
+        return share, held
     mean = mpmath.fsum(v) / n if norm == "layernorm" else mpmath.mpf(0)
     sigma_squared = mpmath.fsum((a - mean) ** 2 for a in v) / n + eps
     passed = mpmath.fsum(c[j] * (y[j] - (bias[j] if norm == "layernorm" else 0)) for j in range(n))
-    return share, (1 - eps / sigma_squared) * passed
+    return share, (1 - eps / sigma_squared) * passed + held
 
 
 def row_jacobian(function: Callable[[list], list], v: list) -> list:
@@ -92,13 +94,15 @@ def row_jacobian(function: Callable[[list], list], v: list) -> list:
     return [[+columns[i][j] for i in range(len(v))] for j in range(len(v))]
 
 
-def norm_row(rule: str, norm: str, v: list, weight: list, bias: list, eps, relevance: list
-             ) -> tuple[list, list]:
+def norm_row(rule: str, norm: str, v: list, weight: list, bias: list, eps, relevance: list,
+             stabiliser=0) -> tuple[list, list]:
     """(R_i, R_ij as rows j) of one row of features under ``rule``; c_j = R_j / y_j, no
-    stabiliser (a zero y_j with R_j != 0 raises ZeroDivisionError)."""
+    stabiliser by the definition (a zero y_j with R_j != 0 raises ZeroDivisionError); a
+    ``stabiliser`` s gives c_j = R_j / (y_j + s), whatever y_j's sign (LXT 2.1's layer_norm,
+    restated for its audit)."""
     n = len(v)
     y = _norm_output(norm, v, weight, bias, eps)
-    c = [r / y[j] if r != 0 else mpmath.mpf(0) for j, r in enumerate(relevance)]
+    c = [r / (y[j] + stabiliser) if r != 0 else mpmath.mpf(0) for j, r in enumerate(relevance)]
     if rule == "norm_cp":
         jacobian = _detached_matrix(norm, v, weight, eps)
     elif rule == "norm_full":

@@ -1,0 +1,155 @@
+"""LXT 2.1's CP-LRP on a plain PyTorch transformer (nn.MultiheadAttention, nn.LayerNorm, nn.GELU),
+against the mpmath reference.
+
+LXT explains torch's own attention only in its CP-LRP form: ``lxt/efficient/patches.py:
+cp_multi_head_attention_forward`` detaches the query and the key before
+``nn.MultiheadAttention.forward``, so no relevance passes through the softmax. AttnLRP needs the
+softmax and the two products as separate functions, and nn.MultiheadAttention computes them
+inside ``F.multi_head_attention_forward`` (``scaled_dot_product_attention``), where no LXT rule
+reaches; ``lxt.explicit.modules`` replaces it only by ``MultiheadAttention_CP``. So AttnLRP on
+such a model is refused here (:class:`~lrp_num.errors.UnsupportedLayerError`); the hand-written
+attention of :class:`~lrp_num.io.torch_vit.ViT` carries it (:mod:`lrp_num.audit.lxt_audit`).
+
+:func:`run_lxt_module` applies, for one call, the patches LXT's ``efficient`` mode applies to
+these module types (restated, because importing ``lxt.efficient.patches`` imports the
+``lxt.efficient`` package and with it transformers): the query and key detached in every
+nn.MultiheadAttention, LayerNorm with its standard deviation detached
+(``layer_norm_forward``), GELU through ``identity_rule_implicit`` (loaded from
+``lxt/efficient/rules.py`` by path), and gradient x input. It records the relevance at every
+named submodule's output (gradient x output) and at the input.
+
+:func:`compare_module_with_reference` imports the module into a Graph
+(:func:`lrp_num.io.torch_import.from_torch_module`, whose node names are the module paths),
+runs the reference under the ``cplrp`` profile's plan, and compares the submodules' outputs from
+the output down, stopping at the first matrix product (the reference has no rule holding the
+attention weights constant), within the dtype's rounding bound plus the profile's model error.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from lrp_num.audit.lxt_adapter import import_lxt_efficient_rules
+from lrp_num.audit.lxt_reference import ReferenceComparison, TensorComparison
+from lrp_num.errors import UnsupportedLayerError
+from lrp_num.io.torch_bridge import require_torch
+
+
+@dataclass
+class ModuleRun:
+    """LXT CP-LRP on a torch module: the input relevance, the logits, the output relevance it
+    started from and the relevance at every named submodule's output."""
+
+    relevance: np.ndarray
+    logits: np.ndarray
+    top: np.ndarray
+    outputs: dict[str, np.ndarray]
+
+
+def run_lxt_module(module, x: np.ndarray, targets: np.ndarray, variant: str = "cplrp") -> ModuleRun:
+    """LXT's CP-LRP on ``module`` (see the module docstring) from R = f_c(x) at each target."""
+    torch = require_torch()
+    if variant != "cplrp":
+        raise UnsupportedLayerError(f"LXT 2.1 cannot explain nn.MultiheadAttention with {variant}: its softmax and "
+                                    "products run inside F.multi_head_attention_forward, out of reach of LXT's "
+                                    "rules; LXT patches it for cplrp only (use the hand-written attention of "
+                                    "lrp_num.io.torch_vit for attnlrp)")
+    rules = import_lxt_efficient_rules()
+    nn = torch.nn
+    patched: list[tuple[Any, Any]] = []
+    grads: dict[str, Any] = {}
+    values: dict[str, Any] = {}
+
+    def patch(instance, forward) -> None:
+        patched.append((instance, instance.__dict__.get("forward")))
+        instance.forward = forward
+
+    for name, sub in module.named_modules():
+        if isinstance(sub, nn.MultiheadAttention):
+            original = sub.forward
+            patch(sub, lambda q, k, v, *a, _f=original, **kw: _f(rules.stop_gradient(q), rules.stop_gradient(k),
+                                                                  v, *a, **kw))
+        elif isinstance(sub, nn.LayerNorm):
+            def layer_norm(h, _m=sub):  # lxt/efficient/patches.py: layer_norm_forward
+                mean = h.mean(dim=-1, keepdim=True)
+                std = (((h - mean) ** 2).mean(dim=-1, keepdim=True) + _m.eps).sqrt()
+                return (h - mean) / rules.stop_gradient(std) * _m.weight + _m.bias
+            patch(sub, layer_norm)
+        elif isinstance(sub, nn.GELU):
+            patch(sub, lambda h, _m=sub: rules.identity_rule_implicit(nn.functional.gelu, h))
+
+    def record(name):
+        def hook(_module, _inputs, output):
+            tensor = output[0] if isinstance(output, tuple) else output
+            if tensor.requires_grad:
+                values[name] = tensor.detach()
+                tensor.register_hook(lambda grad: grads.__setitem__(name, grad.detach().clone()))
+        return hook
+
+    # an nn.MultiheadAttention's output is the graph's node <name>.out (its output projection)
+    handles = [sub.register_forward_hook(record(f"{name}.out" if isinstance(sub, nn.MultiheadAttention) else name))
+               for name, sub in module.named_modules() if name]
+    dtype = next(module.parameters()).dtype
+    inputs = torch.tensor(np.asarray(x), dtype=dtype, requires_grad=True)
+    try:
+        logits = module(inputs)
+        rows = torch.arange(len(targets))
+        seed = torch.zeros_like(logits)
+        seed[rows, torch.tensor(np.asarray(targets, dtype=np.int64))] = 1.0
+        logits.backward(seed)
+    finally:
+        for handle in handles:
+            handle.remove()
+        for instance, forward in patched:
+            del instance.forward
+            if forward is not None:
+                instance.forward = forward
+    top = (seed * logits.detach()).double().numpy()
+    outputs = {name: (grads[name] * values[name]).double().numpy() for name in grads}
+    return ModuleRun((inputs.grad * inputs.detach()).double().numpy(), logits.detach().double().numpy(), top,
+                     outputs)
+
+
+def compare_module_with_reference(module, x: np.ndarray, run: ModuleRun, dps: int = 30) -> ReferenceComparison:
+    """The recorded submodule outputs against the reference under the ``cplrp`` profile's plan
+    (see the module docstring), from the output down to the first matrix product."""
+    from lrp_num.audit.graph_compare import node_bounds, reference_nodes
+    from lrp_num.audit.lxt_reference import reference_plan
+    from lrp_num.audit.profiles import LXT_CPLRP
+    from lrp_num.audit.tolerance import dtype_name
+    from lrp_num.engine.conventions import DTD
+    from lrp_num.io.torch_import import from_torch_module
+    from lrp_num.layers import MatMul
+
+    x = np.asarray(x, dtype=np.float64)
+    dtype = np.dtype(str(next(module.parameters()).dtype).replace("torch.", ""))
+    graph = from_torch_module(module, x.shape[1:])
+    reference = reference_nodes(graph, x, reference_plan(graph, LXT_CPLRP), run.top, DTD, dps=dps)
+    bounds = node_bounds(graph, reference, dtype, None, LXT_CPLRP.model_error)
+    comparison = ReferenceComparison(LXT_CPLRP.reference, dtype_name(dtype), LXT_CPLRP.model_error,
+                                     list(LXT_CPLRP.conventions))
+    for node in reversed(graph.nodes):
+        if isinstance(node.operation, MatMul):
+            comparison.stopped_at = node.name
+            break
+        if node.name not in run.outputs or node.name == graph.nodes[-1].name:
+            continue
+        ours = np.asarray(reference.nodes[node.name], dtype=np.float64)
+        theirs = run.outputs[node.name].reshape(ours.shape)
+        gap = np.abs(theirs - ours).reshape(len(ours), -1)
+        bound = bounds[node.name]
+        ratio = np.divide(gap, bound, out=np.where(gap > 0, np.inf, 0.0), where=bound > 0)
+        scale = float(np.max(np.abs(ours)))
+        deviation = float(gap.max())
+        readers = [f"{other.name} ({type(other.operation).__name__})" for other in graph.nodes
+                   if node.name in other.inputs]
+        comparison.tensors.append(TensorComparison(node.name, node.name, readers, deviation,
+                                                   deviation / scale if scale > 0 else deviation,
+                                                   float(ratio.max()), float(ratio.max()) > 1.0))
+    return comparison
+
+
+__all__ = ["ModuleRun", "compare_module_with_reference", "run_lxt_module"]
