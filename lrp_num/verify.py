@@ -133,7 +133,8 @@ def _norm_forward_error(operation, a: np.ndarray, e: np.ndarray, out: np.ndarray
 
 
 def rounding_bound(result: reference.ReferenceResult, prepared: reference.ReferenceNetwork,
-                   x: np.ndarray, explicit_top: bool = False, top_error: np.ndarray | None = None) -> np.ndarray:
+                   x: np.ndarray, explicit_top: bool = False, top_error: np.ndarray | None = None,
+                   per_node: dict | None = None) -> np.ndarray:
     """First-order bound on |R_p(float64 engine) - R_p(exact)| per input (flattened), with safety 2.
 
     Propagates, from the output down through the nodes, the engine's error in R_j through the
@@ -150,6 +151,8 @@ def rounding_bound(result: reference.ReferenceResult, prepared: reference.Refere
     sums. The top relevance f_c(x) carries the forward error of the output c, or ``top_error``
     where the caller measured it (|f_c(x) in float64 - f_c(x)|, checked against that forward
     bound by :func:`verify_method`), or none with ``explicit_top`` (a relevance given as such).
+    ``per_node``, a dict, receives the (unsafe, undoubled) bound of the relevance arriving at every node's
+    output, by node name (for diagnostics: per-node bound against the engine's per-node error).
     """
     activations = {name: reference.to_float(a) for name, a in result.activations.items()}
     forward = forward_error(prepared, activations)
@@ -165,6 +168,8 @@ def rounding_bound(result: reference.ReferenceResult, prepared: reference.Refere
     traces = {trace.index: trace for trace in result.traces}
     for node in reversed(prepared.nodes):
         e = error.pop(node.name)
+        if per_node is not None:
+            per_node[node.name] = e
         trace = traces.get(node.index)
         if isinstance(node.operation, verify_attention.OPERATIONS):
             lower = verify_attention.relevance_error(
