@@ -56,7 +56,8 @@ def _stacked(prepared: reference.ReferenceNetwork, node, values: dict) -> np.nda
     return np.concatenate([np.asarray(values[name], dtype=np.float64) for name in node.inputs])
 
 
-def forward_error(prepared: reference.ReferenceNetwork, activations: dict) -> dict[str, np.ndarray]:
+def forward_error(prepared: reference.ReferenceNetwork, activations: dict, engine: dict | None = None,
+                  over: list | None = None, local: dict | None = None) -> dict[str, np.ndarray]:
     """First-order bound on |a(float64 engine) - a(exact)| of every node's output, per neuron.
 
     From the exact input (e = 0) through the nodes, with the exact activations ``activations``
@@ -68,6 +69,17 @@ def forward_error(prepared: reference.ReferenceNetwork, activations: dict) -> di
 
     a ReLU passes e where z > -e and gives 0 where z < -e (float64 gives exactly 0 there); max pooling passes the
     largest error of its window; an Add adds its addends' errors and u |sum_k a_k|.
+
+    With ``engine`` (the float64 engine's activations of one sample, flattened, by node name) the
+    bound is local: each node's bound b starts from its inputs' *measured* errors, and what is
+    passed on is the measured error |a(engine) - a(exact)|, never more than 2 b, plus u |a| (the
+    rounding of the exact value to float64 in the measurement). The worst measured error over
+    2 b + u |a| of every node is appended to ``over`` (the forward check: must be <= 1), and b
+    itself is stored in ``local`` by node name. A bound
+    propagated through many nodes grows by the row sums sum_i |w_ij| and the norms' gamma / sigma
+    at every node (about 1e11 over digits-vit's two blocks) while the actual errors do not; the
+    measured errors keep the relevance bound of :func:`rounding_bound` at the size of the actual
+    forward errors, and the per-node check keeps every forward kernel checked.
     """
     errors = {prepared.input_name: np.zeros(len(activations[prepared.input_name]))}
     for node in prepared.nodes:
@@ -97,6 +109,16 @@ def forward_error(prepared: reference.ReferenceNetwork, activations: dict) -> di
             out = _norm_forward_error(node.operation, a, e, activations[node.name])
         else:
             out = e
+        if local is not None:
+            local[node.name] = out
+        if engine is not None and node.name in engine:
+            exact = np.abs(activations[node.name])
+            measured = np.abs(np.asarray(engine[node.name], dtype=np.float64).ravel() - activations[node.name])
+            if over is not None:
+                allowed = 2 * out + U * exact
+                over.append(float(np.max(np.divide(measured, allowed, out=np.zeros_like(measured),
+                                                   where=allowed != 0), initial=0.0)))
+            out = np.minimum(measured, 2 * out) + U * exact
         errors[node.name] = out
     return errors
 
@@ -134,7 +156,7 @@ def _norm_forward_error(operation, a: np.ndarray, e: np.ndarray, out: np.ndarray
 
 def rounding_bound(result: reference.ReferenceResult, prepared: reference.ReferenceNetwork,
                    x: np.ndarray, explicit_top: bool = False, top_error: np.ndarray | None = None,
-                   per_node: dict | None = None) -> np.ndarray:
+                   per_node: dict | None = None, engine: dict | None = None) -> np.ndarray:
     """First-order bound on |R_p(float64 engine) - R_p(exact)| per input (flattened), with safety 2.
 
     Propagates, from the output down through the nodes, the engine's error in R_j through the
@@ -153,9 +175,11 @@ def rounding_bound(result: reference.ReferenceResult, prepared: reference.Refere
     bound by :func:`verify_method`), or none with ``explicit_top`` (a relevance given as such).
     ``per_node``, a dict, receives the (unsafe, undoubled) bound of the relevance arriving at every node's
     output, by node name (for diagnostics: per-node bound against the engine's per-node error).
+    ``engine``: the float64 engine's activations of this sample by node name; the forward errors are
+    then the measured ones, each at most twice its local bound (see :func:`forward_error`).
     """
     activations = {name: reference.to_float(a) for name, a in result.activations.items()}
-    forward = forward_error(prepared, activations)
+    forward = forward_error(prepared, activations, engine)
     top = reference.to_float(result.top)
     output = prepared.output
     if explicit_top:
@@ -195,6 +219,17 @@ def rounding_bound(result: reference.ReferenceResult, prepared: reference.Refere
                                          else np.asarray(contribution))
             error[name] = error[name] + part if name in error else part
     return 2 * error[prepared.input_name]
+
+
+def _engine_activations(network, x: np.ndarray, prepared: reference.ReferenceNetwork) -> dict[str, np.ndarray]:
+    """The float64 engine's forward trace of the batch ``x`` (the one :func:`explain_details` runs), for
+    the nodes the reference knows by the same name, each as (samples, flattened values)."""
+    from lrp_num.engine.graph import as_graph
+
+    trace = as_graph(network).forward_trace(np.asarray(x, dtype=np.float64))
+    names = {node.name for node in prepared.nodes}
+    return {name: np.asarray(values, dtype=np.float64).reshape(len(x), -1)
+            for name, values in trace.items() if name in names}
 
 
 def _parameters(result: reference.ReferenceResult, index: int) -> dict:
@@ -404,8 +439,10 @@ def verify_method(network, x: np.ndarray, name: str, kind: str, *, targets=None,
     worst_bound = 0.0
     stated_bounds = []  # the rounding bound of every sample's input relevance (None: a near tie)
     conservation_over = -np.inf  # the largest (|sum R - f_c(x)| in float64 - |kept|) / rounding
+    engine_trace = _engine_activations(network, x, prepared)
     with mpmath.workdps(dps + reference.GUARD_DIGITS):
         for k, result in enumerate(results):
+            measured = {name: values[k].ravel() for name, values in engine_trace.items()}
             exact = reference.to_float(result.relevance)
             engine = explanation.relevance[k].ravel().astype(np.float64)
             error = np.abs(engine - exact)
@@ -415,16 +452,20 @@ def verify_method(network, x: np.ndarray, name: str, kind: str, *, targets=None,
             # the float64 top relevance f_c(x): its error measured (and checked below against its bound)
             top_exact = reference.to_float(result.top)
             top_engine = np.asarray(explanation.relevance_top[k], dtype=np.float64).ravel()
-            output_bound = forward_error(prepared, {name: reference.to_float(a) for name, a
-                                                    in result.activations.items()})[prepared.output]
+            # every node's measured forward error over its local bound (from its inputs' measured errors)
+            node_over, local = [], {}
+            forward_error(prepared, {name: reference.to_float(a) for name, a in result.activations.items()},
+                          measured, node_over, local)
+            output_bound = local[prepared.output]
             # never more than the forward bound allows: a wrong forward pass must not widen the bound
             top_error = np.minimum(np.abs(top_engine - top_exact), 2 * output_bound) + U * np.abs(top_exact)
             explicit = np.asarray(targets).dtype.kind == "f"
             forward_over = 0.0 if explicit else float(np.max(np.divide(
                 np.abs(top_engine - top_exact), 2 * output_bound + U * np.abs(top_exact),
                 out=np.zeros_like(top_exact), where=top_exact != 0)))
-            row.forward_over_bound = max(row.forward_over_bound, forward_over)
-            bound = rounding_bound(result, prepared, x[k], top_error=top_error) + 2 * U * np.abs(exact) + 1e-300
+            row.forward_over_bound = max(row.forward_over_bound, forward_over, *node_over)
+            bound = rounding_bound(result, prepared, x[k], top_error=top_error, engine=measured) \
+                + 2 * U * np.abs(exact) + 1e-300
             ties = near_max_pool_ties(prepared, result)
             row.near_ties += ties
             if not ties:
