@@ -36,7 +36,7 @@ from lrp_num.layers.nonlinear import NONLINEAR
 from lrp_num.layers.normalization import NORMALIZATION
 
 from lrp_num import reference
-from lrp_num.layers import Add, Concat, ReLU
+from lrp_num.layers import Add, Concat, MergeHeads, ReLU, SplitHeads
 from lrp_num import verify_attention
 from lrp_num.reference.node_rules import AMBIGUOUS_MARGIN
 
@@ -114,7 +114,7 @@ def forward_error(prepared: reference.ReferenceNetwork, activations: dict, engin
         if engine is not None and node.name in engine:
             exact = np.abs(activations[node.name])
             measured = np.abs(np.asarray(engine[node.name], dtype=np.float64).ravel() - activations[node.name])
-            moves_only = isinstance(node.operation, (ReLU, Concat)) or node.index in prepared.windows or (
+            moves_only = isinstance(node.operation, (ReLU, Concat, SplitHeads, MergeHeads)) or node.index in prepared.windows or (
                 node.index not in prepared.matrices and not isinstance(
                     node.operation, (Add, NONLINEAR, NORMALIZATION, verify_attention.OPERATIONS)))
             if over is not None and not moves_only:  # a node that only moves values passes its input's error
