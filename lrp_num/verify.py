@@ -4,9 +4,11 @@ For every rule and composite, :func:`verify` explains a few inputs with :func:`l
 (float64) and with :mod:`lrp_num.reference` (mpmath, by the definition: batch norms folded and
 rules planned by the reference's own code), and checks, each with a stated threshold:
 
-* agreement: max_p |R_p - R_p^ref| over a first-order rounding bound (:func:`rounding_bound`,
-  per neuron from sum |terms|, propagated node by node) must be <= 1;
-* forward: the float64 f_c(x) within its forward rounding bound (:func:`forward_error`);
+* agreement: max_p |R_p - R_p^ref| over a first-order rounding bound (:func:`rounding_bound`), at the
+  input and at every node's relevance (per neuron from sum |terms|, propagated node by node from the
+  forward errors the engine made) must be <= 1;
+* forward: every node's float64 output, f_c(x) included, within its local forward rounding bound
+  (from its inputs' measured errors, :func:`forward_error`);
 * conservation: |sum_p R_p - f_c(x)| in float64 at most what the rule absorbs (the reference's
   balance) plus the rounding bound (:func:`conservation_threshold`);
 * balance: sum_p R_p + (relevance kept by biases and stabilisers) = f_c(x) at high precision,
@@ -544,8 +546,8 @@ def set_checks(row: RuleReport, dps: int) -> RuleReport:
         Check("agreement", worst_bound <= 1.0, True, f"max error / bound = {worst_bound:.3g} (must be <= 1)"
               + (f"; {row.near_ties} near-tie max-pool window(s) excluded" if row.near_ties else "")),
         Check("forward", row.forward_over_bound <= 1.0, True,
-              f"|f_c(x) in float64 - f_c(x)| over its forward rounding bound = {row.forward_over_bound:.3g} "
-              "(must be <= 1)"),
+              f"|a in float64 - a| over its local forward rounding bound, every node's output a and f_c(x) = "
+              f"{row.forward_over_bound:.3g} (must be <= 1)"),
         Check("balance", row.balance_reference <= 10.0 ** (-(dps - 10)), True,
               f"sum R + kept by biases and stabilisers = f_c(x) at high precision, to 1e-{dps - 10} "
               f"(worst {row.balance_reference:.2g})"),
@@ -702,7 +704,7 @@ def format_table(report: VerifyReport) -> str:
     lines.append("")
     lines.append("required checks (a row fails when one does not hold):")
     lines.append("  agreement: err/bnd, the engine's error over its first-order rounding bound, <= 1 for every input;")
-    lines.append("  forward: the float64 f_c(x) within its first-order forward rounding bound (the bound's top);")
+    lines.append("  forward: every node's float64 output and f_c(x) within its local first-order forward rounding bound;")
     lines.append("  conservation: cons f64 = |sum R - f_c(x)| in float64 <= |what biases and stabilisers keep| "
                  "+ the rounding bound (per sample);")
     lines.append(f"  balance: at high precision sum R + what biases and stabilisers keep = f_c(x) to 1e-{report.dps - 10};")
