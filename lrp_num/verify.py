@@ -179,7 +179,7 @@ def rounding_bound(result: reference.ReferenceResult, prepared: reference.Refere
     where the caller measured it (|f_c(x) in float64 - f_c(x)|, checked against that forward
     bound by :func:`verify_method`), or none with ``explicit_top`` (a relevance given as such).
     ``per_node``, a dict, receives the (unsafe, undoubled) bound of the relevance arriving at every node's
-    output, by node name (for diagnostics: per-node bound against the engine's per-node error).
+    output, by node name (the per-node agreement check of :func:`verify_method`, and diagnostics).
     ``engine``: the float64 engine's activations of this sample by node name; the forward errors are
     then the measured ones, each at most twice its local bound (see :func:`forward_error`).
     """
