@@ -24,7 +24,7 @@ from lrp_num.engine import explain as engine_explain
 from lrp_num.engine.composites import LayerRule
 from lrp_num.engine.graph import Graph
 from lrp_num.layers import Dense, Flatten, Multiply, TokenDense
-from lrp_num.verify import U, _engine_activations, forward_error, verify
+from lrp_num.verify import _engine_activations, forward_error, verify
 
 #: AttnLRP with the other rules of the element-wise and normalisation nodes: the Taylor rule at
 #: GELU and the full linearisation of LayerNorm, so that their kernels are checked too
@@ -119,5 +119,5 @@ def test_forward_check_fails_for_a_wrong_forward_node(digits_vit):
     assert 0.0 < max(over) <= 1.0
     engine["blocks.1.norm1"] = engine["blocks.1.norm1"] * (1 + 1e-12)
     over = []
-    errors = forward_error(prepared, exact, engine, over)
+    forward_error(prepared, exact, engine, over)
     assert max(over) > 1.0
