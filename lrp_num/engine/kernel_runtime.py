@@ -39,9 +39,17 @@ STABILISE_MODES = ("zero", "everywhere")
 Array = Any
 
 
+#: array_api_compat's NumPy namespace, returned without a lookup for plain NumPy arrays (the
+#: kernels ask for a namespace several times per node; the lookup costs more than small arithmetic)
+_NUMPY_NAMESPACE = array_api_compat.array_namespace(numpy.empty(0))
+
+
 def namespace(*arrays: Array) -> ModuleType:
     """The array-API namespace of ``arrays`` (array_api_compat's wrapper for NumPy, PyTorch
     and CuPy, the library itself where it follows the standard); Python scalars are skipped."""
+    if all(type(a) is numpy.ndarray or isinstance(a, (int, float, bool)) for a in arrays) \
+            and any(type(a) is numpy.ndarray for a in arrays):
+        return _NUMPY_NAMESPACE
     return array_api_compat.array_namespace(*(a for a in arrays
                                               if not isinstance(a, (int, float, bool))))
 
@@ -59,6 +67,10 @@ def as_float(x: object) -> Array:
 
 def like(value: object, x: Array) -> Array:
     """``value`` as an array of the library, device and dtype of ``x`` (no copy if it is one)."""
+    if type(x) is numpy.ndarray:  # NumPy: no namespace or device lookup
+        if type(value) is numpy.ndarray and value.dtype == x.dtype:
+            return value
+        return numpy.asarray(value, dtype=x.dtype)
     xp = namespace(x)
     if isinstance(value, numpy.ndarray) and not value.flags.writeable \
             and not isinstance(x, numpy.ndarray):
