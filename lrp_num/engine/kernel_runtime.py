@@ -59,6 +59,8 @@ def as_float(x: object) -> Array:
 
     An array keeps its library and device; anything else becomes a NumPy array.
     """
+    if type(x) is numpy.ndarray and x.dtype.kind == "f":  # NumPy floats: no namespace lookup
+        return x
     if not array_api_compat.is_array_api_obj(x):
         x = numpy.asarray(x)
     xp = namespace(x)
