@@ -68,3 +68,30 @@ def test_all_finite_warns_about_nothing():
         warnings.simplefilter("error")
         assert explain_module._all_finite(np.full(4, 3e38, dtype=np.float32))
         assert not explain_module._all_finite(np.array([np.inf, -np.inf]))
+
+
+def test_sign_stabilised_on_numpy_is_d_plus_epsilon_sign_d_with_sign_zero_plus_one():
+    d = np.array([-2.0, -0.0, 0.0, 3.0], dtype=np.float32)
+    out = kernel_runtime.sign_stabilised(d, 0.5)
+    assert out.dtype == np.float32
+    np.testing.assert_array_equal(out, [-2.5, 0.5, 0.5, 3.5])
+    assert out is not d and d[0] == -2.0  # the input is not changed in place
+
+
+def test_stabilised_ratio_zero_mode_on_numpy_replaces_only_zeros_and_still_raises():
+    from lrp_num.errors import ZeroDenominatorError
+
+    numerator = np.array([1.0, 2.0, 3.0], dtype=np.float32)
+    d = np.array([2.0, 0.0, -4.0], dtype=np.float32)
+    out = kernel_runtime.stabilised_ratio(numerator, d, 0.5, "zero", "r", 1)
+    np.testing.assert_array_equal(out, [0.5, 4.0, -0.75])
+    assert out.dtype == np.float32 and d[1] == 0.0
+    no_zero = np.array([2.0, 1.0, -4.0])
+    np.testing.assert_array_equal(kernel_runtime.stabilised_ratio(numerator, no_zero, 0.0, "zero", "r", 1),
+                                  numerator / no_zero)
+    # eps = 0: a zero denominator under zero relevance contributes 0; under relevance it raises
+    np.testing.assert_array_equal(
+        kernel_runtime.stabilised_ratio(np.array([1.0, 0.0]), np.array([2.0, 0.0]), 0.0, "zero", "r", 1),
+        [0.5, 0.0])
+    with pytest.raises(ZeroDenominatorError, match="1 denominator"):
+        kernel_runtime.stabilised_ratio(numerator, d, 0.0, "zero", "r", 1)

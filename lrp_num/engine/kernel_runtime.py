@@ -209,6 +209,10 @@ def sign_stabilised(d: Array, epsilon: float) -> Array:
     ``stabilise="everywhere"``.
     """
     e = like(epsilon, d)
+    if type(d) is numpy.ndarray:  # NumPy: the shift is added in place (e + d is d + e exactly)
+        shifted = numpy.where(d >= 0, e, -e)
+        shifted += d
+        return shifted
     return d + namespace(d).where(d >= 0, e, -e)
 
 
@@ -250,7 +254,12 @@ def stabilised_ratio(numerator: Array, d: Array, eps: float, stabilise: str,
     xp = namespace(d)
     if stabilise == "everywhere":
         d = sign_stabilised(d, eps)
-    else:
+    elif type(d) is numpy.ndarray:  # NumPy: replace zeros only where there are any
+        zero = d == 0
+        if not zero.any():
+            return numerator / d
+        d = numpy.where(zero, like(eps, d), d)
+    else:  # a device array: no test of any() (a sync) before the replacement
         d = xp.where(d == 0, like(eps, d), d)
     if eps > 0:  # both modes give |stab(d)| >= eps: no denominator is 0, nothing to check
         return numerator / d
