@@ -41,9 +41,17 @@ MAXPOOL_TIES = ("split", "first")
 Array = Any
 
 
+#: array_api_compat's NumPy namespace, returned without a lookup for plain NumPy arrays (the
+#: kernels ask for a namespace several times per node; the lookup costs more than small arithmetic)
+_NUMPY_NAMESPACE = array_api_compat.array_namespace(numpy.empty(0))
+
+
 def namespace(*arrays: Array) -> ModuleType:
     """The array-API namespace of ``arrays`` (array_api_compat's wrapper for NumPy, PyTorch
     and CuPy, the library itself where it follows the standard); Python scalars are skipped."""
+    if all(type(a) is numpy.ndarray or isinstance(a, (int, float, bool)) for a in arrays) \
+            and any(type(a) is numpy.ndarray for a in arrays):
+        return _NUMPY_NAMESPACE
     return array_api_compat.array_namespace(*(a for a in arrays
                                               if not isinstance(a, (int, float, bool))))
 
@@ -53,6 +61,8 @@ def as_float(x: object) -> Array:
 
     An array keeps its library and device; anything else becomes a NumPy array.
     """
+    if type(x) is numpy.ndarray and x.dtype.kind == "f":  # NumPy floats: no namespace lookup
+        return x
     if not array_api_compat.is_array_api_obj(x):
         x = numpy.asarray(x)
     xp = namespace(x)
@@ -61,6 +71,10 @@ def as_float(x: object) -> Array:
 
 def like(value: object, x: Array) -> Array:
     """``value`` as an array of the library, device and dtype of ``x`` (no copy if it is one)."""
+    if type(x) is numpy.ndarray:  # NumPy: no namespace or device lookup
+        if type(value) is numpy.ndarray and value.dtype == x.dtype:
+            return value
+        return numpy.asarray(value, dtype=x.dtype)
     xp = namespace(x)
     if isinstance(value, numpy.ndarray) and not value.flags.writeable \
             and not isinstance(x, numpy.ndarray):
@@ -216,6 +230,10 @@ def sign_stabilised(d: Array, epsilon: float) -> Array:
     ``stabilise="everywhere"``.
     """
     e = like(epsilon, d)
+    if type(d) is numpy.ndarray:  # NumPy: the shift is added in place (e + d is d + e exactly)
+        shifted = numpy.where(d >= 0, e, -e)
+        shifted += d
+        return shifted
     return d + namespace(d).where(d >= 0, e, -e)
 
 
@@ -257,7 +275,12 @@ def stabilised_ratio(numerator: Array, d: Array, eps: float, stabilise: str,
     xp = namespace(d)
     if stabilise == "everywhere":
         d = sign_stabilised(d, eps)
-    else:
+    elif type(d) is numpy.ndarray:  # NumPy: replace zeros only where there are any
+        zero = d == 0
+        if not zero.any():
+            return numerator / d
+        d = numpy.where(zero, like(eps, d), d)
+    else:  # a device array: no test of any() (a sync) before the replacement
         d = xp.where(d == 0, like(eps, d), d)
     if eps > 0:  # both modes give |stab(d)| >= eps: no denominator is 0, nothing to check
         return numerator / d

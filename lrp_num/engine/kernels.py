@@ -45,6 +45,11 @@ def _folder_names(folder: Path) -> tuple[str, ...]:
 _FILE_MODULES: dict[Path, tuple[tuple[int, int], ModuleType]] = {}
 
 
+#: name -> shipped kernel module, filled on first use: the shipped package is imported once per
+#: process (Python's import cache), so its names and modules never change while it runs
+_PACKAGED_MODULES: dict[str, ModuleType] = {}
+
+
 def _module_from_file(path: Path) -> ModuleType:
     path = path.resolve()
     stat = path.stat()
@@ -71,11 +76,15 @@ def _known_text(names: tuple[str, ...]) -> str:
 def load_module(name: str, folder: str | Path | None = None) -> ModuleType:
     """The generated kernel module of rule or layer kernel ``name`` (from ``folder`` when given)."""
     if folder is None:
+        module = _PACKAGED_MODULES.get(name)
+        if module is not None:
+            return module
         known = _packaged_names()
         if name not in known:
             raise UnknownRuleError(f"no generated kernel for rule {name!r}; known rules: "
                                    f"{_known_text(known)}")
-        return importlib.import_module(f"lrp_num._generated.{name}")
+        module = _PACKAGED_MODULES[name] = importlib.import_module(f"lrp_num._generated.{name}")
+        return module
     folder = Path(folder)
     if not folder.is_dir():
         raise UnknownRuleError(f"no kernel folder at {folder}")
