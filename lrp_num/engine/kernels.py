@@ -138,7 +138,7 @@ def known_rules(folder: str | Path | None = None) -> tuple[str, ...]:
 
 
 def layer_kernels(folder: str | Path | None = None) -> tuple[str, ...]:
-    """The layer kernels (max pooling) that ``load_kernel`` accepts besides the rules."""
+    """The layer kernels (max pooling, softmax, the products) that ``load_kernel`` accepts besides the rules."""
     names = _packaged_names() if folder is None else _folder_names(Path(folder))
     return tuple(name for name in names if name in LAYER_KERNEL_NAMES)
 
