@@ -134,7 +134,8 @@ def normal_cdf(x: Array) -> Array:
         import math
 
         values = numpy.frompyfunc(lambda v: 0.5 * math.erfc(-v / math.sqrt(2.0)), 1, 1)(x)
-        return xp.astype(xp.asarray(values), x.dtype)
+        # a float64 array, not the object array frompyfunc returns (array libraries refuse object dtype)
+        return xp.astype(xp.asarray(numpy.asarray(values, dtype=numpy.float64)), x.dtype)
     return xp.astype(xp.asarray(ndtr(x)), x.dtype)
 
 
