@@ -264,3 +264,18 @@ def test_from_torch_accepts_graph_twins_and_to_torch_round_trips():
     np.testing.assert_allclose(back.forward(x), graph.forward(x), rtol=1e-12)
     chain = from_torch(to_torch(small_network()), (1, 5, 5))
     np.testing.assert_allclose(chain.forward(small_inputs()), small_network().forward(small_inputs()), rtol=1e-12)
+
+
+def test_forward_cancellation_in_float32_is_measured_into_the_bound():
+    """z = 1.5 (-1.1f) + 1.5 (1.1015625) cancels 700-fold: float32's forward error (2.5e-5 relative)
+    reaches R through the dense layer, whose bias keeps most of f; a correct float32 run passes."""
+    from lrp_num.layers import AvgPool2d
+    conv = Conv2d(np.array([[[[np.float32(-1.1), 1.1015625], [0.0, 0.0]]]], dtype=np.float64), np.zeros(1))
+    dense = Dense(np.array([[1.0]]), np.array([np.float32(1.4976563453674316)], dtype=np.float64))
+    network = lrp_num.Sequential([conv, ReLU(), AvgPool2d(2, 1), Flatten(), dense], input_shape=(1, 3, 3))
+    x = np.full((1, 1, 3, 3), 1.5, dtype=np.float32)
+    R = lrp_num.explain(network, x, composite="epsilon-plus")  # z+ on the convolution: no cancellation there
+    assert R.dtype == np.float32
+    assert_matches_reference(R, network, x, composite="epsilon-plus")
+    with pytest.raises(AssertionError, match="float32 bound"):
+        assert_matches_reference(R * np.float32(1 + 1e-3), network, x, composite="epsilon-plus")

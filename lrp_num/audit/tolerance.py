@@ -65,9 +65,12 @@ def _forward_depths(graph, traces: dict) -> dict[str, float]:
     return depth
 
 
-def _step(trace, error: np.ndarray, n_in: int, unit: float, depth: float) -> np.ndarray:
+def _step(trace, error: np.ndarray, n_in: int, unit: float, depth: float,
+          delta: np.ndarray | None = None) -> np.ndarray:
     """The error at a node's (stacked) input: the error above through the flows, plus the
-    node's own rounding after ``depth`` roundings in the forward pass (see the module docstring)."""
+    node's own rounding after ``depth`` roundings in the forward pass (see the module docstring);
+    ``delta``: measured relative forward errors of the node's inputs, entering R_ij directly and
+    through the denominator (K_j max_i delta_i)."""
     out = np.zeros(n_in + 1)
     flow, rows_index, upper = trace.flow, trace.flow_index, trace.flow_upper
     if flow is None or not flow.size:
@@ -81,6 +84,9 @@ def _step(trace, error: np.ndarray, n_in: int, unit: float, depth: float) -> np.
         fan_in = rows_index.shape[1]
         fan_out = np.bincount(rows_index.ravel(), minlength=n_in + 1)[:n_in].max(initial=1)
         np.add.at(out, rows_index, unit * (fan_in + fan_out + depth + 6) * flow * (1 + k)[:, None])
+        if delta is not None:
+            d = np.append(delta, 0.0)[rows_index]
+            np.add.at(out, rows_index, flow * (d + k[:, None] * d.max(axis=1, keepdims=True)))
     return out[:n_in]
 
 
@@ -99,7 +105,34 @@ def _split(graph, node, error: np.ndarray) -> list[np.ndarray]:
     return np.split(error, len(node.inputs))
 
 
-def rounding_bounds(network, results: Sequence, dtype: object) -> dict[str, np.ndarray]:
+def measured_forward_errors(network, results: Sequence, dtype: object) -> list[dict[str, np.ndarray]]:
+    """Relative error |a - a_exact| / |a_exact| of every activation of a forward pass in ``dtype``.
+
+    The engine's forward pass of the same network in ``dtype`` (one sample at a time) against the
+    reference's exact activations; 0 where the exact activation is 0. It stands in for the forward
+    pass of the implementation under test, which rounds the same sums in the same type.
+    """
+    from lrp_num import reference
+    from lrp_num.engine.graph import as_graph
+
+    graph = as_graph(network)
+    per_sample = []
+    for result in results:
+        exact = {name: reference.to_float(np.asarray(value)).ravel() for name, value in result.activations.items()}
+        shape = graph.input_shape or np.asarray(result.activations[graph.input_name]).shape
+        x = exact[graph.input_name].reshape((1,) + tuple(shape))
+        computed = graph.forward_trace(x.astype(np.dtype(dtype)))
+        errors = {}
+        for name, value in computed.items():
+            if name in exact and np.asarray(value).size == exact[name].size:
+                a, b = np.asarray(value, dtype=np.float64).ravel(), exact[name]
+                errors[name] = np.divide(np.abs(a - b), np.abs(b), out=np.zeros_like(b), where=b != 0)
+        per_sample.append(errors)
+    return per_sample
+
+
+def rounding_bounds(network, results: Sequence, dtype: object,
+                    forward_errors: Sequence[dict[str, np.ndarray]] | None = None) -> dict[str, np.ndarray]:
     """Bound on |R(computed in ``dtype``) - R(exact)| at every tensor, per sample and entry.
 
     Parameters
@@ -111,6 +144,10 @@ def rounding_bounds(network, results: Sequence, dtype: object) -> dict[str, np.n
         One per sample, from :func:`lrp_num.reference.explain_trace`.
     dtype : dtype
         The type the attribution was computed in.
+    forward_errors : list of dict, optional
+        Measured relative forward errors per sample and tensor (:func:`measured_forward_errors`):
+        where given, a node's inputs carry them into its terms, and the output's into f_c; this
+        covers the forward pass's cancellation for that input, which the bound otherwise leaves out.
 
     Returns
     -------
@@ -127,12 +164,13 @@ def rounding_bounds(network, results: Sequence, dtype: object) -> dict[str, np.n
         for name in node.inputs:
             consumers[name] = consumers.get(name, 0) + 1
     per_sample = []
-    for result in results:
+    for sample, result in enumerate(results):
         traces = {trace.index: trace for trace in result.traces}
         depth = _forward_depths(graph, traces)
         top = np.abs(reference.to_float(np.asarray(result.top)).ravel())
         output = result.output or graph.output
-        error = {output: unit * (depth[output] + 1) * top}
+        measured = forward_errors[sample] if forward_errors is not None else {}
+        error = {output: unit * (depth[output] + 1) * top + measured.get(output, 0.0) * top}
         bounds = {}
         for index in reversed(range(len(graph.nodes))):
             node = graph.nodes[index]
@@ -143,7 +181,11 @@ def rounding_bounds(network, results: Sequence, dtype: object) -> dict[str, np.n
             trace = traces.get(index)
             n_in = sum(np.asarray(result.activations[name]).size for name in node.inputs)
             if trace is not None and trace.flow is not None:
-                e_in = _step(trace, e, n_in, unit, max(depth[name] for name in node.inputs))
+                delta = None
+                if all(name in measured for name in node.inputs):
+                    delta = np.concatenate([measured[name] for name in node.inputs])
+                    delta = delta if delta.size == n_in else None
+                e_in = _step(trace, e, n_in, unit, max(depth[name] for name in node.inputs), delta)
             else:  # ReLU, Flatten, Identity, Dropout, a Concat: relevance passes unchanged
                 e_in = e if len(e) == n_in else np.resize(e, n_in)
             for name, part in zip(node.inputs, _split(graph, node, e_in)):
@@ -155,4 +197,4 @@ def rounding_bounds(network, results: Sequence, dtype: object) -> dict[str, np.n
     return {name: SAFETY * np.stack([sample[name] for sample in per_sample]) for name in per_sample[0]}
 
 
-__all__ = ["SAFETY", "UNIT_ROUNDOFF", "dtype_name", "rounding_bounds", "unit_roundoff"]
+__all__ = ["SAFETY", "UNIT_ROUNDOFF", "dtype_name", "measured_forward_errors", "rounding_bounds", "unit_roundoff"]

@@ -13,7 +13,10 @@ largest relevance), plus what the library's profile leaves unmodelled (``Profile
 and the reference's own precision, 10^(1 - dps) max_p |R_ref,p| (it rounds once to ``dps``
 digits). The first-order bound assumes no underflow; gradual underflow adds an absolute error of at
 most half the dtype's smallest subnormal number per operation, counted as 4 operations per node of
-the network (:func:`underflow_floor`). No constant in it belongs to one dtype.
+the network (:func:`underflow_floor`). The forward pass's cancellation, which the audit's bound
+leaves out, enters as measured: the relative error of every activation of a forward pass of the
+same network in R's dtype (:func:`lrp_num.audit.tolerance.measured_forward_errors`), carried into
+each node's terms. No constant in it belongs to one dtype.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from lrp_num.audit.tolerance import rounding_bounds, unit_roundoff
+from lrp_num.audit.tolerance import measured_forward_errors, rounding_bounds, unit_roundoff
 from lrp_num.engine.composites import Composite, LayerRule, get_composite
 from lrp_num.engine.conventions import DTD, Conventions
 from lrp_num.errors import LRPError, ShapeError, UnsupportedLayerError
@@ -259,7 +262,7 @@ def assert_matches_reference(R: Any, model: Any, x: Any, rule: Any = None, compo
     arrays, dtype = _relevance_arrays(R, len(batch_x), graph)
     if graph.input_name in arrays and arrays[graph.input_name].size != batch_x.size:
         raise ShapeError(f"R has {arrays[graph.input_name].size} values, x {batch_x.size}")
-    bounds = rounding_bounds(network, results, dtype)
+    bounds = rounding_bounds(network, results, dtype, measured_forward_errors(network, results, dtype))
     unit = unit_roundoff(dtype)
     floor = underflow_floor(dtype, len(graph.nodes))
     worst, failing = None, []
