@@ -21,7 +21,6 @@ each node's terms. No constant in it belongs to one dtype.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any, Mapping
 
