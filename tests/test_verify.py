@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 import pytest
-from hypothesis import assume, given, target
+from hypothesis import HealthCheck, assume, given, settings, target
 from hypothesis import strategies as st
 
 from lrp_num import reference as ref
@@ -52,6 +52,10 @@ def _parameters(network):
 
 @pytest.mark.parametrize("rule", ["w2", "zplus", "lrp0", "flat"])
 @given(data=st.data())
+# the assume below keeps only draws where no stabiliser absorbs relevance; with non-positive biases
+# that is often not the case, so in the random (dev) profile the share of kept draws can fall
+# below hypothesis's filter_too_much threshold (seen once in a fresh venv); the check itself is unchanged
+@settings(suppress_health_check=[HealthCheck.filter_too_much])
 def test_float64_conservation_within_the_rounding_bound(rule, data):
     """|sum R_engine - f_c(x)| <= sum_p bound_p + the forward rounding of f_c, where the exact
     rule conserves (non-positive biases, orthant inputs, nothing absorbed)."""
