@@ -6,7 +6,7 @@ s x / (s x + t + eps) R. Ioffe and Szegedy (2015), ICML; Montavon et al. (2017),
 Recognition 65 (root points); Montavon et al. (2019), LNCS 11700, Sec. 10.
 """
 
-from lrp_sym import (RatioTerm, b, eps, gamma, h_i, indicator_negative, indicator_positive, j,
+from lrp_sym import (RatioTerm, b, gamma, h_i, indicator_negative, indicator_positive, j,
                      l_i, w_ij, x_i)
 from lrp_sym.graph_layers import AffineChannel
 

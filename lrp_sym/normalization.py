@@ -24,8 +24,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from sympy import (Add, Dummy, Eq, Expr, IndexedBase, Mul, Piecewise, S, Sum, Symbol, expand,
-                   factor_terms, simplify, sqrt)
+from sympy import (Add, Dummy, Expr, IndexedBase, Piecewise, S, Sum, Symbol, expand, factor_terms,
+                   simplify, sqrt)
 
 from lrp_sym.derivation import Derivation
 from lrp_sym.domains import REAL_SPACE

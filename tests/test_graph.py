@@ -9,7 +9,6 @@ import zipfile
 import numpy as np
 import pytest
 from hypothesis import given
-from hypothesis import strategies as st
 
 from lrp_num import explain, explain_details, load_npz, save_npz, testing
 from lrp_num.engine.composites import ADD_RULE, AFFINE_RULE, COMPOSITES

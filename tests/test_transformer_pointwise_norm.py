@@ -6,15 +6,14 @@ from __future__ import annotations
 
 import dataclasses
 
-import mpmath
 import numpy as np
 import pytest
 
 from lrp_num.engine.composites import Composite, LayerRule
 from lrp_num.engine.explain import explain_details
 from lrp_num.engine.graph import Graph, Node
-from lrp_num.engine.kernels import load_kernel, load_module
-from lrp_num.errors import GraphError, ShapeError, UnsupportedLayerError
+from lrp_num.engine.kernels import load_kernel
+from lrp_num.errors import ShapeError, UnsupportedLayerError
 from lrp_num.layers import GELU, Dense, Flatten, LayerNorm, RMSNorm, SiLU, Sigmoid, Tanh
 from lrp_num.reference import transformer_nodes as reference
 
@@ -302,7 +301,7 @@ def _onnx_forward(path, x):
 
 
 def test_onnx_import_of_layer_norm_erf_gelu_sigmoid_tanh(tmp_path):
-    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnx")
     from onnx import helper, numpy_helper
 
     from lrp_num.io.onnx_import import load_onnx

@@ -18,7 +18,6 @@ by what needs them.
 """
 
 import importlib as _importlib
-from types import ModuleType as _ModuleType
 
 SUBMODULES = ("files", "graph_builder", "heatmap", "model_io", "onnx_import", "torch_architectures",
               "torch_bridge", "torch_import", "torch_twin")

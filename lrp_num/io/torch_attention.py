@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lrp_num.io.graph_builder import Tensor
-from lrp_num.layers import Dense, MatMul, MergeHeads, Multiply, Softmax, SplitHeads, TokenDense
+from lrp_num.layers import MatMul, MergeHeads, Multiply, Softmax, SplitHeads, TokenDense
 from lrp_num.layers.attention import multi_head_attention
 
 
