@@ -26,6 +26,30 @@ class Tensor:
     shape: tuple[int, ...] | None
 
 
+# -- attention's pending views: a reshape or transpose that only a later op makes a graph node ----
+
+@dataclass(frozen=True)
+class HeadsView:
+    """A (T, H*d) tensor viewed as (T, H, d): waiting for the transpose that makes it (H, T, d)."""
+
+    tensor: Tensor
+    heads: int
+
+
+@dataclass(frozen=True)
+class Swapped:
+    """A (H, T, d) tensor transposed to (T, H, d): waiting for the view that merges the heads."""
+
+    tensor: Tensor
+
+
+@dataclass(frozen=True)
+class TransposedLast:
+    """A tensor with its last two axes swapped: waiting to be the second factor of a matrix product."""
+
+    tensor: Tensor
+
+
 class GraphBuilder:
     """Collects the nodes of an imported model.
 

@@ -18,31 +18,14 @@ Any other use of these operators is an UnsupportedLayerError naming the node.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from lrp_num.io.graph_builder import Tensor
+from lrp_num.io.graph_builder import HeadsView, Swapped, Tensor, TransposedLast
 from lrp_num.layers import MatMul, MergeHeads, Multiply, Softmax, SplitHeads, TokenDense
 
 OPS = ("Softmax", "Mul", "Div", "Transpose")
-
-
-@dataclass(frozen=True)
-class _HeadsView:
-    tensor: Tensor
-    heads: int
-
-
-@dataclass(frozen=True)
-class _Swapped:
-    tensor: Tensor
-
-
-@dataclass(frozen=True)
-class _TransposedLast:
-    tensor: Tensor
 
 
 def register(reader: Any) -> None:
@@ -81,8 +64,8 @@ class _Handlers:
             weight = b
             self.reader._add(node, self.reader._layer(node, lambda: TokenDense(weight)), [a])
             return
-        if isinstance(a, Tensor) and isinstance(b, (Tensor, _TransposedLast)):
-            transpose_b = isinstance(b, _TransposedLast)
+        if isinstance(a, Tensor) and isinstance(b, (Tensor, TransposedLast)):
+            transpose_b = isinstance(b, TransposedLast)
             b = b.tensor if transpose_b else b
             self.reader._add(node, MatMul(transpose_b=transpose_b), [a, b])
             return
@@ -149,15 +132,15 @@ class _Handlers:
     def transpose(self, node: Any, attrs: dict) -> None:
         value = self._value(node, 0)
         perm = list(attrs.get("perm", []))
-        if isinstance(value, _HeadsView) and perm == [0, 2, 1, 3]:
+        if isinstance(value, HeadsView) and perm == [0, 2, 1, 3]:
             self.reader._add(node, SplitHeads(value.heads), [value.tensor])
             return
         data = self._tensor(node, value, "Transpose")
         rank = len(data.shape) + 1
         if rank >= 3 and perm == list(range(rank - 2)) + [rank - 1, rank - 2]:
-            self._set(node, _TransposedLast(data))
+            self._set(node, TransposedLast(data))
         elif rank == 4 and perm == [0, 2, 1, 3]:
-            self._set(node, _Swapped(data))
+            self._set(node, Swapped(data))
         else:
             self.reader._unsupported(node, f"Transpose perm={perm} of per-sample shape {data.shape} (only the "
                                            "head split/merge (0, 2, 1, 3) and the last two axes before a MatMul)")
@@ -167,7 +150,7 @@ class _Handlers:
         target = self._value(node, 1)
         if isinstance(target, np.ndarray):
             target = target.ravel().tolist()
-        if isinstance(value, _Swapped) and isinstance(target, list) and len(target) == 3 and _is_batch(target[0]):
+        if isinstance(value, Swapped) and isinstance(target, list) and len(target) == 3 and _is_batch(target[0]):
             heads, tokens, d = value.tensor.shape
             if [int(t) for t in target[1:]] in ([tokens, heads * d], [tokens, -1], [-1, heads * d]):
                 self.reader._add(node, MergeHeads(), [value.tensor])
@@ -179,7 +162,7 @@ class _Handlers:
             heads = rest[1]
             if rest[0] in (tokens, 0, -1) and heads > 0 and features % heads == 0 \
                     and rest[2] in (features // heads, -1):
-                self._set(node, _HeadsView(value, heads))
+                self._set(node, HeadsView(value, heads))
                 return
         if not isinstance(value, Tensor):
             self.reader._unsupported(node, f"Reshape of {type(value).__name__} to {target}")

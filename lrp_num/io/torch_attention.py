@@ -25,34 +25,11 @@ A transposed or head-viewed tensor used in any other way is an UnsupportedLayerE
 from __future__ import annotations
 
 import operator
-from dataclasses import dataclass
 from typing import Any
 
-from lrp_num.io.graph_builder import Tensor
+from lrp_num.io.graph_builder import HeadsView, Swapped, Tensor, TransposedLast
 from lrp_num.layers import MatMul, MergeHeads, Multiply, Softmax, SplitHeads, TokenDense
 from lrp_num.layers.attention import multi_head_attention
-
-
-@dataclass(frozen=True)
-class _HeadsView:
-    """x.view(N, T, H, d) of a (T, H*d) tensor: waiting for its transpose(1, 2)."""
-
-    tensor: Tensor
-    heads: int
-
-
-@dataclass(frozen=True)
-class _Swapped:
-    """x.transpose(1, 2) of a (H, T, d) tensor: waiting for a view to (N, T, H*d)."""
-
-    tensor: Tensor
-
-
-@dataclass(frozen=True)
-class _TransposedLast:
-    """x.transpose(-2, -1): waiting to be the second factor of a matrix product."""
-
-    tensor: Tensor
 
 
 class _AttentionWeights:
@@ -203,22 +180,22 @@ class _Handlers:
 
     def matmul(self, node: Any) -> Tensor:
         a, b = self._source(node, 0), self._source(node, 1)
-        transpose_b = isinstance(b, _TransposedLast)
+        transpose_b = isinstance(b, TransposedLast)
         b = b.tensor if transpose_b else b
         a = self._tensor(node, a, "a matrix product")
         b = self._tensor(node, b, "a matrix product")
         return self.reader._add_node(node, MatMul(transpose_b=transpose_b), [a, b])
 
     def _swap(self, node: Any, value: Any, first: int, second: int) -> Any:
-        if isinstance(value, _HeadsView) and {first, second} == {1, 2}:
+        if isinstance(value, HeadsView) and {first, second} == {1, 2}:
             return self.reader._add_node(node, SplitHeads(value.heads), [value.tensor])
         tensor = self._tensor(node, value, "transposing")
         rank = len(tensor.shape) + 1
         pair = {first % rank, second % rank}
         if pair == {rank - 2, rank - 1} and rank >= 3:
-            return _TransposedLast(tensor)
+            return TransposedLast(tensor)
         if pair == {1, 2} and rank == 4:
-            return _Swapped(tensor)
+            return Swapped(tensor)
         self.reader._unsupported(node, f"transposing axes {first} and {second} of a tensor of per-sample shape "
                                        f"{tensor.shape}")
 
@@ -244,7 +221,7 @@ class _Handlers:
         target = [self.reader._value(a) for a in node.args[1:]]
         if len(target) == 1 and isinstance(target[0], (list, tuple)):
             target = list(target[0])
-        if isinstance(source, _Swapped):
+        if isinstance(source, Swapped):
             heads, tokens, d = source.tensor.shape
             if len(target) == 3 and target[0] is BATCH and tuple(target[1:]) in ((tokens, heads * d), (tokens, -1),
                                                                                  (-1, heads * d)):
@@ -255,7 +232,7 @@ class _Handlers:
             heads, d = target[2], target[3]
             if target[0] is BATCH and target[1] in (tokens, -1) and isinstance(heads, int) and isinstance(d, int) \
                     and heads > 0 and (d == -1 or heads * d == features) and features % heads == 0:
-                return _HeadsView(source, heads)
+                return HeadsView(source, heads)
         return self.plain_reshape(node)
 
 
