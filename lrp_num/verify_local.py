@@ -165,6 +165,28 @@ def default_path() -> str:
     return "arb"
 
 
+def _sampled_windows(operation, input_shape: tuple[int, ...], sampled: np.ndarray
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The pooling windows of the sampled outputs over the inputs they touch: (rows, connected,
+    touched), rows indexing ``touched`` (``len(touched)`` where not connected)."""
+    from lrp_num.reference.linear import pool_windows
+
+    rows, connected, _, _ = pool_windows(operation, input_shape)
+    rows, connected = rows[sampled], connected[sampled]
+    touched = np.unique(rows[connected])
+    return np.where(connected, np.searchsorted(touched, rows), len(touched)), connected, touched
+
+
+def _sampled_addends(layer_input: list, engine_lower: list, sampled: np.ndarray
+                     ) -> tuple[np.ndarray, np.ndarray, float]:
+    """An Add node's sampled engine relevance and addends (concatenated addend by addend), and the
+    largest engine relevance outside the sample (where a sampled output sends nothing)."""
+    engine = np.concatenate([part[sampled] for part in engine_lower])
+    addends = np.concatenate([addend.reshape(-1)[sampled] for addend in layer_input])
+    leak = max(float(np.abs(np.delete(part, sampled)).max(initial=0.0)) for part in engine_lower)
+    return engine, addends, leak
+
+
 # -- the engine's side ----------------------------------------------------------------------------
 
 def _engine_plan(graph, rule, composite, parameters: dict, input_is_box: bool) -> dict:
@@ -410,7 +432,6 @@ def _arb_reference(node, index: int, layer_input: list[np.ndarray], output_shape
     from lrp_num.checks import check_orthant
     from lrp_num.layers import Add, MaxPool2d
     from lrp_num.reference.directions import ADD_RULES, RULE_DEFAULTS
-    from lrp_num.reference.linear import pool_windows
     from lrp_num.reference.roots import GUARD_DIGITS
 
     operation = node.operation
@@ -425,19 +446,14 @@ def _arb_reference(node, index: int, layer_input: list[np.ndarray], output_shape
             return None
         result = balls.add_balls(rule, [a.reshape(-1)[sampled] for a in layer_input], relevance, parameters,
                                  conventions, bits=bits)
-        engine = np.concatenate([part[sampled] for part in engine_lower])
-        a = np.concatenate([addend.reshape(-1)[sampled] for addend in layer_input])
-        leak = max(float(np.abs(np.delete(part, sampled)).max(initial=0.0)) for part in engine_lower)
+        engine, a, leak = _sampled_addends(layer_input, engine_lower, sampled)
         n = len(sampled)
         flow_index = np.arange(len(layer_input))[None, :] * n + np.arange(n)[:, None]
         winner_take_all = False
     else:
         x = layer_input[0].reshape(-1)
         if isinstance(operation, MaxPool2d):
-            rows, connected, _, _ = pool_windows(operation, input_shape)
-            rows, connected = rows[sampled], connected[sampled]
-            touched = np.unique(rows[connected])
-            rows = np.where(connected, np.searchsorted(touched, rows), len(touched))
+            rows, connected, touched = _sampled_windows(operation, input_shape, sampled)
             result = balls.maxpool_balls(rows, connected, x[touched], relevance, len(touched))
             flow_index = rows
             winner_take_all = True
@@ -555,7 +571,7 @@ def _mpmath_reference(node, index: int, layer_input: list[np.ndarray], output_sh
     from lrp_num.checks import check_orthant
     from lrp_num.layers import Add, MaxPool2d
     from lrp_num.reference.directions import ROOT_POINT_RULES
-    from lrp_num.reference.linear import pool_windows, to_mpf
+    from lrp_num.reference.linear import to_mpf
     from lrp_num.reference.node_rules import LayerTrace, add_node, formula_layer, maxpool_layer, root_point_layer
     from lrp_num.reference.roots import GUARD_DIGITS
 
@@ -570,17 +586,12 @@ def _mpmath_reference(node, index: int, layer_input: list[np.ndarray], output_sh
             addends = [to_mpf(a.reshape(-1)[sampled]) for a in layer_input]
             lower = add_node(rule, addends, relevance, parameters, conventions, trace, "newton")
             reference = np.concatenate(lower)
-            engine = np.concatenate([part[sampled] for part in engine_lower])
-            a = np.concatenate([addend.reshape(-1)[sampled] for addend in layer_input])
-            leak = max(float(np.abs(np.delete(part, sampled)).max(initial=0.0)) for part in engine_lower)
+            engine, a, leak = _sampled_addends(layer_input, engine_lower, sampled)
             winner_take_all = False
         else:
             x = layer_input[0].reshape(-1)
             if isinstance(operation, MaxPool2d):
-                rows, connected, _, _ = pool_windows(operation, input_shape)
-                rows, connected = rows[sampled], connected[sampled]
-                touched = np.unique(rows[connected])
-                rows = np.where(connected, np.searchsorted(touched, rows), len(touched))
+                rows, connected, touched = _sampled_windows(operation, input_shape, sampled)
                 lower = maxpool_layer(rows, connected, to_mpf(x[touched]), relevance, len(touched), trace)
                 winner_take_all = True
             else:

@@ -125,7 +125,7 @@ def bias_direction(rule: str, bias: str, b) -> Any:
     raise UnknownRuleError(f"unknown bias convention {bias!r}")
 
 
-def _stabiliser(d, r, eps: float, stabilise: str, rule: str):
+def stabiliser_ball(d, r, eps: float, stabilise: str, rule: str):
     """a_j = eps sign(d_j) where it applies (every neuron, or d_j == 0); None where undecided."""
     arb = require_flint().arb
     if stabilise == "everywhere" or d.is_zero():
@@ -166,7 +166,7 @@ def root_point_contributions(rule: str, matrix: BallMatrix, x_ext: np.ndarray, r
     slope = (v * w).sum(axis=1) + v0 * b
     out = np.empty(x.shape, dtype=object)
     for k in range(len(rows)):
-        absorber = _stabiliser(slope[k], r[k], conventions["eps"], conventions["stabilise"], rule)
+        absorber = stabiliser_ball(slope[k], r[k], conventions["eps"], conventions["stabilise"], rule)
         if absorber is None:
             record.mark(rows[k], "slope contains 0")
             out[k] = undecided()
@@ -248,7 +248,7 @@ def formula_contributions(rule: str, matrix: BallMatrix, x_ext: np.ndarray, rele
                     continue
                 dk = dk + arb(parameters["epsilon"]) * s
             numerator = coefficient * r[k]
-            absorber = _stabiliser(dk, numerator, conventions["eps"], conventions["stabilise"], rule)
+            absorber = stabiliser_ball(dk, numerator, conventions["eps"], conventions["stabilise"], rule)
             if absorber is None or sign(dk + absorber) is None and not numerator.is_zero():
                 record.mark(rows[k], "denominator contains 0")
                 out[k] = undecided()
@@ -307,7 +307,7 @@ def add_relevance(rule: str, addends: list[np.ndarray], relevance: np.ndarray, p
         if rule == "add_epsilon":
             s = lrp_sign(y)
             d = None if s is None else y + arb(parameters["epsilon"]) * s
-            absorber = None if d is None else _stabiliser(d, r, conventions["eps"], conventions["stabilise"], rule)
+            absorber = None if d is None else stabiliser_ball(d, r, conventions["eps"], conventions["stabilise"], rule)
             if absorber is None or sign(d + absorber) is None:
                 record.mark(j, "denominator contains 0")
                 lower[j] = undecided()
@@ -321,7 +321,7 @@ def add_relevance(rule: str, addends: list[np.ndarray], relevance: np.ndarray, p
         else:
             raise UnknownRuleError(f"{rule!r} is not a rule of the Add node")
         slope = v.sum()
-        absorber = _stabiliser(slope, r, conventions["eps"], conventions["stabilise"], rule)
+        absorber = stabiliser_ball(slope, r, conventions["eps"], conventions["stabilise"], rule)
         y_sign = sign(y)
         if absorber is None or sign(slope + absorber) is None or y_sign is None:
             record.mark(j, "z_j contains 0" if y_sign is None else "slope contains 0")

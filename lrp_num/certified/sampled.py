@@ -40,6 +40,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from lrp_num.certified.balls import lrp_sign, require_flint, sign, working_precision
+from lrp_num.certified.layers import stabiliser_ball
 from lrp_num.errors import UnknownRuleError, ZeroDenominatorError
 
 #: root-point rules and formula rules this module computes with matrix products
@@ -200,24 +201,6 @@ def _arb_matrix(values: np.ndarray):
     return flint.arb_mat(rows, columns, values.ravel().tolist())
 
 
-def _stabiliser(d, r, eps: float, stabilise: str, rule: str):
-    """a_j = eps sign(d_j) where it applies (every neuron, or d_j == 0); None where undecided."""
-    arb = require_flint().arb
-    if stabilise == "everywhere" or d.is_zero():
-        s = lrp_sign(d)
-        if s is None:
-            return None
-        absorber = arb(eps) * s
-    elif sign(d) is None:
-        return None
-    else:
-        absorber = arb(0)
-    if (d + absorber).is_zero() and not r.is_zero():
-        raise ZeroDenominatorError(f"rule {rule!r}: a denominator is 0 where the upper relevance is not, and "
-                                   "eps = 0; pass eps > 0 to stabilise it")
-    return absorber
-
-
 def _row_coefficient(rule, z, slope_raw, bias, bias_share, r, parameters, conventions):
     """(a_j, absorbed by the bias, absorbed by the stabiliser) of one neuron, or None if undecided.
 
@@ -233,14 +216,14 @@ def _row_coefficient(rule, z, slope_raw, bias, bias_share, r, parameters, conven
                 return None
             own = arb(parameters["epsilon"]) * s
             d = d + own
-        absorber = _stabiliser(d, r, conventions["eps"], conventions["stabilise"], rule)
+        absorber = stabiliser_ball(d, r, conventions["eps"], conventions["stabilise"], rule)
         if absorber is None or sign(d + absorber) is None:
             return None
         ratio = r / (d + absorber)
         return ratio, bias * ratio, (own + absorber) * ratio
     if bias_share is None:
         return None
-    absorber = _stabiliser(slope_raw, r, conventions["eps"], conventions["stabilise"], rule)
+    absorber = stabiliser_ball(slope_raw, r, conventions["eps"], conventions["stabilise"], rule)
     if absorber is None:
         return None
     slope = slope_raw + absorber
@@ -288,7 +271,7 @@ def _split_coefficients(rule, d, bias, r, parameters, conventions):
     for coefficient, share, total in zip(coefficients, shares, d):
         total = total + share
         numerator = coefficient * r
-        absorber = _stabiliser(total, numerator, conventions["eps"], conventions["stabilise"], rule)
+        absorber = stabiliser_ball(total, numerator, conventions["eps"], conventions["stabilise"], rule)
         if absorber is None or (sign(total + absorber) is None and not numerator.is_zero()):
             return None
         ratio = zero if numerator.is_zero() else numerator / (total + absorber)
@@ -508,14 +491,14 @@ def add_balls(rule: str, addends: list[np.ndarray], relevance: np.ndarray, param
                 if s is not None:
                     own = arb(parameters["epsilon"]) * s
                     d = y + own
-                    absorber = _stabiliser(d, r, conventions["eps"], conventions["stabilise"], rule)
+                    absorber = stabiliser_ball(d, r, conventions["eps"], conventions["stabilise"], rule)
                     if absorber is not None and sign(d + absorber) is not None:
                         ratio = r / (d + absorber)
                         found = ([value * ratio for value in row], (own + absorber) * ratio)
             else:
                 v = row if rule == "add_z" else [value if value > 0 else arb(0) for value in row]
                 slope_raw = sum(v[1:], v[0])
-                absorber = _stabiliser(slope_raw, r, conventions["eps"], conventions["stabilise"], rule)
+                absorber = stabiliser_ball(slope_raw, r, conventions["eps"], conventions["stabilise"], rule)
                 y_sign = sign(y)
                 if absorber is not None and y_sign is not None and sign(slope_raw + absorber) is not None:
                     slope = slope_raw + absorber
