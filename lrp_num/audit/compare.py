@@ -33,7 +33,7 @@ import numpy as np
 from lrp_num.audit import findings as found
 from lrp_num.audit.graph_compare import chosen_composite
 from lrp_num.audit.library_run import LibraryRun
-from lrp_num.audit.tolerance import dtype_name, rounding_bounds, unit_roundoff
+from lrp_num.audit.tolerance import dtype_name, measured_forward_errors, rounding_bounds, unit_roundoff
 from lrp_num.checks import check_dps, require_finite
 from lrp_num.engine.composites import Composite, LayerRule
 from lrp_num.engine.conventions import DTD, Conventions
@@ -289,7 +289,9 @@ def layer_bounds(network, results: list, dtype, tolerance: float | None,
 
     graph = as_graph(network)
     names = [node.inputs[0] for node in graph.nodes] + [graph.output]
-    derived = rounding_bounds(network, results, dtype) if tolerance is None else {}
+    derived = {}
+    if tolerance is None:  # the forward pass's measured cancellation included, as in lrp_num.testing
+        derived = rounding_bounds(network, results, dtype, measured_forward_errors(network, results, dtype))
     bounds = {}
     for k, values in layers.items():
         scale = float(np.max(np.abs(values))) if values.size else 0.0

@@ -241,13 +241,14 @@ def node_bounds(graph, relevance: NodeRelevance, dtype, tolerance: float | None,
     """Tensor name -> the deviation (batch, n) counted as equal there: the rounding bound of
     ``dtype`` plus ``model_error`` x max |R_ref|, or ``tolerance`` x max |R_ref| when given
     (as :func:`lrp_num.audit.compare.layer_bounds` does for chains)."""
-    from lrp_num.audit.tolerance import rounding_bounds, unit_roundoff
+    from lrp_num.audit.tolerance import measured_forward_errors, rounding_bounds, unit_roundoff
 
     names = tensor_names(graph)
     derived = {}
-    if tolerance is None:
+    if tolerance is None:  # the forward pass's measured cancellation included, as in lrp_num.testing
+        forward_errors = measured_forward_errors(graph, relevance.results, dtype)
         derived = {names.get(name, name): value for name, value in
-                   rounding_bounds(graph, relevance.results, dtype).items()}
+                   rounding_bounds(graph, relevance.results, dtype, forward_errors).items()}
     bounds = {}
     for tensor, values in relevance.nodes.items():
         flat = np.asarray(values, dtype=np.float64).reshape(len(values), -1)

@@ -17,10 +17,14 @@ u d, entering R_ij directly and through the denominator. Max pooling adds u |R_i
 no sum). Relevance arriving at a tensor from several consumers adds their errors and u |R|. The
 bound carries a safety factor 2, as the engine's does.
 
-What it leaves out, on purpose: the forward pass's cancellation. A worst-case bound carries
+The forward pass's cancellation is not bounded a priori: a worst-case bound carries
 |W| |a| + |b| instead of |a| through the network (as the engine's verify does); on a trained
 residual network that grows about sixfold per convolution, so the float32 bound would exceed
-the relevance itself (measured on digits-resnet) and the audit could not fail. A neuron whose
+the relevance itself (measured on digits-resnet) and the audit could not fail. It is *measured*
+instead (:func:`measured_forward_errors`): the engine's forward pass of the same network in the
+attribution's dtype, standing in for the library's, against the exact activations; each node's
+inputs carry their relative errors into its terms (``rounding_bounds(..., forward_errors=)``, used
+by the audit and by :func:`lrp_num.testing.assert_matches_reference`). A neuron whose
 sign flips under rounding (z_j within rounding of 0) is not modelled either; where that
 happens a correct run can exceed the bound, and the report names the layer and the amount.
 """
