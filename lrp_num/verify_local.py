@@ -883,7 +883,8 @@ def _fan_in(layer, n_inputs: int) -> int:
 
 def format_local_table(report: LocalReport) -> str:
     """The report as a plain-text table, one row per node with a rule."""
-    header = (f"{'node':<24} {'rule':<10} {'K':>5} {'of':>8} {'ulps':>9} {'rel err':>9} {'err/bnd':>8} "
+    rule_width = max([len("rule")] + [len(row.rule) for row in report.layers])
+    header = (f"{'node':<24} {'rule':<{rule_width}} {'K':>5} {'of':>8} {'ulps':>9} {'rel err':>9} {'err/bnd':>8} "
               f"{'cons f64':>9} {'cons bnd':>9} {'c/bnd':>7} {'t ref':>7}  status")
     lines = [f"lrp verify --local: {report.model}, {report.method}, K = {report.neurons} neurons per node "
              f"(seed {report.seed}), reference {report.path} at {report.dps} digits", header, "-" * len(header)]
@@ -892,7 +893,7 @@ def format_local_table(report: LocalReport) -> str:
         if row.reference != report.path:  # a rule the arb path has no matrix form for
             status += f" ({row.reference})"
         ratio = f"{row.conservation_over_bound:>7.2g}" + ("" if row.conservation_required else "i")
-        lines.append(f"{row.name[:24]:<24} {row.rule[:10]:<10} {row.sampled:>5d} {row.nonzero:>8d} "
+        lines.append(f"{row.name[:24]:<24} {row.rule:<{rule_width}} {row.sampled:>5d} {row.nonzero:>8d} "
                      f"{row.max_ulps:>9.3g} {row.max_relative:>9.2e} {row.error_over_bound:>8.2g} "
                      f"{row.conservation_error:>9.2e} {row.conservation_bound:>9.2e} {ratio:>7} "
                      f"{row.time_reference:>6.2f}s  {status}")
