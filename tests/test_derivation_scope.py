@@ -89,6 +89,7 @@ def test_the_warning_can_be_made_an_error():
             explain(ISSUE_NETWORK, ISSUE_X, rule="zplus")
 
 
+@pytest.mark.filterwarnings("default::lrp_num.errors.DerivationScopeWarning")  # pyproject ignores it elsewhere
 def test_the_cli_says_it_in_one_line(tmp_path, capsys):
     from lrp_num.cli import main
     from lrp_num import load_builtin
