@@ -157,3 +157,34 @@ def test_cplrp_on_digits_vit_matches_the_reference():
     by_name = {report.name: report for report in ours.layers}
     assert not by_name["blocks.0.attn.q"].relevance_in.any()
     assert by_name["blocks.0.attn.context"].relevance_in.sum() > 0
+
+
+@pytest.mark.parametrize("order", [("attention", "v"), ("v", "attention")])
+def test_torch_backend_holds_the_same_factor(order):
+    torch = pytest.importorskip("torch")
+    graph, x = _attention(order)
+    expected = explain(graph, x, composite="cplrp", target=1)
+    got = explain(graph, torch.tensor(x), composite="cplrp", target=1)
+    np.testing.assert_allclose(got.numpy(), expected, rtol=1e-12, atol=1e-14)
+
+
+def test_verify_passes_and_catches_a_mutated_kernel(monkeypatch):
+    """lrp verify's rounding bound through matmul_cp (share 1 to the free factor) holds, and is
+    tight enough to see the kernel off by 1e-9 (relative)."""
+    from lrp_num.engine import explain as engine_explain
+    from lrp_num.verify import verify
+
+    graph, x = _attention()
+    report = verify(graph, x, rules=(), composites=("cplrp",))
+    assert all(row.ok for row in report.rows), report
+    original = matmul_cp.relevance
+    engine_explain._kernel_of.cache_clear()
+    monkeypatch.setattr(matmul_cp, "relevance",
+                        lambda *args, **kwargs: tuple(r * (1 + 1e-9) for r in original(*args, **kwargs)))
+    try:
+        report = verify(graph, x, rules=(), composites=("cplrp",))
+    finally:
+        monkeypatch.undo()
+        engine_explain._kernel_of.cache_clear()
+    failed = {check.name for check in report.rows[0].checks if check.required and not check.holds}
+    assert "agreement" in failed, report.rows[0]
