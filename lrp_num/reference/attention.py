@@ -290,7 +290,7 @@ def _matmul_constant_relevance(operation: MatMul, inputs, shapes, upper, epsilon
                 constant = a[m, i, k] if held == 0 else second[k]
                 key = (i, k) if held == 0 else (j, k)
                 if key not in slopes:
-                    slopes[key] = mpmath.diff(lambda u, c=constant: scale * c * u if held == 0 else scale * u * c, 0)
+                    slopes[key] = mpmath.diff(lambda u, c=constant: scale * c * u, 0)  # f(u) = z_k, u free
                 free = second[k] if held == 0 else a[m, i, k]
                 term = z[k] / d * rm[m, i, j] / z[k] * slopes[key] * free
                 if held == 0:
