@@ -12,7 +12,9 @@ float64 engine's error of the node's output (forward) and of the relevance it pa
 * MatMul C = s A B over q products: e_C = |s| sum_k (|B| e_A + |A| e_B) + u (q + 3) |s| sum_k |A B|;
   with rho = R / (C + eps sign C), the error of rho is E / |d| + |rho| e_C / |d| + u |rho|, and
   R_A = s A (rho B^T) / 2 (r terms) carries |s A| / 2 (|d rho| |B|^T + |rho| e_B^T) + |s| e_A / 2
-  |rho| |B|^T + u (r + 4) |s A| / 2 |rho| |B|^T (and so R_B);
+  |rho| |B|^T + u (r + 4) |s A| / 2 |rho| |B|^T (and so R_B); under matmul_cp (the trace's
+  ``held_input``) the held factor's relevance is exactly 0 and the free one's carries twice
+  that bound (its share is 1, not 1/2);
 * Softmax s = softmax(x) over n entries (computed as exp(x - max) / sum): e_s = s (e_x + sum_k
   s_k e_x_k) + u s (n + 4 + |x - max| + max |x - max|); R_i = x_i (R_i - s_i T), T = sum_j R_j,
   carries |x_i| (E_i + s_i sum_j E_j) + e_x_i |R_i - s_i T| + |x_i T| e_s_i
@@ -117,12 +119,14 @@ def relevance_error(operation, parameters, a: list[np.ndarray], e: list[np.ndarr
     rho = np.divide(np.abs(r), d, out=np.zeros_like(d), where=d != 0)
     e_rho = np.divide(big_e + rho * e_c, d, out=np.zeros_like(d), where=d != 0) + U * rho
     columns = out_shape[-1]
+    held = parameters.get("held_input")  # matmul_cp: shares (0, 1) or (1, 0) instead of (1/2, 1/2)
+    weight_a, weight_b = (1.0, 1.0) if held is None else (float(held == 1) * 2, float(held == 0) * 2)
     bound_a = am / 2 * (e_rho @ np.swapaxes(bm, -1, -2) + rho @ np.swapaxes(eb, -1, -2)) \
         + ea / 2 * (rho @ np.swapaxes(bm, -1, -2)) + U * (columns + 4) * am / 2 * (rho @ np.swapaxes(bm, -1, -2))
     rows = out_shape[-2]
     bound_b = bm / 2 * (np.swapaxes(am, -1, -2) @ e_rho + np.swapaxes(ea, -1, -2) @ rho) \
         + eb / 2 * (np.swapaxes(am, -1, -2) @ rho) + U * (rows + 4) * bm / 2 * (np.swapaxes(am, -1, -2) @ rho)
-    return [bound_a.ravel(), _right(operation, bound_b).ravel()]
+    return [(weight_a * bound_a).ravel(), _right(operation, weight_b * bound_b).ravel()]
 
 
 __all__ = ["OPERATIONS", "forward_error", "relevance_error"]

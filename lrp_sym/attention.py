@@ -16,6 +16,10 @@
   products z_k = A_ik B_kj. LRP-epsilon on that addition, R_k = z_k / (C_ij + eps sign C_ij) R_ij,
   then the uniform rule on each product: A_ik and B_kj each receive R_k / 2 (AttnLRP
   Prop. 3.3). The stabiliser absorbs eps / (|C_ij| + eps) R_ij; nothing else is lost.
+* **Matrix product with one factor held constant** C = A B, A constant (CP-LRP's attention
+  weights, Ali et al. 2022, Sec. 3): C is linear in B, so the product a_k b_k is expanded to
+  first order in b alone at the root b~ = 0, a held: the term a_k b_k goes to b_k whole and a_k
+  receives nothing (shares (0, 1)); LRP-epsilon on the sum over k as above.
 
 References: Achtibat et al. (2024), AttnLRP, ICML, Sec. 3.3 (Prop. 3.1, 3.3); Ali et al.
 (2022), XAI for Transformers (CP-LRP), ICML; Shapley (1953).
@@ -395,5 +399,119 @@ class MatrixProductEpsilon:
                            passed - R_out, bases, index=k,
                            expected=self.expected.get("conservation", Status.PROVED),
                            extra={eps: Rational(1, 4), R_out: 1}),
+        ]
+        return derivation
+
+
+def _held_constant_split(held: str) -> dict[str, Expr]:
+    """Shares of R = c a b when the factor ``held`` ("first": a, "second": b) is a constant.
+
+    The product is then a one-variable function of the other factor, f(u) = a u (or u b). Its
+    first-order Taylor expansion at the root u~ = 0 is f(u~) + f'(u~)(u - u~) = f'(0) u; with
+    c = R / (a b) held, the free factor receives c f'(0) u and the held one, no variable of the
+    expansion, receives nothing.
+    """
+    if held not in ("first", "second"):
+        raise ValueError(f"held must be 'first' or 'second', got {held!r}")
+    free = g if held == "first" else a
+    root = Symbol("u_root", real=True)  # the root point of the free factor
+    product = a * g
+    at_root = product.subs(free, root)
+    expansion = at_root.subs(root, 0) + diff(at_root, root).subs(root, 0) * (free - 0)
+    held_relevance = R_out / product  # c = R / y
+    term = simplify(held_relevance * expansion)  # what the free factor receives
+    shares = {free: simplify(term / R_out), (a if free is g else g): S.Zero}
+    return {"expansion": expansion, "relevance_free": term,
+            "share_first": shares[a], "share_second": shares[g]}
+
+
+@dataclass
+class MatrixProductConstant:
+    """C = A B with one factor held constant: LRP-epsilon on the sum over k, then every product
+    A_ik B_kj to the free factor (its first-order Taylor term at the root 0).
+
+    Written for one entry C_ij = sum_k a_k b_k (n symbolic) with C_ij > 0 (stabiliser +eps); the
+    kernel uses eps sign(C_ij). ``held``: "first" (A constant, CP-LRP's A V with A the attention
+    weights) or "second".
+    """
+
+    name: str
+    title: str
+    paper: str
+    held: str = "first"
+    defaults: dict = field(default_factory=dict)
+    expected: dict[str, Status] = field(default_factory=dict)
+
+    def derive(self) -> Derivation:
+        entry = Sum(first[k] * second[k], (k, 1, n))
+        stabilised = entry + eps
+        product_relevance = first[k] * second[k] / stabilised * R_out  # epsilon on the sum
+        split = _held_constant_split(self.held)
+        share_a, share_b = split["share_first"], split["share_second"]
+        to_a, to_b = share_a * product_relevance, share_b * product_relevance
+        passed = Sum(to_a + to_b, (k, 1, n))
+        held_relevance = Sum(to_a if self.held == "first" else to_b, (k, 1, n))
+        uniform = _uniform_split()
+        uniform_passed = Sum((uniform["relevance_first"] + uniform["relevance_second"]) / R_out
+                             * product_relevance, (k, 1, n))
+        derivation = Derivation(self.name, self.title, self.paper, parameters=(eps,),
+                                defaults=dict(self.defaults))
+        derivation.neuron = "matmul"
+        derivation.stabiliser = eps
+        held_word, free_word = ("A_ik", "B_kj") if self.held == "first" else ("B_kj", "A_ik")
+        derivation.rows = [
+            ("entry C_ij = sum_k A_ik B_kj", Eq(C, entry)),
+            (f"{held_word} held constant: first-order Taylor term of a b in {free_word} at the root 0",
+             split["expansion"]),
+            (f"{free_word} receives c times that term, c = R / (a b)", split["relevance_free"]),
+            ("LRP-epsilon on the sum: R_k", product_relevance),
+            ("share of A_ik, of B_kj", f"{share_a}, {share_b}"),
+            ("R_{A_ik} from entry ij", to_a),
+            ("R_{B_kj} from entry ij", to_b),
+            ("passed down sum_k (R_{A_ik} + R_{B_kj})", simplify(passed.doit())),
+        ]
+        ratio = R_out / C  # R_ij / stab(C_ij), the kernel's coefficient with C stabilised
+        derivation.results.update(share_first=share_a, share_second=share_b, ratio=ratio,
+                                  product_relevance=product_relevance, passed=passed,
+                                  held=self.held)
+        derivation.notes = [
+            f"CP-LRP (Ali et al. 2022, Sec. 3) treats the attention weights as constants: with "
+            f"{held_word} held, C_ij = sum_k A_ik B_kj is linear in the free factor. Each product "
+            f"is a function of {free_word} alone; its first-order Taylor expansion at the root 0 "
+            f"is the product itself, so {free_word} receives its whole term and {held_word} none "
+            f"(shares {share_a}, {share_b}). LRP-epsilon on the sum over k splits R_ij: "
+            "R_k = A_ik B_kj / (C_ij + eps sign(C_ij)) R_ij.",
+            "In matrix form (A held): R_A = 0 and R_B = B * (A^T rho), "
+            "rho_ij = R_ij / (C_ij + eps sign(C_ij)); with eps -> 0 this is gradient x input of "
+            "C with A detached, which is what LXT's cplrp does by detaching q and k.",
+            "Everything that computes the held factor (the softmax, Q K^T, q and k) receives no "
+            "relevance through this node.",
+            "What is absorbed: the stabiliser keeps eps / (|C_ij| + eps) of R_ij, as for "
+            "matmul_epsilon: both pass the same total, only its split between the factors differs.",
+            "Kernel layout: a (..., p, q) and b (..., q, r) (b (..., r, q) with transpose_b), "
+            "relevance_out (..., p, r); returns (R_a, R_b) in their shapes, R of the held "
+            "factor zero.",
+        ]
+        bases = ((first, 0, 2), (second, 0, 2))  # C_ij >= 0: the case the formula is written for
+        derivation.proofs = [
+            prove_identity("absorbed",
+                           "the stabiliser absorbs R - sum_k (R_A_k + R_B_k) = eps / (C + eps) R",
+                           R_out - passed - eps / stabilised * R_out, bases, index=k),
+            _proved_if("conservation_eps_zero",
+                       "with eps -> 0 every entry passes R_ij whole: sum = R",
+                       simplify(passed.doit().subs(eps, 0) - R_out) == 0,
+                       "the eps = 0 limit of the passed-down sum simplifies to R"),
+            prove_identity("conservation", "sum_k (R_A_k + R_B_k) = R for eps > 0",
+                           passed - R_out, bases, index=k,
+                           expected=self.expected.get("conservation", Status.PROVED),
+                           extra={eps: Rational(1, 4), R_out: 1}),
+            _proved_if("held_receives_nothing",
+                       f"the held factor ({held_word}) receives 0 for every k, eps and R",
+                       simplify(held_relevance.doit()) == 0,
+                       f"its share of the Taylor term is {share_a if self.held == 'first' else share_b}"),
+            prove_identity("same_total_as_uniform",
+                           "the same total passes as under matmul_epsilon (uniform split): only "
+                           "the split between the factors differs",
+                           passed - uniform_passed, bases, index=k),
         ]
         return derivation

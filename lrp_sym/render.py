@@ -23,6 +23,8 @@ _LAYER_SIGNATURES = {
     "softmax": "relevance(x, relevance_out, *, axis=-1) -> array  # and softmax(x, axis)",
     "product_uniform": "relevance(a, b, relevance_out) -> (array, array)",
     "matmul_epsilon": "relevance(a, b, relevance_out, *, epsilon=1e-06, transpose_b=False) -> (array, array)",
+    "matmul_cp": "relevance(a, b, relevance_out, *, epsilon=1e-06, transpose_b=False) -> (array, array)  "
+                 "# HELD: the factor held constant",
 }
 #: the kernel signature of the rules of one node type, by the neuron they are derived for
 _NODE_RULE_SIGNATURES = {

@@ -37,12 +37,40 @@ def test_correct_lxt_matches_the_reference_at_every_node(digits, variant):
     assert "convention: " in render_table(audit)
 
 
-def test_cplrp_is_compared_down_to_the_attention(digits):
+def test_cplrp_is_compared_at_every_node(digits):
+    """With A V's attention weights held constant (matmul_cp) the reference follows CP-LRP to the
+    input: q, k, the scores and the softmax receive nothing on both sides, v all of A V's."""
     model, x = digits
-    comparison = audit_lxt(model, x, variant="cplrp", dps=DPS).reference
-    assert comparison.verdict == "matches"
-    assert comparison.stopped_at == "blocks.1.attn.attention"
-    assert {"norm", "blocks.1.mlp.act", "blocks.1.attn.merged"} <= {row.graph_tensor for row in comparison.tensors}
+    audit = audit_lxt(model, x, variant="cplrp", dps=DPS)
+    comparison = audit.reference
+    assert comparison.verdict == "matches" and comparison.stopped_at is None, render_table(audit)
+    rows = {row.graph_tensor: row for row in comparison.tensors}
+    assert {"input", "tokens", "norm", "blocks.1.mlp.act", "blocks.1.attn.merged", "blocks.0.norm1"} <= set(rows)
+    for block in ("blocks.0", "blocks.1"):
+        assert {f"{block}.attn.{name}" for name in ("q_heads", "k_heads", "v_heads", "scores", "attention")} <= set(rows)
+        for name in ("q_heads", "k_heads", "scores", "attention"):
+            assert rows[f"{block}.attn.{name}"].deviation == 0.0  # nothing flows there, on either side
+    assert "reference: LXT matches at every node compared" in render_table(audit)
+
+
+def test_a_cplrp_product_that_loses_part_of_v_is_named_at_a_v(digits, monkeypatch):
+    """A V handing v 0.9 R (forward unchanged): the first deviating tensor is v, from A V."""
+    from lrp_num.audit.lxt_adapter import EfficientOps
+
+    model, x = digits
+
+    def lossy(self, name, a, b):
+        a, b = self._enter(name, "matmul", a, b)
+        if name.endswith(".mix"):
+            b = 0.9 * b + 0.1 * b.detach()  # the same value, 0.9 of the gradient
+        return self._leave(name, self.torch.matmul(a, b))
+
+    monkeypatch.setattr(EfficientOps, "matmul", lossy)
+    audit = audit_lxt(model, x, variant="cplrp", dps=DPS)
+    first = audit.reference.first_deviating
+    assert first is not None and first.graph_tensor == "blocks.1.attn.v_heads", render_table(audit)
+    assert first.rule_of == ["blocks.1.attn.mix (matmul)"]
+    assert audit.exit_status == 1 and any("deviates-from-reference" in f for f in audit.findings)
 
 
 def test_a_corrupted_softmax_is_named_at_its_node(digits, monkeypatch):
@@ -169,8 +197,10 @@ def test_nn_multihead_attention_transformer_cplrp_against_the_reference(monkeypa
     np.testing.assert_allclose(run.logits, plain, rtol=1e-12, atol=1e-14)
     assert "forward" not in module.attn.__dict__ and "forward" not in module.norm1.__dict__  # patches undone
     comparison = compare_module_with_reference(module, x, run, dps=DPS)
-    assert comparison.verdict == "matches" and comparison.stopped_at == "attn.context"
-    assert [row.graph_tensor for row in comparison.tensors] == ["fc2", "act", "fc1", "norm2", "attn.out"]
+    assert comparison.verdict == "matches" and comparison.stopped_at is None
+    # down to the input: through the attention's v path (matmul_cp) to norm1 and the input
+    assert [row.graph_tensor for row in comparison.tensors] == ["fc2", "act", "fc1", "norm2", "attn.out", "norm1",
+                                                              "input"]
     with pytest.raises(UnsupportedLayerError, match="cannot explain nn.MultiheadAttention with attnlrp"):
         run_lxt_module(module, x, plain.argmax(axis=1), "attnlrp")
     # LXT's GELU rule replaced by the plain gradient: named at GELU's input

@@ -122,7 +122,7 @@ def test_rule_parameters_with_a_composite_are_an_error(mlp):
 # 11: layer kernels are not rules ------------------------------------------------------------
 
 def test_layer_kernels_are_not_rules(mlp):
-    assert set(layer_kernels()) == {"maxpool", "softmax", "product_uniform", "matmul_epsilon"}
+    assert set(layer_kernels()) == {"maxpool", "softmax", "product_uniform", "matmul_epsilon", "matmul_cp"}
     assert not set(layer_kernels()) & set(known_rules())
     assert callable(load_kernel("maxpool"))
     with pytest.raises(UnknownRuleError, match="not a rule.*zplus"):

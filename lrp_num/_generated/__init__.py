@@ -26,6 +26,7 @@ RULES = (
 LAYER_KERNELS = (
     'affine_channel',
     'batchnorm_fold',
+    'matmul_cp',
     'matmul_epsilon',
     'maxpool',
     'product_uniform',

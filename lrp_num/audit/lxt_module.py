@@ -20,9 +20,12 @@ named submodule's output (gradient x output) and at the input.
 
 :func:`compare_module_with_reference` imports the module into a Graph
 (:func:`lrp_num.io.torch_import.from_torch_module`, whose node names are the module paths),
-runs the reference under the ``cplrp`` profile's plan, and compares the submodules' outputs from
-the output down, stopping at the first matrix product (the reference has no rule holding the
-attention weights constant), within the dtype's rounding bound plus the profile's model error.
+runs the reference under the ``cplrp`` profile's plan (A V with the attention weights held
+constant, ``matmul_cp``), and compares the submodules' outputs from the output down to the
+input, within the dtype's rounding bound plus the profile's model error. Inside
+nn.MultiheadAttention only its output is recorded: the products, the softmax and q, k, v run
+inside ``F.multi_head_attention_forward``; their rules are compared through what reaches the
+attention's input (its v path) and the network input.
 """
 
 from __future__ import annotations
@@ -115,14 +118,13 @@ def run_lxt_module(module, x: np.ndarray, targets: np.ndarray, variant: str = "c
 
 def compare_module_with_reference(module, x: np.ndarray, run: ModuleRun, dps: int = 30) -> ReferenceComparison:
     """The recorded submodule outputs against the reference under the ``cplrp`` profile's plan
-    (see the module docstring), from the output down to the first matrix product."""
+    (see the module docstring), from the output down to the input."""
     from lrp_num.audit.graph_compare import node_bounds, reference_nodes
     from lrp_num.audit.lxt_reference import reference_plan
     from lrp_num.audit.profiles import LXT_CPLRP
     from lrp_num.audit.tolerance import dtype_name
     from lrp_num.engine.conventions import DTD
     from lrp_num.io.torch_import import from_torch_module
-    from lrp_num.layers import MatMul
 
     x = np.asarray(x, dtype=np.float64)
     dtype = np.dtype(str(next(module.parameters()).dtype).replace("torch.", ""))
@@ -131,22 +133,20 @@ def compare_module_with_reference(module, x: np.ndarray, run: ModuleRun, dps: in
     bounds = node_bounds(graph, reference, dtype, None, LXT_CPLRP.model_error)
     comparison = ReferenceComparison(LXT_CPLRP.reference, dtype_name(dtype), LXT_CPLRP.model_error,
                                      list(LXT_CPLRP.conventions))
-    for node in reversed(graph.nodes):
-        if isinstance(node.operation, MatMul):
-            comparison.stopped_at = node.name
-            break
-        if node.name not in run.outputs or node.name == graph.nodes[-1].name:
+    recorded = {**run.outputs, graph.input_name: run.relevance}
+    for name in [node.name for node in reversed(graph.nodes)] + [graph.input_name]:
+        if name not in recorded or name == graph.nodes[-1].name:
             continue
-        ours = np.asarray(reference.nodes[node.name], dtype=np.float64)
-        theirs = run.outputs[node.name].reshape(ours.shape)
+        ours = np.asarray(reference.nodes[name], dtype=np.float64)
+        theirs = recorded[name].reshape(ours.shape)
         gap = np.abs(theirs - ours).reshape(len(ours), -1)
-        bound = bounds[node.name]
+        bound = bounds[name]
         ratio = np.divide(gap, bound, out=np.where(gap > 0, np.inf, 0.0), where=bound > 0)
         scale = float(np.max(np.abs(ours)))
         deviation = float(gap.max())
         readers = [f"{other.name} ({type(other.operation).__name__})" for other in graph.nodes
-                   if node.name in other.inputs]
-        comparison.tensors.append(TensorComparison(node.name, node.name, readers, deviation,
+                   if name in other.inputs]
+        comparison.tensors.append(TensorComparison(name, name, readers, deviation,
                                                    deviation / scale if scale > 0 else deviation,
                                                    float(ratio.max()), float(ratio.max()) > 1.0))
     return comparison

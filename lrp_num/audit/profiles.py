@@ -574,21 +574,23 @@ LXT_CPLRP = TransformerProfile(
         OpRule("gelu", "identity_rule_implicit", True, "", f"{_LXT_EFFICIENT}: identity_rule_implicit_fn"),
         OpRule("softmax", "no relevance: the attention weights are constants", True, "",
                f"{_LXT_EFFICIENT}: cp_multi_head_attention_forward"),
-        OpRule("matmul", "the gradient to v only (A constant)", True, "", "Ali et al. 2022, Sec. 3"),
+        OpRule("matmul", "the gradient to v only (A constant); q K^T gets none (q, k detached)", True, "",
+               "Ali et al. 2022, Sec. 3; derivations/matmul_cp.py"),
         OpRule("scale", "the gradient", True, "", ""),
         OpRule("add", "the gradient (z-rule on a sum)", True, "", ""),
         OpRule("add_constant", "the gradient", False, _CONSTANT, ""),
         OpRule("mean", "the gradient", True, "", ""),
     )},
     stabiliser="none (gradient x input)",
-    reference_rules={"linear": ("epsilon", {"epsilon": 0.0}), "add": ("add_z", {})},
-    reference_stops_at=("matmul",),
+    reference="cplrp",
+    reference_rules={"linear": ("epsilon", {"epsilon": 0.0}), "matmul": ("matmul_cp", {"epsilon": 0.0}),
+                     "add": ("add_z", {})},
     model_error=1e-6,
     conventions=("identity_rule_implicit divides g(x) by x + 1e-10: the bound allows 1e-6 max|R_ref| for it (up to "
                  "5.6e-8 measured on the 8 stored digits-vit test images)",
-                 "the reference has no rule holding the attention weights constant (CP-LRP's A V gives v all "
-                 "of R): LXT is compared down to the first tensor a matrix product reads, with epsilon 0, "
-                 "norm_cp and the identity rule",),
+                 "gradient x input has no stabiliser: the reference runs epsilon 0 on linear nodes and on A V "
+                 "(our cplrp: epsilon 1e-6); A V holds the attention weights constant (matmul_cp: all of R to "
+                 "v, none to A, so none to the softmax, Q K^T, q or k), LayerNorm norm_cp, GELU the identity rule",),
 )
 """CP-LRP as LXT applies it to torch's ViT (``lxt/efficient/models/vit_torch.py``)."""
 

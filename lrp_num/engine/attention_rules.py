@@ -8,12 +8,23 @@ hands each its node's inputs in the layout it expects:
 * Multiply: the two factors, relevance (R_a, R_b);
 * MatMul C = scale A B: the kernel sees the factors (scale A, B), since scale A is a one-input
   linear map that passes its relevance to A whole (the constant belongs to the first factor).
+
+A rule that holds one factor constant (``matmul_cp``, CP-LRP: its kernel's ``HELD``) needs to
+know which input is the constant: :func:`hold_constants` reads it from the graph, not from node
+names. The held input of a MatMul node is the one a Softmax node produces (the attention weights
+A of A V); a MatMul whose output reaches the network output only through held inputs (Q K^T,
+which only computes A) is constant as a whole, and both its inputs receive nothing. A MatMul
+that does receive relevance with no, or two, Softmax-produced inputs is ambiguous (GraphError).
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Callable
 
+import array_api_compat
+
+from lrp_num.errors import GraphError
 from lrp_num.layers import MatMul, MergeHeads, Multiply, Softmax, SplitHeads
 
 #: node type -> the neuron its rules are derived for (a kernel's NEURON)
@@ -31,15 +42,75 @@ def neuron_of(layer: object) -> str | None:
     return NEURONS.get(type(layer))
 
 
-def apply(layer: object, inputs: list, above, relevance: Callable, parameters: dict) -> list:
-    """The relevance of the node's inputs (one array per input) from ``above``."""
+#: a kernel's HELD -> the position of the factor it holds constant
+HELD_POSITION = {"first": 0, "second": 1}
+
+
+def hold_constants(graph, plan: dict, held_of: Callable[[object], str | None]) -> dict:
+    """``plan`` with ``constant_inputs`` set on every MatMul node whose rule holds a factor.
+
+    ``held_of(choice)``: the factor the rule's kernel holds ("first", "second") or None. Walks
+    the nodes from the output down, tracking which tensors receive relevance: a held input
+    receives none, and a MatMul whose output receives none is constant as a whole (both inputs
+    held). See the module docstring.
+    """
+    producer = {node.name: node.operation for node in graph.nodes}
+    live = {graph.output}
+    planned = dict(plan)
+    for index in reversed(range(len(graph.nodes))):
+        node = graph.nodes[index]
+        choice = plan.get(index)
+        if not (isinstance(node.operation, MatMul) and choice is not None and held_of(choice)):
+            if node.name in live:
+                live.update(node.inputs)
+            continue
+        if node.name not in live:
+            constant = (0, 1)
+        else:
+            weights = tuple(k for k, name in enumerate(node.inputs) if isinstance(producer.get(name), Softmax))
+            if len(weights) != 1:
+                found = "both inputs" if weights else "neither input"
+                raise GraphError(
+                    f"node {index} ({node.name!r}, {node.operation!r}): rule {choice.rule!r} holds the "
+                    f"attention weights constant, but {found} ({', '.join(node.inputs)}) is produced by a "
+                    "Softmax node, so which factor is constant is ambiguous; give this node another rule "
+                    "with the composite's node_rules (e.g. LayerRule('matmul_epsilon'))")
+            constant = weights
+            live.update(name for k, name in enumerate(node.inputs) if k not in constant)
+        planned[index] = replace(choice, constant_inputs=constant)
+    return planned
+
+
+def _transpose(x):
+    return array_api_compat.array_namespace(x).matrix_transpose(x)
+
+
+def _zeros(x):
+    return array_api_compat.array_namespace(x).zeros_like(x)
+
+
+def apply(layer: object, inputs: list, above, relevance: Callable, parameters: dict,
+          constant_inputs: tuple[int, ...] = (), held: str | None = None) -> list:
+    """The relevance of the node's inputs (one array per input) from ``above``.
+
+    ``held``: the factor the kernel holds constant (its ``HELD``), ``constant_inputs`` the
+    node's inputs that are constant (:func:`hold_constants`); where they differ, the kernel is
+    applied to the transposed product C^T = B^T A^T, which puts the constant input in its place.
+    """
     if isinstance(layer, Softmax):
         return [relevance(inputs[0], above, axis=layer.batch_axis(inputs[0].ndim - 1), **parameters)]
     if isinstance(layer, Multiply):
         return list(relevance(inputs[0], inputs[1], above, **parameters))
     if isinstance(layer, MatMul):
         first = inputs[0] if layer.scale == 1.0 else inputs[0] * layer.scale
-        return list(relevance(first, inputs[1], above, transpose_b=layer.transpose_b, **parameters))
+        if held is not None and len(constant_inputs) == 2:  # the product only computes a constant
+            return [_zeros(inputs[0]), _zeros(inputs[1])]
+        if held is None or constant_inputs in ((), (HELD_POSITION[held],)):
+            return list(relevance(first, inputs[1], above, transpose_b=layer.transpose_b, **parameters))
+        # C^T = right^T first^T, right = B^T with transpose_b else B: the kernel's a is right^T
+        right_t = inputs[1] if layer.transpose_b else _transpose(inputs[1])
+        lower_b, lower_first = relevance(right_t, first, _transpose(above), transpose_b=True, **parameters)
+        return [lower_first, lower_b if layer.transpose_b else _transpose(lower_b)]
     raise TypeError(f"{layer!r} has no attention rule")  # pragma: no cover - callers check RULED
 
 
@@ -52,4 +123,5 @@ def route(layer: object, inputs: list, above) -> list | None:
     return None
 
 
-__all__ = ["NEURONS", "NEURON_WORDS", "RULED", "apply", "neuron_of", "route"]
+__all__ = ["HELD_POSITION", "NEURONS", "NEURON_WORDS", "RULED", "apply", "hold_constants", "neuron_of",
+           "route"]

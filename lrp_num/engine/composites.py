@@ -23,6 +23,13 @@ first linear layer). Nodes outside the composite's choice:
   with the normaliser held constant (CP-LRP, Ali et al. 2022): LRP-0/epsilon on the linear map
   the layer becomes, its bias absorbing its share; ``norm_full`` linearises it fully;
 * Concat, Flatten, Dropout, Identity and ReLU route relevance without a rule.
+
+The ``cplrp`` composite (CP-LRP, Ali et al. 2022, ICML, Sec. 3, as LXT 2.1's ``cplrp`` applies
+it) holds the attention weights constant: every MatMul node uses ``matmul_cp``, which gives the
+operand produced by a Softmax node no relevance and the other one all of it (LRP-epsilon on the
+sum over k); the softmax, Q K^T, q and k then receive none. Linear layers use LRP-epsilon,
+LayerNorm ``norm_cp`` (sigma held constant), element-wise nonlinearities the identity rule, Add
+nodes the proportional split ``add_z`` (the gradient x input of a sum, as LXT's cplrp does).
 """
 
 from __future__ import annotations
@@ -50,10 +57,16 @@ NORM_RULE = "norm_cp"
 
 @dataclass(frozen=True)
 class LayerRule:
-    """A rule name and its parameters for one layer."""
+    """A rule name and its parameters for one layer.
+
+    ``constant_inputs``: for a MatMul node under a rule that holds a factor constant
+    (``matmul_cp``), the positions of the inputs held constant, read from the graph when the
+    network is explained (:func:`lrp_num.engine.attention_rules.hold_constants`); () otherwise.
+    """
 
     rule: str
     parameters: Mapping[str, float] = field(default_factory=dict)
+    constant_inputs: tuple[int, ...] = ()
 
 
 #: the default rules of attention nodes (AttnLRP, Achtibat et al. 2024, ICML): softmax by its
@@ -206,6 +219,11 @@ COMPOSITES: dict[str, Composite] = {
                              "products epsilon then uniform"),
     )
 }
+COMPOSITES["cplrp"] = Composite(
+    "cplrp", COMPOSITES["attnlrp"].choose,
+    "CP-LRP (Ali et al. 2022): epsilon on linear layers, LayerNorm with sigma held constant, the "
+    "identity rule on nonlinearities, the attention weights held constant (A V: all to V)",
+    attention={**ATTENTION_RULES, "matmul": LayerRule("matmul_cp", {"epsilon": 1e-6})})
 COMPOSITES["alpha2-beta1"] = Composite(
     "alpha2-beta1", COMPOSITES.pop("alphabeta").choose, "alpha = 2, beta = 1 on every linear layer")
 

@@ -153,6 +153,7 @@ class _Kernel(NamedTuple):
     domain: str | None
     neuron: str
     z_sign: str
+    held: str | None = None
 
 
 @functools.lru_cache(maxsize=None)
@@ -169,7 +170,7 @@ def _kernel_of(module: ModuleType) -> _Kernel:
     return _Kernel(kernel, accepted, bool(getattr(module, "BOUNDS", ())),
                    int(getattr(module, "N_TERMS", 1)), condition if callable(condition) else None,
                    parameters, getattr(module, "DOMAIN", None), getattr(module, "NEURON", "linear"),
-                   getattr(module, "Z_SIGN", "any"))
+                   getattr(module, "Z_SIGN", "any"), getattr(module, "HELD", None))
 
 
 def _kernel(rule: str, folder: str | None, layer: object) -> _Kernel:
@@ -263,6 +264,8 @@ def explain_details(
     plan = _resolve_composite(rule, composite, parameters, kernel_folder).plan_graph(
         graph, input_domain is not None)
     _check_plan(plan, graph.layers, kernel_folder)
+    # attention nodes always use the shipped kernels; which input a held factor is comes from the graph
+    plan = attention_rules.hold_constants(graph, plan, lambda choice: _kernel_of(load_module(choice.rule)).held)
     with contextlib.ExitStack() as stack:
         for layer in graph.layers:  # convolutions reuse the im2col columns of the forward pass
             if hasattr(layer, "reusing_columns"):
@@ -337,7 +340,8 @@ def _apply_node_rule(layer, inputs: list[np.ndarray], above: np.ndarray, choice:
     output z from the forward trace (None: recomputed where needed)."""
     if isinstance(layer, attention_rules.RULED):
         kernel = _kernel(choice.rule, kernel_folder, layer)
-        return attention_rules.apply(layer, inputs, above, kernel.relevance, dict(choice.parameters)), None
+        return attention_rules.apply(layer, inputs, above, kernel.relevance, dict(choice.parameters),
+                                     choice.constant_inputs, kernel.held), None
     if isinstance(layer, Add):
         stacked, operator = backend.stack_addends(inputs), backend.addends(len(inputs))
         relevance, valid = _apply_rule(layer, operator, stacked, above, choice, conventions, box,

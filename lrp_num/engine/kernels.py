@@ -19,7 +19,7 @@ from lrp_num.errors import UnknownRuleError
 
 
 #: kernels generated for a layer type rather than a rule (max pooling); never a user's rule
-LAYER_KERNEL_NAMES = ("maxpool", "softmax", "product_uniform", "matmul_epsilon")
+LAYER_KERNEL_NAMES = ("maxpool", "softmax", "product_uniform", "matmul_epsilon", "matmul_cp")
 #: generated modules that are no relevance kernel at all
 _NOT_KERNELS = ("batchnorm_fold", "affine_channel")
 

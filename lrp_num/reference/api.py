@@ -140,7 +140,7 @@ def layer_plan(network, rule: str | None = None, composite=None, input_is_box: b
 #: ``signed`` (0 or 1; 1, the default, is the definition's eps sign(d)): 0 places the stabiliser as
 #: d + eps whatever d's sign, as LXT 2.1 does (``lxt/explicit/functional.py: _stabilize``);
 #: ``stabiliser`` (>= 0, default 0): LayerNorm / RMSNorm relevance over y_j + s, as LXT's layer_norm
-REFERENCE_PARAMETERS = {"signed": ("epsilon", "matmul_epsilon", "add_epsilon"), "stabiliser": NORM_RULES}
+REFERENCE_PARAMETERS = {"signed": ("epsilon", "matmul_epsilon", "matmul_cp", "add_epsilon"), "stabiliser": NORM_RULES}
 
 
 def _signed_parameter(name: str, rule: str, parameters: Mapping[str, Any]

@@ -12,6 +12,11 @@ computed from the definitions, on one sample's flattened values (C order):
 * MatMul C = scale A B: for every entry C_ij and every k, R_k = z_k / (C_ij + eps sign C_ij) R_ij
   with z_k = scale A_ik B_kj (LRP-epsilon on the sum over k), then the Shapley split of the
   product z_k between its two factors; the stabiliser's share is recorded as absorbed;
+* MatMul under ``matmul_cp`` (CP-LRP, Ali et al. 2022, Sec. 3): the input a Softmax node produces
+  (the attention weights) is a constant; R_k as above, and the product z_k, a function f(u) of
+  the free factor u alone, is expanded to first order at its root u = 0: the free factor
+  receives c f'(0) u (c = R_k / z_k, f'(0) by mpmath.diff), the constant one nothing. Where no
+  relevance arrives at the node, both inputs receive nothing whichever is constant;
 * SplitHeads / MergeHeads move values and relevance by index.
 """
 
@@ -22,12 +27,12 @@ import itertools
 import mpmath
 import numpy as np
 
-from lrp_num.errors import UnknownRuleError, ZeroDenominatorError
+from lrp_num.errors import GraphError, UnknownRuleError, ZeroDenominatorError
 from lrp_num.layers import MatMul, MergeHeads, Multiply, Softmax, SplitHeads
 
 #: rule name -> (node type, its parameters' defaults) of the attention rules the reference knows
 ATTENTION_RULES = {"softmax": (Softmax, {}), "product_uniform": (Multiply, {}),
-                   "matmul_epsilon": (MatMul, {"epsilon": 1e-6})}
+                   "matmul_epsilon": (MatMul, {"epsilon": 1e-6}), "matmul_cp": (MatMul, {"epsilon": 1e-6})}
 #: node types the reference evaluates here
 OPERATIONS = (Softmax, Multiply, MatMul, SplitHeads, MergeHeads)
 
@@ -154,9 +159,11 @@ def gradient(operation, inputs: list[np.ndarray], shapes: list[tuple[int, ...]],
 
 
 def relevance(operation, rule: str, parameters, inputs: list[np.ndarray], shapes: list[tuple[int, ...]],
-              upper: np.ndarray, trace) -> list[np.ndarray]:
+              upper: np.ndarray, trace, softmax_inputs: tuple[int, ...] = ()) -> list[np.ndarray]:
     """The relevance of each input of an attention node (one sample, flattened) by its rule's
-    definition; ``trace`` (a LayerTrace) receives what the bias or the stabiliser absorbs."""
+    definition; ``trace`` (a LayerTrace) receives what the bias or the stabiliser absorbs.
+    ``softmax_inputs``: the positions of the node's inputs that a Softmax node produces (the
+    constant factor of ``matmul_cp``)."""
     kind, _ = ATTENTION_RULES.get(rule, (None, None))
     if kind is None or not isinstance(operation, kind):
         raise UnknownRuleError(f"the reference has no rule {rule!r} for {operation!r}; known: "
@@ -166,6 +173,16 @@ def relevance(operation, rule: str, parameters, inputs: list[np.ndarray], shapes
         return [_softmax_relevance(operation, inputs[0], shapes[0], upper, trace)]
     if isinstance(operation, Multiply):
         return _product_relevance(inputs[0], inputs[1], upper)
+    if rule == "matmul_cp":
+        if all(value == 0 for value in upper):  # no entry carries relevance: nothing to split
+            return [_zeros(len(inputs[0])), _zeros(len(inputs[1]))]
+        if len(softmax_inputs) != 1:
+            raise GraphError(f"{operation!r}: rule 'matmul_cp' holds the attention weights constant, but "
+                             f"{'both inputs are' if softmax_inputs else 'neither input is'} produced by a "
+                             "Softmax node, and relevance arrives at it")
+        trace.parameters["held_input"] = softmax_inputs[0]
+        return _matmul_constant_relevance(operation, inputs, shapes, upper, mpmath.mpf(parameters["epsilon"]),
+                                          trace, softmax_inputs[0], bool(parameters.get("signed", 1.0)))
     return _matmul_relevance(operation, inputs, shapes, upper, mpmath.mpf(parameters["epsilon"]), trace,
                              bool(parameters.get("signed", 1.0)))
 
@@ -237,6 +254,52 @@ def _matmul_relevance(operation: MatMul, inputs, shapes, upper, epsilon, trace, 
                     rb[m, j, k] += share_b
                 else:
                     rb[m, k, j] += share_b
+    return [ra.ravel(), rb.ravel()]
+
+
+def _matmul_constant_relevance(operation: MatMul, inputs, shapes, upper, epsilon, trace, held: int,
+                               signed: bool = True) -> list[np.ndarray]:
+    """C = scale A B with input ``held`` (0: A, 1: B) constant: for every entry C_ij and every k,
+    R_k = z_k / (C_ij + eps sign C_ij) R_ij (z_k = scale A_ik B_kj), and the free factor u
+    receives c f'(0) u, the first-order Taylor term at the root u = 0 of f(u) = z_k with u in
+    place of the free factor (c = R_k / z_k; 0 where z_k = 0, where R_k is 0)."""
+    a, b = _matrices(inputs[0], shapes[0]), _matrices(inputs[1], shapes[1])
+    out_shape = output_shape(operation, shapes)
+    rm = _matrices(upper, out_shape)
+    scale = mpmath.mpf(operation.scale)
+    ra, rb = _zeros(a.shape), _zeros(b.shape)
+    for m in range(len(a)):
+        p, q = a[m].shape
+        r = b[m].shape[0] if operation.transpose_b else b[m].shape[1]
+        slopes: dict = {}  # f'(0) depends on the held factor only
+        for i, j in itertools.product(range(p), range(r)):
+            if rm[m, i, j] == 0:
+                continue
+            second = [b[m, j, k] if operation.transpose_b else b[m, k, j] for k in range(q)]
+            z = [scale * a[m, i, k] * second[k] for k in range(q)]
+            total = mpmath.fsum(z)
+            own = epsilon * _sign(total) if signed else epsilon
+            d = total + own
+            if d == 0:
+                raise ZeroDenominatorError(f"{operation!r}: entry ({i}, {j}) of matrix {m} is 0 with relevance "
+                                           "arriving and epsilon = 0")
+            trace.absorbed_stabiliser += own / d * rm[m, i, j]
+            for k in range(q):
+                if z[k] == 0:
+                    continue
+                constant = a[m, i, k] if held == 0 else second[k]
+                key = (i, k) if held == 0 else (j, k)
+                if key not in slopes:
+                    slopes[key] = mpmath.diff(lambda u, c=constant: scale * c * u, 0)  # f(u) = z_k, u free
+                free = second[k] if held == 0 else a[m, i, k]
+                term = z[k] / d * rm[m, i, j] / z[k] * slopes[key] * free
+                if held == 0:
+                    if operation.transpose_b:
+                        rb[m, j, k] += term
+                    else:
+                        rb[m, k, j] += term
+                else:
+                    ra[m, i, k] += term
     return [ra.ravel(), rb.ravel()]
 
 

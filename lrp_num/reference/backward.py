@@ -29,7 +29,7 @@ import numpy as np
 from lrp_num.checks import check_orthant
 from lrp_num.errors import GraphError, MissingBoundsError, ShapeError, UnsupportedLayerError
 from lrp_num.layers import (Add, BatchNorm, ChannelAffine, Concat, Conv2d, Dense, Dropout, Flatten,
-                            Identity, MaxPool2d, ReLU, Reshape)
+                            Identity, MaxPool2d, ReLU, Reshape, Softmax)
 from lrp_num.layers.nonlinear import NONLINEAR
 from lrp_num.layers.normalization import NORMALIZATION
 from lrp_num.reference import attention, transformer_nodes
@@ -463,8 +463,11 @@ class ReferenceNetwork:
             elif isinstance(layer, attention.OPERATIONS) and index in plan:
                 rule, parameters = plan[index]
                 trace = LayerTrace(index, repr(layer), rule, relevance_out=relevance, name=node.name)
+                producers = {other.name: other.operation for other in self.nodes}
+                softmax_inputs = tuple(k for k, name in enumerate(node.inputs)
+                                       if isinstance(producers.get(name), Softmax))
                 lower = attention.relevance(layer, rule, parameters, inputs, self.input_shapes(node),
-                                            relevance, trace)
+                                            relevance, trace, softmax_inputs)
             elif isinstance(layer, attention.OPERATIONS):  # head split / merge: moved back by index
                 lower = attention.gradient(layer, inputs, self.input_shapes(node), relevance)
             else:

@@ -25,7 +25,13 @@ composite              first linear node          other Dense         other Conv
 ``epsilon-plus``       (as the others)            epsilon 0.25        z+
 ``epsilon-gamma-box``  z^B (needs the box)        epsilon 0.25        gamma 0.25
 ``alpha2-beta1``       (as the others)            alpha 2, beta 1     alpha 2, beta 1
+``attnlrp``            (as the others)            epsilon 1e-6        epsilon 1e-6
+``cplrp``              (as the others)            epsilon 1e-6        epsilon 1e-6
 =====================  =========================  ==================  ==================
+
+``attnlrp`` and ``cplrp`` differ in their matrix products: AttnLRP's epsilon then uniform
+(Achtibat et al. 2024, Prop. 3.3), CP-LRP's attention weights held constant (``matmul_cp``, Ali
+et al. 2022, Sec. 3).
 
 A composite passed as an object (not a name) is its own definition: its ``choose(index, layer,
 is_first_linear, input_is_box)`` and ``add`` are read node by node with the walk above, and an
@@ -115,6 +121,12 @@ COMPOSITE_DEFINITIONS: dict[str, CompositeDefinition] = {
         CompositeDefinition("attnlrp", dense=("epsilon", {"epsilon": 1e-6}), conv=("epsilon", {"epsilon": 1e-6}),
                             description="AttnLRP: epsilon on linear layers, softmax tangent with bias, "
                             "products uniform, matrix products epsilon then uniform"),
+        # CP-LRP (Ali et al. 2022, ICML, Sec. 3): the attention weights are constants, so a matrix
+        # product gives the factor a Softmax produces nothing and the other all (epsilon on the sum)
+        CompositeDefinition("cplrp", dense=("epsilon", {"epsilon": 1e-6}), conv=("epsilon", {"epsilon": 1e-6}),
+                            attention={**ATTENTION_DEFINITION, "matmul": ("matmul_cp", {"epsilon": 1e-6})},
+                            description="CP-LRP: epsilon on linear layers, LayerNorm with sigma held constant, "
+                            "the identity rule on nonlinearities, the attention weights held constant"),
     )
 }
 

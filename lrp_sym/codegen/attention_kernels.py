@@ -8,7 +8,10 @@ Each kernel works on whole arrays (array-API code on ``xp``), not through a line
   ``(share_first R, share_second R)`` from ``results["share_first"]``/``["share_second"]``;
 * ``matmul_epsilon`` -> ``matmul_epsilon.py``: ``relevance(a, b, relevance_out, *, epsilon,
   transpose_b=False)``: rho = ``results["ratio"]`` (R / stab(C)), then each factor's share of
-  a_ik b_kj rho_ij collected by one matrix product per factor.
+  a_ik b_kj rho_ij collected by one matrix product per factor;
+* ``matmul_cp`` -> ``matmul_cp.py``: the same signature, one factor held constant
+  (``results["held"]``, exported as ``HELD``): the free factor's share of a_ik b_kj rho_ij by one
+  matrix product, the held factor's relevance zero (its derived share is 0).
 
 The softmax along the axis is computed with its maximum subtracted (the same function,
 exp(x - max) / sum exp(x - max), without overflow).
@@ -24,7 +27,7 @@ from lrp_sym.derivation import Derivation
 
 #: derivation name -> generated module
 ATTENTION_KERNELS = {"softmax": "softmax", "product_uniform": "product_uniform",
-                     "matmul_epsilon": "matmul_epsilon"}
+                     "matmul_epsilon": "matmul_epsilon", "matmul_cp": "matmul_cp"}
 
 
 def _result(derivation: Derivation, key: str) -> Expr:
@@ -171,7 +174,75 @@ def emit_matmul(derivation: Derivation, header: str) -> str:
     ]) + "\n"
 
 
-EMITTERS = {"softmax": emit_softmax, "product_uniform": emit_product,
-            "matmul_epsilon": emit_matmul}
+def emit_matmul_constant(derivation: Derivation, header: str) -> str:
+    """The kernel of a matrix product with one factor held constant (``results["held"]``): the
+    held factor's derived share must be 0, and it receives zeros; the free factor's share is
+    printed from the derivation."""
+    from lrp_sym.attention import C, R_out
 
-__all__ = ["ATTENTION_KERNELS", "EMITTERS", "emit_matmul", "emit_product", "emit_softmax"]
+    code_a, code_b, share_a, share_b = _shares(derivation)
+    held = derivation.results.get("held")
+    if held not in ("first", "second"):
+        raise CodegenError(f"{derivation.name}: results['held'] must be 'first' or 'second', got {held!r}")
+    if (share_a if held == "first" else share_b) != 0:
+        raise CodegenError(f"{derivation.name}: the held ({held}) factor's share must be 0, got "
+                           f"{share_a if held == 'first' else share_b}")
+    ratio = _result(derivation, "ratio")
+    _only(derivation, "ratio", ratio, {"R", "C"})
+    numerator = (ratio * C).simplify()
+    if numerator.has(C):
+        raise CodegenError(f"{derivation.name}: results['ratio'] = {ratio} is not (numerator) / C")
+    numerator_code = print_array_api(numerator, {R_out: "relevance_out"})
+    default = {str(k): float(v) for k, v in derivation.defaults.items()}.get("epsilon")
+    if default is None:
+        raise CodegenError(f"{derivation.name}: no default for epsilon")
+    if held == "first":
+        formula = f"R_A = 0,   R_B = {sstr(share_b)} B * (A^T rho)"
+        body = [f"    share_second = {code_b}",
+                "    relevance_a = xp.zeros_like(a)",
+                "    relevance_right = share_second * right * xp.matmul(xp.matrix_transpose(a), rho)"]
+    else:
+        formula = f"R_A = {sstr(share_a)} A * (rho B^T),   R_B = 0"
+        body = [f"    share_first = {code_a}",
+                "    relevance_a = share_first * a * xp.matmul(rho, xp.matrix_transpose(right))",
+                "    relevance_right = xp.zeros_like(right)"]
+    return "\n".join([
+        *_head(derivation, header, [
+            f"For C = A B with the {held} factor held constant (batched over leading axes; B",
+            "transposed first with transpose_b) and the relevance R of C:",
+            "rho = R / (C + epsilon sign C) (sign(0) = +1), then",
+            "",
+            f"    {formula}",
+            "",
+            f"Absorbed: epsilon / (|C_ij| + epsilon) R_ij per entry (docs/rules/{derivation.name}.md).",
+        ]),
+        f"RULE = {derivation.name!r}",
+        f"PARAMETERS = {{'epsilon': {default!r}}}",
+        "NEURON = 'matmul'",
+        f"HELD = {held!r}",
+        "",
+        "",
+        f"def relevance(a, b, relevance_out, *, epsilon={default!r}, transpose_b=False):",
+        f'    """(R_a, R_b) for the matrix product a @ b (a @ b^T with transpose_b), the {held} factor',
+        "    held constant (its relevance zero).",
+        "",
+        "    a (..., p, q), b (..., q, r) or (..., r, q), relevance_out (..., p, r); array-API code.",
+        '    """',
+        "    a = kernel_runtime.as_float(a)",
+        "    xp = kernel_runtime.namespace(a)",
+        "    b = kernel_runtime.like(b, a)",
+        "    relevance_out = kernel_runtime.like(relevance_out, a)",
+        "    right = xp.matrix_transpose(b) if transpose_b else b",
+        "    # rho = R / (C + epsilon sign C); epsilon = 0 with C = 0 and R != 0 is an error",
+        f"    rho = kernel_runtime.stabilised_ratio({numerator_code}, xp.matmul(a, right), epsilon,",
+        "                                          'everywhere', RULE, 1)",
+        *body,
+        "    return relevance_a, (xp.matrix_transpose(relevance_right) if transpose_b else relevance_right)",
+    ]) + "\n"
+
+
+EMITTERS = {"softmax": emit_softmax, "product_uniform": emit_product,
+            "matmul_epsilon": emit_matmul, "matmul_cp": emit_matmul_constant}
+
+__all__ = ["ATTENTION_KERNELS", "EMITTERS", "emit_matmul", "emit_matmul_constant", "emit_product",
+           "emit_softmax"]
