@@ -20,6 +20,9 @@ from lrp_num.layers import MatMul, MergeHeads, Multiply, Softmax, SplitHeads
 NEURONS = {Softmax: "softmax", Multiply: "product", MatMul: "matmul"}
 #: node types with an attention rule
 RULED = tuple(NEURONS)
+#: node type -> the kernel keyword that takes the node's output from the forward pass (softmax
+#: s; the matrix product C = (scale A) B, the product of the factors the kernel is given)
+FORWARD_QUANTITIES = {Softmax: "s", MatMul: "product"}
 #: the neurons in words, for messages
 NEURON_WORDS = {"softmax": "a softmax over one axis (Softmax node)",
                 "product": "an element-wise product of two inputs (Multiply node)",
@@ -31,15 +34,24 @@ def neuron_of(layer: object) -> str | None:
     return NEURONS.get(type(layer))
 
 
-def apply(layer: object, inputs: list, above, relevance: Callable, parameters: dict) -> list:
-    """The relevance of the node's inputs (one array per input) from ``above``."""
+def apply(layer: object, inputs: list, above, relevance: Callable, parameters: dict,
+          output=None, accepted: frozenset = frozenset()) -> list:
+    """The relevance of the node's inputs (one array per input) from ``above``.
+
+    ``output``: the node's output from the forward pass (None: not known); it is handed to a
+    kernel whose keywords (``accepted``) take it (:data:`FORWARD_QUANTITIES`), which then
+    skips recomputing it.
+    """
+    name = FORWARD_QUANTITIES.get(type(layer))
+    if output is not None and name in accepted:
+        parameters = {**parameters, name: output}
     if isinstance(layer, Softmax):
         return [relevance(inputs[0], above, axis=layer.batch_axis(inputs[0].ndim - 1), **parameters)]
     if isinstance(layer, Multiply):
         return list(relevance(inputs[0], inputs[1], above, **parameters))
     if isinstance(layer, MatMul):
-        first = inputs[0] if layer.scale == 1.0 else inputs[0] * layer.scale
-        return list(relevance(first, inputs[1], above, transpose_b=layer.transpose_b, **parameters))
+        return list(relevance(layer.scaled_first(inputs[0]), inputs[1], above,
+                              transpose_b=layer.transpose_b, **parameters))
     raise TypeError(f"{layer!r} has no attention rule")  # pragma: no cover - callers check RULED
 
 
@@ -52,4 +64,4 @@ def route(layer: object, inputs: list, above) -> list | None:
     return None
 
 
-__all__ = ["NEURONS", "NEURON_WORDS", "RULED", "apply", "neuron_of", "route"]
+__all__ = ["FORWARD_QUANTITIES", "NEURONS", "NEURON_WORDS", "RULED", "apply", "neuron_of", "route"]

@@ -57,7 +57,11 @@ __all__ = ["Explanation", "LayerReport", "MissingBoundsError", "explain", "expla
 
 #: keywords of a generated kernel that are not rule parameters
 _RUNTIME_KEYWORDS = frozenset({"op", "x", "relevance_out", "lower", "upper", "eps", "stabilise",
-                               "bias_shares"})
+                               "bias_shares", "z", "y"})
+#: the keyword under which a kernel takes the node's output from the forward trace: a linear
+#: layer's z_j = sum_i x_i w_ij + b_j, a normalisation's y_j (a kernel whose signature has it
+#: is given it and skips recomputing it; the attention nodes': attention_rules.FORWARD_QUANTITIES)
+_OUTPUT_KEYWORDS = ((Dense, "z"), (Conv2d, "z"), (NORMALIZATION, "y"))
 #: the neurons a generated kernel can be derived for (its NEURON), in words
 _NEURONS = {"linear": "a linear neuron sum_i x_i w_ij + b_j", "sum": "an addition of tensors (Add node)",
             "pointwise": "an element-wise nonlinearity y = g(x) (GELU, SiLU, Tanh, Sigmoid)",
@@ -337,7 +341,8 @@ def _apply_node_rule(layer, inputs: list[np.ndarray], above: np.ndarray, choice:
     output z from the forward trace (None: recomputed where needed)."""
     if isinstance(layer, attention_rules.RULED):
         kernel = _kernel(choice.rule, kernel_folder, layer)
-        return attention_rules.apply(layer, inputs, above, kernel.relevance, dict(choice.parameters)), None
+        return attention_rules.apply(layer, inputs, above, kernel.relevance, dict(choice.parameters),
+                                     output, kernel.accepted), None
     if isinstance(layer, Add):
         stacked, operator = backend.stack_addends(inputs), backend.addends(len(inputs))
         relevance, valid = _apply_rule(layer, operator, stacked, above, choice, conventions, box,
@@ -345,7 +350,8 @@ def _apply_node_rule(layer, inputs: list[np.ndarray], above: np.ndarray, choice:
         return [relevance[:, k, ...] for k in range(len(inputs))], valid
     if isinstance(layer, NONLINEAR + NORMALIZATION):  # the rule takes the layer itself
         relevance, valid = _apply_rule(layer, layer, inputs[0], above, choice, conventions, box,
-                                       index, diagnostics, kernel_folder)
+                                       index, diagnostics, kernel_folder,
+                                       output if isinstance(layer, NORMALIZATION) else None)
         return [relevance], valid
     if output is not None and tuple(output.shape) != tuple(above.shape):
         output = None  # not this node's z_j: recomputed from the operator
@@ -566,7 +572,9 @@ def _warn_outside_derivation(kernel: _Kernel, rule: str, layer, index: int, rele
 def _apply_rule(layer, operator, a, relevance, choice: LayerRule, conventions: Conventions,
                 box: _Box, index: int, diagnostics: bool, kernel_folder: str | None, z=None):
     """Apply the node's kernel to ``operator``, the layer's linear part on the input's backend
-    (the layer itself for NumPy); ``z``: the layer's output z_j where the forward trace has it."""
+    (the layer itself for NumPy); ``z``: the node's output where the forward trace has it (a
+    linear layer's z_j, a normalisation's y_j), handed to a kernel that takes it
+    (:data:`_OUTPUT_KEYWORDS`)."""
     if conventions.bias == "magnitude" and isinstance(layer, (Dense, Conv2d)):
         relevance = _magnitude_bias_split(operator, a, relevance, conventions.eps)
         conventions = dataclasses.replace(conventions, bias="dtd")
@@ -593,6 +601,10 @@ def _apply_rule(layer, operator, a, relevance, choice: LayerRule, conventions: C
         keywords["bias_shares"] = shares
     if kernel.needs_bounds:
         keywords.update(box.bounds(choice.rule, a, index))
+    if z is not None:
+        name = next((name for kind, name in _OUTPUT_KEYWORDS if isinstance(layer, kind)), None)
+        if name in accepted:
+            keywords[name] = z
     unknown = set(keywords) - accepted
     if unknown:
         raise KernelArgumentError(f"rule {choice.rule} takes no parameter(s) {', '.join(sorted(unknown))}")

@@ -148,10 +148,13 @@ class MatMul:
     def __call__(self, a: np.ndarray, b: np.ndarray, check_finite: bool = True) -> np.ndarray:
         a, b = _checked_arrays(self, (a, b), check_finite, 2)
         right = np.swapaxes(b, -1, -2) if self.transpose_b else b
-        out = a @ right
-        if self.scale != 1.0:
-            out *= a.dtype.type(self.scale)
-        return out
+        return self.scaled_first(a) @ right
+
+    def scaled_first(self, a):
+        """scale * A, the first factor the product is taken of: C = (scale A) B, in this order,
+        is what the forward pass computes and what the matrix-product rule is given (so that
+        the C it may take from the forward pass is the C it would compute)."""
+        return a if self.scale == 1.0 else a * self.scale
 
 
 class SplitHeads:

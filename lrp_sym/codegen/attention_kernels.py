@@ -19,6 +19,7 @@ from __future__ import annotations
 from sympy import Expr, Symbol, sstr, sympify
 
 from lrp_sym.codegen.errors import CodegenError
+from lrp_sym.codegen.module_text import RUNTIME_IMPORT, module_head
 from lrp_sym.codegen.printer import print_array_api
 from lrp_sym.derivation import Derivation
 
@@ -43,9 +44,13 @@ def _only(derivation: Derivation, key: str, expr: Expr, allowed: set[str]) -> No
                            f"symbols {', '.join(stray)}")
 
 
-def _head(derivation: Derivation, header: str, lines: list[str]) -> list[str]:
-    return [header.rstrip("\n"), f'"""{derivation.title} (generated).', "", derivation.paper, "",
-            *lines, '"""', "", "from lrp_num.engine import kernel_runtime", "", ""]
+def _head(derivation: Derivation, header: str, lines: list[str],
+          imports: tuple[str, ...] = (RUNTIME_IMPORT,)) -> list[str]:
+    return [*module_head(derivation, header, " (generated).", lines, imports), ""]
+
+
+#: the imports of a kernel that checks the shape of a forward quantity it is given
+_CHECKING_IMPORTS = (RUNTIME_IMPORT, "from lrp_num.errors import ShapeError")
 
 
 def emit_softmax(derivation: Derivation, header: str) -> str:
@@ -64,7 +69,7 @@ def emit_softmax(derivation: Derivation, header: str) -> str:
             "",
             "Not conservative: the bias of the tangent plane absorbs sum_j R_j (1 - x_j + sum_k s_k x_k)",
             "(docs/rules/softmax.md).",
-        ]),
+        ], _CHECKING_IMPORTS),
         "RULE = 'softmax'",
         "PARAMETERS = {}",
         "NEURON = 'softmax'",
@@ -77,15 +82,22 @@ def emit_softmax(derivation: Derivation, header: str) -> str:
         "    return shifted / xp.sum(shifted, axis=axis, keepdims=True)",
         "",
         "",
-        "def relevance(x, relevance_out, *, axis=-1):",
+        "def relevance(x, relevance_out, *, axis=-1, s=None):",
         '    """Relevance of the logits x (any shape) from the relevance of softmax(x, axis).',
         "",
         "    Array-API code: x may be a NumPy, PyTorch or CuPy array; relevance_out has x's shape.",
+        "    s: softmax(x, axis) from the forward pass, x's shape (None: computed here; given, the",
+        "    kernel skips that recomputation).",
         '    """',
         "    x = kernel_runtime.as_float(x)",
         "    xp = kernel_runtime.namespace(x)",
         "    relevance_out = kernel_runtime.like(relevance_out, x)",
-        "    s = softmax(x, axis)",
+        "    if s is None:",
+        "        s = softmax(x, axis)",
+        "    else:",
+        "        s = kernel_runtime.like(s, x)",
+        "        if tuple(s.shape) != tuple(x.shape):",
+        "            raise ShapeError(f\"s has shape {tuple(s.shape)}, the logits {tuple(x.shape)}\")",
         "    total = xp.sum(relevance_out, axis=axis, keepdims=True)",
         f"    return {code}",
     ]) + "\n"
@@ -144,24 +156,33 @@ def emit_matmul(derivation: Derivation, header: str) -> str:
             f"    R_A = {sstr(share_a)} A * (rho B^T),   R_B = {sstr(share_b)} B * (A^T rho)",
             "",
             "Absorbed: epsilon / (|C_ij| + epsilon) R_ij per entry (docs/rules/matmul_epsilon.md).",
-        ]),
+        ], _CHECKING_IMPORTS),
         "RULE = 'matmul_epsilon'",
         f"PARAMETERS = {{'epsilon': {default!r}}}",
         "NEURON = 'matmul'",
         "",
         "",
-        f"def relevance(a, b, relevance_out, *, epsilon={default!r}, transpose_b=False):",
+        f"def relevance(a, b, relevance_out, *, epsilon={default!r}, transpose_b=False, product=None):",
         '    """(R_a, R_b) for the matrix product a @ b (a @ b^T with transpose_b).',
         "",
         "    a (..., p, q), b (..., q, r) or (..., r, q), relevance_out (..., p, r); array-API code.",
+        "    product: C = a @ b (a @ b^T) from the forward pass, relevance_out's shape (None:",
+        "    computed here; given, the kernel skips that recomputation).",
         '    """',
         "    a = kernel_runtime.as_float(a)",
         "    xp = kernel_runtime.namespace(a)",
         "    b = kernel_runtime.like(b, a)",
         "    relevance_out = kernel_runtime.like(relevance_out, a)",
         "    right = xp.matrix_transpose(b) if transpose_b else b",
+        "    if product is None:",
+        "        product = xp.matmul(a, right)",
+        "    else:",
+        "        product = kernel_runtime.like(product, a)",
+        "        if tuple(product.shape) != tuple(relevance_out.shape):",
+        "            raise ShapeError(f\"product has shape {tuple(product.shape)}, relevance_out \"",
+        "                             f\"{tuple(relevance_out.shape)}\")",
         "    # rho = R / (C + epsilon sign C); epsilon = 0 with C = 0 and R != 0 is an error",
-        f"    rho = kernel_runtime.stabilised_ratio({numerator_code}, xp.matmul(a, right), epsilon,",
+        f"    rho = kernel_runtime.stabilised_ratio({numerator_code}, product, epsilon,",
         "                                          'everywhere', RULE, 1)",
         f"    share_first = {code_a}",
         f"    share_second = {code_b}",
