@@ -14,7 +14,8 @@ node (no Dense or Conv2d before it) when every node before it only reshapes (Fla
 Dropout), checks that the inputs lie in it, and raises
 :class:`~lrp_num.errors.MissingBoundsError` anywhere else. Every layer's
 relevance is checked to be finite (a NaN or Inf, e.g. from float32 overflow at a tiny
-denominator, raises :class:`~lrp_num.errors.NonFiniteError` naming the layer).
+denominator, raises :class:`~lrp_num.errors.NonFiniteError` naming the layer): after the fact,
+as a NaN or Inf reaches the input relevance, whereupon a second pass checks node by node.
 
 Arrays stay where the input lives: a NumPy input runs on the layers' NumPy code, a torch tensor
 (CPU or CUDA) or a CuPy array on the operators of its backend (:mod:`lrp_num.backends`), with
@@ -271,15 +272,31 @@ def explain_details(
         for layer in graph.layers:  # convolutions reuse the im2col columns of the forward pass
             if hasattr(layer, "reusing_columns"):
                 stack.enter_context(layer.reusing_columns())
-        return _backward(graph, x, plan, target, conventions, input_domain,
-                         diagnostics and layer_reports, kernel_folder, keep_layers, layer_reports,
-                         backend)
+        arguments = (graph, x, plan, target, conventions, input_domain,
+                     diagnostics and layer_reports, kernel_folder, keep_layers, layer_reports, backend)
+        # by_sign masks relevance by sign(z_j), and a user's kernels are not ours to vouch for:
+        # there, every node is checked as it goes
+        if not conventions.by_sign and kernel_folder is None:
+            try:
+                explanation = _backward(*arguments, check_each=False)
+            except LRPError:  # perhaps after a NaN or Inf: the pass below raises what comes first
+                explanation = None
+            if explanation is not None and _all_finite(explanation.relevance):
+                return explanation
+        # a NaN or Inf at some node: again, checking every node's relevance, to name the first
+        return _backward(*arguments, check_each=True)
 
 
 def _backward(graph: Graph, x, plan, target, conventions, input_domain, diagnostics, kernel_folder,
-              keep_layers, layer_reports, backend) -> Explanation:
+              keep_layers, layer_reports, backend, check_each: bool = True) -> Explanation:
     """The forward trace, then every node's rule from the output down to the input; relevance
-    reaching a tensor from several consumers is summed."""
+    reaching a tensor from several consumers is summed.
+
+    ``check_each``: check every ruled node's relevance to be finite (NonFiniteError naming the
+    node). Without it the caller checks the input relevance only: a NaN or Inf that appears at
+    a node reaches the input (a product, quotient or sum with NaN or Inf is not finite, and the
+    rules only multiply, divide and sum relevance, except by_sign's mask by sign(z_j)), and the
+    caller then runs the pass again with the checks to name the node where it first appears."""
     activations = backend.forward_trace(graph, x)
     output = activations[graph.output]
     if not _all_finite(output):
@@ -300,7 +317,7 @@ def _backward(graph: Graph, x, plan, target, conventions, input_domain, diagnost
         if choice is not None:
             lower, valid = _apply_node_rule(layer, inputs, above, choice, conventions, box, index,
                                             diagnostics, kernel_folder, backend, activations[node.name])
-            for relevance in lower:
+            for relevance in lower if check_each else ():
                 if not _all_finite(relevance):
                     raise NonFiniteError(_non_finite_message(index, layer, choice.rule, relevance))
         else:

@@ -21,7 +21,7 @@ import math
 
 import numpy as np
 
-from lrp_num.checks import as_float_array, batch_input, require_finite
+from lrp_num.checks import as_float_array, batch_input, is_float_batch, require_finite
 from lrp_num.errors import ShapeError
 from lrp_num.layers.dense import Dense
 
@@ -263,13 +263,15 @@ class TokenDense(Dense):
         return (input_shape[0], self.n_out)
 
     def transpose(self, s: np.ndarray, g: str = "identity") -> np.ndarray:
-        s = batch_input(s, f"{self!r} transpose", ndim=3, check_finite=False)
+        if not is_float_batch(s, 3):
+            s = batch_input(s, f"{self!r} transpose", ndim=3, check_finite=False)
         if s.shape[2] != self.n_out:
             raise ShapeError(f"{self!r} transpose expects (N, T, {self.n_out}), got {s.shape}")
         return s @ self._weights.get(g, s.dtype).T
 
     def _checked(self, x: object, check_finite: bool) -> np.ndarray:
-        x = batch_input(x, repr(self), ndim=3, check_finite=check_finite)
+        if check_finite or not is_float_batch(x, 3):
+            x = batch_input(x, repr(self), ndim=3, check_finite=check_finite)
         if x.shape[2] != self.n_in:
             raise ShapeError(f"{self!r} expects inputs of shape (N, T, {self.n_in}), got {x.shape}")
         return x
