@@ -26,8 +26,9 @@ hold the core (a run preempted once is slower by a scheduler slice), while the C
 process counts only its own work, and the best of many runs drops the runs slowed by cache
 misses after a preemption. A larger model runs long enough for the wall clock, and may use
 several threads, which the CPU time would add up. The load average (``os.getloadavg``) before
-and after is printed: on a shared machine it says how far the figures can be trusted. ViT-Tiny's position embedding is zero: the engine's graph embeds
-its patches by the convolution, and has no node that adds a constant (timing is unaffected).
+and after is printed: on a shared machine it says how far the figures can be trusted. ViT-Tiny's
+position embedding is zero: the engine's graph embeds its patches by the convolution, and has no
+node that adds a constant (timing is unaffected).
 
     python benchmarks/vit_speed.py                      # both models; LXT attnlrp-efficient and cplrp
     python benchmarks/vit_speed.py --models digits-vit --variants attnlrp --repeat 30 --json
