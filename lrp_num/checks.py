@@ -69,6 +69,13 @@ def pair(value: int | Sequence[int], what: str, minimum: int) -> tuple[int, int]
     return int(values[0]), int(values[1])
 
 
+def is_float_batch(x: object, ndim: int) -> bool:
+    """Whether ``x`` is a float32 or float64 ndarray of rank ``ndim``: what :func:`batch_input`
+    returns unchanged when it skips the finiteness check (callers test this first, on their hot
+    path, so as to format no layer description for a message that is not raised)."""
+    return type(x) is np.ndarray and x.dtype in FLOAT_DTYPES and x.ndim == ndim
+
+
 def batch_input(x: object, layer: str, ndim: int, check_finite: bool = True) -> np.ndarray:
     """Return a batch of layer inputs as a float array of rank ``ndim``, checked.
 

@@ -225,3 +225,24 @@ def test_zbox_kernel_rejects_bounds_that_do_not_fit():
         kernel(dense, x, np.ones((2, 3)), lower="a", upper=1)
     r = kernel(dense, x, np.ones((2, 3)), lower=np.zeros((2, 4)), upper=np.ones(4))
     assert r.shape == x.shape
+
+
+def test_non_finite_relevance_is_named_at_the_node_where_it_first_appears():
+    # layer 2's z+ denominator underflows in float32 (1e-20 * 1e-20): its relevance overflows
+    # to Inf, which every layer below turns into NaN or Inf; the third input is 0, so layer 0
+    # also meets a zero denominator under (NaN) relevance with eps = 0
+    identity = np.eye(3)
+    net = Sequential([Dense(identity, np.zeros(3)), ReLU(),
+                      Dense(np.array([[1e-20, 0.0], [0.0, 1.0], [1.0, 0.0]]), np.array([1.0, 0.0])),
+                      ReLU(), Dense(np.array([[1.0], [1.0]]), np.array([0.0]))])
+    x = np.array([[1e-20, 1.0, 0.0]], dtype=np.float32)
+    with np.errstate(all="ignore"):
+        with pytest.raises(NonFiniteError, match=r"below layer 2 .*float32 overflow"):
+            explain(net, x, rule="zplus")
+        # without the stabiliser layer 0 would raise ZeroDenominatorError on the NaN arriving
+        # there: the first problem on the way down is still the one reported
+        with pytest.raises(NonFiniteError, match=r"below layer 2 "):
+            explain(net, x, rule="zplus", conventions=Conventions(eps=0.0))
+        with pytest.raises(NonFiniteError, match=r"below layer 2 "):  # by_sign: checked node by node
+            explain(net, x, rule="zplus", conventions=Conventions(by_sign=True))
+    assert np.isfinite(explain(net, x.astype(np.float64), rule="zplus")).all()

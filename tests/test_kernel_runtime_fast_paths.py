@@ -95,3 +95,18 @@ def test_stabilised_ratio_zero_mode_on_numpy_replaces_only_zeros_and_still_raise
         [0.5, 0.0])
     with pytest.raises(ZeroDenominatorError, match="1 denominator"):
         kernel_runtime.stabilised_ratio(numerator, d, 0.0, "zero", "r", 1)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sign_stabilised_on_numpy_equals_the_array_api_form_bit_for_bit(dtype):
+    # the NumPy path takes the sign by copysign of d + 0; the array-API path selects by d >= 0
+    rng = np.random.default_rng(3)
+    d = np.concatenate([rng.standard_normal(200), [0.0, -0.0, np.inf, -np.inf, 1e-300, -1e-300,
+                                                   5e-324, -5e-324]]).astype(dtype)
+    for epsilon in (1e-6, 0.25, 0.0):
+        e = np.asarray(epsilon, dtype=dtype)
+        expected = d + np.where(d >= 0, e, -e)
+        out = kernel_runtime.sign_stabilised(d, epsilon)
+        assert out.dtype == dtype
+        np.testing.assert_array_equal(out, expected)
+        assert np.array_equal(np.signbit(out), np.signbit(expected))  # zeros of the same sign

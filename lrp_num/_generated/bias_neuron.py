@@ -29,7 +29,7 @@ NEURON = 'linear'
 Z_SIGN = 'any'
 
 
-def relevance(op, x, relevance_out, *, lower=None, upper=None, eps=1e-06, stabilise="zero", bias_shares=None):
+def relevance(op, x, relevance_out, *, lower=None, upper=None, eps=1e-06, stabilise="zero", bias_shares=None, z=None):
     """R_i = sum_j sum_k a_k q^(k)_ij / stab(d_k) R_j for one layer, vectorised over the batch.
 
     Parameters
@@ -48,6 +48,10 @@ def relevance(op, x, relevance_out, *, lower=None, upper=None, eps=1e-06, stabil
     bias_shares : sequence of (str or None), optional
         One entry per term (1 here): a weight-transform name g adds g(b_j) to that
         term's denominator (a convention such as zennit's b^+: "positive"); None adds nothing.
+    z : array, optional
+        The layer's output z_j = sum_i x_i w_ij + b_j from the forward pass, the shape of
+        relevance_out: this rule's denominator, so the kernel skips computing it again (the same
+        sum, so the same relevance); None computes it from op.
 
     Returns
     -------
@@ -64,11 +68,17 @@ def relevance(op, x, relevance_out, *, lower=None, upper=None, eps=1e-06, stabil
     relevance_out = kernel_runtime.like(relevance_out, x)
     shares = kernel_runtime.bias_shares(bias_shares, RULE, N_TERMS)
     # term 1: q = w[i, j]*x[i]
-    z_1 = op.forward(x, 'identity')
-    if z_1.shape != relevance_out.shape:
-        raise ShapeError(f"relevance_out has shape {relevance_out.shape}, the layer output {z_1.shape}")
-    bias = op.bias_like(z_1)
-    d_1 = bias + z_1
+    if z is None:
+        z_1 = op.forward(x, 'identity')
+        if z_1.shape != relevance_out.shape:
+            raise ShapeError(f"relevance_out has shape {relevance_out.shape}, the layer output {z_1.shape}")
+        bias = op.bias_like(z_1)
+        d_1 = bias + z_1
+    else:
+        z = kernel_runtime.like(z, x)
+        if z.shape != relevance_out.shape:
+            raise ShapeError(f"relevance_out has shape {relevance_out.shape}, z {z.shape}")
+        d_1 = z
     if shares[0] is not None:
         d_1 = d_1 + op.bias_like(d_1, shares[0])
     s_1 = kernel_runtime.stabilised_ratio(relevance_out, d_1, eps, stabilise, RULE, 1)

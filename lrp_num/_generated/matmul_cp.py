@@ -15,6 +15,7 @@ Absorbed: epsilon / (|C_ij| + epsilon) R_ij per entry (docs/rules/matmul_cp.md).
 """
 
 from lrp_num.engine import kernel_runtime
+from lrp_num.errors import ShapeError
 
 
 RULE = 'matmul_cp'
@@ -23,21 +24,30 @@ NEURON = 'matmul'
 HELD = 'first'
 
 
-def relevance(a, b, relevance_out, *, epsilon=1e-06, transpose_b=False):
+def relevance(a, b, relevance_out, *, epsilon=1e-06, transpose_b=False, product=None):
     """(R_a, R_b) for the matrix product a @ b (a @ b^T with transpose_b), the first factor
     held constant (its relevance zero).
 
     a (..., p, q), b (..., q, r) or (..., r, q), relevance_out (..., p, r); array-API code.
+    product: C = a @ b (a @ b^T) from the forward pass, relevance_out's shape (None:
+    computed here; given, the kernel skips that recomputation).
     """
     a = kernel_runtime.as_float(a)
     xp = kernel_runtime.namespace(a)
     b = kernel_runtime.like(b, a)
     relevance_out = kernel_runtime.like(relevance_out, a)
     right = xp.matrix_transpose(b) if transpose_b else b
+    if product is None:
+        product = xp.matmul(a, right)
+    else:
+        product = kernel_runtime.like(product, a)
+        if tuple(product.shape) != tuple(relevance_out.shape):
+            raise ShapeError(f"product has shape {tuple(product.shape)}, relevance_out "
+                             f"{tuple(relevance_out.shape)}")
     # rho = R / (C + epsilon sign C); epsilon = 0 with C = 0 and R != 0 is an error
-    rho = kernel_runtime.stabilised_ratio(relevance_out, xp.matmul(a, right), epsilon,
+    rho = kernel_runtime.stabilised_ratio(relevance_out, product, epsilon,
                                           'everywhere', RULE, 1)
-    share_second = 1
     relevance_a = xp.zeros_like(a)
+    share_second = 1
     relevance_right = share_second * right * xp.matmul(xp.matrix_transpose(a), rho)
     return relevance_a, (xp.matrix_transpose(relevance_right) if transpose_b else relevance_right)

@@ -12,7 +12,7 @@ Normalisation over the last axis; c_j = R_j / stab(y_j) and, per norm,
 """
 
 from lrp_num.engine import kernel_runtime
-from lrp_num.errors import UnsupportedLayerError
+from lrp_num.errors import ShapeError, UnsupportedLayerError
 
 RULE = 'norm_cp'
 PARAMETERS = {}
@@ -21,24 +21,31 @@ N_TERMS = 1
 NEURON = 'norm'
 
 
-def relevance_layernorm(x, weight, bias, norm_eps, relevance_out, eps, stabilise):
-    """R_i = (c_n[i]*gamma_n[i] - Sum(c_n[j]*gamma_n[j], (j, 1, n))/n)*x[i]/sigma for layernorm over the last axis."""
+def relevance_layernorm(x, weight, bias, norm_eps, relevance_out, eps, stabilise, y=None):
+    """R_i = (c_n[i]*gamma_n[i] - Sum(c_n[j]*gamma_n[j], (j, 1, n))/n)*x[i]/sigma for layernorm over the last axis.
+
+    y: the norm's output from the forward pass (None: computed here from x).
+    """
     xp = kernel_runtime.namespace(x)
     n = x.shape[-1]
     mean = xp.sum(x, axis=-1, keepdims=True)/n
     sigma = xp.sqrt(norm_eps + xp.sum((-mean + x)**2, axis=-1, keepdims=True)/n)
-    y = bias + (-mean + x)*weight/sigma
+    if y is None:
+        y = bias + (-mean + x)*weight/sigma
     c = kernel_runtime.stabilised_ratio(relevance_out, y, eps, stabilise, RULE, 1)
     return (c*weight - xp.sum(c*weight, axis=-1, keepdims=True)/n)*x/sigma
 
 
-def relevance_rmsnorm(x, weight, bias, norm_eps, relevance_out, eps, stabilise):
-    """R_i = c_n[i]*gamma_n[i]*x[i]/sigma for rmsnorm over the last axis."""
+def relevance_rmsnorm(x, weight, bias, norm_eps, relevance_out, eps, stabilise, y=None):
+    """R_i = c_n[i]*gamma_n[i]*x[i]/sigma for rmsnorm over the last axis.
+
+    y: the norm's output from the forward pass (None: computed here from x).
+    """
     xp = kernel_runtime.namespace(x)
     n = x.shape[-1]
-    mean = 0
     sigma = xp.sqrt(norm_eps + xp.sum(x**2, axis=-1, keepdims=True)/n)
-    y = weight*x/sigma
+    if y is None:
+        y = weight*x/sigma
     c = kernel_runtime.stabilised_ratio(relevance_out, y, eps, stabilise, RULE, 1)
     return c*weight*x/sigma
 
@@ -46,15 +53,19 @@ def relevance_rmsnorm(x, weight, bias, norm_eps, relevance_out, eps, stabilise):
 NORMS = {'layernorm': relevance_layernorm, 'rmsnorm': relevance_rmsnorm}
 
 
-def relevance(op, x, relevance_out, eps=0.0, stabilise="zero"):
+def relevance(op, x, relevance_out, eps=0.0, stabilise="zero", *, y=None):
     """Relevance of the input of ``op`` (op.norm, op.weight, op.bias, op.eps), any
     leading shape, features on the last axis. eps and stabilise stabilise y_j as in
     kernel_runtime.stabilised_ratio (eps = 0: a zero y_j with R_j != 0 raises
-    ZeroDenominatorError)."""
+    ZeroDenominatorError). y: the norm's output y_j from the forward pass, the shape
+    of x (None: computed here from x; given, the kernel skips that recomputation)."""
     x = kernel_runtime.as_float(x)
     function = NORMS.get(op.norm)
     if function is None:
         raise UnsupportedLayerError(f"rule {RULE!r} has no kernel for the norm "
                                     f"{op.norm!r}; known: {', '.join(NORMS)}")
+    if y is not None and tuple(y.shape) != tuple(x.shape):
+        raise ShapeError(f"y has shape {tuple(y.shape)}, the norm's input {tuple(x.shape)}")
     return function(x, kernel_runtime.like(op.weight, x), kernel_runtime.like(op.bias, x),
-                    op.eps, kernel_runtime.like(relevance_out, x), eps, stabilise)
+                    op.eps, kernel_runtime.like(relevance_out, x), eps, stabilise,
+                    None if y is None else kernel_runtime.like(y, x))

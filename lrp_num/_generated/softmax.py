@@ -14,6 +14,7 @@ Not conservative: the bias of the tangent plane absorbs sum_j R_j (1 - x_j + sum
 """
 
 from lrp_num.engine import kernel_runtime
+from lrp_num.errors import ShapeError
 
 
 RULE = 'softmax'
@@ -28,14 +29,21 @@ def softmax(x, axis=-1):
     return shifted / xp.sum(shifted, axis=axis, keepdims=True)
 
 
-def relevance(x, relevance_out, *, axis=-1):
+def relevance(x, relevance_out, *, axis=-1, s=None):
     """Relevance of the logits x (any shape) from the relevance of softmax(x, axis).
 
     Array-API code: x may be a NumPy, PyTorch or CuPy array; relevance_out has x's shape.
+    s: softmax(x, axis) from the forward pass, x's shape (None: computed here; given, the
+    kernel skips that recomputation).
     """
     x = kernel_runtime.as_float(x)
     xp = kernel_runtime.namespace(x)
     relevance_out = kernel_runtime.like(relevance_out, x)
-    s = softmax(x, axis)
+    if s is None:
+        s = softmax(x, axis)
+    else:
+        s = kernel_runtime.like(s, x)
+        if tuple(s.shape) != tuple(x.shape):
+            raise ShapeError(f"s has shape {tuple(s.shape)}, the logits {tuple(x.shape)}")
     total = xp.sum(relevance_out, axis=axis, keepdims=True)
     return (-total*s + relevance_out)*x

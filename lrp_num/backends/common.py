@@ -216,8 +216,7 @@ class ArrayAttention:
             return inputs[0] * inputs[1]
         if isinstance(layer, MatMul):
             right = xp.matrix_transpose(inputs[1]) if layer.transpose_b else inputs[1]
-            out = xp.matmul(inputs[0], right)
-            return out * layer.scale if layer.scale != 1.0 else out
+            return xp.matmul(layer.scaled_first(inputs[0]), right)
         return layer.apply(inputs[0])  # SplitHeads, MergeHeads
 
 

@@ -31,6 +31,9 @@ from lrp_num.layers import MatMul, MergeHeads, Multiply, Softmax, SplitHeads
 NEURONS = {Softmax: "softmax", Multiply: "product", MatMul: "matmul"}
 #: node types with an attention rule
 RULED = tuple(NEURONS)
+#: node type -> the kernel keyword that takes the node's output from the forward pass (softmax
+#: s; the matrix product C = (scale A) B, the product of the factors the kernel is given)
+FORWARD_QUANTITIES = {Softmax: "s", MatMul: "product"}
 #: the neurons in words, for messages
 NEURON_WORDS = {"softmax": "a softmax over one axis (Softmax node)",
                 "product": "an element-wise product of two inputs (Multiply node)",
@@ -90,26 +93,33 @@ def _zeros(x):
 
 
 def apply(layer: object, inputs: list, above, relevance: Callable, parameters: dict,
-          constant_inputs: tuple[int, ...] = (), held: str | None = None) -> list:
+          constant_inputs: tuple[int, ...] = (), held: str | None = None, output=None,
+          accepted: frozenset = frozenset()) -> list:
     """The relevance of the node's inputs (one array per input) from ``above``.
 
     ``held``: the factor the kernel holds constant (its ``HELD``), ``constant_inputs`` the
     node's inputs that are constant (:func:`hold_constants`); where they differ, the kernel is
     applied to the transposed product C^T = B^T A^T, which puts the constant input in its place.
+    ``output``: the node's output from the forward pass (None: not known); it is handed to a
+    kernel whose keywords (``accepted``) take it (:data:`FORWARD_QUANTITIES`), which then
+    skips recomputing it.
     """
+    name = FORWARD_QUANTITIES.get(type(layer))
+    given = {name: output} if output is not None and name in accepted else {}
     if isinstance(layer, Softmax):
-        return [relevance(inputs[0], above, axis=layer.batch_axis(inputs[0].ndim - 1), **parameters)]
+        return [relevance(inputs[0], above, axis=layer.batch_axis(inputs[0].ndim - 1), **parameters, **given)]
     if isinstance(layer, Multiply):
-        return list(relevance(inputs[0], inputs[1], above, **parameters))
+        return list(relevance(inputs[0], inputs[1], above, **parameters, **given))
     if isinstance(layer, MatMul):
-        first = inputs[0] if layer.scale == 1.0 else inputs[0] * layer.scale
+        first = layer.scaled_first(inputs[0])
         if held is not None and len(constant_inputs) == 2:  # the product only computes a constant
             return [_zeros(inputs[0]), _zeros(inputs[1])]
         if held is None or constant_inputs in ((), (HELD_POSITION[held],)):
-            return list(relevance(first, inputs[1], above, transpose_b=layer.transpose_b, **parameters))
+            return list(relevance(first, inputs[1], above, transpose_b=layer.transpose_b, **parameters, **given))
         # C^T = right^T first^T, right = B^T with transpose_b else B: the kernel's a is right^T
+        given = {key: _transpose(value) for key, value in given.items()}
         right_t = inputs[1] if layer.transpose_b else _transpose(inputs[1])
-        lower_b, lower_first = relevance(right_t, first, _transpose(above), transpose_b=True, **parameters)
+        lower_b, lower_first = relevance(right_t, first, _transpose(above), transpose_b=True, **parameters, **given)
         return [lower_first, lower_b if layer.transpose_b else _transpose(lower_b)]
     raise TypeError(f"{layer!r} has no attention rule")  # pragma: no cover - callers check RULED
 
@@ -123,5 +133,5 @@ def route(layer: object, inputs: list, above) -> list | None:
     return None
 
 
-__all__ = ["HELD_POSITION", "NEURONS", "NEURON_WORDS", "RULED", "apply", "hold_constants", "neuron_of",
-           "route"]
+__all__ = ["FORWARD_QUANTITIES", "HELD_POSITION", "NEURONS", "NEURON_WORDS", "RULED", "apply", "hold_constants",
+           "neuron_of", "route"]

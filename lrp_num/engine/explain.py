@@ -14,7 +14,9 @@ node (no Dense or Conv2d before it) when every node before it only reshapes (Fla
 Dropout), checks that the inputs lie in it, and raises
 :class:`~lrp_num.errors.MissingBoundsError` anywhere else. Every layer's
 relevance is checked to be finite (a NaN or Inf, e.g. from float32 overflow at a tiny
-denominator, raises :class:`~lrp_num.errors.NonFiniteError` naming the layer).
+denominator, raises :class:`~lrp_num.errors.NonFiniteError` naming the layer), node by node,
+so that the node where it first appears is named and no later step (by_sign's mask by sign(z_j),
+a user's kernel) can hide it.
 
 Arrays stay where the input lives: a NumPy input runs on the layers' NumPy code, a torch tensor
 (CPU or CUDA) or a CuPy array on the operators of its backend (:mod:`lrp_num.backends`), with
@@ -57,7 +59,11 @@ __all__ = ["Explanation", "LayerReport", "MissingBoundsError", "explain", "expla
 
 #: keywords of a generated kernel that are not rule parameters
 _RUNTIME_KEYWORDS = frozenset({"op", "x", "relevance_out", "lower", "upper", "eps", "stabilise",
-                               "bias_shares"})
+                               "bias_shares", "z", "y"})
+#: the keyword under which a kernel takes the node's output from the forward trace: a linear
+#: layer's z_j = sum_i x_i w_ij + b_j, a normalisation's y_j (a kernel whose signature has it
+#: is given it and skips recomputing it; the attention nodes': attention_rules.FORWARD_QUANTITIES)
+_OUTPUT_KEYWORDS = ((Dense, "z"), (Conv2d, "z"), (NORMALIZATION, "y"))
 #: the neurons a generated kernel can be derived for (its NEURON), in words
 _NEURONS = {"linear": "a linear neuron sum_i x_i w_ij + b_j", "sum": "an addition of tensors (Add node)",
             "pointwise": "an element-wise nonlinearity y = g(x) (GELU, SiLU, Tanh, Sigmoid)",
@@ -278,7 +284,8 @@ def explain_details(
 def _backward(graph: Graph, x, plan, target, conventions, input_domain, diagnostics, kernel_folder,
               keep_layers, layer_reports, backend) -> Explanation:
     """The forward trace, then every node's rule from the output down to the input; relevance
-    reaching a tensor from several consumers is summed."""
+    reaching a tensor from several consumers is summed; every ruled node's relevance is checked
+    to be finite (NonFiniteError naming the node)."""
     activations = backend.forward_trace(graph, x)
     output = activations[graph.output]
     if not _all_finite(output):
@@ -341,7 +348,7 @@ def _apply_node_rule(layer, inputs: list[np.ndarray], above: np.ndarray, choice:
     if isinstance(layer, attention_rules.RULED):
         kernel = _kernel(choice.rule, kernel_folder, layer)
         return attention_rules.apply(layer, inputs, above, kernel.relevance, dict(choice.parameters),
-                                     choice.constant_inputs, kernel.held), None
+                                     choice.constant_inputs, kernel.held, output, kernel.accepted), None
     if isinstance(layer, Add):
         stacked, operator = backend.stack_addends(inputs), backend.addends(len(inputs))
         relevance, valid = _apply_rule(layer, operator, stacked, above, choice, conventions, box,
@@ -349,7 +356,8 @@ def _apply_node_rule(layer, inputs: list[np.ndarray], above: np.ndarray, choice:
         return [relevance[:, k, ...] for k in range(len(inputs))], valid
     if isinstance(layer, NONLINEAR + NORMALIZATION):  # the rule takes the layer itself
         relevance, valid = _apply_rule(layer, layer, inputs[0], above, choice, conventions, box,
-                                       index, diagnostics, kernel_folder)
+                                       index, diagnostics, kernel_folder,
+                                       output if isinstance(layer, NORMALIZATION) else None)
         return [relevance], valid
     if output is not None and tuple(output.shape) != tuple(above.shape):
         output = None  # not this node's z_j: recomputed from the operator
@@ -570,7 +578,9 @@ def _warn_outside_derivation(kernel: _Kernel, rule: str, layer, index: int, rele
 def _apply_rule(layer, operator, a, relevance, choice: LayerRule, conventions: Conventions,
                 box: _Box, index: int, diagnostics: bool, kernel_folder: str | None, z=None):
     """Apply the node's kernel to ``operator``, the layer's linear part on the input's backend
-    (the layer itself for NumPy); ``z``: the layer's output z_j where the forward trace has it."""
+    (the layer itself for NumPy); ``z``: the node's output where the forward trace has it (a
+    linear layer's z_j, a normalisation's y_j), handed to a kernel that takes it
+    (:data:`_OUTPUT_KEYWORDS`)."""
     if conventions.bias == "magnitude" and isinstance(layer, (Dense, Conv2d)):
         relevance = _magnitude_bias_split(operator, a, relevance, conventions.eps)
         conventions = dataclasses.replace(conventions, bias="dtd")
@@ -597,6 +607,10 @@ def _apply_rule(layer, operator, a, relevance, choice: LayerRule, conventions: C
         keywords["bias_shares"] = shares
     if kernel.needs_bounds:
         keywords.update(box.bounds(choice.rule, a, index))
+    if z is not None:
+        name = next((name for kind, name in _OUTPUT_KEYWORDS if isinstance(layer, kind)), None)
+        if name in accepted:
+            keywords[name] = z
     unknown = set(keywords) - accepted
     if unknown:
         raise KernelArgumentError(f"rule {choice.rule} takes no parameter(s) {', '.join(sorted(unknown))}")

@@ -232,7 +232,9 @@ def sign_stabilised(d: Array, epsilon: float) -> Array:
     """
     e = like(epsilon, d)
     if type(d) is numpy.ndarray:  # NumPy: the shift is added in place (e + d is d + e exactly)
-        shifted = numpy.where(d >= 0, e, -e)
+        # +-e by the sign of d + 0, which is +0 where d is -0 (sign(0) = +1 for both zeros):
+        # one copysign instead of a comparison and a select
+        shifted = numpy.copysign(e, d + 0.0)
         shifted += d
         return shifted
     return d + namespace(d).where(d >= 0, e, -e)

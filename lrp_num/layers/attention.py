@@ -21,7 +21,7 @@ import math
 
 import numpy as np
 
-from lrp_num.checks import as_float_array, batch_input, require_finite
+from lrp_num.checks import as_float_array, batch_input, is_float_batch, require_finite
 from lrp_num.errors import ShapeError
 from lrp_num.layers.dense import Dense
 
@@ -148,10 +148,13 @@ class MatMul:
     def __call__(self, a: np.ndarray, b: np.ndarray, check_finite: bool = True) -> np.ndarray:
         a, b = _checked_arrays(self, (a, b), check_finite, 2)
         right = np.swapaxes(b, -1, -2) if self.transpose_b else b
-        out = a @ right
-        if self.scale != 1.0:
-            out *= a.dtype.type(self.scale)
-        return out
+        return self.scaled_first(a) @ right
+
+    def scaled_first(self, a):
+        """scale * A, the first factor the product is taken of: C = (scale A) B, in this order,
+        is what the forward pass computes and what the matrix-product rule is given (so that
+        the C it may take from the forward pass is the C it would compute)."""
+        return a if self.scale == 1.0 else a * self.scale
 
 
 class SplitHeads:
@@ -260,13 +263,15 @@ class TokenDense(Dense):
         return (input_shape[0], self.n_out)
 
     def transpose(self, s: np.ndarray, g: str = "identity") -> np.ndarray:
-        s = batch_input(s, f"{self!r} transpose", ndim=3, check_finite=False)
+        if not is_float_batch(s, 3):
+            s = batch_input(s, f"{self!r} transpose", ndim=3, check_finite=False)
         if s.shape[2] != self.n_out:
             raise ShapeError(f"{self!r} transpose expects (N, T, {self.n_out}), got {s.shape}")
         return s @ self._weights.get(g, s.dtype).T
 
     def _checked(self, x: object, check_finite: bool) -> np.ndarray:
-        x = batch_input(x, repr(self), ndim=3, check_finite=check_finite)
+        if check_finite or not is_float_batch(x, 3):
+            x = batch_input(x, repr(self), ndim=3, check_finite=check_finite)
         if x.shape[2] != self.n_in:
             raise ShapeError(f"{self!r} expects inputs of shape (N, T, {self.n_in}), got {x.shape}")
         return x

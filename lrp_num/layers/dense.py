@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lrp_num.checks import batch_input, parameter
+from lrp_num.checks import batch_input, is_float_batch, parameter
 from lrp_num.errors import ShapeError
 from lrp_num.layers.operators import DenseOperator
 
@@ -81,13 +81,15 @@ class Dense(DenseOperator):
 
     def transpose(self, s: np.ndarray, g: str = "identity") -> np.ndarray:
         """Return sum_j g(w_ij) s_j, shape (N, n_in); the adjoint of :meth:`forward`."""
-        s = batch_input(s, f"{self!r} transpose", ndim=2, check_finite=False)
+        if not is_float_batch(s, 2):
+            s = batch_input(s, f"{self!r} transpose", ndim=2, check_finite=False)
         if s.shape[1] != self.n_out:
             raise ShapeError(f"{self!r} transpose expects (N, {self.n_out}), got {s.shape}")
         return super().transpose(s, g)
 
     def _checked(self, x: object, check_finite: bool) -> np.ndarray:
-        x = batch_input(x, repr(self), ndim=2, check_finite=check_finite)
+        if check_finite or not is_float_batch(x, 2):
+            x = batch_input(x, repr(self), ndim=2, check_finite=check_finite)
         if x.shape[1] != self.n_in:
             raise ShapeError(f"{self!r} expects inputs of shape (N, {self.n_in}), got {x.shape}")
         return x

@@ -9,9 +9,9 @@ Each kernel works on whole arrays (array-API code on ``xp``), not through a line
 * ``matmul_epsilon`` -> ``matmul_epsilon.py``: ``relevance(a, b, relevance_out, *, epsilon,
   transpose_b=False)``: rho = ``results["ratio"]`` (R / stab(C)), then each factor's share of
   a_ik b_kj rho_ij collected by one matrix product per factor;
-* ``matmul_cp`` -> ``matmul_cp.py``: the same signature, one factor held constant
-  (``results["held"]``, exported as ``HELD``): the free factor's share of a_ik b_kj rho_ij by one
-  matrix product, the held factor's relevance zero (its derived share is 0).
+* ``matmul_cp`` -> ``matmul_cp.py``: the same printer and signature, one factor held constant
+  (``results["held"]``, exported as ``HELD``): the held factor's relevance zero (its derived
+  share is 0).
 
 The softmax along the axis is computed with its maximum subtracted (the same function,
 exp(x - max) / sum exp(x - max), without overflow).
@@ -22,6 +22,7 @@ from __future__ import annotations
 from sympy import Expr, Symbol, sstr, sympify
 
 from lrp_sym.codegen.errors import CodegenError
+from lrp_sym.codegen.module_text import RUNTIME_IMPORT, module_head
 from lrp_sym.codegen.printer import print_array_api
 from lrp_sym.derivation import Derivation
 
@@ -46,9 +47,13 @@ def _only(derivation: Derivation, key: str, expr: Expr, allowed: set[str]) -> No
                            f"symbols {', '.join(stray)}")
 
 
-def _head(derivation: Derivation, header: str, lines: list[str]) -> list[str]:
-    return [header.rstrip("\n"), f'"""{derivation.title} (generated).', "", derivation.paper, "",
-            *lines, '"""', "", "from lrp_num.engine import kernel_runtime", "", ""]
+def _head(derivation: Derivation, header: str, lines: list[str],
+          imports: tuple[str, ...] = (RUNTIME_IMPORT,)) -> list[str]:
+    return [*module_head(derivation, header, " (generated).", lines, imports), ""]
+
+
+#: the imports of a kernel that checks the shape of a forward quantity it is given
+_CHECKING_IMPORTS = (RUNTIME_IMPORT, "from lrp_num.errors import ShapeError")
 
 
 def emit_softmax(derivation: Derivation, header: str) -> str:
@@ -67,7 +72,7 @@ def emit_softmax(derivation: Derivation, header: str) -> str:
             "",
             "Not conservative: the bias of the tangent plane absorbs sum_j R_j (1 - x_j + sum_k s_k x_k)",
             "(docs/rules/softmax.md).",
-        ]),
+        ], _CHECKING_IMPORTS),
         "RULE = 'softmax'",
         "PARAMETERS = {}",
         "NEURON = 'softmax'",
@@ -80,15 +85,22 @@ def emit_softmax(derivation: Derivation, header: str) -> str:
         "    return shifted / xp.sum(shifted, axis=axis, keepdims=True)",
         "",
         "",
-        "def relevance(x, relevance_out, *, axis=-1):",
+        "def relevance(x, relevance_out, *, axis=-1, s=None):",
         '    """Relevance of the logits x (any shape) from the relevance of softmax(x, axis).',
         "",
         "    Array-API code: x may be a NumPy, PyTorch or CuPy array; relevance_out has x's shape.",
+        "    s: softmax(x, axis) from the forward pass, x's shape (None: computed here; given, the",
+        "    kernel skips that recomputation).",
         '    """',
         "    x = kernel_runtime.as_float(x)",
         "    xp = kernel_runtime.namespace(x)",
         "    relevance_out = kernel_runtime.like(relevance_out, x)",
-        "    s = softmax(x, axis)",
+        "    if s is None:",
+        "        s = softmax(x, axis)",
+        "    else:",
+        "        s = kernel_runtime.like(s, x)",
+        "        if tuple(s.shape) != tuple(x.shape):",
+        "            raise ShapeError(f\"s has shape {tuple(s.shape)}, the logits {tuple(x.shape)}\")",
         "    total = xp.sum(relevance_out, axis=axis, keepdims=True)",
         f"    return {code}",
     ]) + "\n"
@@ -126,67 +138,28 @@ def emit_product(derivation: Derivation, header: str) -> str:
     ]) + "\n"
 
 
-def emit_matmul(derivation: Derivation, header: str) -> str:
-    from lrp_sym.attention import C, R_out
-
-    code_a, code_b, share_a, share_b = _shares(derivation)
-    ratio = _result(derivation, "ratio")
-    _only(derivation, "ratio", ratio, {"R", "C"})
-    numerator = (ratio * C).simplify()
-    if numerator.has(C):
-        raise CodegenError(f"{derivation.name}: results['ratio'] = {ratio} is not (numerator) / C")
-    numerator_code = print_array_api(numerator, {R_out: "relevance_out"})
-    default = {str(k): float(v) for k, v in derivation.defaults.items()}.get("epsilon")
-    if default is None:
-        raise CodegenError(f"{derivation.name}: no default for epsilon")
-    return "\n".join([
-        *_head(derivation, header, [
-            "For C = A B (batched over leading axes; B transposed first with transpose_b) and",
-            "the relevance R of C: rho = R / (C + epsilon sign C) (sign(0) = +1), then",
-            "",
-            f"    R_A = {sstr(share_a)} A * (rho B^T),   R_B = {sstr(share_b)} B * (A^T rho)",
-            "",
-            "Absorbed: epsilon / (|C_ij| + epsilon) R_ij per entry (docs/rules/matmul_epsilon.md).",
-        ]),
-        "RULE = 'matmul_epsilon'",
-        f"PARAMETERS = {{'epsilon': {default!r}}}",
-        "NEURON = 'matmul'",
-        "",
-        "",
-        f"def relevance(a, b, relevance_out, *, epsilon={default!r}, transpose_b=False):",
-        '    """(R_a, R_b) for the matrix product a @ b (a @ b^T with transpose_b).',
-        "",
-        "    a (..., p, q), b (..., q, r) or (..., r, q), relevance_out (..., p, r); array-API code.",
-        '    """',
-        "    a = kernel_runtime.as_float(a)",
-        "    xp = kernel_runtime.namespace(a)",
-        "    b = kernel_runtime.like(b, a)",
-        "    relevance_out = kernel_runtime.like(relevance_out, a)",
-        "    right = xp.matrix_transpose(b) if transpose_b else b",
-        "    # rho = R / (C + epsilon sign C); epsilon = 0 with C = 0 and R != 0 is an error",
-        f"    rho = kernel_runtime.stabilised_ratio({numerator_code}, xp.matmul(a, right), epsilon,",
-        "                                          'everywhere', RULE, 1)",
-        f"    share_first = {code_a}",
-        f"    share_second = {code_b}",
-        "    relevance_a = share_first * a * xp.matmul(rho, xp.matrix_transpose(right))",
-        "    relevance_right = share_second * right * xp.matmul(xp.matrix_transpose(a), rho)",
-        "    return relevance_a, (xp.matrix_transpose(relevance_right) if transpose_b else relevance_right)",
-    ]) + "\n"
-
-
-def emit_matmul_constant(derivation: Derivation, header: str) -> str:
-    """The kernel of a matrix product with one factor held constant (``results["held"]``): the
-    held factor's derived share must be 0, and it receives zeros; the free factor's share is
-    printed from the derivation."""
-    from lrp_sym.attention import C, R_out
-
-    code_a, code_b, share_a, share_b = _shares(derivation)
+def _held(derivation: Derivation, share_a: Expr, share_b: Expr) -> str | None:
+    """The factor the derivation holds constant (``results["held"]``), None for none; its derived
+    share must be 0."""
     held = derivation.results.get("held")
+    if held is None:
+        return None
     if held not in ("first", "second"):
         raise CodegenError(f"{derivation.name}: results['held'] must be 'first' or 'second', got {held!r}")
     if (share_a if held == "first" else share_b) != 0:
         raise CodegenError(f"{derivation.name}: the held ({held}) factor's share must be 0, got "
                            f"{share_a if held == 'first' else share_b}")
+    return held
+
+
+def emit_matmul(derivation: Derivation, header: str) -> str:
+    """The kernel of a matrix product: LRP-epsilon on the sum over k, then each factor's derived
+    share of a_ik b_kj rho_ij by one matrix product; a factor held constant (``results["held"]``,
+    exported as ``HELD``; its derived share 0) receives zeros."""
+    from lrp_sym.attention import C, R_out
+
+    code_a, code_b, share_a, share_b = _shares(derivation)
+    held = _held(derivation, share_a, share_b)
     ratio = _result(derivation, "ratio")
     _only(derivation, "ratio", ratio, {"R", "C"})
     numerator = (ratio * C).simplify()
@@ -196,53 +169,71 @@ def emit_matmul_constant(derivation: Derivation, header: str) -> str:
     default = {str(k): float(v) for k, v in derivation.defaults.items()}.get("epsilon")
     if default is None:
         raise CodegenError(f"{derivation.name}: no default for epsilon")
-    if held == "first":
-        formula = f"R_A = 0,   R_B = {sstr(share_b)} B * (A^T rho)"
-        body = [f"    share_second = {code_b}",
-                "    relevance_a = xp.zeros_like(a)",
-                "    relevance_right = share_second * right * xp.matmul(xp.matrix_transpose(a), rho)"]
+    to_a = "A * (rho B^T)"
+    to_b = "B * (A^T rho)"
+    formula_a = "0" if held == "first" else f"{sstr(share_a)} {to_a}"
+    formula_b = "0" if held == "second" else f"{sstr(share_b)} {to_b}"
+    body_a = ["    relevance_a = xp.zeros_like(a)"] if held == "first" else [
+        f"    share_first = {code_a}",
+        "    relevance_a = share_first * a * xp.matmul(rho, xp.matrix_transpose(right))"]
+    body_b = ["    relevance_right = xp.zeros_like(right)"] if held == "second" else [
+        f"    share_second = {code_b}",
+        "    relevance_right = share_second * right * xp.matmul(xp.matrix_transpose(a), rho)"]
+    if held is None:
+        intro = ["For C = A B (batched over leading axes; B transposed first with transpose_b) and",
+                 "the relevance R of C: rho = R / (C + epsilon sign C) (sign(0) = +1), then"]
+        summary = "(R_a, R_b) for the matrix product a @ b (a @ b^T with transpose_b)."
+        constants = []
     else:
-        formula = f"R_A = {sstr(share_a)} A * (rho B^T),   R_B = 0"
-        body = [f"    share_first = {code_a}",
-                "    relevance_a = share_first * a * xp.matmul(rho, xp.matrix_transpose(right))",
-                "    relevance_right = xp.zeros_like(right)"]
+        intro = [f"For C = A B with the {held} factor held constant (batched over leading axes; B",
+                 "transposed first with transpose_b) and the relevance R of C:",
+                 "rho = R / (C + epsilon sign C) (sign(0) = +1), then"]
+        summary = (f"(R_a, R_b) for the matrix product a @ b (a @ b^T with transpose_b), the {held} factor\n"
+                   "    held constant (its relevance zero).")
+        constants = [f"HELD = {held!r}"]
     return "\n".join([
         *_head(derivation, header, [
-            f"For C = A B with the {held} factor held constant (batched over leading axes; B",
-            "transposed first with transpose_b) and the relevance R of C:",
-            "rho = R / (C + epsilon sign C) (sign(0) = +1), then",
+            *intro,
             "",
-            f"    {formula}",
+            f"    R_A = {formula_a},   R_B = {formula_b}",
             "",
             f"Absorbed: epsilon / (|C_ij| + epsilon) R_ij per entry (docs/rules/{derivation.name}.md).",
-        ]),
+        ], _CHECKING_IMPORTS),
         f"RULE = {derivation.name!r}",
         f"PARAMETERS = {{'epsilon': {default!r}}}",
         "NEURON = 'matmul'",
-        f"HELD = {held!r}",
+        *constants,
         "",
         "",
-        f"def relevance(a, b, relevance_out, *, epsilon={default!r}, transpose_b=False):",
-        f'    """(R_a, R_b) for the matrix product a @ b (a @ b^T with transpose_b), the {held} factor',
-        "    held constant (its relevance zero).",
+        f"def relevance(a, b, relevance_out, *, epsilon={default!r}, transpose_b=False, product=None):",
+        f'    """{summary}',
         "",
         "    a (..., p, q), b (..., q, r) or (..., r, q), relevance_out (..., p, r); array-API code.",
+        "    product: C = a @ b (a @ b^T) from the forward pass, relevance_out's shape (None:",
+        "    computed here; given, the kernel skips that recomputation).",
         '    """',
         "    a = kernel_runtime.as_float(a)",
         "    xp = kernel_runtime.namespace(a)",
         "    b = kernel_runtime.like(b, a)",
         "    relevance_out = kernel_runtime.like(relevance_out, a)",
         "    right = xp.matrix_transpose(b) if transpose_b else b",
+        "    if product is None:",
+        "        product = xp.matmul(a, right)",
+        "    else:",
+        "        product = kernel_runtime.like(product, a)",
+        "        if tuple(product.shape) != tuple(relevance_out.shape):",
+        "            raise ShapeError(f\"product has shape {tuple(product.shape)}, relevance_out \"",
+        "                             f\"{tuple(relevance_out.shape)}\")",
         "    # rho = R / (C + epsilon sign C); epsilon = 0 with C = 0 and R != 0 is an error",
-        f"    rho = kernel_runtime.stabilised_ratio({numerator_code}, xp.matmul(a, right), epsilon,",
+        f"    rho = kernel_runtime.stabilised_ratio({numerator_code}, product, epsilon,",
         "                                          'everywhere', RULE, 1)",
-        *body,
+        *body_a,
+        *body_b,
         "    return relevance_a, (xp.matrix_transpose(relevance_right) if transpose_b else relevance_right)",
     ]) + "\n"
 
 
 EMITTERS = {"softmax": emit_softmax, "product_uniform": emit_product,
-            "matmul_epsilon": emit_matmul, "matmul_cp": emit_matmul_constant}
+            "matmul_epsilon": emit_matmul, "matmul_cp": emit_matmul}
 
-__all__ = ["ATTENTION_KERNELS", "EMITTERS", "emit_matmul", "emit_matmul_constant", "emit_product",
-           "emit_softmax"]
+__all__ = ["ATTENTION_KERNELS", "EMITTERS", "emit_matmul", "emit_product", "emit_softmax"]

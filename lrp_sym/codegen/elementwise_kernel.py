@@ -17,6 +17,7 @@ from __future__ import annotations
 from sympy import Expr, Float, S, Symbol, sstr
 
 from lrp_sym.codegen.errors import CodegenError
+from lrp_sym.codegen.module_text import RUNTIME_IMPORT, module_head
 from lrp_sym.codegen.printer import KernelPrinter
 from lrp_sym.derivation import Derivation
 
@@ -94,19 +95,11 @@ def emit_elementwise_kernel(derivation: Derivation, header: str) -> str:
     rule_lines = [f"    {name}: rho = {sstr(derivation.results[f'ratio_{name}'])}"
                   for name in names]
     return "\n".join([
-        header.rstrip("\n"),
-        f'"""{derivation.title}: generated relevance kernel (rule {derivation.name!r}).',
-        "",
-        derivation.paper,
-        "",
-        "Element-wise: R_in = rho(x) R_out, x the nonlinearity's input, with",
-        "",
-        *rule_lines,
-        '"""',
-        "",
-        "from lrp_num.engine import kernel_runtime",
-        "from lrp_num.errors import UnsupportedLayerError",
-        "",
+        *module_head(derivation, header, f": generated relevance kernel (rule {derivation.name!r}).", [
+            "Element-wise: R_in = rho(x) R_out, x the nonlinearity's input, with",
+            "",
+            *rule_lines,
+        ], (RUNTIME_IMPORT, "from lrp_num.errors import UnsupportedLayerError")),
         f"RULE = {derivation.name!r}",
         "PARAMETERS = {}",
         "BOUNDS = ()",

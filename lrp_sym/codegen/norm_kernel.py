@@ -14,6 +14,7 @@ from sympy import Expr, Sum, sstr
 
 from lrp_sym.codegen.elementwise_kernel import ElementwisePrinter
 from lrp_sym.codegen.errors import CodegenError
+from lrp_sym.codegen.module_text import RUNTIME_IMPORT, module_head, prune_unused
 from lrp_sym.derivation import Derivation
 from lrp_sym.normalization import MU, NORMS, SIGMA, norm_beta, norm_c, norm_eps, norm_gamma
 from lrp_sym.symbols import n, x
@@ -48,16 +49,23 @@ def _norm_function(derivation: Derivation, norm: str) -> list[str]:
                                           for key in ("mean", "sigma", "output", "relevance"))
     except KeyError as error:
         raise CodegenError(f"{derivation.name}: no results {error} for {norm}") from None
-    return [
-        f"def relevance_{norm}(x, weight, bias, norm_eps, relevance_out, eps, stabilise):",
-        f'    """R_i = {sstr(relevance)} for {norm} over the last axis."""',
+    body = [
         "    xp = kernel_runtime.namespace(x)",
         "    n = x.shape[-1]",
         f"    mean = {_print(mean)}",
         f"    sigma = {_print(sigma)}",
-        f"    y = {_print(output)}",
+        "    if y is None:",
+        f"        y = {_print(output)}",
         "    c = kernel_runtime.stabilised_ratio(relevance_out, y, eps, stabilise, RULE, 1)",
         f"    return {_print(relevance)}",
+    ]
+    return [
+        f"def relevance_{norm}(x, weight, bias, norm_eps, relevance_out, eps, stabilise, y=None):",
+        f'    """R_i = {sstr(relevance)} for {norm} over the last axis.',
+        "",
+        "    y: the norm's output from the forward pass (None: computed here from x).",
+        '    """',
+        *prune_unused(body),
     ]
 
 
@@ -68,19 +76,11 @@ def emit_norm_kernel(derivation: Derivation, header: str) -> str:
         functions += ["", "", *_norm_function(derivation, norm)]
     table = "NORMS = {" + ", ".join(f"{norm!r}: relevance_{norm}" for norm in NORMS) + "}"
     return "\n".join([
-        header.rstrip("\n"),
-        f'"""{derivation.title}: generated relevance kernel (rule {derivation.name!r}).',
-        "",
-        derivation.paper,
-        "",
-        "Normalisation over the last axis; c_j = R_j / stab(y_j) and, per norm,",
-        "",
-        *(f"    {norm}: R_i = {sstr(derivation.results[f'relevance_{norm}'])}" for norm in NORMS),
-        '"""',
-        "",
-        "from lrp_num.engine import kernel_runtime",
-        "from lrp_num.errors import UnsupportedLayerError",
-        "",
+        *module_head(derivation, header, f": generated relevance kernel (rule {derivation.name!r}).", [
+            "Normalisation over the last axis; c_j = R_j / stab(y_j) and, per norm,",
+            "",
+            *(f"    {norm}: R_i = {sstr(derivation.results[f'relevance_{norm}'])}" for norm in NORMS),
+        ], (RUNTIME_IMPORT, "from lrp_num.errors import ShapeError, UnsupportedLayerError")),
         f"RULE = {derivation.name!r}",
         "PARAMETERS = {}",
         "BOUNDS = ()",
@@ -92,18 +92,22 @@ def emit_norm_kernel(derivation: Derivation, header: str) -> str:
         table,
         "",
         "",
-        "def relevance(op, x, relevance_out, eps=0.0, stabilise=\"zero\"):",
+        "def relevance(op, x, relevance_out, eps=0.0, stabilise=\"zero\", *, y=None):",
         '    """Relevance of the input of ``op`` (op.norm, op.weight, op.bias, op.eps), any',
         "    leading shape, features on the last axis. eps and stabilise stabilise y_j as in",
         "    kernel_runtime.stabilised_ratio (eps = 0: a zero y_j with R_j != 0 raises",
-        '    ZeroDenominatorError)."""',
+        "    ZeroDenominatorError). y: the norm's output y_j from the forward pass, the shape",
+        '    of x (None: computed here from x; given, the kernel skips that recomputation)."""',
         "    x = kernel_runtime.as_float(x)",
         "    function = NORMS.get(op.norm)",
         "    if function is None:",
         "        raise UnsupportedLayerError(f\"rule {RULE!r} has no kernel for the norm \"",
         "                                    f\"{op.norm!r}; known: {', '.join(NORMS)}\")",
+        "    if y is not None and tuple(y.shape) != tuple(x.shape):",
+        "        raise ShapeError(f\"y has shape {tuple(y.shape)}, the norm's input {tuple(x.shape)}\")",
         "    return function(x, kernel_runtime.like(op.weight, x), kernel_runtime.like(op.bias, x),",
-        "                    op.eps, kernel_runtime.like(relevance_out, x), eps, stabilise)",
+        "                    op.eps, kernel_runtime.like(relevance_out, x), eps, stabilise,",
+        "                    None if y is None else kernel_runtime.like(y, x))",
     ]) + "\n"
 
 

@@ -24,7 +24,7 @@ from lrp_sym.codegen.errors import CodegenError
 from lrp_sym.codegen.printer import print_array_api
 from lrp_sym.codegen.separation import INPUT_BASES, separate
 from lrp_sym.derivation import Derivation, RatioTerm
-from lrp_sym.symbols import b, h, j, l, x
+from lrp_sym.symbols import b, h, i, j, l, x
 
 #: array names of the per-connection quantities inside a kernel
 ARRAY_NAMES = {x: "x", l: "lower", h: "upper"}
@@ -142,9 +142,28 @@ def emit_input_factors(body: KernelBody, separated) -> dict[Expr, str]:
     return names
 
 
-def _emit_term(body: KernelBody, k: int, term, parts, factor_names) -> None:
+def takes_output(derivation: Derivation) -> bool:
+    """Whether the rule's one denominator is the layer's output z_j = sum_i x_i w_ij + b_j
+    (LRP-epsilon, the bias neuron): its kernel then accepts ``z``, the output from the forward
+    pass, and skips computing it again."""
+    derivation = _sympified(derivation)
+    if len(derivation.terms) != 1:
+        return False
+    (term,) = derivation.terms
+    try:
+        parts = [(*split_scalar(part.factor), part.transform) for part in separate(term.q)]
+    except CodegenError:
+        return False
+    return parts == [(S.One, x[i], "identity")] and term.bias_share == b[j]
+
+
+def _emit_term(body: KernelBody, k: int, term, parts, factor_names,
+               output: bool = False) -> None:
+    """Term k's denominator and s_k; ``output``: d_k is the layer's output z_j, taken from the
+    argument ``z`` when the caller passes it (the same sum, so the same values)."""
     derivation = body.derivation
     body.emit(f"# term {k}: q = {sstr(term.q)}")
+    start = len(body.lines)
     denominator = S.Zero
     for scalar, array, transform in parts:
         key = (factor_names[array], transform)
@@ -166,6 +185,16 @@ def _emit_term(body: KernelBody, k: int, term, parts, factor_names) -> None:
             body.names[_BIAS] = "bias"
         denominator += bias_share
     body.emit(f"d_{k} = {body.code(denominator)}")
+    if output:  # the statements above run only without the forward pass's z
+        computed = body.lines[start:]
+        body.lines[start:] = [
+            "if z is None:", *("    " + line for line in computed),
+            "else:",
+            "    z = kernel_runtime.like(z, x)",
+            "    if z.shape != relevance_out.shape:",
+            "        raise ShapeError(f\"relevance_out has shape {relevance_out.shape}, z {z.shape}\")",
+            f"    d_{k} = z",
+        ]
     body.emit(f"if shares[{k - 1}] is not None:")
     body.emit(f"    d_{k} = d_{k} + op.bias_like(d_{k}, shares[{k - 1}])")
     if derivation.stabiliser != 0:
@@ -218,8 +247,9 @@ def _domain_name(derivation: Derivation) -> str:
 
 def _signature(derivation: Derivation) -> str:
     parameters = "".join(f"{p}={float(derivation.defaults[p])!r}, " for p in derivation.parameters)
+    output = ", z=None" if takes_output(derivation) else ""
     return (f"relevance(op, x, relevance_out, *, {parameters}lower=None, upper=None, eps=1e-06, "
-            f"stabilise=\"zero\", bias_shares=None)")
+            f"stabilise=\"zero\", bias_shares=None{output})")
 
 
 def kernel_signature(derivation: Derivation) -> str:
@@ -266,7 +296,7 @@ eps, stabilise : float, {{"zero", "everywhere"}}, default 1e-06, "zero"
 bias_shares : sequence of (str or None), optional
     One entry per term ({n_terms} here): a weight-transform name g adds g(b_j) to that
     term's denominator (a convention such as zennit's b^+: "positive"); None adds nothing.
-
+{output_doc}
 Returns
 -------
 array
@@ -279,6 +309,14 @@ ZeroDenominatorError, KernelArgumentError
     missing box bounds, an unknown stabilise mode, or malformed bias_shares.
 """
 '''
+
+
+_OUTPUT_DOC = """\
+z : array, optional
+    The layer's output z_j = sum_i x_i w_ij + b_j from the forward pass, the shape of
+    relevance_out: this rule's denominator, so the kernel skips computing it again (the same
+    sum, so the same relevance); None computes it from op.
+"""
 
 
 def _sympified(derivation: Derivation) -> Derivation:
@@ -312,15 +350,17 @@ def emit_ratio_kernel(derivation: Derivation, header: str) -> str:
         body.emit(f"{name} = kernel_runtime.batch_shaped("
                   f"kernel_runtime.box_bound({name}, {name!r}, x, RULE), x)")
     factor_names = emit_input_factors(body, separated)
+    output = takes_output(derivation)
     for k, (term, parts) in enumerate(zip(derivation.terms, separated), 1):
-        _emit_term(body, k, term, parts, factor_names)
+        _emit_term(body, k, term, parts, factor_names, output)
     _emit_backward(body, separated, factor_names)
     body.drop_unused_namespace()
 
     bounds_note = (" Required by this rule." if bounds else " Not used by this rule.")
     doc = _KERNEL_DOC.format(parameters=parameter_doc(derivation) + "\n"
                              if derivation.parameters else "",
-                             bounds_note=bounds_note, n_terms=len(derivation.terms))
+                             bounds_note=bounds_note, n_terms=len(derivation.terms),
+                             output_doc=_OUTPUT_DOC if output else "")
     module_doc = "\n".join([
         f'"""{derivation.title}: generated relevance kernel (rule {derivation.name!r}).',
         "",
