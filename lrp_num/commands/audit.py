@@ -204,7 +204,7 @@ def _run_lxt(args: argparse.Namespace) -> int:
     from lrp_num.commands.common import as_batch
     from lrp_num.errors import LRPError, ShapeError
     from lrp_num.io.torch_bridge import require_torch
-    from lrp_num.io.torch_vit import DIGITS_VIT, DIGITS_VIT_WEIGHTS, load_digits_vit_torch
+    from lrp_num.io.torch_vit import DIGITS_VIT_WEIGHTS, load_vit_torch
 
     unsupported = [flag for flag, value in (("--composite", args.composite), ("--plot", args.plot),
                                             ("--layers", args.layers), ("--for-library", args.for_library),
@@ -218,18 +218,20 @@ def _run_lxt(args: argparse.Namespace) -> int:
     torch = require_torch()
     from lrp_num.io.model_io import BUILTIN_MODELS
 
-    if args.model != "digits-vit" and (args.model in BUILTIN_MODELS or not Path(args.model).is_file()):
-        raise LRPError(f"--library lxt audits a vision transformer: --model digits-vit or a weights .npz written by "
-                       f"scripts/train_digits_vit.py, not {args.model!r}")
+    if args.model != "digits-vit" and (args.model in BUILTIN_MODELS or not Path(args.model).is_file()
+                                       or not args.model.endswith(".npz")):
+        raise LRPError(f"--library lxt audits a vision transformer: --model digits-vit or a ViT weights .npz "
+                       f"(lrp_num.io.torch_vit.save_vit_weights), not {args.model!r}")
     weights = DIGITS_VIT_WEIGHTS if args.model == "digits-vit" else Path(args.model)
-    model, extras = load_digits_vit_torch(weights, dtype=torch.float32 if args.dtype == "float32" else torch.float64)
-    shape = (DIGITS_VIT.channels, DIGITS_VIT.image_size, DIGITS_VIT.image_size)
+    model, extras = load_vit_torch(weights, dtype=torch.float32 if args.dtype == "float32" else torch.float64)
+    config = model.config
+    shape = (config.channels, config.image_size, config.image_size)
     if args.input is not None:
         x = as_batch(read_array(args.input, "--input"), shape, args.input)
     else:
         images = extras.get("test_images")
         if images is None:
-            raise LRPError(f"{weights} stores no test images: pass --input X.npy")
+            raise LRPError(f"{weights} stores no test images: pass --input X.npy (samples of shape {shape})")
         samples = args.sample or [0]
         for k in samples:
             if not 0 <= k < len(images):
@@ -237,8 +239,8 @@ def _run_lxt(args: argparse.Namespace) -> int:
         x = images[samples]
     targets = None
     if args.target is not None:
-        if not 0 <= args.target < DIGITS_VIT.classes:
-            raise ShapeError(f"--target {args.target} out of range: the model has {DIGITS_VIT.classes} outputs")
+        if not 0 <= args.target < config.classes:
+            raise ShapeError(f"--target {args.target} out of range: the model has {config.classes} outputs")
         targets = np.full(len(x), args.target)
     tolerance = DEFAULT_TOLERANCE if args.tolerance is None else args.tolerance
     if not tolerance > 0:
