@@ -208,7 +208,7 @@ def _run_lxt(args: argparse.Namespace) -> int:
 
     unsupported = [flag for flag, value in (("--composite", args.composite), ("--plot", args.plot),
                                             ("--layers", args.layers), ("--for-library", args.for_library),
-                                            ("--convention", args.convention), ("--architecture", args.architecture),
+                                            ("--convention", args.convention),
                                             ("--workers", args.workers), ("--scheduler", args.scheduler))
                    if value is not None]
     unsupported += [f"--{name}" for name in ("epsilon", "gamma", "alpha", "beta") if getattr(args, name) is not None]
@@ -216,6 +216,11 @@ def _run_lxt(args: argparse.Namespace) -> int:
         raise LRPError(f"--library lxt takes --rule attnlrp|attnlrp-efficient|cplrp, not {', '.join(unsupported)}")
     lxt_profile(args.rule)  # an unknown variant fails before torch or the model is loaded
     torch = require_torch()
+    tolerance = DEFAULT_TOLERANCE if args.tolerance is None else args.tolerance
+    if not tolerance > 0:
+        raise LRPError(f"--tolerance must be positive, got {args.tolerance}")
+    if args.architecture is not None or args.model.endswith(".pt"):
+        return _run_lxt_encoder(args, tolerance)
     from lrp_num.io.model_io import BUILTIN_MODELS
 
     if args.model != "digits-vit" and (args.model in BUILTIN_MODELS or not Path(args.model).is_file()
@@ -242,9 +247,6 @@ def _run_lxt(args: argparse.Namespace) -> int:
         if not 0 <= args.target < config.classes:
             raise ShapeError(f"--target {args.target} out of range: the model has {config.classes} outputs")
         targets = np.full(len(x), args.target)
-    tolerance = DEFAULT_TOLERANCE if args.tolerance is None else args.tolerance
-    if not tolerance > 0:
-        raise LRPError(f"--tolerance must be positive, got {args.tolerance}")
     report = audit_lxt(model, np.asarray(x, dtype=np.float64), targets, args.rule, tolerance,
                        reference=not args.no_reference, strict=args.strict, dps=args.dps)
     if args.json:
@@ -253,4 +255,44 @@ def _run_lxt(args: argparse.Namespace) -> int:
         print(render_markdown(report), end="")
     else:
         print(render_table(report))
+    return report.exit_status
+
+
+def _run_lxt_encoder(args: argparse.Namespace, tolerance: float) -> int:
+    """--library lxt --model W.pt --architecture ARCH.json: LXT's CP-LRP on a plain torch transformer
+    encoder (nn.MultiheadAttention; lrp_num.io.torch_encoder), against the reference."""
+    from lrp_num.audit.lxt_module import audit_lxt_module, render_module_json, render_module_markdown, render_module_table
+    from lrp_num.commands.common import as_batch
+    from lrp_num.errors import LRPError, ShapeError
+    from lrp_num.io.torch_bridge import require_torch
+    from lrp_num.io.torch_encoder import load_encoder
+
+    torch = require_torch()
+    if not args.architecture or not args.model.endswith(".pt"):
+        raise LRPError("--library lxt on a torch transformer takes --model WEIGHTS.pt (a state dict) with "
+                       "--architecture ARCH.json (see lrp_num.io.torch_encoder.ENCODER_HELP)")
+    if args.rule != "cplrp":
+        raise LRPError(f"LXT 2.1 explains nn.MultiheadAttention with cplrp only, not {args.rule}: its softmax and "
+                       "products run inside F.multi_head_attention_forward, out of reach of LXT's rules")
+    if args.strict:
+        raise LRPError("--strict needs a ViT (--model digits-vit or a ViT weights .npz); a torch encoder is "
+                       "compared with the reference under LXT's conventions only")
+    if args.input is None:
+        raise LRPError("a state dict stores no samples: pass --input X.npy")
+    model = load_encoder(args.model, args.architecture, dtype=torch.float32 if args.dtype == "float32" else None)
+    config = model.config
+    x = as_batch(read_array(args.input, "--input"), config.input_shape, args.input)
+    targets = None
+    if args.target is not None:
+        if not 0 <= args.target < config.classes:
+            raise ShapeError(f"--target {args.target} out of range: the model has {config.classes} outputs")
+        targets = np.full(len(x), args.target)
+    report = audit_lxt_module(model, np.asarray(x, dtype=np.float64), targets, args.rule, tolerance,
+                              reference=not args.no_reference, dps=args.dps)
+    if args.json:
+        print(render_module_json(report))
+    elif args.markdown:
+        print(render_module_markdown(report), end="")
+    else:
+        print(render_module_table(report))
     return report.exit_status
