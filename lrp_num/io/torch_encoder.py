@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import pickle
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -83,15 +84,21 @@ def encoder_config(data: Any, source: str = "the architecture") -> EncoderConfig
     return config
 
 
-def build_encoder(config: EncoderConfig, seed: int | None = 0, dtype: Any = None):
-    """The encoder of ``config`` (see the module docstring) with torch's default initialisation
-    (seeded by ``seed``), in eval mode; ``dtype`` defaults to torch.float64."""
+_CLASSES: dict[str, type] = {}
+
+
+def _classes() -> dict[str, type]:
+    """The module classes (``EncoderBlock``, ``Encoder``), created on first use so that torch is
+    imported lazily; module-level names, so a model can be pickled by whoever wants to."""
+    if _CLASSES:
+        return _CLASSES
     torch = require_torch()
     nn = torch.nn
-    dtype = torch.float64 if dtype is None else dtype
 
-    class Block(nn.Module):
-        def __init__(self) -> None:
+    class EncoderBlock(nn.Module):
+        """x + attn(norm1(x)), then + fc2(GELU(fc1(norm2(x))))."""
+
+        def __init__(self, config: EncoderConfig) -> None:
             super().__init__()
             self.norm1 = nn.LayerNorm(config.width, eps=config.norm_eps)
             self.attn = nn.MultiheadAttention(config.width, config.heads, batch_first=True)
@@ -105,10 +112,12 @@ def build_encoder(config: EncoderConfig, seed: int | None = 0, dtype: Any = None
             return x + self.fc2(self.act(self.fc1(self.norm2(x))))
 
     class Encoder(nn.Module):
-        def __init__(self) -> None:
+        """``depth`` blocks, a final LayerNorm, a linear head on the flattened tokens."""
+
+        def __init__(self, config: EncoderConfig) -> None:
             super().__init__()
             self.config = config
-            self.blocks = nn.ModuleList(Block() for _ in range(config.depth))
+            self.blocks = nn.ModuleList(EncoderBlock(config) for _ in range(config.depth))
             self.norm = nn.LayerNorm(config.width, eps=config.norm_eps)
             self.head = nn.Linear(config.tokens * config.width, config.classes)
 
@@ -117,9 +126,26 @@ def build_encoder(config: EncoderConfig, seed: int | None = 0, dtype: Any = None
                 x = block(x)
             return self.head(self.norm(x).flatten(1))
 
+    for cls in (EncoderBlock, Encoder):
+        cls.__module__, cls.__qualname__ = __name__, cls.__name__
+    _CLASSES.update(EncoderBlock=EncoderBlock, Encoder=Encoder)
+    return _CLASSES
+
+
+def __getattr__(name: str) -> type:
+    if name in ("Encoder", "EncoderBlock"):
+        return _classes()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def build_encoder(config: EncoderConfig, seed: int | None = 0, dtype: Any = None):
+    """The encoder of ``config`` (see the module docstring) with torch's default initialisation
+    (seeded by ``seed``), in eval mode; ``dtype`` defaults to torch.float64."""
+    torch = require_torch()
+    dtype = torch.float64 if dtype is None else dtype
     if seed is not None:
         torch.manual_seed(seed)
-    return Encoder().to(dtype).eval()
+    return _classes()["Encoder"](config).to(dtype).eval()
 
 
 def load_encoder(weights: str | Path, architecture: str | Path, dtype: Any = None):
@@ -140,8 +166,12 @@ def load_encoder(weights: str | Path, architecture: str | Path, dtype: Any = Non
     model = build_encoder(encoder_config(data, str(architecture)), seed=None, dtype=dtype)
     try:
         state = torch.load(weights, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # what weights_only raises for anything but tensors and containers
+        raise ModelFileError(f"cannot read state dict {weights}: it holds pickled objects other than tensors "
+                             "(save model.state_dict(), read here with torch.load(weights_only=True))") from None
     except Exception as error:  # torch raises several types for foreign or corrupt files
-        raise ModelFileError(f"cannot read state dict {weights}: {error}") from None
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise ModelFileError(f"cannot read state dict {weights}: {first}") from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ModelFileError(f"{weights} is not a state dict of tensors")
     expected = model.state_dict()
