@@ -26,13 +26,21 @@ attribution was computed in (``--tolerance`` replaces it by a relative tolerance
    matplotlib (``--plot``) is one line saying what to install.
 
 ``--library lxt`` (LXT 2.1, ``pip install --no-deps lxt==2.1``) audits a vision transformer op by op
-(:mod:`lrp_num.audit.lxt_audit`): ``--model digits-vit`` (or a weights file written by
-``scripts/train_digits_vit.py``), ``--rule attnlrp``, ``attnlrp-efficient`` or ``cplrp``; the report
+(:mod:`lrp_num.audit.lxt_audit`): ``--model digits-vit`` or a ViT weights .npz of any shape
+(:func:`lrp_num.io.torch_vit.save_vit_weights`: the parameters and the ``ViTConfig``; a file without
+a config is digits-vit's shape; ``--input X.npy`` where it stores no test images),
+``--rule attnlrp``, ``attnlrp-efficient`` or ``cplrp``; the report
 names the ops (softmax, matmul, layer_norm, ...) where relevance leaks; exit 1 where an op whose
 rule conserves relevance absorbs some, or where LXT's relevance at some node deviates from the
 mpmath reference with LXT's conventions restated (:mod:`lrp_num.audit.lxt_reference`, at ``--dps``
 digits; the report names the first deviating node from the output down; ``--no-reference`` skips
 it); with ``--strict`` also where it departs from our ``attnlrp`` as derived.
+``--library lxt --rule cplrp --model W.pt --architecture ARCH.json --input X.npy`` audits a plain
+PyTorch transformer encoder (nn.MultiheadAttention; :mod:`lrp_num.io.torch_encoder`, state dict
+read with ``weights_only=True``) against the reference (:func:`lrp_num.audit.lxt_module.audit_lxt_module`).
+
+    lrp audit --library lxt --model my_vit.npz --input x.npy --rule attnlrp
+    lrp audit --library lxt --model encoder.pt --architecture encoder.json --input tokens.npy --rule cplrp
 """
 
 from __future__ import annotations
@@ -49,10 +57,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
     parser.add_argument("--architecture", metavar="ARCH.json",
                         help="with --model WEIGHTS.pt (a torch state dict): the module list (see "
-                             "lrp_num.io.torch_bridge.ARCHITECTURE_HELP)")
+                             "lrp_num.io.torch_bridge.ARCHITECTURE_HELP); with --library lxt: the sizes of a "
+                             "transformer encoder (lrp_num.io.torch_encoder.ENCODER_HELP)")
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument("--library", choices=("zennit", "captum", "autolrp", "lxt"),
-                      help="run this library's LRP and audit it (lxt: on a vision transformer, --model digits-vit)")
+                      help="run this library's LRP and audit it (lxt: on a transformer: --model digits-vit, a ViT "
+                           "weights .npz from lrp_num.io.torch_vit.save_vit_weights, or with --rule cplrp a "
+                           "state dict W.pt plus --architecture ENCODER.json)")
     what.add_argument("--attribution", metavar="R.npy", help="audit a saved input relevance from any tool")
     how = parser.add_mutually_exclusive_group(required=True)
     how.add_argument("--rule", help="one of our rule names on every linear layer (zplus, epsilon, gamma, "
