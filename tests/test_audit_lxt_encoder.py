@@ -1,5 +1,6 @@
 """lrp audit --library lxt --rule cplrp on a plain PyTorch transformer encoder (nn.MultiheadAttention),
-given as a state dict and a JSON architecture (lrp_num.io.torch_encoder).
+given as a state dict and a JSON architecture (lrp_num.io.torch_encoder): LXT's CP-LRP patches on
+the torch module itself (AttnLRP on it runs on the graph twin: tests/test_audit_lxt_graph_twin.py).
 
 Needs torch and LXT (``pip install --no-deps lxt==2.1``); skipped cleanly without them. One small
 random-weight encoder (4 tokens of width 12, 3 heads, one block), one sample, the reference at 20 digits.
@@ -78,7 +79,7 @@ def _one_line_error(capsys, argv, *fragments):
 
 def test_cli_bad_encoder_input(encoder, capsys, tmp_path):
     model, weights, architecture, x = encoder
-    _one_line_error(capsys, _audit(weights, architecture, x, "--rule", "attnlrp"), "cplrp only")
+    _one_line_error(capsys, _audit(weights, architecture, x, "--rule", "cplrp", "--strict"), "--strict")
     _one_line_error(capsys, ["audit", "--library", "lxt", "--model", str(weights), "--architecture",
                              str(architecture), "--rule", "cplrp"], "--input")
     not_encoder = tmp_path / "seq.json"

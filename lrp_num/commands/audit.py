@@ -230,14 +230,15 @@ def _run_lxt(args: argparse.Namespace) -> int:
     tolerance = DEFAULT_TOLERANCE if args.tolerance is None else args.tolerance
     if not tolerance > 0:
         raise LRPError(f"--tolerance must be positive, got {args.tolerance}")
-    if args.architecture is not None or args.model.endswith(".pt"):
-        return _run_lxt_encoder(args, tolerance)
+    if args.architecture is not None or args.model.endswith((".pt", ".onnx")):
+        return _run_lxt_graph(args, tolerance)
     from lrp_num.io.model_io import BUILTIN_MODELS
 
     if args.model != "digits-vit" and (args.model in BUILTIN_MODELS or not Path(args.model).is_file()
                                        or not args.model.endswith(".npz")):
-        raise LRPError(f"--library lxt audits a vision transformer: --model digits-vit or a ViT weights .npz "
-                       f"(lrp_num.io.torch_vit.save_vit_weights), not {args.model!r}")
+        raise LRPError(f"--library lxt audits a vision transformer (--model digits-vit or a ViT weights .npz from "
+                       f"lrp_num.io.torch_vit.save_vit_weights) or a transformer as an .onnx file or a state dict "
+                       f".pt with --architecture, not {args.model!r}")
     weights = DIGITS_VIT_WEIGHTS if args.model == "digits-vit" else Path(args.model)
     model, extras = load_vit_torch(weights, dtype=torch.float32 if args.dtype == "float32" else torch.float64)
     config = model.config
@@ -269,41 +270,67 @@ def _run_lxt(args: argparse.Namespace) -> int:
     return report.exit_status
 
 
-def _run_lxt_encoder(args: argparse.Namespace, tolerance: float) -> int:
-    """--library lxt --model W.pt --architecture ARCH.json: LXT's CP-LRP on a plain torch transformer
-    encoder (nn.MultiheadAttention; lrp_num.io.torch_encoder), against the reference."""
+def _run_lxt_graph(args: argparse.Namespace, tolerance: float) -> int:
+    """--library lxt on a transformer given as a graph: an ONNX file, or a state dict of the torch
+    encoder (lrp_num.io.torch_encoder) with --architecture. cplrp on the encoder runs LXT on the
+    torch module itself (its nn.MultiheadAttention patch, lrp_num.audit.lxt_module); every other
+    case runs LXT on the ops twin of the imported graph (lrp_num.io.torch_ops_twin), audited op by
+    op and compared with the reference at the graph's own node names."""
+    from lrp_num.audit.lxt_audit import audit_lxt, render_json, render_markdown, render_table
     from lrp_num.audit.lxt_module import audit_lxt_module, render_module_json, render_module_markdown, render_module_table
     from lrp_num.commands.common import as_batch
     from lrp_num.errors import LRPError, ShapeError
     from lrp_num.io.torch_bridge import require_torch
-    from lrp_num.io.torch_encoder import load_encoder
+    from lrp_num.io.torch_ops_twin import check_attention_names, graph_ops_twin
 
     torch = require_torch()
-    if not args.architecture or not args.model.endswith(".pt"):
+    dtype = torch.float32 if args.dtype == "float32" else torch.float64
+    onnx = args.model.endswith(".onnx")
+    if onnx and args.architecture:
+        raise LRPError("--architecture describes a state dict (--model W.pt); an ONNX file carries its graph")
+    if not onnx and (not args.architecture or not args.model.endswith(".pt")):
         raise LRPError("--library lxt on a torch transformer takes --model WEIGHTS.pt (a state dict) with "
                        "--architecture ARCH.json (see lrp_num.io.torch_encoder.ENCODER_HELP)")
-    if args.rule != "cplrp":
-        raise LRPError(f"LXT 2.1 explains nn.MultiheadAttention with cplrp only, not {args.rule}: its softmax and "
-                       "products run inside F.multi_head_attention_forward, out of reach of LXT's rules")
-    if args.strict:
-        raise LRPError("--strict needs a ViT (--model digits-vit or a ViT weights .npz); a torch encoder is "
-                       "compared with the reference under LXT's conventions only")
     if args.input is None:
-        raise LRPError("a state dict stores no samples: pass --input X.npy")
-    model = load_encoder(args.model, args.architecture, dtype=torch.float32 if args.dtype == "float32" else None)
-    config = model.config
-    x = as_batch(read_array(args.input, "--input"), config.input_shape, args.input)
+        raise LRPError(f"{args.model} stores no samples: pass --input X.npy")
+    module = None
+    if onnx:
+        from lrp_num.io.onnx_import import load_onnx
+
+        graph = load_onnx(args.model)
+    else:
+        from lrp_num.io.torch_encoder import load_encoder
+        from lrp_num.io.torch_import import from_torch_module
+
+        module = load_encoder(args.model, args.architecture, dtype=dtype)
+        graph = from_torch_module(module, module.config.input_shape)
+    if graph.input_shape is None:
+        raise ShapeError(f"{args.model}: the graph declares no input shape")
+    x = as_batch(read_array(args.input, "--input"), graph.input_shape, args.input)
+    classes = int(np.prod(graph.shapes[graph.output]))
     targets = None
     if args.target is not None:
-        if not 0 <= args.target < config.classes:
-            raise ShapeError(f"--target {args.target} out of range: the model has {config.classes} outputs")
+        if not 0 <= args.target < classes:
+            raise ShapeError(f"--target {args.target} out of range: the model has {classes} outputs")
         targets = np.full(len(x), args.target)
-    report = audit_lxt_module(model, np.asarray(x, dtype=np.float64), targets, args.rule, tolerance,
-                              reference=not args.no_reference, dps=args.dps)
-    if args.json:
-        print(render_module_json(report))
-    elif args.markdown:
-        print(render_module_markdown(report), end="")
+    x = np.asarray(x, dtype=np.float64)
+    if module is not None and args.rule == "cplrp":
+        if args.strict:
+            raise LRPError("--strict is for the graph twin's variants (attnlrp, attnlrp-efficient): cplrp runs on "
+                           "the torch encoder itself and is compared with the reference under LXT's conventions")
+        report = audit_lxt_module(module, x, targets, args.rule, tolerance, reference=not args.no_reference,
+                                  dps=args.dps)
+        renderers = (render_module_json, render_module_markdown, render_module_table)
     else:
-        print(render_module_table(report))
+        check_attention_names(graph, args.rule)
+        twin = graph_ops_twin(graph, dtype)
+        report = audit_lxt(twin, x, targets, args.rule, tolerance, reference=not args.no_reference,
+                           strict=args.strict, dps=args.dps)
+        renderers = (render_json, render_markdown, render_table)
+    if args.json:
+        print(renderers[0](report))
+    elif args.markdown:
+        print(renderers[1](report), end="")
+    else:
+        print(renderers[2](report))
     return report.exit_status
