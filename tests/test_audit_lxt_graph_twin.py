@@ -165,4 +165,26 @@ def test_graph_refusals(files, capsys):
     _one_line_error(capsys, ["audit", "--library", "lxt", "--model", str(files["onnx"]), "--rule", "attnlrp"],
                     "pass --input")
     _one_line_error(capsys, _onnx(files, "attnlrp", "--architecture", str(files["architecture"])),
-                    "ONNX file carries its graph")
+                    "an ONNX or model file carries its graph")
+
+
+def test_engine_model_file_of_a_vit(capsys, tmp_path):
+    """A ViT saved as the engine's graph (lrp_num.io.model_io.save_npz of vit_graph, the format of
+    lrp_num/models/digits_vit.npz): LXT on its ops twin matches the reference at the graph's nodes;
+    a model file without attention is refused."""
+    from lrp_num.io.model_io import save_npz
+    from lrp_num.io.torch_vit import DIGITS_VIT_WEIGHTS, ViTConfig, build_vit, vit_graph
+
+    config = ViTConfig(channels=3, image_size=8, patch=4, width=12, depth=1, heads=3, mlp_width=24, classes=4)
+    images = np.random.default_rng(2).random((2, 3, 8, 8))
+    graph_file = tmp_path / "vit_graph.npz"
+    save_npz(vit_graph(build_vit(config, seed=4)), graph_file, extra={"test_images": images})
+    for rule in ("attnlrp", "cplrp"):
+        assert main(["audit", "--library", "lxt", "--model", str(graph_file), "--sample", "1", "--rule", rule,
+                     "--json", "--dps", DPS]) == 0
+        report = json.loads(capsys.readouterr().out)
+        assert report["reference"]["verdict"] == "matches"
+        compared = {row["graph_tensor"] for row in report["reference"]["tensors"]}
+        assert {"blocks.0.attn.scores", "blocks.0.attn.attention", "blocks.0.norm1", "tokens", "input"} <= compared
+    _one_line_error(capsys, ["audit", "--library", "lxt", "--model", str(DIGITS_VIT_WEIGHTS.with_name("digits_cnn.npz")),
+                             "--sample", "0", "--rule", "attnlrp"], "--library lxt audits transformer graphs")

@@ -236,7 +236,7 @@ def _run_lxt(args: argparse.Namespace) -> int:
     tolerance = DEFAULT_TOLERANCE if args.tolerance is None else args.tolerance
     if not tolerance > 0:
         raise LRPError(f"--tolerance must be positive, got {args.tolerance}")
-    if args.architecture is not None or args.model.endswith((".pt", ".onnx")):
+    if args.architecture is not None or args.model.endswith((".pt", ".onnx")) or _is_graph_model_file(args.model):
         return _run_lxt_graph(args, tolerance)
     from lrp_num.io.model_io import BUILTIN_MODELS
 
@@ -291,28 +291,32 @@ def _run_lxt_graph(args: argparse.Namespace, tolerance: float) -> int:
 
     torch = require_torch()
     dtype = torch.float32 if args.dtype == "float32" else torch.float64
-    onnx = args.model.endswith(".onnx")
-    if onnx and args.architecture:
-        raise LRPError("--architecture describes a state dict (--model W.pt); an ONNX file carries its graph")
-    if not onnx and (not args.architecture or not args.model.endswith(".pt")):
+    from lrp_num.engine.graph import Graph
+    from lrp_num.errors import UnsupportedLayerError
+
+    state_dict = args.model.endswith(".pt")
+    if args.architecture and not state_dict:
+        raise LRPError("--architecture describes a state dict (--model W.pt); an ONNX or model file carries its graph")
+    if state_dict and not args.architecture:
         raise LRPError("--library lxt on a torch transformer takes --model WEIGHTS.pt (a state dict) with "
                        "--architecture ARCH.json (see lrp_num.io.torch_encoder.ENCODER_HELP)")
-    if args.input is None:
-        raise LRPError(f"{args.model} stores no samples: pass --input X.npy")
     module = None
-    if onnx:
-        from lrp_num.io.onnx_import import load_onnx
-
-        graph = load_onnx(args.model)
-    else:
+    if state_dict:
         from lrp_num.io.torch_encoder import load_encoder
         from lrp_num.io.torch_import import from_torch_module
 
+        if args.input is None:
+            raise LRPError(f"{args.model} stores no samples: pass --input X.npy")
         module = load_encoder(args.model, args.architecture, dtype=dtype)
         graph = from_torch_module(module, module.config.input_shape)
-    if graph.input_shape is None:
-        raise ShapeError(f"{args.model}: the graph declares no input shape")
-    x = as_batch(read_array(args.input, "--input"), graph.input_shape, args.input)
+        x = as_batch(read_array(args.input, "--input"), graph.input_shape, args.input)
+    else:  # an ONNX file or the engine's model file (lrp_num.io.model_io.save_npz)
+        model_file = load_model(args.model)
+        graph = model_file.network
+        if not isinstance(graph, Graph) or graph.input_shape is None:
+            raise UnsupportedLayerError(f"{args.model} holds a {type(graph).__name__} without attention; "
+                                        "--library lxt audits transformer graphs")
+        x = load_inputs(args, model_file)
     classes = int(np.prod(graph.shapes[graph.output]))
     targets = None
     if args.target is not None:
@@ -340,3 +344,16 @@ def _run_lxt_graph(args: argparse.Namespace, tolerance: float) -> int:
     else:
         print(renderers[2](report))
     return report.exit_status
+
+
+def _is_graph_model_file(spec: str) -> bool:
+    """Whether ``spec`` is an .npz in the engine's model format (it has a ``format`` array), not ViT weights."""
+    from pathlib import Path
+
+    if not spec.endswith(".npz") or not Path(spec).is_file():
+        return False
+    try:
+        with np.load(spec, allow_pickle=False) as archive:
+            return "format" in archive.files
+    except (OSError, ValueError, EOFError):
+        return False  # load_vit_torch reports the unreadable file
