@@ -35,7 +35,8 @@ rule conserves relevance absorbs some, or where LXT's relevance at some node dev
 mpmath reference with LXT's conventions restated (:mod:`lrp_num.audit.lxt_reference`, at ``--dps``
 digits; the report names the first deviating node from the output down; ``--no-reference`` skips
 it); with ``--strict`` also where it departs from our ``attnlrp`` as derived.
-``--model X.onnx --input X.npy`` audits an imported transformer graph on its ops twin
+``--model X.onnx --input X.npy`` (or the engine's model file of a transformer graph, .npz)
+audits an imported transformer graph on its ops twin
 (:mod:`lrp_num.io.torch_ops_twin`; ``attnlrp``, and the efficient variants where the attention is
 named as :func:`lrp_num.layers.attention.multi_head_attention` names it). ``--model W.pt
 --architecture ARCH.json --input X.npy`` audits a plain PyTorch transformer encoder
@@ -67,8 +68,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument("--library", choices=("zennit", "captum", "autolrp", "lxt"),
                       help="run this library's LRP and audit it (lxt: on a transformer: --model digits-vit, a ViT "
-                           "weights .npz from lrp_num.io.torch_vit.save_vit_weights, an .onnx file with "
-                           "--input, or a state dict W.pt of lrp_num.io.torch_encoder's encoder with "
+                           "weights .npz from lrp_num.io.torch_vit.save_vit_weights, the engine's .npz model file "
+                           "of a transformer graph, an .onnx file with --input, or a state dict W.pt of lrp_num.io.torch_encoder's encoder with "
                            "--architecture ENCODER.json and --input)")
     what.add_argument("--attribution", metavar="R.npy", help="audit a saved input relevance from any tool")
     how = parser.add_mutually_exclusive_group(required=True)
