@@ -89,6 +89,10 @@ def test_cli_bad_encoder_input(encoder, capsys, tmp_path):
     wider = tmp_path / "wider.json"
     wider.write_text(json.dumps({**json.loads(architecture.read_text()), "mlp_width": 32}))
     _one_line_error(capsys, _audit(weights, wider, x, "--rule", "cplrp"), "'blocks.0.fc1.weight' has shape (24, 12)")
+    huge = tmp_path / "huge.json"  # refused from the shapes alone: nothing of this size is allocated
+    huge.write_text(json.dumps({**json.loads(architecture.read_text()), "width": 300_000, "heads": 1,
+                                "mlp_width": 300_000}))
+    _one_line_error(capsys, _audit(weights, huge, x, "--rule", "cplrp"), "has shape (12,), expected (300000,)")
     uneven = tmp_path / "uneven.json"
     uneven.write_text(json.dumps({**json.loads(architecture.read_text()), "heads": 5}))
     _one_line_error(capsys, _audit(weights, uneven, x, "--rule", "cplrp"), "heads do not divide the width")

@@ -122,7 +122,12 @@ def test_cli_bad_weights_files(small, capsys, tmp_path):
     _one_line_error(capsys, audit + [str(not_vit)], "not a ViT weights file")
     wide = json.dumps({**json.loads(str(np.load(bare)[CONFIG_KEY])), "width": 32, "heads": 4})
     mismatch = _rewrite(bare, tmp_path / "mismatch.npz", **{CONFIG_KEY: np.asarray(wide)})
-    _one_line_error(capsys, audit + [str(mismatch), "--input", str(x)], "ViT parameter 'pos_embed' has shape (1, 4, 24), expected (1, 4, 32)")
+    _one_line_error(capsys, audit + [str(mismatch), "--input", str(x)],
+                    "ViT parameter 'pos_embed' has shape (1, 4, 24), expected (1, 4, 32)")
+    # a config far larger than its arrays is refused from the shapes alone (nothing of its size is allocated)
+    huge = json.dumps({**json.loads(str(np.load(bare)[CONFIG_KEY])), "width": 300_000, "heads": 1, "mlp_width": 300_000})
+    too_big = _rewrite(bare, tmp_path / "huge.npz", **{CONFIG_KEY: np.asarray(huge)})
+    _one_line_error(capsys, audit + [str(too_big), "--input", str(x)], "'pos_embed' has shape (1, 4, 24)")
     deeper = json.dumps({**json.loads(str(np.load(bare)[CONFIG_KEY])), "depth": 2})
     missing = _rewrite(bare, tmp_path / "deeper.npz", **{CONFIG_KEY: np.asarray(deeper)})
     _one_line_error(capsys, audit + [str(missing), "--input", str(x)], "blocks.1.attn.q.weight")

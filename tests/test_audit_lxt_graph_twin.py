@@ -186,5 +186,6 @@ def test_engine_model_file_of_a_vit(capsys, tmp_path):
         assert report["reference"]["verdict"] == "matches"
         compared = {row["graph_tensor"] for row in report["reference"]["tensors"]}
         assert {"blocks.0.attn.scores", "blocks.0.attn.attention", "blocks.0.norm1", "tokens", "input"} <= compared
-    _one_line_error(capsys, ["audit", "--library", "lxt", "--model", str(DIGITS_VIT_WEIGHTS.with_name("digits_cnn.npz")),
-                             "--sample", "0", "--rule", "attnlrp"], "--library lxt audits transformer graphs")
+    cnn = DIGITS_VIT_WEIGHTS.with_name("digits_cnn.npz")
+    _one_line_error(capsys, ["audit", "--library", "lxt", "--model", str(cnn), "--sample", "0", "--rule", "attnlrp"],
+                    "--library lxt audits transformer graphs")

@@ -69,8 +69,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     what.add_argument("--library", choices=("zennit", "captum", "autolrp", "lxt"),
                       help="run this library's LRP and audit it (lxt: on a transformer: --model digits-vit, a ViT "
                            "weights .npz from lrp_num.io.torch_vit.save_vit_weights, the engine's .npz model file "
-                           "of a transformer graph, an .onnx file with --input, or a state dict W.pt of lrp_num.io.torch_encoder's encoder with "
-                           "--architecture ENCODER.json and --input)")
+                           "of a transformer graph, an .onnx file with --input, or a state dict W.pt of "
+                           "lrp_num.io.torch_encoder's encoder with --architecture ENCODER.json and --input)")
     what.add_argument("--attribution", metavar="R.npy", help="audit a saved input relevance from any tool")
     how = parser.add_mutually_exclusive_group(required=True)
     how.add_argument("--rule", help="one of our rule names on every linear layer (zplus, epsilon, gamma, "
@@ -284,7 +284,8 @@ def _run_lxt_graph(args: argparse.Namespace, tolerance: float) -> int:
     case runs LXT on the ops twin of the imported graph (lrp_num.io.torch_ops_twin), audited op by
     op and compared with the reference at the graph's own node names."""
     from lrp_num.audit.lxt_audit import audit_lxt, render_json, render_markdown, render_table
-    from lrp_num.audit.lxt_module import audit_lxt_module, render_module_json, render_module_markdown, render_module_table
+    from lrp_num.audit.lxt_module import (audit_lxt_module, render_module_json, render_module_markdown,
+                                          render_module_table)
     from lrp_num.commands.common import as_batch
     from lrp_num.errors import LRPError, ShapeError
     from lrp_num.io.torch_bridge import require_torch

@@ -163,7 +163,7 @@ def load_encoder(weights: str | Path, architecture: str | Path, dtype: Any = Non
         data = json.loads(Path(architecture).read_text())
     except (OSError, ValueError) as error:
         raise ModelFileError(f"cannot read architecture {architecture}: {error}") from None
-    model = build_encoder(encoder_config(data, str(architecture)), seed=None, dtype=dtype)
+    config = encoder_config(data, str(architecture))
     try:
         state = torch.load(weights, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:  # what weights_only raises for anything but tensors and containers
@@ -174,7 +174,8 @@ def load_encoder(weights: str | Path, architecture: str | Path, dtype: Any = Non
         raise ModelFileError(f"cannot read state dict {weights}: {first}") from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ModelFileError(f"{weights} is not a state dict of tensors")
-    expected = model.state_dict()
+    with torch.device("meta"):  # the shapes only: nothing allocated before the tensors are checked against them
+        expected = _classes()["Encoder"](config).state_dict()
     missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
     if missing or extra:
         raise ModelFileError(f"state dict {weights} does not fit the architecture {architecture}: "
@@ -186,6 +187,7 @@ def load_encoder(weights: str | Path, architecture: str | Path, dtype: Any = Non
                                  f"{tuple(tensor.shape)} by the architecture {architecture}")
         if not value.is_floating_point() or not bool(torch.isfinite(value).all()):
             raise ModelFileError(f"state dict {weights}: {name!r} is not a finite floating-point tensor")
+    model = build_encoder(config, seed=None, dtype=dtype)
     model.load_state_dict({name: state[name].to(next(model.parameters()).dtype) for name in expected})
     return model.eval()
 

@@ -233,8 +233,8 @@ def vit_from_arrays(arrays: dict[str, np.ndarray], config: ViTConfig = DIGITS_VI
     """
     torch = require_torch()
     dtype = torch.float64 if dtype is None else dtype
-    model = build_vit(config, seed=None, dtype=dtype)
-    expected = model.state_dict()
+    with torch.device("meta"):  # the shapes only: nothing allocated before the arrays are checked against them
+        expected = _classes()["ViT"](config).state_dict()
     missing, extra = sorted(set(expected) - set(arrays)), sorted(set(arrays) - set(expected))
     if missing or extra:
         raise ModelFileError(f"ViT parameters do not match the architecture {config_json(config)}: "
@@ -248,6 +248,7 @@ def vit_from_arrays(arrays: dict[str, np.ndarray], config: ViTConfig = DIGITS_VI
             raise ModelFileError(f"ViT parameter {name!r} has dtype {value.dtype}, not real numbers")
         if not np.all(np.isfinite(value)):
             raise ModelFileError(f"ViT parameter {name!r} holds NaN or infinite values")
+    model = build_vit(config, seed=None, dtype=dtype)
     model.load_state_dict({name: torch.tensor(np.asarray(arrays[name], dtype=np.float64), dtype=dtype)
                            for name in expected})
     return model.eval()
