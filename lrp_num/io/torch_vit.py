@@ -362,7 +362,7 @@ def load_vit_torch(path: str | Path = DIGITS_VIT_WEIGHTS, dtype: Any = None):
     """
     path = Path(path)
     if not path.is_file():
-        raise ModelFileError(f"ViT weights file {path} does not exist")
+        raise ModelFileError(f"cannot read ViT weights {path}: no such file")
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}
