@@ -60,7 +60,8 @@ def _onnx_block(path, gate=False):
               helper.make_node("Transpose", ["c"], ["ct"], perm=[0, 2, 1, 3], name="merge.t"),
               helper.make_node("Reshape", ["ct", "merge"], ["m"], name="merge"),
               helper.make_node("MatMul", ["m", "Wo"], ["om"], name="o.matmul"),
-              helper.make_node("Add", ["om", "bo"], ["o"], name="o.add")]
+              # the bias first, as torch.onnx.export writes it (Add(bias, MatMul))
+              helper.make_node("Add", ["bo", "om"], ["o"], name="o.add")]
     if gate:
         nodes.append(helper.make_node("Mul", ["o", "q"], ["g"], name="gate"))
     nodes += [helper.make_node("Add", ["x", "g" if gate else "o"], ["r"], name="skip"),
