@@ -163,6 +163,12 @@ class _RecordingOps(TorchOps):
         self.sources[id(out)] = self.sources.get(id(x), "?")
         return out
 
+    def observe(self, name: str, tensor):
+        """A value-moving node of a graph twin (:mod:`lrp_num.io.torch_ops_twin`): its output is
+        known by the node's name from here on."""
+        self.sources[id(tensor)] = name
+        return tensor
+
     def _enter(self, name: str, kind: str, *inputs):
         """The op's data inputs, each through its own recording identity."""
         tapped = []

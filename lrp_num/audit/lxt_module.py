@@ -26,17 +26,23 @@ input, within the dtype's rounding bound plus the profile's model error. Inside
 nn.MultiheadAttention only its output is recorded: the products, the softmax and q, k, v run
 inside ``F.multi_head_attention_forward``; their rules are compared through what reaches the
 attention's input (its v path) and the network input.
+
+:func:`audit_lxt_module` wraps both for ``lrp audit --library lxt --rule cplrp --model W.pt
+--architecture ARCH.json`` (an encoder of :mod:`lrp_num.io.torch_encoder`): findings where LXT
+changes the forward pass or where a submodule's relevance deviates from the reference (the first
+from the output down, named with the submodule(s) reading it, whose rule produced it).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
 from lrp_num.audit.lxt_adapter import import_lxt_efficient_rules
-from lrp_num.audit.lxt_reference import ReferenceComparison, TensorComparison
+from lrp_num.audit.lxt_reference import ReferenceComparison, TensorComparison, render_comparison
 from lrp_num.errors import UnsupportedLayerError
 from lrp_num.io.torch_bridge import require_torch
 
@@ -152,4 +158,94 @@ def compare_module_with_reference(module, x: np.ndarray, run: ModuleRun, dps: in
     return comparison
 
 
-__all__ = ["ModuleRun", "compare_module_with_reference", "run_lxt_module"]
+@dataclass
+class ModuleAudit:
+    """LXT's CP-LRP on a torch module (:func:`audit_lxt_module`): the per-sample f_c(x) and input
+    relevance sums, how far LXT moved the logits, the reference comparison and the findings."""
+
+    library: str
+    variant: str
+    paper: str
+    tolerance: float
+    f_c: list[float]
+    input_sum: list[float]
+    forward_deviation: float
+    reference: ReferenceComparison | None = None
+    findings: list[str] = field(default_factory=list)
+
+    @property
+    def exit_status(self) -> int:
+        return 1 if self.findings else 0
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["reference"] = None if self.reference is None else self.reference.to_dict()
+        data["verdict"] = "fails" if self.findings else "matches"
+        data["exit_status"] = self.exit_status
+        return data
+
+
+def audit_lxt_module(module, x: np.ndarray, targets: np.ndarray | None = None, variant: str = "cplrp",
+                     tolerance: float = 1e-4, reference: bool = True, dps: int = 30) -> ModuleAudit:
+    """Run LXT's CP-LRP on ``module`` (:func:`run_lxt_module`) and, with ``reference``, compare it
+    with the mpmath reference at ``dps`` digits (:func:`compare_module_with_reference`).
+
+    Findings: the logits LXT computes differ from the plain module's by more than ``tolerance``
+    (relative to the largest logit); a recorded tensor deviates from the reference beyond its
+    bound (the first from the output down). ``targets`` default to the predictions.
+    """
+    from lrp_num.audit.profiles import LXT_CPLRP
+
+    torch = require_torch()
+    x = np.asarray(x, dtype=np.float64)
+    with torch.no_grad():
+        plain = module(torch.tensor(x, dtype=next(module.parameters()).dtype)).double().numpy()
+    targets = plain.argmax(axis=1) if targets is None else np.asarray(targets, dtype=np.int64)
+    run = run_lxt_module(module, x, targets, variant)
+    forward = float(np.max(np.abs(run.logits - plain)) / max(np.max(np.abs(plain)), np.finfo(float).tiny))
+    audit = ModuleAudit(f"LXT {LXT_CPLRP.version}", variant, LXT_CPLRP.paper, tolerance,
+                        [float(v) for v in run.top.sum(axis=1)],
+                        [float(v) for v in run.relevance.reshape(len(x), -1).sum(axis=1)], forward)
+    if forward > tolerance:
+        audit.findings.append(f"LXT {variant} changes the forward pass: logits differ by {forward:.2e}")
+    if reference:
+        audit.reference = compare_module_with_reference(module, x, run, dps)
+        first = audit.reference.first_deviating
+        if first is not None:
+            audit.findings.append(f"deviates-from-reference: LXT {variant} first deviates at {first.graph_tensor} "
+                                  f"(relative {first.relative:.2e}, {first.over_bound:.3g} x the bound), produced "
+                                  f"by {', '.join(first.rule_of) or 'the output'}")
+    return audit
+
+
+def render_module_table(audit: ModuleAudit) -> str:
+    """A plain-text report: f_c(x) and the input relevance, the reference comparison, the verdict."""
+    lines = [f"audit of {audit.library} {audit.variant} ({audit.paper}) on a torch module",
+             "per sample f_c(x) = " + ", ".join(f"{v:.6g}" for v in audit.f_c) + "; sum R(input) = "
+             + ", ".join(f"{v:.6g}" for v in audit.input_sum) + " (CP-LRP: biases and norm shifts absorb the rest)",
+             f"forward unchanged within {audit.forward_deviation:.1e}"]
+    if audit.reference is not None:
+        lines.extend(render_comparison(audit.reference))
+    lines.extend(f"finding: {text}" for text in audit.findings)
+    lines.append(f"verdict: {'fails' if audit.findings else 'matches'}")
+    return "\n".join(lines)
+
+
+def render_module_json(audit: ModuleAudit) -> str:
+    return json.dumps(audit.to_dict(), indent=2)
+
+
+def render_module_markdown(audit: ModuleAudit) -> str:
+    rows = [f"## {audit.library} {audit.variant} (torch module)", ""]
+    if audit.reference is not None:
+        rows += ["| graph tensor | max abs(dR) | relative | / bound |", "|---|---|---|---|"]
+        rows += [f"| {t.graph_tensor} | {t.deviation:.2e} | {t.relative:.2e} | {t.over_bound:.3g} |"
+                 for t in audit.reference.tensors]
+        rows += [f"- convention: {text}" for text in audit.reference.conventions]
+    rows += ["", *[f"- finding: {text}" for text in audit.findings],
+             f"- verdict: {'fails' if audit.findings else 'matches'}", ""]
+    return "\n".join(rows)
+
+
+__all__ = ["ModuleAudit", "ModuleRun", "audit_lxt_module", "compare_module_with_reference", "render_module_json",
+           "render_module_markdown", "render_module_table", "run_lxt_module"]

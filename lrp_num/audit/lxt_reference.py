@@ -185,12 +185,22 @@ def compare_with_reference(model, x: np.ndarray, run, top: np.ndarray, profile, 
     from lrp_num.engine.conventions import DTD
     from lrp_num.io.torch_vit import vit_graph
 
-    graph = vit_graph(model)
+    graph = getattr(model, "graph", None)  # a graph's ops twin (lrp_num.io.torch_ops_twin) carries its graph
+    if graph is None:
+        graph, mapping = vit_graph(model), None
+    else:
+        from lrp_num.io.torch_ops_twin import ops_tensor_map
+
+        mapping = ops_tensor_map(graph)
+        # the twin runs every Dense as a linear op (LXT's linear eps), a node named patch_embed included:
+        # the ViT's convolution convention does not apply
+        profile = replace(profile, reference_rules={kind: rule for kind, rule in profile.reference_rules.items()
+                                                    if kind != "patch_embed"})
     plan = reference_plan(graph, profile)
     reference = reference_nodes(graph, np.asarray(x, dtype=np.float64), plan, np.asarray(top, dtype=np.float64),
                                 DTD, dps=dps)
     bounds = node_bounds(graph, reference, dtype, tolerance, profile.model_error)
-    mapping = tensor_map(graph)
+    mapping = tensor_map(graph) if mapping is None else mapping
     relevance, readers = lxt_tensor_relevance(run, mapping)
     order = [node.name for node in reversed(graph.nodes)] + [graph.input_name]
     back = {graph_name: lxt for lxt, (graph_name, _) in mapping.items()}

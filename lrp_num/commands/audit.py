@@ -26,13 +26,27 @@ attribution was computed in (``--tolerance`` replaces it by a relative tolerance
    matplotlib (``--plot``) is one line saying what to install.
 
 ``--library lxt`` (LXT 2.1, ``pip install --no-deps lxt==2.1``) audits a vision transformer op by op
-(:mod:`lrp_num.audit.lxt_audit`): ``--model digits-vit`` (or a weights file written by
-``scripts/train_digits_vit.py``), ``--rule attnlrp``, ``attnlrp-efficient`` or ``cplrp``; the report
+(:mod:`lrp_num.audit.lxt_audit`): ``--model digits-vit`` or a ViT weights .npz of any shape
+(:func:`lrp_num.io.torch_vit.save_vit_weights`: the parameters and the ``ViTConfig``; a file without
+a config is digits-vit's shape; ``--input X.npy`` where it stores no test images),
+``--rule attnlrp``, ``attnlrp-efficient`` or ``cplrp``; the report
 names the ops (softmax, matmul, layer_norm, ...) where relevance leaks; exit 1 where an op whose
 rule conserves relevance absorbs some, or where LXT's relevance at some node deviates from the
 mpmath reference with LXT's conventions restated (:mod:`lrp_num.audit.lxt_reference`, at ``--dps``
 digits; the report names the first deviating node from the output down; ``--no-reference`` skips
 it); with ``--strict`` also where it departs from our ``attnlrp`` as derived.
+``--model X.onnx --input X.npy`` (or the engine's model file of a transformer graph, .npz)
+audits an imported transformer graph on its ops twin
+(:mod:`lrp_num.io.torch_ops_twin`; ``attnlrp``, and the efficient variants where the attention is
+named as :func:`lrp_num.layers.attention.multi_head_attention` names it). ``--model W.pt
+--architecture ARCH.json --input X.npy`` audits a plain PyTorch transformer encoder
+(nn.MultiheadAttention; :mod:`lrp_num.io.torch_encoder`, state dict read with ``weights_only=True``):
+``cplrp`` with LXT's patch on the module itself (:func:`lrp_num.audit.lxt_module.audit_lxt_module`),
+``attnlrp`` and ``attnlrp-efficient`` on the ops twin of its torch import.
+
+    lrp audit --library lxt --model my_vit.npz --input x.npy --rule attnlrp
+    lrp audit --library lxt --model block.onnx --input tokens.npy --rule attnlrp
+    lrp audit --library lxt --model encoder.pt --architecture encoder.json --input tokens.npy --rule cplrp
 """
 
 from __future__ import annotations
@@ -49,10 +63,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
     parser.add_argument("--architecture", metavar="ARCH.json",
                         help="with --model WEIGHTS.pt (a torch state dict): the module list (see "
-                             "lrp_num.io.torch_bridge.ARCHITECTURE_HELP)")
+                             "lrp_num.io.torch_bridge.ARCHITECTURE_HELP); with --library lxt: the sizes of a "
+                             "transformer encoder (lrp_num.io.torch_encoder.ENCODER_HELP)")
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument("--library", choices=("zennit", "captum", "autolrp", "lxt"),
-                      help="run this library's LRP and audit it (lxt: on a vision transformer, --model digits-vit)")
+                      help="run this library's LRP and audit it (lxt: on a transformer: --model digits-vit, a ViT "
+                           "weights .npz from lrp_num.io.torch_vit.save_vit_weights, the engine's .npz model file "
+                           "of a transformer graph, an .onnx file with --input, or a state dict W.pt of "
+                           "lrp_num.io.torch_encoder's encoder with --architecture ENCODER.json and --input)")
     what.add_argument("--attribution", metavar="R.npy", help="audit a saved input relevance from any tool")
     how = parser.add_mutually_exclusive_group(required=True)
     how.add_argument("--rule", help="one of our rule names on every linear layer (zplus, epsilon, gamma, "
@@ -204,11 +222,11 @@ def _run_lxt(args: argparse.Namespace) -> int:
     from lrp_num.commands.common import as_batch
     from lrp_num.errors import LRPError, ShapeError
     from lrp_num.io.torch_bridge import require_torch
-    from lrp_num.io.torch_vit import DIGITS_VIT, DIGITS_VIT_WEIGHTS, load_digits_vit_torch
+    from lrp_num.io.torch_vit import DIGITS_VIT_WEIGHTS, load_vit_torch
 
     unsupported = [flag for flag, value in (("--composite", args.composite), ("--plot", args.plot),
                                             ("--layers", args.layers), ("--for-library", args.for_library),
-                                            ("--convention", args.convention), ("--architecture", args.architecture),
+                                            ("--convention", args.convention),
                                             ("--workers", args.workers), ("--scheduler", args.scheduler))
                    if value is not None]
     unsupported += [f"--{name}" for name in ("epsilon", "gamma", "alpha", "beta") if getattr(args, name) is not None]
@@ -216,20 +234,28 @@ def _run_lxt(args: argparse.Namespace) -> int:
         raise LRPError(f"--library lxt takes --rule attnlrp|attnlrp-efficient|cplrp, not {', '.join(unsupported)}")
     lxt_profile(args.rule)  # an unknown variant fails before torch or the model is loaded
     torch = require_torch()
+    tolerance = DEFAULT_TOLERANCE if args.tolerance is None else args.tolerance
+    if not tolerance > 0:
+        raise LRPError(f"--tolerance must be positive, got {args.tolerance}")
+    if args.architecture is not None or args.model.endswith((".pt", ".onnx")) or _is_graph_model_file(args.model):
+        return _run_lxt_graph(args, tolerance)
     from lrp_num.io.model_io import BUILTIN_MODELS
 
-    if args.model != "digits-vit" and (args.model in BUILTIN_MODELS or not Path(args.model).is_file()):
-        raise LRPError(f"--library lxt audits a vision transformer: --model digits-vit or a weights .npz written by "
-                       f"scripts/train_digits_vit.py, not {args.model!r}")
+    if args.model != "digits-vit" and (args.model in BUILTIN_MODELS or not Path(args.model).is_file()
+                                       or not args.model.endswith(".npz")):
+        raise LRPError(f"--library lxt audits a vision transformer (--model digits-vit or a ViT weights .npz from "
+                       f"lrp_num.io.torch_vit.save_vit_weights) or a transformer as an .onnx file or a state dict "
+                       f".pt with --architecture, not {args.model!r}")
     weights = DIGITS_VIT_WEIGHTS if args.model == "digits-vit" else Path(args.model)
-    model, extras = load_digits_vit_torch(weights, dtype=torch.float32 if args.dtype == "float32" else torch.float64)
-    shape = (DIGITS_VIT.channels, DIGITS_VIT.image_size, DIGITS_VIT.image_size)
+    model, extras = load_vit_torch(weights, dtype=torch.float32 if args.dtype == "float32" else torch.float64)
+    config = model.config
+    shape = (config.channels, config.image_size, config.image_size)
     if args.input is not None:
         x = as_batch(read_array(args.input, "--input"), shape, args.input)
     else:
         images = extras.get("test_images")
         if images is None:
-            raise LRPError(f"{weights} stores no test images: pass --input X.npy")
+            raise LRPError(f"{weights} stores no test images: pass --input X.npy (samples of shape {shape})")
         samples = args.sample or [0]
         for k in samples:
             if not 0 <= k < len(images):
@@ -237,12 +263,9 @@ def _run_lxt(args: argparse.Namespace) -> int:
         x = images[samples]
     targets = None
     if args.target is not None:
-        if not 0 <= args.target < DIGITS_VIT.classes:
-            raise ShapeError(f"--target {args.target} out of range: the model has {DIGITS_VIT.classes} outputs")
+        if not 0 <= args.target < config.classes:
+            raise ShapeError(f"--target {args.target} out of range: the model has {config.classes} outputs")
         targets = np.full(len(x), args.target)
-    tolerance = DEFAULT_TOLERANCE if args.tolerance is None else args.tolerance
-    if not tolerance > 0:
-        raise LRPError(f"--tolerance must be positive, got {args.tolerance}")
     report = audit_lxt(model, np.asarray(x, dtype=np.float64), targets, args.rule, tolerance,
                        reference=not args.no_reference, strict=args.strict, dps=args.dps)
     if args.json:
@@ -252,3 +275,87 @@ def _run_lxt(args: argparse.Namespace) -> int:
     else:
         print(render_table(report))
     return report.exit_status
+
+
+def _run_lxt_graph(args: argparse.Namespace, tolerance: float) -> int:
+    """--library lxt on a transformer given as a graph: an ONNX file, or a state dict of the torch
+    encoder (lrp_num.io.torch_encoder) with --architecture. cplrp on the encoder runs LXT on the
+    torch module itself (its nn.MultiheadAttention patch, lrp_num.audit.lxt_module); every other
+    case runs LXT on the ops twin of the imported graph (lrp_num.io.torch_ops_twin), audited op by
+    op and compared with the reference at the graph's own node names."""
+    from lrp_num.audit.lxt_audit import audit_lxt, render_json, render_markdown, render_table
+    from lrp_num.audit.lxt_module import (audit_lxt_module, render_module_json, render_module_markdown,
+                                          render_module_table)
+    from lrp_num.commands.common import as_batch
+    from lrp_num.errors import LRPError, ShapeError
+    from lrp_num.io.torch_bridge import require_torch
+    from lrp_num.io.torch_ops_twin import check_attention_names, graph_ops_twin
+
+    torch = require_torch()
+    dtype = torch.float32 if args.dtype == "float32" else torch.float64
+    from lrp_num.engine.graph import Graph
+    from lrp_num.errors import UnsupportedLayerError
+
+    state_dict = args.model.endswith(".pt")
+    if args.architecture and not state_dict:
+        raise LRPError("--architecture describes a state dict (--model W.pt); an ONNX or model file carries its graph")
+    if state_dict and not args.architecture:
+        raise LRPError("--library lxt on a torch transformer takes --model WEIGHTS.pt (a state dict) with "
+                       "--architecture ARCH.json (see lrp_num.io.torch_encoder.ENCODER_HELP)")
+    module = None
+    if state_dict:
+        from lrp_num.io.torch_encoder import load_encoder
+        from lrp_num.io.torch_import import from_torch_module
+
+        if args.input is None:
+            raise LRPError(f"{args.model} stores no samples: pass --input X.npy")
+        module = load_encoder(args.model, args.architecture, dtype=dtype)
+        graph = from_torch_module(module, module.config.input_shape)
+        x = as_batch(read_array(args.input, "--input"), graph.input_shape, args.input)
+    else:  # an ONNX file or the engine's model file (lrp_num.io.model_io.save_npz)
+        model_file = load_model(args.model)
+        graph = model_file.network
+        if not isinstance(graph, Graph) or graph.input_shape is None:
+            raise UnsupportedLayerError(f"{args.model} holds a {type(graph).__name__} without attention; "
+                                        "--library lxt audits transformer graphs")
+        x = load_inputs(args, model_file)
+    classes = int(np.prod(graph.shapes[graph.output]))
+    targets = None
+    if args.target is not None:
+        if not 0 <= args.target < classes:
+            raise ShapeError(f"--target {args.target} out of range: the model has {classes} outputs")
+        targets = np.full(len(x), args.target)
+    x = np.asarray(x, dtype=np.float64)
+    if module is not None and args.rule == "cplrp":
+        if args.strict:
+            raise LRPError("--strict is for the graph twin's variants (attnlrp, attnlrp-efficient): cplrp runs on "
+                           "the torch encoder itself and is compared with the reference under LXT's conventions")
+        report = audit_lxt_module(module, x, targets, args.rule, tolerance, reference=not args.no_reference,
+                                  dps=args.dps)
+        renderers = (render_module_json, render_module_markdown, render_module_table)
+    else:
+        check_attention_names(graph, args.rule)
+        twin = graph_ops_twin(graph, dtype)
+        report = audit_lxt(twin, x, targets, args.rule, tolerance, reference=not args.no_reference,
+                           strict=args.strict, dps=args.dps)
+        renderers = (render_json, render_markdown, render_table)
+    if args.json:
+        print(renderers[0](report))
+    elif args.markdown:
+        print(renderers[1](report), end="")
+    else:
+        print(renderers[2](report))
+    return report.exit_status
+
+
+def _is_graph_model_file(spec: str) -> bool:
+    """Whether ``spec`` is an .npz in the engine's model format (it has a ``format`` array), not ViT weights."""
+    from pathlib import Path
+
+    if not spec.endswith(".npz") or not Path(spec).is_file():
+        return False
+    try:
+        with np.load(spec, allow_pickle=False) as archive:
+            return "format" in archive.files
+    except (OSError, ValueError, EOFError):
+        return False  # load_vit_torch reports the unreadable file

@@ -27,8 +27,10 @@ ViT's class token).
 
 from __future__ import annotations
 
+import json
 import math
-from dataclasses import asdict, dataclass
+import zipfile
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -221,39 +223,180 @@ def vit_arrays(model) -> dict[str, np.ndarray]:
 
 
 def vit_from_arrays(arrays: dict[str, np.ndarray], config: ViTConfig = DIGITS_VIT, dtype: Any = None):
-    """A :class:`ViT` of ``config`` with the given parameters (ModelFileError if any is missing,
-    extra or of the wrong shape)."""
+    """A :class:`ViT` of ``config`` with the given parameters.
+
+    Raises
+    ------
+    ModelFileError
+        A parameter is missing or unexpected, not a real number array, not finite, or of another
+        shape than ``config`` gives it (the message names the array).
+    """
     torch = require_torch()
     dtype = torch.float64 if dtype is None else dtype
-    model = build_vit(config, seed=None, dtype=dtype)
-    expected = model.state_dict()
+    with torch.device("meta"):  # the shapes only: nothing allocated before the arrays are checked against them
+        expected = _classes()["ViT"](config).state_dict()
     missing, extra = sorted(set(expected) - set(arrays)), sorted(set(arrays) - set(expected))
     if missing or extra:
-        raise ModelFileError(f"ViT parameters do not match the architecture: missing {missing}, unexpected {extra}")
+        raise ModelFileError(f"ViT parameters do not match the architecture {config_json(config)}: "
+                             f"missing {missing}, unexpected {extra}")
     for name, tensor in expected.items():
-        if tuple(arrays[name].shape) != tuple(tensor.shape):
-            raise ModelFileError(f"ViT parameter {name!r} has shape {arrays[name].shape}, expected {tuple(tensor.shape)}")
-    model.load_state_dict({name: torch.tensor(np.asarray(arrays[name]), dtype=dtype) for name in expected})
+        value = np.asarray(arrays[name])
+        if tuple(value.shape) != tuple(tensor.shape):
+            raise ModelFileError(f"ViT parameter {name!r} has shape {value.shape}, expected {tuple(tensor.shape)} "
+                                 f"by the architecture {config_json(config)}")
+        if value.dtype.kind not in "biuf":
+            raise ModelFileError(f"ViT parameter {name!r} has dtype {value.dtype}, not real numbers")
+        if not np.all(np.isfinite(value)):
+            raise ModelFileError(f"ViT parameter {name!r} holds NaN or infinite values")
+    model = build_vit(config, seed=None, dtype=dtype)
+    model.load_state_dict({name: torch.tensor(np.asarray(arrays[name], dtype=np.float64), dtype=dtype)
+                           for name in expected})
     return model.eval()
 
 
 #: the digits-vit parameters as trained by scripts/train_digits_vit.py (plain arrays, no pickle)
 DIGITS_VIT_WEIGHTS = Path(__file__).resolve().parents[1] / "models" / "digits_vit_weights.npz"
 WEIGHT_PREFIX = "param."
+#: the array of a ViT weights file holding its :class:`ViTConfig` as a JSON string (0-d unicode array)
+CONFIG_KEY = "config"
+
+
+def config_json(config: ViTConfig) -> str:
+    """``config`` as the JSON text stored under :data:`CONFIG_KEY` (keys sorted)."""
+    return json.dumps(asdict(config), sort_keys=True)
+
+
+def config_from_json(text: str, source: str = "the ViT config") -> ViTConfig:
+    """The :class:`ViTConfig` a JSON object describes (``norm_eps`` optional, default 1e-5).
+
+    Raises
+    ------
+    ModelFileError
+        Not a JSON object, an unknown or missing field, a size that is not a positive integer,
+        an image size that the patch size does not divide, a width that the heads do not divide,
+        or a ``norm_eps`` that is not a positive finite number.
+    """
+    try:
+        data = json.loads(text)
+    except ValueError as error:
+        raise ModelFileError(f"{source} is not JSON: {error}") from None
+    if not isinstance(data, dict):
+        raise ModelFileError(f"{source} is not a JSON object of ViT sizes")
+    names = [f.name for f in fields(ViTConfig)]
+    unknown = sorted(set(data) - set(names))
+    missing = [name for name in names if name != "norm_eps" and name not in data]
+    if unknown or missing:
+        raise ModelFileError(f"{source}: unknown fields {unknown}, missing fields {missing} (a ViTConfig has "
+                             f"{', '.join(names)})")
+    for name in names[:-1]:
+        value = data[name]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ModelFileError(f"{source}: {name} must be a positive integer, got {value!r}")
+    eps = data.get("norm_eps", 1e-5)
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not math.isfinite(eps) or eps <= 0:
+        raise ModelFileError(f"{source}: norm_eps must be a positive finite number, got {eps!r}")
+    config = ViTConfig(**{**data, "norm_eps": float(eps)})
+    if config.image_size % config.patch:
+        raise ModelFileError(f"{source}: the patch size {config.patch} does not divide the image size "
+                             f"{config.image_size}")
+    if config.width % config.heads:
+        raise ModelFileError(f"{source}: the {config.heads} heads do not divide the width {config.width}")
+    return config
+
+
+def save_vit_weights(model, path: str | Path, test_images: np.ndarray | None = None,
+                     test_labels: np.ndarray | None = None) -> Path:
+    """Write the torch :class:`ViT` ``model`` as a weights file that :func:`load_vit_torch` reads.
+
+    The .npz (plain arrays, no pickle; fixed timestamps, so equal models give equal bytes) holds
+    every parameter as ``param.<state-dict name>`` (float64), the model's :class:`ViTConfig` as
+    JSON under ``config``, and optionally ``test_images`` (N, C, H, W) with their ``test_labels``
+    (N,), the samples ``lrp audit --library lxt --model FILE --sample k`` explains.
+
+    Raises
+    ------
+    ShapeError
+        ``test_images`` are not a non-empty batch of the model's input shape, or ``test_labels``
+        are given without images or are not one integer per image.
+    OutputPathError
+        ``path`` cannot be written.
+    """
+    from lrp_num.errors import ShapeError
+    from lrp_num.io.files import check_output_path, write_atomic
+    from lrp_num.io.model_io import _write_archive
+
+    config: ViTConfig = model.config
+    arrays: dict[str, np.ndarray] = {CONFIG_KEY: np.asarray(config_json(config))}
+    arrays.update({f"{WEIGHT_PREFIX}{name}": value for name, value in sorted(vit_arrays(model).items())})
+    shape = (config.channels, config.image_size, config.image_size)
+    if test_images is not None:
+        images = np.asarray(test_images, dtype=np.float64)
+        if images.ndim != 4 or tuple(images.shape[1:]) != shape or len(images) == 0:
+            raise ShapeError(f"test_images have shape {images.shape}; the ViT takes a batch of shape (N, "
+                             f"{', '.join(map(str, shape))})")
+        arrays["test_images"] = images
+    if test_labels is not None:
+        labels = np.asarray(test_labels)
+        if test_images is None or labels.shape != (len(arrays["test_images"]),) or labels.dtype.kind not in "iu":
+            raise ShapeError("test_labels must be one integer per test image (and need test_images)")
+        arrays["test_labels"] = labels.astype(np.int64)
+    path = check_output_path(path, "the ViT weights")
+    write_atomic(path, lambda stream: _write_archive(stream, arrays))
+    return path
+
+
+def load_vit_torch(path: str | Path = DIGITS_VIT_WEIGHTS, dtype: Any = None):
+    """(model, extras): the torch :class:`ViT` a weights .npz describes and the file's other arrays.
+
+    The shape comes from the file's ``config`` (:func:`save_vit_weights`); a file without one is
+    digits-vit's shape (:data:`DIGITS_VIT`: the file ``scripts/train_digits_vit.py`` writes).
+    ``extras`` holds ``test_images`` (N, C, H, W), ``test_labels`` and ``test_accuracy`` where
+    the file has them. Read with ``allow_pickle=False``.
+
+    Raises
+    ------
+    ModelFileError
+        The file is missing or not an .npz, holds no ``param.*`` arrays (not a ViT weights file),
+        has a malformed config, parameters that do not match it (named), or test images of
+        another shape than the config's input.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"cannot read ViT weights {path}: no such file")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {key: archive[key] for key in archive.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        raise ModelFileError(f"cannot read ViT weights {path}: {error}") from None
+    params = {key[len(WEIGHT_PREFIX):]: value for key, value in arrays.items() if key.startswith(WEIGHT_PREFIX)}
+    if not params:
+        raise ModelFileError(f"{path} is not a ViT weights file: it holds no {WEIGHT_PREFIX}<name> arrays "
+                             f"(write one with lrp_num.io.torch_vit.save_vit_weights)")
+    config = DIGITS_VIT
+    if CONFIG_KEY in arrays:
+        text = arrays[CONFIG_KEY]
+        if text.dtype.kind != "U" or text.ndim != 0:
+            raise ModelFileError(f"{path}: its {CONFIG_KEY!r} array must be one JSON string, got "
+                                 f"{text.dtype} of shape {text.shape}")
+        config = config_from_json(str(text), f"{path}: {CONFIG_KEY!r}")
+    extras = {key: value for key, value in arrays.items() if not key.startswith(WEIGHT_PREFIX) and key != CONFIG_KEY}
+    images = extras.get("test_images")
+    shape = (config.channels, config.image_size, config.image_size)
+    if images is not None and (images.ndim != 4 or tuple(images.shape[1:]) != shape or images.dtype.kind not in "biuf"):
+        raise ModelFileError(f"{path}: test_images have shape {images.shape} and dtype {images.dtype}; the ViT "
+                             f"takes real samples of shape {shape}")
+    try:
+        model = vit_from_arrays(params, config, dtype)
+    except ModelFileError as error:
+        raise ModelFileError(f"{path}: {error}") from None
+    return model, extras
 
 
 def load_digits_vit_torch(path: str | Path = DIGITS_VIT_WEIGHTS, dtype: Any = None):
     """(model, extras): the trained digits-vit as a torch :class:`ViT` and the file's other arrays
-    (``test_images`` (8, 1, 8, 8), ``test_labels``, ``test_accuracy``). Read with
-    ``allow_pickle=False``."""
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {key: archive[key] for key in archive.files}
-    except (OSError, ValueError) as error:
-        raise ModelFileError(f"cannot read digits-vit weights {path}: {error}") from None
-    params = {key[len(WEIGHT_PREFIX):]: value for key, value in arrays.items() if key.startswith(WEIGHT_PREFIX)}
-    extras = {key: value for key, value in arrays.items() if not key.startswith(WEIGHT_PREFIX)}
-    return vit_from_arrays(params, DIGITS_VIT, dtype), extras
+    (``test_images`` (8, 1, 8, 8), ``test_labels``, ``test_accuracy``): :func:`load_vit_torch`
+    of the shipped file."""
+    return load_vit_torch(path, dtype)
 
 
 def config_dict(config: ViTConfig) -> dict:
@@ -354,5 +497,6 @@ def vit_graph(model) -> "Graph":
     return Graph(nodes, input_shape=(config.channels, config.image_size, config.image_size))
 
 
-__all__ = ["DIGITS_VIT", "DIGITS_VIT_WEIGHTS", "TorchOps", "VIT_TINY", "ViTConfig", "build_vit",
-           "load_digits_vit_torch", "patch_embedding_matrix", "vit_arrays", "vit_from_arrays", "vit_graph"]
+__all__ = ["CONFIG_KEY", "DIGITS_VIT", "DIGITS_VIT_WEIGHTS", "TorchOps", "VIT_TINY", "ViTConfig", "build_vit",
+           "config_from_json", "config_json", "load_digits_vit_torch", "load_vit_torch", "patch_embedding_matrix",
+           "save_vit_weights", "vit_arrays", "vit_from_arrays", "vit_graph"]
