@@ -336,6 +336,25 @@ class ProductUniform:
         return derivation
 
 
+def _epsilon_sum_proofs(passed: Expr, stabilised: Expr, conservation: Status) -> list[Proof]:
+    """What LRP-epsilon on the sum over k of a matrix product's entry passes down (``passed``, its
+    denominator ``stabilised`` = C + eps): the stabiliser's share, the eps -> 0 limit, and
+    conservation for eps > 0 (expected ``conservation``)."""
+    bases = ((first, 0, 2), (second, 0, 2))  # C_ij >= 0: the case the formula is written for
+    return [
+        prove_identity("absorbed",
+                       "the stabiliser absorbs R - sum_k (R_A_k + R_B_k) = eps / (C + eps) R",
+                       R_out - passed - eps / stabilised * R_out, bases, index=k),
+        _proved_if("conservation_eps_zero",
+                   "with eps -> 0 every entry passes R_ij whole: sum = R",
+                   simplify(passed.doit().subs(eps, 0) - R_out) == 0,
+                   "the eps = 0 limit of the passed-down sum simplifies to R"),
+        prove_identity("conservation", "sum_k (R_A_k + R_B_k) = R for eps > 0",
+                       passed - R_out, bases, index=k, expected=conservation,
+                       extra={eps: Rational(1, 4), R_out: 1}),
+    ]
+
+
 @dataclass
 class MatrixProductEpsilon:
     """C = A B: LRP-epsilon on the sum over k, then the uniform rule on each product A_ik B_kj.
@@ -386,20 +405,7 @@ class MatrixProductEpsilon:
             "Kernel layout: a (..., p, q) and b (..., q, r) (b (..., r, q) with transpose_b, "
             "for Q K^T), relevance_out (..., p, r); returns (R_a, R_b) in their shapes.",
         ]
-        bases = ((first, 0, 2), (second, 0, 2))  # C_ij >= 0: the case the formula is written for
-        derivation.proofs = [
-            prove_identity("absorbed",
-                           "the stabiliser absorbs R - sum_k (R_A_k + R_B_k) = eps / (C + eps) R",
-                           R_out - passed - eps / stabilised * R_out, bases, index=k),
-            _proved_if("conservation_eps_zero",
-                       "with eps -> 0 every entry passes R_ij whole: sum = R",
-                       simplify(passed.doit().subs(eps, 0) - R_out) == 0,
-                       "the eps = 0 limit of the passed-down sum simplifies to R"),
-            prove_identity("conservation", "sum_k (R_A_k + R_B_k) = R for eps > 0",
-                           passed - R_out, bases, index=k,
-                           expected=self.expected.get("conservation", Status.PROVED),
-                           extra={eps: Rational(1, 4), R_out: 1}),
-        ]
+        derivation.proofs = _epsilon_sum_proofs(passed, stabilised, self.expected.get("conservation", Status.PROVED))
         return derivation
 
 
@@ -494,17 +500,7 @@ class MatrixProductConstant:
         ]
         bases = ((first, 0, 2), (second, 0, 2))  # C_ij >= 0: the case the formula is written for
         derivation.proofs = [
-            prove_identity("absorbed",
-                           "the stabiliser absorbs R - sum_k (R_A_k + R_B_k) = eps / (C + eps) R",
-                           R_out - passed - eps / stabilised * R_out, bases, index=k),
-            _proved_if("conservation_eps_zero",
-                       "with eps -> 0 every entry passes R_ij whole: sum = R",
-                       simplify(passed.doit().subs(eps, 0) - R_out) == 0,
-                       "the eps = 0 limit of the passed-down sum simplifies to R"),
-            prove_identity("conservation", "sum_k (R_A_k + R_B_k) = R for eps > 0",
-                           passed - R_out, bases, index=k,
-                           expected=self.expected.get("conservation", Status.PROVED),
-                           extra={eps: Rational(1, 4), R_out: 1}),
+            *_epsilon_sum_proofs(passed, stabilised, self.expected.get("conservation", Status.PROVED)),
             _proved_if("held_receives_nothing",
                        f"the held factor ({held_word}) receives 0 for every k, eps and R",
                        simplify(held_relevance.doit()) == 0,

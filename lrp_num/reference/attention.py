@@ -223,15 +223,11 @@ def _product_relevance(a: np.ndarray, b: np.ndarray, upper: np.ndarray) -> list[
     return [ra, rb]
 
 
-def _matmul_relevance(operation: MatMul, inputs, shapes, upper, epsilon, trace, signed: bool = True
-                      ) -> list[np.ndarray]:
-    """``signed``: the stabiliser is eps sign(C_ij) (the definition); False: + eps whatever the sign
-    (LXT 2.1's ``_stabilize``, restated for the audit)."""
-    a, b = _matrices(inputs[0], shapes[0]), _matrices(inputs[1], shapes[1])
-    out_shape = output_shape(operation, shapes)
-    rm = _matrices(upper, out_shape)
+def _stabilised_entries(operation: MatMul, a, b, rm, epsilon, trace, signed: bool):
+    """Every entry C_ij of matrix m with relevance R_ij != 0: (m, i, j, the second factor's column
+    as a list over k, the products z_k = scale A_ik B_kj, the stabilised d = C_ij + eps sign C_ij),
+    the stabiliser's share eps / d R_ij added to ``trace.absorbed_stabiliser``."""
     scale = mpmath.mpf(operation.scale)
-    ra, rb = _zeros(a.shape), _zeros(b.shape)
     for m in range(len(a)):
         p, q = a[m].shape
         r = b[m].shape[0] if operation.transpose_b else b[m].shape[1]
@@ -247,13 +243,25 @@ def _matmul_relevance(operation: MatMul, inputs, shapes, upper, epsilon, trace, 
                 raise ZeroDenominatorError(f"{operation!r}: entry ({i}, {j}) of matrix {m} is 0 with relevance "
                                            "arriving and epsilon = 0")
             trace.absorbed_stabiliser += own / d * rm[m, i, j]
-            for k in range(q):
-                share_a, share_b = _shapley_share(scale * a[m, i, k], second[k], z[k] / d * rm[m, i, j])
-                ra[m, i, k] += share_a
-                if operation.transpose_b:
-                    rb[m, j, k] += share_b
-                else:
-                    rb[m, k, j] += share_b
+            yield m, i, j, second, z, d
+
+
+def _matmul_relevance(operation: MatMul, inputs, shapes, upper, epsilon, trace, signed: bool = True
+                      ) -> list[np.ndarray]:
+    """``signed``: the stabiliser is eps sign(C_ij) (the definition); False: + eps whatever the sign
+    (LXT 2.1's ``_stabilize``, restated for the audit)."""
+    out_shape = output_shape(operation, shapes)
+    a, b, rm = _matrices(inputs[0], shapes[0]), _matrices(inputs[1], shapes[1]), _matrices(upper, out_shape)
+    scale = mpmath.mpf(operation.scale)
+    ra, rb = _zeros(a.shape), _zeros(b.shape)
+    for m, i, j, second, z, d in _stabilised_entries(operation, a, b, rm, epsilon, trace, signed):
+        for k in range(len(z)):
+            share_a, share_b = _shapley_share(scale * a[m, i, k], second[k], z[k] / d * rm[m, i, j])
+            ra[m, i, k] += share_a
+            if operation.transpose_b:
+                rb[m, j, k] += share_b
+            else:
+                rb[m, k, j] += share_b
     return [ra.ravel(), rb.ravel()]
 
 
@@ -263,43 +271,28 @@ def _matmul_constant_relevance(operation: MatMul, inputs, shapes, upper, epsilon
     R_k = z_k / (C_ij + eps sign C_ij) R_ij (z_k = scale A_ik B_kj), and the free factor u
     receives c f'(0) u, the first-order Taylor term at the root u = 0 of f(u) = z_k with u in
     place of the free factor (c = R_k / z_k; 0 where z_k = 0, where R_k is 0)."""
-    a, b = _matrices(inputs[0], shapes[0]), _matrices(inputs[1], shapes[1])
     out_shape = output_shape(operation, shapes)
-    rm = _matrices(upper, out_shape)
+    a, b, rm = _matrices(inputs[0], shapes[0]), _matrices(inputs[1], shapes[1]), _matrices(upper, out_shape)
     scale = mpmath.mpf(operation.scale)
     ra, rb = _zeros(a.shape), _zeros(b.shape)
-    for m in range(len(a)):
-        p, q = a[m].shape
-        r = b[m].shape[0] if operation.transpose_b else b[m].shape[1]
-        slopes: dict = {}  # f'(0) depends on the held factor only
-        for i, j in itertools.product(range(p), range(r)):
-            if rm[m, i, j] == 0:
+    slopes: dict = {}  # f'(0) depends on the held factor only
+    for m, i, j, second, z, d in _stabilised_entries(operation, a, b, rm, epsilon, trace, signed):
+        for k in range(len(z)):
+            if z[k] == 0:
                 continue
-            second = [b[m, j, k] if operation.transpose_b else b[m, k, j] for k in range(q)]
-            z = [scale * a[m, i, k] * second[k] for k in range(q)]
-            total = mpmath.fsum(z)
-            own = epsilon * _sign(total) if signed else epsilon
-            d = total + own
-            if d == 0:
-                raise ZeroDenominatorError(f"{operation!r}: entry ({i}, {j}) of matrix {m} is 0 with relevance "
-                                           "arriving and epsilon = 0")
-            trace.absorbed_stabiliser += own / d * rm[m, i, j]
-            for k in range(q):
-                if z[k] == 0:
-                    continue
-                constant = a[m, i, k] if held == 0 else second[k]
-                key = (i, k) if held == 0 else (j, k)
-                if key not in slopes:
-                    slopes[key] = mpmath.diff(lambda u, c=constant: scale * c * u, 0)  # f(u) = z_k, u free
-                free = second[k] if held == 0 else a[m, i, k]
-                term = z[k] / d * rm[m, i, j] / z[k] * slopes[key] * free
-                if held == 0:
-                    if operation.transpose_b:
-                        rb[m, j, k] += term
-                    else:
-                        rb[m, k, j] += term
+            constant = a[m, i, k] if held == 0 else second[k]
+            key = (m, i, k) if held == 0 else (m, j, k)
+            if key not in slopes:
+                slopes[key] = mpmath.diff(lambda u, c=constant: scale * c * u, 0)  # f(u) = z_k, u free
+            free = second[k] if held == 0 else a[m, i, k]
+            term = z[k] / d * rm[m, i, j] / z[k] * slopes[key] * free
+            if held == 0:
+                if operation.transpose_b:
+                    rb[m, j, k] += term
                 else:
-                    ra[m, i, k] += term
+                    rb[m, k, j] += term
+            else:
+                ra[m, i, k] += term
     return [ra.ravel(), rb.ravel()]
 
 
