@@ -19,9 +19,8 @@ cplrp --model W.pt --architecture ARCH.json`` audits LXT's CP-LRP on it
 from __future__ import annotations
 
 import json
-import math
 import pickle
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -65,20 +64,9 @@ def encoder_config(data: Any, source: str = "the architecture") -> EncoderConfig
         raise ModelFileError(f"{source} is not a transformer encoder: --library lxt takes "
                              '{"type": "encoder", ...} (see lrp_num.io.torch_encoder.ENCODER_HELP)')
     data = {key: value for key, value in data.items() if key != "type"}
-    names = [f.name for f in fields(EncoderConfig)]
-    unknown = sorted(set(data) - set(names))
-    missing = [name for name in names if name != "norm_eps" and name not in data]
-    if unknown or missing:
-        raise ModelFileError(f"{source}: unknown fields {unknown}, missing fields {missing} (an encoder has "
-                             f"{', '.join(names)})")
-    for name in names[:-1]:
-        value = data[name]
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ModelFileError(f"{source}: {name} must be a positive integer, got {value!r}")
-    eps = data.get("norm_eps", 1e-5)
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not math.isfinite(eps) or eps <= 0:
-        raise ModelFileError(f"{source}: norm_eps must be a positive finite number, got {eps!r}")
-    config = EncoderConfig(**{**data, "norm_eps": float(eps)})
+    from lrp_num.io.torch_vit import sizes_config
+
+    config = sizes_config(EncoderConfig, data, source, "an encoder")
     if config.width % config.heads:
         raise ModelFileError(f"{source}: the {config.heads} heads do not divide the width {config.width}")
     return config

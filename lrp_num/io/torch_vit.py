@@ -266,6 +266,26 @@ def config_json(config: ViTConfig) -> str:
     return json.dumps(asdict(config), sort_keys=True)
 
 
+def sizes_config(config_type: type, data: dict, source: str, noun: str):
+    """``config_type(**data)`` for a dataclass of positive integer sizes and a last field
+    ``norm_eps`` (optional, default 1e-5), checked field by field (ModelFileError naming
+    ``source`` and the field; ``noun`` names the type in the message)."""
+    names = [f.name for f in fields(config_type)]
+    unknown = sorted(set(data) - set(names))
+    missing = [name for name in names if name != "norm_eps" and name not in data]
+    if unknown or missing:
+        raise ModelFileError(f"{source}: unknown fields {unknown}, missing fields {missing} ({noun} has "
+                             f"{', '.join(names)})")
+    for name in names[:-1]:
+        value = data[name]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ModelFileError(f"{source}: {name} must be a positive integer, got {value!r}")
+    eps = data.get("norm_eps", 1e-5)
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not math.isfinite(eps) or eps <= 0:
+        raise ModelFileError(f"{source}: norm_eps must be a positive finite number, got {eps!r}")
+    return config_type(**{**data, "norm_eps": float(eps)})
+
+
 def config_from_json(text: str, source: str = "the ViT config") -> ViTConfig:
     """The :class:`ViTConfig` a JSON object describes (``norm_eps`` optional, default 1e-5).
 
@@ -282,20 +302,7 @@ def config_from_json(text: str, source: str = "the ViT config") -> ViTConfig:
         raise ModelFileError(f"{source} is not JSON: {error}") from None
     if not isinstance(data, dict):
         raise ModelFileError(f"{source} is not a JSON object of ViT sizes")
-    names = [f.name for f in fields(ViTConfig)]
-    unknown = sorted(set(data) - set(names))
-    missing = [name for name in names if name != "norm_eps" and name not in data]
-    if unknown or missing:
-        raise ModelFileError(f"{source}: unknown fields {unknown}, missing fields {missing} (a ViTConfig has "
-                             f"{', '.join(names)})")
-    for name in names[:-1]:
-        value = data[name]
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ModelFileError(f"{source}: {name} must be a positive integer, got {value!r}")
-    eps = data.get("norm_eps", 1e-5)
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not math.isfinite(eps) or eps <= 0:
-        raise ModelFileError(f"{source}: norm_eps must be a positive finite number, got {eps!r}")
-    config = ViTConfig(**{**data, "norm_eps": float(eps)})
+    config = sizes_config(ViTConfig, data, source, "a ViTConfig")
     if config.image_size % config.patch:
         raise ModelFileError(f"{source}: the patch size {config.patch} does not divide the image size "
                              f"{config.image_size}")
