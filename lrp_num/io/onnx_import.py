@@ -351,11 +351,13 @@ class _GraphReader:
         if all(not isinstance(v, Tensor) for v in values):
             self._folded(node, lambda a: a[0] + a[1])
             return
-        data = next(v for v in values if isinstance(v, Tensor))
-        constant = next(v for v in values if not isinstance(v, Tensor))
+        # by position, not values.index(data): that compares with ==, elementwise against an
+        # array constant (torch's exporter writes Add(bias, x @ W) with the constant first)
+        position = next(k for k, v in enumerate(values) if isinstance(v, Tensor))
+        data, constant = values[position], values[1 - position]
         producer = self.builder.producer(data)
         previous = None if producer is None else producer.operation
-        if not isinstance(previous, Dense) or len(self.readers.get(node.input[values.index(data)], [])) != 1:
+        if not isinstance(previous, Dense) or len(self.readers.get(node.input[position], [])) != 1:
             self._unsupported(node, "Add other than a constant bias right after Gemm or MatMul")
         try:
             bias = np.broadcast_to(constant, (1, previous.n_out)).reshape(previous.n_out)
