@@ -229,3 +229,39 @@ def test_forward_check_counts_an_error_where_the_bound_is_zero():
     forward_error(prepared, exact, {name: values.copy() for name, values in exact.items() if name != "input"},
                   over, {})
     assert max(over) <= 1
+
+
+def test_onnx_import_reads_torchs_attention_export():
+    """torch.onnx.export of hand-written attention writes each bias as Add(bias, x @ W), the
+    constant first (the import failed with NumPy's "truth value of an array" ValueError), and the
+    keys' head split with K^T as one Transpose perm (0, 2, 3, 1) (refused)."""
+    torch = pytest.importorskip("torch")
+    onnx = pytest.importorskip("onnx")
+    from lrp_num.engine.graph import Graph
+    from lrp_num.io.onnx_import import load_onnx
+    from lrp_num.layers import Dense, Flatten
+    from lrp_num.layers.attention import multi_head_attention
+    from transformer_twins import onnx_export, torch_twin
+
+    rng = np.random.default_rng(0)
+    pairs = [(rng.uniform(-1, 1, (4, 4)), rng.uniform(-0.5, 0.5, 4)) for _ in range(4)]
+    nodes, out = multi_head_attention("block0.attn", "input", 2, *pairs)
+    graph = Graph(nodes + [("flatten", Flatten(), (out,)), ("head", Dense(rng.uniform(-1, 1, (12, 2))), ("flatten",))],
+                  input_shape=(3, 4))
+    x = rng.uniform(-2, 2, (2, 3, 4))
+    data = onnx_export(torch_twin(graph, library_attention=False), torch.tensor(x))
+    types = [node.op_type for node in onnx.load_from_string(data).graph.node]
+    assert "Transpose" in types  # the premise: the exporter's own graph
+    imported = load_onnx(_written(data))
+    assert [type(node.operation).__name__ for node in imported.nodes].count("SplitHeads") == 3
+    np.testing.assert_allclose(imported.forward(x), graph.forward(x), rtol=1e-12, atol=1e-13)
+    _same_relevance(graph, imported, x, "attnlrp")
+
+
+def _written(data: bytes):
+    import tempfile
+    from pathlib import Path
+
+    path = Path(tempfile.mkdtemp()) / "attention.onnx"
+    path.write_bytes(data)
+    return path
