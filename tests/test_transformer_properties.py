@@ -121,11 +121,33 @@ def test_float32_graphs_hold_float32_numbers():
     check()
 
 
+def test_values_are_zero_or_tame():
+    """Every parameter and input is 0 or of magnitude TRANSFORMER_MIN_MAGNITUDE to 2, and zeros occur."""
+    from lrp_num.testing.strategies import TRANSFORMER_MIN_MAGNITUDE
+
+    zeros = []
+
+    @settings(max_examples=10, derandomize=True, database=None)
+    @given(transformer_graphs(with_inputs=True))
+    def check(graph_and_x):
+        graph, x = graph_and_x
+        values = [x.ravel()] + [np.ravel(getattr(node.operation, name)) for node in graph.nodes
+                                for name in ("weight", "bias") if getattr(node.operation, name, None) is not None]
+        values = np.abs(np.concatenate(values))
+        assert np.all((values == 0) | ((values >= TRANSFORMER_MIN_MAGNITUDE) & (values <= 2)))
+        zeros.append(bool((values == 0).any()))
+
+    check()
+    assert any(zeros)
+
+
 def test_strategy_refuses_unknown_options():
     with pytest.raises(ValueError, match="norm"):
-        transformer_graphs(norm="batchnorm").example()
+        transformer_graphs(norm="batchnorm")
     with pytest.raises(ValueError, match="activation"):
-        transformer_graphs(activation="relu").example()
+        transformer_graphs(activation="relu")
+    with pytest.raises(ValueError, match="dtype"):
+        transformer_graphs(dtype="float16")
 
 
 # -- torch and ONNX ----------------------------------------------------------------------------------

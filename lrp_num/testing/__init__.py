@@ -32,7 +32,8 @@ from lrp_num.testing.reference_check import DEFAULTS, as_network, assert_matches
 
 #: the strategies' names, imported from :mod:`lrp_num.testing.strategies` on first use (PEP 562),
 #: so that the pytest plugin, which imports this package, needs no hypothesis
-STRATEGIES = ("BIAS_KINDS", "DOMAINS", "DTYPES", "MIN_MAGNITUDE", "POOLING", "TINY", "biases", "boxes",
+STRATEGIES = ("BIAS_KINDS", "DOMAINS", "DTYPES", "MIN_MAGNITUDE", "NORM_PLACEMENTS", "POOLING", "TINY",
+              "TRANSFORMER_ACTIVATIONS", "TRANSFORMER_MIN_MAGNITUDE", "TRANSFORMER_NORMS", "biases", "boxes",
               "dense_layers", "dtype_name", "inputs", "min_magnitude", "near_zero_layers", "networks",
               "networks_with_inputs", "residual_networks", "torch_networks", "transformer_graphs",
               "transformer_graphs_with_inputs", "with_positive_output")

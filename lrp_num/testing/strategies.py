@@ -393,20 +393,32 @@ def _choices(value: Any, known: tuple, what: str) -> list:
     return chosen
 
 
+#: smallest non-zero magnitude of the parameters and inputs of :func:`transformer_graphs`: tame
+#: values (a weight of 1e-38 makes relevance of 1e-38 next to relevance of order 1), zeros kept
+TRANSFORMER_MIN_MAGNITUDE = 1e-3
+
+
+def _tame(shape, limit: float, dtype: Any) -> st.SearchStrategy[np.ndarray]:
+    """Arrays of 0 or values of either sign with magnitude in [TRANSFORMER_MIN_MAGNITUDE, limit]."""
+    width, low = _width(dtype), TRANSFORMER_MIN_MAGNITUDE
+    element = st.one_of(st.just(0.0), _floats(low, limit, width), _floats(-limit, -low, width))
+    return hnp.arrays(np.float64, shape, elements=element)
+
+
 def _token_dense(draw, n_in: int, n_out: int, dtype: Any) -> tuple[np.ndarray, np.ndarray]:
     """(weight (n_in, n_out), bias): weights of either sign in [-1.5, 1.5] / sqrt(n_in) in
     magnitude (zeros included), so that activations stay of order 1 over blocks."""
     limit = 1.5 / np.sqrt(n_in)
-    return draw(_values((n_in, n_out), -limit, limit, dtype)), draw(_values((n_out,), -0.5, 0.5, dtype))
+    return draw(_tame((n_in, n_out), limit, dtype)), draw(_tame((n_out,), 0.5, dtype))
 
 
 def _norm_node(draw, kind: str | None, width: int, name: str, source: str, dtype: Any) -> tuple[list, str]:
     if kind is None:
         return [], source
-    scale = draw(_values((width,), -1.5, 1.5, dtype))  # either sign: a scale of 0 drops a feature
+    scale = draw(_tame((width,), 1.5, dtype))  # either sign: a scale of 0 drops a feature
     if kind == "rmsnorm":
         return [(name, RMSNorm(scale, eps=1e-6), (source,))], name
-    return [(name, LayerNorm(scale, draw(_values((width,), -0.5, 0.5, dtype)), eps=1e-5), (source,))], name
+    return [(name, LayerNorm(scale, draw(_tame((width,), 0.5, dtype)), eps=1e-5), (source,))], name
 
 
 @st.composite
@@ -451,11 +463,11 @@ def _transformer_block(draw, name: str, source: str, width: int, norm: str | Non
     return nodes, out
 
 
-@st.composite
-def transformer_graphs(draw, norm: Any = "any", placement: Any = None, activation: Any = None,
+def transformer_graphs(norm: Any = "any", placement: Any = None, activation: Any = None,
                        gating: bool | None = None, skip: bool | None = True, max_tokens: int = 5,
                        max_width: int = 8, max_depth: int = 2, dtype: Any = "float64",
-                       with_inputs: bool = False, batch: int | tuple[int, int] = (1, 2)):
+                       with_inputs: bool = False,
+                       batch: int | tuple[int, int] = (1, 2)) -> st.SearchStrategy:
     """Small random transformers as a :class:`~lrp_num.engine.graph.Graph` on tokens (T, D).
 
     Each of 1 to ``max_depth`` blocks is multi-head self-attention
@@ -467,9 +479,10 @@ def transformer_graphs(draw, norm: Any = "any", placement: Any = None, activatio
     2017). The head flattens the tokens and applies a Dense layer (1 to 3 outputs).
 
     Weights of either sign lie in [-1.5, 1.5] / sqrt(n_in) and biases in [-0.5, 0.5], zeros
-    included, so that every value stays of order 1 (the float64 reference well-conditioned)
-    while negative logits, negative attention scores, cancelling skip sums and zero
-    activations still occur; values are numbers of ``dtype``.
+    included and other magnitudes at least :data:`TRANSFORMER_MIN_MAGNITUDE`, so that every
+    value stays of order 1 (the float64 reference well-conditioned) while negative logits,
+    negative attention scores, cancelling skip sums and zero activations still occur; values
+    are numbers of ``dtype``.
 
     Parameters
     ----------
@@ -499,12 +512,20 @@ def transformer_graphs(draw, norm: Any = "any", placement: Any = None, activatio
         ``graph.input_shape`` is (T, D); node names follow ``block{k}.attn.q``, ``block{k}.norm1``,
         ``block{k}.mlp.fc1``, ``head``.
     """
-    norms = _choices(None if norm == "any" else (norm,) if norm is None else norm, tuple(TRANSFORMER_NORMS), "norm")
+    norms = _choices(None if norm == "any" else (norm,) if norm is None else norm, tuple(TRANSFORMER_NORMS),
+                     "norm")
     placements = _choices(placement, NORM_PLACEMENTS, "placement")
     activations = _choices(activation, tuple(TRANSFORMER_ACTIVATIONS), "activation")
     gatings = [False, True] if gating is None else [bool(gating)]
     skips = [False, True] if skip is None else [bool(skip)]
     dtype_name(dtype)
+    return _transformer_graphs(norms, placements, activations, gatings, skips, max_tokens, max_width, max_depth,
+                               dtype, with_inputs, batch)
+
+
+@st.composite
+def _transformer_graphs(draw, norms: list, placements: list, activations: list, gatings: list, skips: list,
+                        max_tokens: int, max_width: int, max_depth: int, dtype: Any, with_inputs: bool, batch):
     tokens, width = draw(st.integers(2, max(2, max_tokens))), draw(st.integers(2, max(2, max_width)))
     nodes, current = [], "input"
     for k in range(draw(st.integers(1, max(1, max_depth)))):
@@ -519,7 +540,7 @@ def transformer_graphs(draw, norm: Any = "any", placement: Any = None, activatio
     if not with_inputs:
         return graph
     size = batch if isinstance(batch, int) else draw(st.integers(*batch))
-    return graph, draw(_values((size, tokens, width), -2.0, 2.0, dtype))
+    return graph, draw(_tame((size, tokens, width), 2.0, dtype))
 
 
 def transformer_graphs_with_inputs(**options: Any) -> st.SearchStrategy:
@@ -528,6 +549,7 @@ def transformer_graphs_with_inputs(**options: Any) -> st.SearchStrategy:
 
 
 __all__ = ["BIAS_KINDS", "DOMAINS", "DTYPES", "MIN_MAGNITUDE", "NORM_PLACEMENTS", "POOLING", "TINY",
-           "TRANSFORMER_ACTIVATIONS", "TRANSFORMER_NORMS", "biases", "boxes", "dense_layers", "dtype_name",
+           "TRANSFORMER_ACTIVATIONS", "TRANSFORMER_MIN_MAGNITUDE", "TRANSFORMER_NORMS", "biases", "boxes",
+           "dense_layers", "dtype_name",
            "inputs", "min_magnitude", "near_zero_layers", "networks", "networks_with_inputs", "residual_networks",
            "torch_networks", "transformer_graphs", "transformer_graphs_with_inputs", "with_positive_output"]
