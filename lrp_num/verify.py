@@ -595,10 +595,15 @@ def conservation_threshold(kept, bound: np.ndarray, engine: np.ndarray, top_floa
 
     absorbed = |kept|, the relevance the rule legitimately leaves to biases and stabilisers (the
     reference's balance, exact); rounding = sum_p of the per-input bound (:func:`rounding_bound`)
-    + the float64 sums sum_p R_p (n u sum_p |R_p|) + |f_c(x) in float64 - f_c(x)| (measured).
+    + the float64 sums sum_p R_p (n u sum_p |R_p|) + |f_c(x) in float64 - f_c(x)| (measured)
+    + the rounding of the comparison itself, u (|sum_p R_p| + |f_c(x)| + |kept|): the float64
+    difference sum_p R_p - f_c(x) and |kept| rounded to float64 (where little relevance reaches
+    the input and most is kept, these ulps of |kept| exceed every other term).
     """
+    total = float(engine.sum())
     rounding = float(bound.sum()) + len(engine) * U * float(np.abs(engine).sum())
-    return float(abs(kept)), rounding + abs(top_float64 - float(top)) + 1e-300
+    comparison = U * (abs(total) + abs(top_float64) + abs(float(kept)))
+    return float(abs(kept)), rounding + abs(top_float64 - float(top)) + comparison + 1e-300
 
 
 def _outside_domain(row: RuleReport, error: Exception, network, x, method, targets, input_domain,

@@ -287,3 +287,22 @@ def _written(data: bytes):
     path = Path(tempfile.mkdtemp()) / "attention.onnx"
     path.write_bytes(data)
     return path
+
+
+def test_conservation_threshold_counts_the_rounding_of_the_comparison():
+    """cplrp on a random transformer: 7.9e-5 of relevance reaches the input, 0.70002 is kept, and
+    |sum R - f_c(x)| in float64 is one ulp of 0.7 above |kept| while every other rounding term is
+    ~1e-18: the threshold must count the float64 difference and |kept|'s own rounding."""
+    import mpmath
+
+    from lrp_num.verify import conservation_threshold
+
+    with mpmath.workdps(40):
+        kept = mpmath.mpf("0.700018970970434350123750477597094619195")
+        top = mpmath.mpf("0.6999397416508187145290234117872840619969")
+    engine, top_float64 = np.array([-7.922931961563558e-05]), 0.6999397416508187
+    absorbed, rounding = conservation_threshold(kept, np.array([2.2799060711954103e-18]), engine,
+                                                top_float64, top)
+    violation = abs(engine.sum() - top_float64)
+    assert violation > absorbed  # the premise: one ulp above
+    assert violation - absorbed <= rounding
