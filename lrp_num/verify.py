@@ -122,7 +122,8 @@ def forward_error(prepared: reference.ReferenceNetwork, activations: dict, engin
                     node.operation, (Add, NONLINEAR, NORMALIZATION, verify_attention.OPERATIONS)))
             if over is not None and not moves_only:  # a node that only moves values passes its input's error
                 allowed = 2 * out + U * exact
-                over.append(float(np.max(np.divide(measured, allowed, out=np.zeros_like(measured),
+                # an error where the bound is 0 is infinitely over it, not skipped
+                over.append(float(np.max(np.divide(measured, allowed, out=np.where(measured > 0, np.inf, 0.0),
                                                    where=allowed != 0), initial=0.0)))
             out = np.minimum(measured, 2 * out) + U * exact
         errors[node.name] = out
@@ -141,7 +142,11 @@ def _pointwise_forward_error(operation, a: np.ndarray, e: np.ndarray, out: np.nd
 
 def _norm_forward_error(operation, a: np.ndarray, e: np.ndarray, out: np.ndarray) -> np.ndarray:
     """Per row of n features: |dy_j/dx_i| <= |gamma_j| / sigma (1 + 2/n... ) summed with e, and
-    the rounding of the mean, variance and division, u (n + 8) (|y_j - beta_j| + |beta_j|)."""
+    the rounding of the mean, variance and division, u (n + 8) (|y_j - beta_j| + |beta_j|); for
+    LayerNorm also the mean's own rounding, u (n + 2) mean_i |x_i|, which the centring x_j - mu
+    keeps in absolute terms and 1 / sigma amplifies: |gamma_j| / sigma u (n + 2) mean_i |x_i|
+    (a row of equal values has x_j - mu = 0 exactly, but a float64 mu a few ulps off, which
+    1 / sqrt(eps) turns into ~1e-14)."""
     features = operation.weight.shape[0]
     rows = a.reshape(-1, features)
     if operation.norm == "layernorm":
@@ -157,6 +162,8 @@ def _norm_forward_error(operation, a: np.ndarray, e: np.ndarray, out: np.ndarray
                            + standard * (standard * row_error).mean(axis=1, keepdims=True))
     rounding = U * (features + 8) * (np.abs(out.reshape(-1, features) - operation.bias)
                                      + np.abs(operation.bias))
+    if operation.norm == "layernorm":
+        rounding = rounding + scaled * U * (features + 2) * np.abs(rows).mean(axis=1, keepdims=True)
     return (propagated + rounding).ravel()
 
 
@@ -588,10 +595,15 @@ def conservation_threshold(kept, bound: np.ndarray, engine: np.ndarray, top_floa
 
     absorbed = |kept|, the relevance the rule legitimately leaves to biases and stabilisers (the
     reference's balance, exact); rounding = sum_p of the per-input bound (:func:`rounding_bound`)
-    + the float64 sums sum_p R_p (n u sum_p |R_p|) + |f_c(x) in float64 - f_c(x)| (measured).
+    + the float64 sums sum_p R_p (n u sum_p |R_p|) + |f_c(x) in float64 - f_c(x)| (measured)
+    + the rounding of the comparison itself, u (|sum_p R_p| + |f_c(x)| + |kept|): the float64
+    difference sum_p R_p - f_c(x) and |kept| rounded to float64 (where little relevance reaches
+    the input and most is kept, these ulps of |kept| exceed every other term).
     """
+    total = float(engine.sum())
     rounding = float(bound.sum()) + len(engine) * U * float(np.abs(engine).sum())
-    return float(abs(kept)), rounding + abs(top_float64 - float(top)) + 1e-300
+    comparison = U * (abs(total) + abs(top_float64) + abs(float(kept)))
+    return float(abs(kept)), rounding + abs(top_float64 - float(top)) + comparison + 1e-300
 
 
 def _outside_domain(row: RuleReport, error: Exception, network, x, method, targets, input_domain,

@@ -9,7 +9,9 @@
   last axis, where the flattening of opsets < 13 changes nothing) -> Softmax;
 * Mul of two model tensors -> Multiply; Mul or Div of a MatMul's output by a scalar constant (the
   MatMul read by nothing else) -> that MatMul's ``scale``;
-* the head split Reshape (N, T, H, d) + Transpose perm (0, 2, 1, 3) -> SplitHeads, and the merge
+* the head split Reshape (N, T, H, d) + Transpose perm (0, 2, 1, 3) -> SplitHeads (perm (0, 2, 3, 1),
+  the split keys transposed for Q K^T in one step as torch's exporter writes it, -> SplitHeads
+  feeding a MatMul as its transposed second factor), and the merge
   Transpose perm (0, 2, 1, 3) + Reshape (N, T, H*d) -> MergeHeads; Transpose perm (0, 1, 3, 2) (or
   (0, 2, 1) on tokens) feeding a MatMul as its second factor.
 
@@ -23,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from lrp_num.io.graph_builder import HeadsView, Swapped, Tensor, TransposedLast
+from lrp_num.io.onnx_import import _name
 from lrp_num.layers import MatMul, MergeHeads, Multiply, Softmax, SplitHeads, TokenDense
 
 OPS = ("Softmax", "Mul", "Div", "Transpose")
@@ -134,6 +137,12 @@ class _Handlers:
         perm = list(attrs.get("perm", []))
         if isinstance(value, HeadsView) and perm == [0, 2, 1, 3]:
             self.reader._add(node, SplitHeads(value.heads), [value.tensor])
+            return
+        if isinstance(value, HeadsView) and perm == [0, 2, 3, 1]:
+            # the keys' split and K^T in one: torch's exporter fuses view(N, T, H, d).transpose(1, 2)
+            # .transpose(-2, -1) into this single Transpose
+            self._set(node, TransposedLast(self.reader.builder.add(
+                _name(node), SplitHeads(value.heads), [value.tensor], f"ONNX node {_name(node)!r} (Transpose)")))
             return
         data = self._tensor(node, value, "Transpose")
         rank = len(data.shape) + 1

@@ -64,11 +64,6 @@ _GELU_STAGES = ("x / sqrt 2", "erf(x / sqrt 2)", "1 + erf(x / sqrt 2)", "x (1 + 
                 "x / 2")
 
 
-def _position(values: list, item: Any) -> int:
-    """The index of ``item`` in ``values`` by identity (list.index compares arrays elementwise)."""
-    return next(k for k, value in enumerate(values) if value is item)
-
-
 @dataclass
 class _GeluPart:
     """A partial result of the exact GELU pattern: ``stage`` (an index into _GELU_STAGES) of the
@@ -356,11 +351,13 @@ class _GraphReader:
         if all(not isinstance(v, Tensor) for v in values):
             self._folded(node, lambda a: a[0] + a[1])
             return
-        data = next(v for v in values if isinstance(v, Tensor))
-        constant = next(v for v in values if not isinstance(v, Tensor))
+        # by position, not values.index(data): that compares with ==, elementwise against an
+        # array constant (torch's exporter writes Add(bias, x @ W) with the constant first)
+        position = next(k for k, v in enumerate(values) if isinstance(v, Tensor))
+        data, constant = values[position], values[1 - position]
         producer = self.builder.producer(data)
         previous = None if producer is None else producer.operation
-        if not isinstance(previous, Dense) or len(self.readers.get(node.input[_position(values, data)], [])) != 1:
+        if not isinstance(previous, Dense) or len(self.readers.get(node.input[position], [])) != 1:
             self._unsupported(node, "Add other than a constant bias right after Gemm or MatMul")
         try:
             bias = np.broadcast_to(constant, (1, previous.n_out)).reshape(previous.n_out)

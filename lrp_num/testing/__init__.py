@@ -10,7 +10,7 @@ suite needs (docs/testing.md has complete suites for zennit and captum):
   read off the audit's profiles;
 * hypothesis strategies (:mod:`~lrp_num.testing.strategies`): random networks (ours, or torch
   modules with :func:`torch_networks`), batched inputs per domain in float32 or float64, near-zero
-  denominators, residual graphs;
+  denominators, residual graphs, small random transformers (:func:`transformer_graphs`);
 * :func:`to_torch` / :func:`from_torch`: our networks as torch modules and back;
   :func:`import_zennit` (zennit without torchvision) and :func:`captum_pass_through_rule` (a
   captum rule for ``nn.Flatten``) for the suites of docs/testing.md;
@@ -32,9 +32,11 @@ from lrp_num.testing.reference_check import DEFAULTS, as_network, assert_matches
 
 #: the strategies' names, imported from :mod:`lrp_num.testing.strategies` on first use (PEP 562),
 #: so that the pytest plugin, which imports this package, needs no hypothesis
-STRATEGIES = ("BIAS_KINDS", "DOMAINS", "DTYPES", "MIN_MAGNITUDE", "POOLING", "TINY", "biases", "boxes",
+STRATEGIES = ("BIAS_KINDS", "DOMAINS", "DTYPES", "MIN_MAGNITUDE", "NORM_PLACEMENTS", "POOLING", "TINY",
+              "TRANSFORMER_ACTIVATIONS", "TRANSFORMER_MIN_MAGNITUDE", "TRANSFORMER_NORMS", "biases", "boxes",
               "dense_layers", "dtype_name", "inputs", "min_magnitude", "near_zero_layers", "networks",
-              "networks_with_inputs", "residual_networks", "torch_networks", "with_positive_output")
+              "networks_with_inputs", "residual_networks", "torch_networks", "transformer_graphs",
+              "transformer_graphs_with_inputs", "with_positive_output")
 
 
 def __getattr__(name: str):

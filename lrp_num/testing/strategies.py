@@ -33,6 +33,11 @@ residual_networks(bias=..., branch_bias=...)
     (graph, chain): a :class:`~lrp_num.engine.graph.Graph` with one identity skip connection, h + D(h)
     summed by an Add node, and the :class:`~lrp_num.engine.network.Sequential` that computes the same
     function with the skip folded into the branch's weights (W + I).
+transformer_graphs(norm=..., placement=..., activation=..., gating=..., dtype=..., with_inputs=False)
+    A small random transformer :class:`~lrp_num.engine.graph.Graph` on tokens (T, D): 1-2 blocks of
+    multi-head self-attention and a token-wise MLP (GELU, SiLU, Tanh or Sigmoid, optionally gated
+    by a Multiply), LayerNorm / RMSNorm / no norm before (pre-norm) or after (post-norm) each
+    part, skip connections, a Flatten and a Dense head; ``with_inputs=True`` draws (graph, x).
 """
 
 from __future__ import annotations
@@ -44,7 +49,9 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from lrp_num.engine.graph import Graph, Node
-from lrp_num.layers import Add, AvgPool2d, Conv2d, Dense, Flatten, MaxPool2d, ReLU, SumPool2d
+from lrp_num.layers import (GELU, Add, AvgPool2d, Conv2d, Dense, Flatten, LayerNorm, MaxPool2d, Multiply, ReLU,
+                            RMSNorm, Sigmoid, SiLU, SumPool2d, Tanh, TokenDense)
+from lrp_num.layers.attention import multi_head_attention
 from lrp_num.engine.network import Sequential
 
 DOMAINS = ("R^n", "orthant", "box")
@@ -368,7 +375,181 @@ def residual_networks(draw, bias: str = "mixed", branch_bias: str = "zero", max_
     return graph, chain
 
 
-__all__ = ["BIAS_KINDS", "DOMAINS", "DTYPES", "MIN_MAGNITUDE", "POOLING", "TINY", "biases", "boxes", "dense_layers",
-           "dtype_name",
+#: the norms of :func:`transformer_graphs` by name (None: no norm)
+TRANSFORMER_NORMS = {"layernorm": LayerNorm, "rmsnorm": RMSNorm, None: None}
+#: the MLP activations of :func:`transformer_graphs` by name
+TRANSFORMER_ACTIVATIONS = {"gelu": GELU, "silu": SiLU, "tanh": Tanh, "sigmoid": Sigmoid}
+#: where a block's norms sit: before each part (pre-norm, ViT) or after each skip sum (post-norm)
+NORM_PLACEMENTS = ("pre", "post")
+
+
+def _choices(value: Any, known: tuple, what: str) -> list:
+    """``value`` as a list of allowed choices: None (all of ``known``), one choice or a tuple."""
+    if value is None:
+        return list(known)
+    chosen = list(value) if isinstance(value, (tuple, list)) else [value]
+    if not chosen or any(item not in known for item in chosen):
+        raise ValueError(f"{what} must be one of {known}, a tuple of them or None, got {value!r}")
+    return chosen
+
+
+#: smallest non-zero magnitude of the parameters and inputs of :func:`transformer_graphs`: tame
+#: values (a weight of 1e-38 makes relevance of 1e-38 next to relevance of order 1), zeros kept
+TRANSFORMER_MIN_MAGNITUDE = 1e-3
+
+
+def _tame(shape, limit: float, dtype: Any) -> st.SearchStrategy[np.ndarray]:
+    """Arrays of 0 or values of either sign with magnitude in [TRANSFORMER_MIN_MAGNITUDE, limit]."""
+    width, low = _width(dtype), TRANSFORMER_MIN_MAGNITUDE
+    element = st.one_of(st.just(0.0), _floats(low, limit, width), _floats(-limit, -low, width))
+    return hnp.arrays(np.float64, shape, elements=element)
+
+
+def _token_dense(draw, n_in: int, n_out: int, dtype: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(weight (n_in, n_out), bias): weights of either sign in [-1.5, 1.5] / sqrt(n_in) in
+    magnitude (zeros included), so that activations stay of order 1 over blocks."""
+    limit = 1.5 / np.sqrt(n_in)
+    return draw(_tame((n_in, n_out), limit, dtype)), draw(_tame((n_out,), 0.5, dtype))
+
+
+def _norm_node(draw, kind: str | None, width: int, name: str, source: str, dtype: Any) -> tuple[list, str]:
+    if kind is None:
+        return [], source
+    scale = draw(_tame((width,), 1.5, dtype))  # either sign: a scale of 0 drops a feature
+    if kind == "rmsnorm":
+        return [(name, RMSNorm(scale, eps=1e-6), (source,))], name
+    return [(name, LayerNorm(scale, draw(_tame((width,), 0.5, dtype)), eps=1e-5), (source,))], name
+
+
+@st.composite
+def _transformer_block(draw, name: str, source: str, width: int, norm: str | None, placement: str,
+                       activations: list, gating: list, skip: bool, dtype: Any) -> tuple[list, str]:
+    """The nodes of one block and its output node (see :func:`transformer_graphs`)."""
+    heads = draw(st.sampled_from([h for h in (1, 2) if width % h == 0]))
+    nodes, current = [], source
+    if placement == "pre":
+        extra, current = _norm_node(draw, norm, width, f"{name}.norm1", current, dtype)
+        nodes += extra
+    attention, attended = multi_head_attention(f"{name}.attn", current, heads,
+                                               *(_token_dense(draw, width, width, dtype) for _ in range(4)))
+    nodes += attention
+    if skip:
+        nodes.append((f"{name}.skip1", Add(), (source, attended)))
+        attended = f"{name}.skip1"
+    if placement == "post":
+        extra, attended = _norm_node(draw, norm, width, f"{name}.norm1", attended, dtype)
+        nodes += extra
+    current = attended
+    if placement == "pre":
+        extra, current = _norm_node(draw, norm, width, f"{name}.norm2", current, dtype)
+        nodes += extra
+    hidden = draw(st.integers(2, 8))
+    activation = TRANSFORMER_ACTIVATIONS[draw(st.sampled_from(activations))]
+    nodes += [(f"{name}.mlp.fc1", TokenDense(*_token_dense(draw, width, hidden, dtype)), (current,)),
+              (f"{name}.mlp.act", activation(), (f"{name}.mlp.fc1",))]
+    inner = f"{name}.mlp.act"
+    if draw(st.sampled_from(gating)):  # GLU-style: act(x W_1) * (x W_g)
+        nodes += [(f"{name}.mlp.gate", TokenDense(*_token_dense(draw, width, hidden, dtype)), (current,)),
+                  (f"{name}.mlp.gated", Multiply(), (inner, f"{name}.mlp.gate"))]
+        inner = f"{name}.mlp.gated"
+    nodes.append((f"{name}.mlp.fc2", TokenDense(*_token_dense(draw, hidden, width, dtype)), (inner,)))
+    out = f"{name}.mlp.fc2"
+    if skip:
+        nodes.append((f"{name}.skip2", Add(), (attended, out)))
+        out = f"{name}.skip2"
+    if placement == "post":
+        extra, out = _norm_node(draw, norm, width, f"{name}.norm2", out, dtype)
+        nodes += extra
+    return nodes, out
+
+
+def transformer_graphs(norm: Any = "any", placement: Any = None, activation: Any = None,
+                       gating: bool | None = None, skip: bool | None = True, max_tokens: int = 5,
+                       max_width: int = 8, max_depth: int = 2, dtype: Any = "float64",
+                       with_inputs: bool = False,
+                       batch: int | tuple[int, int] = (1, 2)) -> st.SearchStrategy:
+    """Small random transformers as a :class:`~lrp_num.engine.graph.Graph` on tokens (T, D).
+
+    Each of 1 to ``max_depth`` blocks is multi-head self-attention
+    (:func:`~lrp_num.layers.attention.multi_head_attention`: softmax(Q_h K_h^T / sqrt(d)) V_h,
+    1 or 2 heads dividing D) and a token-wise MLP W_2 g(x W_1) (GELU, SiLU, Tanh or Sigmoid
+    g; gated: W_2 (g(x W_1) * x W_g), a Multiply node), each part with a skip connection (an
+    Add node) and a norm (LayerNorm or RMSNorm with a scale of either sign, or none) before it
+    (pre-norm, ViT) or after the skip sum (post-norm, the original transformer, Vaswani et al.
+    2017). The head flattens the tokens and applies a Dense layer (1 to 3 outputs).
+
+    Weights of either sign lie in [-1.5, 1.5] / sqrt(n_in) and biases in [-0.5, 0.5], zeros
+    included and other magnitudes at least :data:`TRANSFORMER_MIN_MAGNITUDE`, so that every
+    value stays of order 1 (the float64 reference well-conditioned) while negative logits,
+    negative attention scores, cancelling skip sums and zero activations still occur; values
+    are numbers of ``dtype``.
+
+    Parameters
+    ----------
+    norm : {"any", "layernorm", "rmsnorm", None} or a tuple of them
+        The norm of every block (None: no norm); "any" (the default) draws one of the three per
+        block, a tuple one of those.
+    placement : {"pre", "post"} or a tuple, optional
+        Where the norms sit (:data:`NORM_PLACEMENTS`); default: either.
+    activation : {"gelu", "silu", "tanh", "sigmoid"} or a tuple, optional
+        The MLP's nonlinearity (:data:`TRANSFORMER_ACTIVATIONS`); default: any.
+    gating : bool, optional
+        Always (True) or never (False) a gated MLP; default: either.
+    skip : bool, optional
+        Skip connections around both parts (default True); None draws it, False never.
+    max_tokens, max_width, max_depth : int
+        T in [2, max_tokens], D in [2, max_width], 1 to max_depth blocks.
+    dtype : "float64", "float32" or a torch dtype
+        Every parameter (and input) is a number of this type (kept as float64 in the graph).
+    with_inputs : bool
+        Draw (graph, x) instead: x a batch (batch, T, D) with entries in [-2, 2], zeros included.
+    batch : int or (low, high)
+        With ``with_inputs``: the batch size, or the range it is drawn from.
+
+    Returns
+    -------
+    Graph, or (Graph, ndarray) with ``with_inputs``
+        ``graph.input_shape`` is (T, D); node names follow ``block{k}.attn.q``, ``block{k}.norm1``,
+        ``block{k}.mlp.fc1``, ``head``.
+    """
+    norms = _choices(None if norm == "any" else (norm,) if norm is None else norm, tuple(TRANSFORMER_NORMS),
+                     "norm")
+    placements = _choices(placement, NORM_PLACEMENTS, "placement")
+    activations = _choices(activation, tuple(TRANSFORMER_ACTIVATIONS), "activation")
+    gatings = [False, True] if gating is None else [bool(gating)]
+    skips = [False, True] if skip is None else [bool(skip)]
+    dtype_name(dtype)
+    return _transformer_graphs(norms, placements, activations, gatings, skips, max_tokens, max_width, max_depth,
+                               dtype, with_inputs, batch)
+
+
+@st.composite
+def _transformer_graphs(draw, norms: list, placements: list, activations: list, gatings: list, skips: list,
+                        max_tokens: int, max_width: int, max_depth: int, dtype: Any, with_inputs: bool, batch):
+    tokens, width = draw(st.integers(2, max(2, max_tokens))), draw(st.integers(2, max(2, max_width)))
+    nodes, current = [], "input"
+    for k in range(draw(st.integers(1, max(1, max_depth)))):
+        block, current = draw(_transformer_block(f"block{k}", current, width, draw(st.sampled_from(norms)),
+                                                 draw(st.sampled_from(placements)), activations, gatings,
+                                                 draw(st.sampled_from(skips)), dtype))
+        nodes += block
+    n_out = draw(st.integers(1, 3))
+    head = Dense(*_token_dense(draw, tokens * width, n_out, dtype))
+    nodes += [("flatten", Flatten(), (current,)), ("head", head, ("flatten",))]
+    graph = Graph(nodes, input_shape=(tokens, width))
+    if not with_inputs:
+        return graph
+    size = batch if isinstance(batch, int) else draw(st.integers(*batch))
+    return graph, draw(_tame((size, tokens, width), 2.0, dtype))
+
+
+def transformer_graphs_with_inputs(**options: Any) -> st.SearchStrategy:
+    """(graph, x): :func:`transformer_graphs` with ``with_inputs=True`` (same options)."""
+    return transformer_graphs(with_inputs=True, **options)
+
+
+__all__ = ["BIAS_KINDS", "DOMAINS", "DTYPES", "MIN_MAGNITUDE", "NORM_PLACEMENTS", "POOLING", "TINY",
+           "TRANSFORMER_ACTIVATIONS", "TRANSFORMER_MIN_MAGNITUDE", "TRANSFORMER_NORMS", "biases", "boxes",
+           "dense_layers", "dtype_name",
            "inputs", "min_magnitude", "near_zero_layers", "networks", "networks_with_inputs", "residual_networks",
-           "torch_networks", "with_positive_output"]
+           "torch_networks", "transformer_graphs", "transformer_graphs_with_inputs", "with_positive_output"]
