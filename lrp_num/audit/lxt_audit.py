@@ -163,10 +163,15 @@ def audit_lxt(model, x: np.ndarray, targets: np.ndarray | None = None, variant: 
                                   ("departs-from-derivation", audit.derivation)):
             first = None if comparison is None else comparison.first_deviating
             if first is not None:
-                audit.findings.append(f"{label}: {run.library} {variant} first deviates at {first.graph_tensor} "
-                                      f"(relative {first.relative:.2e}, {first.over_bound:.3g} x the bound), "
-                                      f"produced by {', '.join(first.rule_of)}")
+                audit.findings.append(deviation_finding(label, f"{run.library} {variant}", first))
     return audit
+
+
+def deviation_finding(label: str, who: str, first) -> str:
+    """The finding for the first tensor where ``who`` deviates from the reference (``first``, a
+    row of a :class:`ReferenceComparison`): where, by how much, and which op produced it."""
+    return (f"{label}: {who} first deviates at {first.graph_tensor} (relative {first.relative:.2e}, "
+            f"{first.over_bound:.3g} x the bound), produced by {', '.join(first.rule_of) or 'the output'}")
 
 
 def render_table(audit: LXTAudit) -> str:
@@ -216,5 +221,5 @@ def render_markdown(audit: LXTAudit) -> str:
     return "\n".join(rows)
 
 
-__all__ = ["DEFAULT_TOLERANCE", "LXTAudit", "OpAudit", "audit_lxt", "lxt_profile", "render_json",
+__all__ = ["DEFAULT_TOLERANCE", "LXTAudit", "OpAudit", "audit_lxt", "deviation_finding", "lxt_profile", "render_json",
            "render_markdown", "render_table"]

@@ -212,9 +212,9 @@ def audit_lxt_module(module, x: np.ndarray, targets: np.ndarray | None = None, v
         audit.reference = compare_module_with_reference(module, x, run, dps)
         first = audit.reference.first_deviating
         if first is not None:
-            audit.findings.append(f"deviates-from-reference: LXT {variant} first deviates at {first.graph_tensor} "
-                                  f"(relative {first.relative:.2e}, {first.over_bound:.3g} x the bound), produced "
-                                  f"by {', '.join(first.rule_of) or 'the output'}")
+            from lrp_num.audit.lxt_audit import deviation_finding
+
+            audit.findings.append(deviation_finding("deviates-from-reference", f"LXT {variant}", first))
     return audit
 
 
